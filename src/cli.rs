@@ -1,0 +1,244 @@
+//! Command-line interface: clap definitions only; `app` does the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, ConfigError, Limits, Network};
+use crate::workspace::{CopyOptions, DEFAULT_EXCLUDES};
+
+/// Exit codes shared by every subcommand (README lists them).
+pub mod exit {
+    /// Tests passed / command succeeded.
+    pub const OK: u8 = 0;
+    /// Tests failed.
+    pub const FAILED: u8 = 1;
+    /// Bad flags, bad task file, bad workspace: nothing ran.
+    pub const USAGE: u8 = 2;
+    /// The model API failed (after retries) or refused the request.
+    pub const MODEL: u8 = 3;
+    /// The wall-clock limit passed.
+    pub const TIMED_OUT: u8 = 124;
+    /// The sandbox infrastructure failed (daemon, image, copy).
+    pub const SANDBOX: u8 = 125;
+    /// Interrupted by Ctrl-C or SIGTERM; everything was cleaned up.
+    pub const INTERRUPTED: u8 = 130;
+    /// A process was killed for exceeding the memory limit.
+    pub const OOM: u8 = 137;
+}
+
+/// Let a language model write and repair code; run every line of it in a locked-down container.
+#[derive(Debug, Parser)]
+#[command(name = "autodev", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command on a workspace in a fresh locked-down container.
+    Exec(ExecArgs),
+    /// Build and manage sandbox images.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// Remove containers left behind by a crashed run.
+    Clean,
+}
+
+/// `autodev exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Folder copied into /workspace (the host copy is never touched).
+    #[arg(long, short = 'w', default_value = ".")]
+    pub workspace: PathBuf,
+    /// Print one JSON object with the verdict and captured output instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    /// Limits and isolation.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Command run with /bin/sh -c in /workspace.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// `autodev images ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Build images from images/NAME/Dockerfile as autodev/NAME:latest (all when NAME is omitted).
+    Build {
+        /// Image folder name, e.g. python.
+        name: Option<String>,
+        /// Base image passed as ARG BASE (offline hosts: autodev/base:bookworm).
+        #[arg(long, env = "AUTODEV_BASE_IMAGE")]
+        base: Option<String>,
+        /// Folder holding NAME/Dockerfile.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Only print errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the image definitions and whether each is built.
+    List {
+        /// Folder holding NAME/Dockerfile.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Sandbox limits shared by exec, run and batch.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Image to run in.
+    #[arg(long, default_value = config::DEFAULT_IMAGE)]
+    pub image: String,
+    /// CPU quota in cores.
+    #[arg(long, default_value_t = 1.0)]
+    pub cpus: f64,
+    /// Memory limit (no swap on top), e.g. 512m.
+    #[arg(long, default_value = "512m", value_parser = size("--memory"))]
+    pub memory: u64,
+    /// Maximum number of processes and threads.
+    #[arg(long, default_value_t = 256)]
+    pub pids: u32,
+    /// Wall-clock limit, e.g. 180s or 3m.
+    #[arg(long, default_value = "180s", value_parser = duration("--timeout"))]
+    pub timeout: std::time::Duration,
+    /// Network: none (default) or bridge.
+    #[arg(long, default_value = "none", value_parser = network)]
+    pub network: Network,
+    /// Bytes of stdout and of stderr kept (head and tail), e.g. 1MiB.
+    #[arg(long, default_value = "1MiB", value_parser = size("--output-limit"))]
+    pub output_limit: u64,
+    /// Size of the writable /workspace tmpfs.
+    #[arg(long, default_value = "256m", value_parser = size("--workspace-size"))]
+    pub workspace_size: u64,
+    /// Size of the writable /tmp tmpfs.
+    #[arg(long, default_value = "64m", value_parser = size("--tmp-size"))]
+    pub tmp_size: u64,
+    /// Refuse to copy a workspace larger than this.
+    #[arg(long, default_value = "64m", value_parser = size("--max-copy"))]
+    pub max_copy: u64,
+    /// OCI runtime, e.g. runsc (gVisor) for stronger isolation.
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// User inside the container, UID:GID (never root).
+    #[arg(long, default_value = "1000:1000")]
+    pub user: String,
+    /// Environment variable for the command, KEY=VALUE or KEY (taken from here); repeatable.
+    #[arg(long = "env", short = 'e', value_parser = env_item)]
+    pub env: Vec<(String, String)>,
+    /// Gitignore-style pattern left out of the copy; repeatable (adds to the defaults).
+    #[arg(long = "exclude")]
+    pub exclude: Vec<String>,
+    /// Do not apply the default excludes (target/, node_modules/, .git/, ...).
+    #[arg(long)]
+    pub no_default_excludes: bool,
+    /// Copy .git/ too.
+    #[arg(long)]
+    pub include_git: bool,
+}
+
+impl SandboxArgs {
+    /// The validated limits these flags describe.
+    pub fn limits(&self) -> Result<Limits, ConfigError> {
+        let l = Limits {
+            cpus: self.cpus,
+            memory: self.memory,
+            pids: self.pids,
+            timeout: self.timeout,
+            output_limit: self.output_limit,
+            network: self.network,
+            workspace_size: self.workspace_size,
+            tmp_size: self.tmp_size,
+            max_copy_bytes: self.max_copy,
+            user: self.user.clone(),
+            runtime: self.runtime.clone(),
+        };
+        l.validate()?;
+        Ok(l)
+    }
+
+    /// What to leave out of the copy.
+    pub fn copy_options(&self) -> CopyOptions {
+        let mut excludes: Vec<String> = if self.no_default_excludes {
+            Vec::new()
+        } else {
+            DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect()
+        };
+        excludes.extend(self.exclude.iter().cloned());
+        CopyOptions {
+            excludes,
+            include_git: self.include_git,
+        }
+    }
+}
+
+fn size(what: &'static str) -> impl Fn(&str) -> Result<u64, ConfigError> + Clone {
+    move |s| config::parse_size(what, s)
+}
+
+fn duration(
+    what: &'static str,
+) -> impl Fn(&str) -> Result<std::time::Duration, ConfigError> + Clone {
+    move |s| config::parse_duration(what, s)
+}
+
+fn network(s: &str) -> Result<Network, ConfigError> {
+    s.parse()
+}
+
+fn env_item(s: &str) -> Result<(String, String), ConfigError> {
+    config::parse_env(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_parses_limits_and_command() {
+        let cli = Cli::try_parse_from([
+            "autodev",
+            "exec",
+            "--memory",
+            "128m",
+            "--timeout",
+            "5s",
+            "-e",
+            "A=1",
+            "--",
+            "echo",
+            "hi",
+        ])
+        .unwrap();
+        let Command::Exec(a) = cli.command else {
+            panic!("not exec")
+        };
+        let l = a.sandbox.limits().unwrap();
+        assert_eq!(l.memory, 128 << 20);
+        assert_eq!(l.timeout.as_secs(), 5);
+        assert_eq!(a.command, ["echo", "hi"]);
+        assert_eq!(a.sandbox.env, [("A".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_the_parser() {
+        assert!(
+            Cli::try_parse_from(["autodev", "exec", "--memory", "lots", "--", "true"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["autodev", "exec", "--network", "host", "--", "true"]).is_err()
+        );
+    }
+}

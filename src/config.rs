@@ -1,0 +1,309 @@
+//! Limits and sandbox settings, filled once by the CLI, a batch task or a
+//! config file, and validated in one place.
+//!
+//! Everything the executor enforces lives in [`Limits`]; the defaults are the
+//! locked-down ones, so forgetting a flag never loosens the sandbox.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Image used when none is given: built from `images/python`.
+pub const DEFAULT_IMAGE: &str = "autodev/python:latest";
+
+/// A setting that cannot be used, with what to do about it.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A size such as `512m` could not be read.
+    #[error(
+        "invalid size {value:?} for {what}: use a number with an optional unit, e.g. 512m, 1GiB"
+    )]
+    BadSize { what: &'static str, value: String },
+    /// A duration such as `180s` could not be read.
+    #[error("invalid duration {value:?} for {what}: use e.g. 90s, 3m, 1h")]
+    BadDuration { what: &'static str, value: String },
+    /// A value is outside what the executor accepts.
+    #[error("invalid {what}: {reason}")]
+    OutOfRange { what: &'static str, reason: String },
+    /// An unknown network mode.
+    #[error("invalid network {0:?}: use none (the default) or bridge")]
+    BadNetwork(String),
+    /// An `--env` item that is not `KEY=VALUE` or `KEY`.
+    #[error("invalid environment variable {0:?}: use KEY=VALUE")]
+    BadEnv(String),
+}
+
+/// Network access granted to the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// No interface but loopback.
+    #[default]
+    None,
+    /// Docker's default bridge: outbound access. Only on request.
+    Bridge,
+}
+
+impl Network {
+    /// Docker's name for this mode.
+    pub fn as_docker(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Bridge => "bridge",
+        }
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Network::None),
+            "bridge" => Ok(Network::Bridge),
+            other => Err(ConfigError::BadNetwork(other.to_string())),
+        }
+    }
+}
+
+/// Resource limits and isolation settings for one sandboxed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// CPU quota in cores (e.g. 1.5).
+    pub cpus: f64,
+    /// Memory limit in bytes; swap is not added on top.
+    pub memory: u64,
+    /// Maximum number of processes (and threads) in the container.
+    pub pids: u32,
+    /// Wall-clock limit for the test command, copy-in included.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Bytes of stdout and of stderr kept in memory (head and tail).
+    pub output_limit: u64,
+    /// Network mode.
+    pub network: Network,
+    /// Size of the writable `/workspace` tmpfs.
+    pub workspace_size: u64,
+    /// Size of the writable `/tmp` tmpfs.
+    pub tmp_size: u64,
+    /// Refuse to copy a workspace whose files add up to more than this.
+    pub max_copy_bytes: u64,
+    /// User (uid:gid) the command runs as; never root by default.
+    pub user: String,
+    /// OCI runtime, e.g. `runsc` for gVisor; `None` is the daemon's default.
+    pub runtime: Option<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpus: 1.0,
+            memory: 512 * MIB,
+            pids: 256,
+            timeout: Duration::from_secs(180),
+            output_limit: MIB,
+            network: Network::None,
+            workspace_size: 256 * MIB,
+            tmp_size: 64 * MIB,
+            max_copy_bytes: 64 * MIB,
+            user: "1000:1000".to_string(),
+            runtime: None,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Limits {
+    /// Checks that every value can be enforced; call once after filling.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let range = |what, reason: &str| {
+            Err(ConfigError::OutOfRange {
+                what,
+                reason: reason.to_string(),
+            })
+        };
+        if !(self.cpus.is_finite() && self.cpus >= 0.01 && self.cpus <= 1024.0) {
+            return range("--cpus", "must be between 0.01 and 1024");
+        }
+        // Docker refuses less than 6 MB; below that a Python interpreter does not start anyway.
+        if self.memory < 6 * MIB {
+            return range("--memory", "must be at least 6m");
+        }
+        if self.pids < 8 {
+            return range(
+                "--pids",
+                "must be at least 8 (the shell, init and the command need some)",
+            );
+        }
+        if self.timeout.is_zero() {
+            return range("--timeout", "must be more than 0s");
+        }
+        if self.output_limit < 1024 {
+            return range("--output-limit", "must be at least 1KiB");
+        }
+        if self.workspace_size < MIB || self.tmp_size < MIB {
+            return range("--workspace-size/--tmp-size", "must be at least 1m");
+        }
+        if self.user.is_empty()
+            || self.user.starts_with("0:")
+            || self.user == "0"
+            || self.user == "root"
+        {
+            return range("user", "the sandbox never runs as root");
+        }
+        Ok(())
+    }
+}
+
+/// Parses a size like `512m`, `1GiB`, `100k` or `2048` (bytes).
+pub fn parse_size(what: &'static str, value: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::BadSize {
+        what,
+        value: value.to_string(),
+    };
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num.parse().map_err(|_| bad())?;
+    // Docker's own flags read `m` as MiB; we follow it so `--memory 512m` means the same here.
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let bytes = num * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a duration like `180s`, `3m` or a bare number of seconds.
+pub fn parse_duration(what: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(v).map_err(|_| ConfigError::BadDuration {
+        what,
+        value: value.to_string(),
+    })
+}
+
+/// Parses `KEY=VALUE`; a bare `KEY` takes the value from the caller's environment,
+/// so a secret never has to appear on the command line.
+pub fn parse_env(item: &str) -> Result<(String, String), ConfigError> {
+    let bad = || ConfigError::BadEnv(item.to_string());
+    match item.split_once('=') {
+        Some((k, v)) if valid_env_key(k) => Ok((k.to_string(), v.to_string())),
+        Some(_) => Err(bad()),
+        None if valid_env_key(item) => {
+            Ok((item.to_string(), std::env::var(item).unwrap_or_default()))
+        }
+        None => Err(bad()),
+    }
+}
+
+fn valid_env_key(k: &str) -> bool {
+    !k.is_empty() && !k.contains('\0') && !k.chars().next().is_some_and(|c| c.is_ascii_digit())
+}
+
+/// Serde adapter so durations read as "180s" in task files and config.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+            Raw::Secs(s) => Err(serde::de::Error::custom(format!("invalid timeout {s}"))),
+            Raw::Text(t) => super::parse_duration("timeout", &t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_docker_units() {
+        assert_eq!(parse_size("x", "512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("x", "1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("x", "1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_size("x", "2048").unwrap(), 2048);
+        assert!(parse_size("x", "12q").is_err());
+        assert!(parse_size("x", "").is_err());
+        assert!(parse_size("x", "-1m").is_err());
+    }
+
+    #[test]
+    fn durations_accept_bare_seconds_and_units() {
+        assert_eq!(
+            parse_duration("t", "180s").unwrap(),
+            Duration::from_secs(180)
+        );
+        assert_eq!(
+            parse_duration("t", "2.5").unwrap(),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(parse_duration("t", "3m").unwrap(), Duration::from_secs(180));
+        assert!(parse_duration("t", "soon").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_locked_down() {
+        let l = Limits::default();
+        l.validate().unwrap();
+        assert_eq!(l.network, Network::None);
+        assert_ne!(l.user, "0:0");
+    }
+
+    #[test]
+    fn validation_names_the_flag() {
+        let l = Limits {
+            memory: 1024,
+            ..Limits::default()
+        };
+        assert!(l.validate().unwrap_err().to_string().contains("--memory"));
+        let l = Limits {
+            user: "0:0".into(),
+            ..Limits::default()
+        };
+        assert!(l.validate().is_err());
+    }
+
+    #[test]
+    fn limits_read_from_json_with_text_durations() {
+        let l: Limits = serde_json::from_str(r#"{"timeout":"5s","memory":100000000}"#).unwrap();
+        assert_eq!(l.timeout, Duration::from_secs(5));
+        assert_eq!(l.memory, 100_000_000);
+        assert_eq!(l.pids, 256);
+    }
+
+    #[test]
+    fn env_items() {
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert!(parse_env("=x").is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! autodev: a language model writes and repairs code; every line it writes
+//! runs inside a fresh, locked-down Docker container.
+//!
+//! Module map:
+//! - [`config`]: limits and settings, validated once.
+//! - [`sandbox`]: the `Sandbox` trait, the Docker executor, a fake for tests.
+//! - [`workspace`]: the host folder: copy manifest, tar stream, context, export.
+//! - [`images`]: building the sandbox images from `images/*/Dockerfile`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod images;
+pub mod sandbox;
+pub mod workspace;

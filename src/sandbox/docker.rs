@@ -1,0 +1,604 @@
+//! The Docker implementation of [`Sandbox`]: one fresh, locked-down container
+//! per run, driven through bollard over one shared connection pool.
+//!
+//! Lifecycle: create (attached stdin/stdout/stderr, `none` log driver so
+//! output never lands on the daemon's disk) → attach → start → stream the
+//! workspace tar into stdin, where a tiny wrapper unpacks it into the
+//! size-limited `/workspace` tmpfs → the wrapper prints a per-run nonce on
+//! stderr and `exec`s the command → output is demultiplexed live → wait and
+//! inspect (exit code, OOM flag) → forced removal, on every path.
+//!
+//! Why stdin and not the archive endpoint: with a read-only root filesystem
+//! the daemon refuses archive uploads even into a tmpfs, and a volume would
+//! live unbounded on the host disk.
+//!
+//! Not done here: image builds (see `images`), retries (see `batch`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+type Bytes = Vec<u8>;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{Capture, Durations, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::workspace::{self, Manifest};
+
+/// Label carried by every container this tool creates.
+pub const MANAGED_LABEL: &str = "autodev.managed";
+/// Label holding the run id of a container.
+pub const RUN_LABEL: &str = "autodev.run";
+
+/// How long the daemon gets to answer the first ping: a missing daemon must be
+/// reported quickly, not after a client default of minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on each clean-up call, so a wedged daemon cannot hang the tool past
+/// the run's own timeout by much.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Stderr kept while waiting for the ready marker (tar's complaints).
+const SETUP_STDERR_CAP: usize = 64 * 1024;
+/// Chunk size of the tar stream into the container.
+const TAR_CHUNK: usize = 256 * 1024;
+
+/// Unpacks stdin into /workspace, announces readiness with the nonce ($1),
+/// then replaces itself with the user's command ($2), with stdin closed so a
+/// test that reads input cannot hang on the leftover tar stream.
+const WRAPPER: &str = r#"tar -x -f - -C /workspace --no-same-owner 2>&1 >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
+printf '%s:ready\n' "$1" >&2
+exec /bin/sh -c "$2" </dev/null"#;
+
+/// A [`Sandbox`] backed by the local Docker daemon.
+#[derive(Debug, Clone)]
+pub struct DockerSandbox {
+    docker: Docker,
+}
+
+impl DockerSandbox {
+    /// Connects to the daemon named by `DOCKER_HOST` (or the local socket),
+    /// negotiating the API version; fails within two seconds if nobody answers.
+    pub async fn connect() -> Result<Self, SandboxError> {
+        let unavailable = |detail: String| SandboxError::DaemonUnavailable { detail };
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| unavailable(e.to_string()))?
+            .with_timeout(Duration::from_secs(120));
+        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Err(unavailable(e.to_string())),
+            Err(_) => return Err(unavailable("no answer within 2s".into())),
+        };
+        Ok(DockerSandbox { docker })
+    }
+
+    /// The underlying client, for image builds and clean-up.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Whether `image` exists locally.
+    pub async fn has_image(&self, image: &str) -> Result<bool, SandboxError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(docker_err("inspect image", e)),
+        }
+    }
+
+    /// Removes every container labelled as ours (leftovers of a crash);
+    /// returns how many were removed.
+    pub async fn clean(&self) -> Result<usize, SandboxError> {
+        let ids = list_managed(&self.docker).await?;
+        let mut removed = 0;
+        for id in ids {
+            if remove(&self.docker, &id).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn create(
+        &self,
+        spec: &RunSpec,
+        run_id: &str,
+        nonce: &str,
+    ) -> Result<String, SandboxError> {
+        let body = container_body(spec, run_id, nonce)?;
+        let opts = CreateContainerOptions {
+            name: Some(format!("autodev-{run_id}")),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(opts), body).await {
+            Ok(r) => Ok(r.id),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            }) if message.to_ascii_lowercase().contains("image") => {
+                Err(SandboxError::ImageMissing {
+                    hint: image_hint(&spec.image),
+                    image: spec.image.clone(),
+                })
+            }
+            Err(e) => Err(docker_err("create container", e)),
+        }
+    }
+
+    async fn drive(
+        &self,
+        id: &str,
+        spec: &RunSpec,
+        manifest: Manifest,
+        nonce: &str,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+        durations: &mut Durations,
+    ) -> Result<Outcome, SandboxError> {
+        let attach = self
+            .docker
+            .attach_container(
+                id,
+                Some(AttachContainerOptions {
+                    stdin: true,
+                    stdout: true,
+                    stderr: true,
+                    stream: true,
+                    logs: false,
+                    detach_keys: None,
+                }),
+            )
+            .await
+            .map_err(|e| docker_err("attach", e))?;
+        let mut output = attach.output;
+        let mut input = attach.input;
+
+        let started = Instant::now();
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| docker_err("start container", e))?;
+
+        // The tar is produced on a blocking thread and fed to the container's
+        // stdin through a small channel: memory stays bounded whatever the size.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let packer = tokio::task::spawn_blocking(move || {
+            workspace::write_tar(&manifest, ChannelWriter::new(tx))
+        });
+        let feeder = tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                input.write_all(&chunk).await?;
+            }
+            input.shutdown().await
+        });
+
+        let limits = &spec.limits;
+        let mut out = Capture::new(limits.output_limit);
+        let mut err = Capture::new(limits.output_limit);
+        let ready_marker = format!("{nonce}:ready\n").into_bytes();
+        let mut setup: Vec<u8> = Vec::new();
+        let mut ready_at: Option<Instant> = None;
+        let mut timed_out = false;
+        let mut stream_error = None;
+        let deadline = tokio::time::sleep(limits.timeout);
+        tokio::pin!(deadline);
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    feeder.abort();
+                    return Err(SandboxError::Interrupted);
+                }
+                _ = &mut deadline => {
+                    timed_out = true;
+                    break;
+                }
+                item = output.next() => match item {
+                    None => break,
+                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                        out.push(&message);
+                        sink.stdout(&message);
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                        if ready_at.is_some() {
+                            err.push(&message);
+                            sink.stderr(&message);
+                            continue;
+                        }
+                        setup.extend_from_slice(&message);
+                        if let Some(pos) = find(&setup, &ready_marker) {
+                            ready_at = Some(Instant::now());
+                            let rest = setup.split_off(pos + ready_marker.len());
+                            if !rest.is_empty() {
+                                err.push(&rest);
+                                sink.stderr(&rest);
+                            }
+                            setup.clear();
+                        } else if setup.len() > SETUP_STDERR_CAP {
+                            setup.drain(..setup.len() - SETUP_STDERR_CAP);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        stream_error = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let ended = Instant::now();
+        feeder.abort();
+        let ready = ready_at.unwrap_or(ended);
+        durations.copy_in_ms = ms(ready - started);
+        durations.run_ms = ms(ended - ready);
+
+        if timed_out {
+            // Kill now so the clock stops; removal (forced) follows in `run`.
+            let _ = tokio::time::timeout(
+                CLEANUP_TIMEOUT,
+                self.docker.kill_container(
+                    id,
+                    Some(KillContainerOptions {
+                        signal: "SIGKILL".into(),
+                    }),
+                ),
+            )
+            .await;
+            return Ok(Outcome {
+                verdict: Verdict::TimedOut,
+                exit_code: None,
+                stdout: out.finish(),
+                stderr: err.finish(),
+                durations: *durations,
+                error: None,
+            });
+        }
+        if let Some(e) = stream_error {
+            return Err(SandboxError::DaemonLost {
+                op: "output streaming",
+                detail: e.to_string(),
+            });
+        }
+        if ready_at.is_none() {
+            // The packer's own error says more than tar's complaint about a cut stream.
+            if let Ok(Err(e)) = packer.await {
+                return Err(SandboxError::Workspace(e));
+            }
+            let text = String::from_utf8_lossy(&setup).replace(&format!("{nonce}:copy-failed"), "");
+            let text = text.trim();
+            return Err(SandboxError::CopyIn(if text.is_empty() {
+                "the container exited before the workspace was unpacked (does the image have /bin/sh and tar?)".into()
+            } else {
+                text.to_string()
+            }));
+        }
+
+        let exit_code = self.wait(id).await?;
+        let oom = self.oom_killed(id).await?;
+        // A child killed for memory while the parent still exits 0 must not
+        // count as a pass: the OOM flag wins over the exit code.
+        let verdict = if oom {
+            Verdict::OomKilled
+        } else if exit_code == 0 {
+            Verdict::Passed
+        } else {
+            Verdict::Failed
+        };
+        Ok(Outcome {
+            verdict,
+            exit_code: Some(exit_code),
+            stdout: out.finish(),
+            stderr: err.finish(),
+            durations: *durations,
+            error: None,
+        })
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64, SandboxError> {
+        let mut stream = self.docker.wait_container(
+            id,
+            Some(WaitContainerOptions {
+                condition: "not-running".into(),
+            }),
+        );
+        let lost = |detail: String| SandboxError::DaemonLost { op: "wait", detail };
+        match tokio::time::timeout(CLEANUP_TIMEOUT, stream.next()).await {
+            Err(_) => Err(lost("no exit status within 15s".into())),
+            Ok(None) => Err(lost("the wait stream ended without a status".into())),
+            Ok(Some(Ok(r))) => Ok(r.status_code),
+            // bollard turns a non-zero exit into an error; it is a status here.
+            Ok(Some(Err(BollardError::DockerContainerWaitError { code, .. }))) => Ok(code),
+            Ok(Some(Err(e))) => Err(docker_err("wait", e)),
+        }
+    }
+
+    async fn oom_killed(&self, id: &str) -> Result<bool, SandboxError> {
+        let info = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| docker_err("inspect container", e))?;
+        Ok(info.state.and_then(|s| s.oom_killed).unwrap_or(false))
+    }
+}
+
+impl Sandbox for DockerSandbox {
+    async fn run(
+        &self,
+        spec: &RunSpec,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, SandboxError> {
+        let t0 = Instant::now();
+        let root = spec.workspace.clone();
+        let copy = spec.copy.clone();
+        let cap = spec.limits.max_copy_bytes;
+        let manifest = tokio::task::spawn_blocking(move || workspace::manifest(&root, &copy, cap))
+            .await
+            .map_err(|e| SandboxError::CopyIn(format!("workspace walk panicked: {e}")))??;
+
+        let run_id = new_run_id();
+        let nonce = format!(
+            "autodev-{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        );
+        let mut durations = Durations::default();
+        let id = tokio::select! {
+            r = self.create(spec, &run_id, &nonce) => r?,
+            // A container created after this point would be removed by `clean`;
+            // stopping here keeps Ctrl-C prompt.
+            _ = cancel.cancelled() => return Err(SandboxError::Interrupted),
+        };
+        durations.create_ms = ms(t0.elapsed());
+
+        let result = self
+            .drive(&id, spec, manifest, &nonce, sink, cancel, &mut durations)
+            .await;
+
+        let t_rm = Instant::now();
+        let removed = remove(&self.docker, &id).await;
+        durations.remove_ms = ms(t_rm.elapsed());
+        durations.total_ms = ms(t0.elapsed());
+        if let Err(e) = &removed {
+            eprintln!(
+                "autodev: warning: could not remove container {id}: {e}; run `autodev clean`"
+            );
+        }
+        result.map(|mut o| {
+            o.durations = durations;
+            o
+        })
+    }
+}
+
+/// Builds the container definition: every isolation setting lives here.
+fn container_body(
+    spec: &RunSpec,
+    run_id: &str,
+    nonce: &str,
+) -> Result<ContainerCreateBody, SandboxError> {
+    let l = &spec.limits;
+    let (uid, gid) = l.user.split_once(':').unwrap_or((&l.user, &l.user));
+    let tmpfs = HashMap::from([
+        (
+            "/workspace".to_string(),
+            format!(
+                "rw,nosuid,nodev,exec,size={},uid={uid},gid={gid},mode=0755",
+                l.workspace_size
+            ),
+        ),
+        (
+            "/tmp".to_string(),
+            format!("rw,nosuid,nodev,size={},mode=1777", l.tmp_size),
+        ),
+    ]);
+    let mut labels = HashMap::from([
+        (MANAGED_LABEL.to_string(), "true".to_string()),
+        (RUN_LABEL.to_string(), run_id.to_string()),
+    ]);
+    labels.extend(spec.labels.iter().cloned());
+    let memory = i64::try_from(l.memory).unwrap_or(i64::MAX);
+    let host_config = HostConfig {
+        memory: Some(memory),
+        // Equal to memory: no swap on top of the limit.
+        memory_swap: Some(memory),
+        nano_cpus: Some((l.cpus * 1e9) as i64),
+        pids_limit: Some(i64::from(l.pids)),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(tmpfs),
+        // /dev/shm stays writable even with a read-only root; keep it small.
+        shm_size: Some(16 * 1024 * 1024),
+        init: Some(true),
+        network_mode: Some(l.network.as_docker().into()),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        runtime: l.runtime.clone(),
+        ..Default::default()
+    };
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            WRAPPER.into(),
+            "autodev-wrapper".into(),
+            nonce.into(),
+            spec.command.clone(),
+        ]),
+        // The image's entrypoint must not get between us and the wrapper.
+        entrypoint: Some(vec![]),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        user: Some(l.user.clone()),
+        working_dir: Some("/workspace".into()),
+        hostname: Some("sandbox".into()),
+        labels: Some(labels),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        network_disabled: Some(l.network == crate::config::Network::None),
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+async fn list_managed(docker: &Docker) -> Result<Vec<String>, SandboxError> {
+    let filters = HashMap::from([("label".to_string(), vec![format!("{MANAGED_LABEL}=true")])]);
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| docker_err("list containers", e))?;
+    Ok(list.into_iter().filter_map(|c| c.id).collect())
+}
+
+/// Force-removes a container (killing it if needed), tolerating "already gone".
+async fn remove(docker: &Docker, id: &str) -> Result<(), SandboxError> {
+    let opts = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    let mut last = None;
+    // One retry: removal can race with the daemon still tearing down the exit.
+    for _ in 0..2 {
+        match tokio::time::timeout(
+            CLEANUP_TIMEOUT,
+            docker.remove_container(id, Some(opts.clone())),
+        )
+        .await
+        {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            })) => return Ok(()),
+            Ok(Err(e)) => last = Some(docker_err("remove container", e)),
+            Err(_) => {
+                last = Some(SandboxError::DaemonLost {
+                    op: "remove container",
+                    detail: "no answer within 15s".into(),
+                })
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last.unwrap_or(SandboxError::Interrupted))
+}
+
+fn docker_err(op: &'static str, e: BollardError) -> SandboxError {
+    match e {
+        BollardError::SocketNotFoundError(_)
+        | BollardError::IOError { .. }
+        | BollardError::HyperResponseError { .. }
+        | BollardError::RequestTimeoutError => SandboxError::DaemonLost {
+            op,
+            detail: e.to_string(),
+        },
+        source => SandboxError::Docker { op, source },
+    }
+}
+
+/// `autodev/python:latest` → `python`, the name `autodev images build` takes.
+fn image_hint(image: &str) -> String {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    name.split(':').next().unwrap_or(name).to_string()
+}
+
+fn new_run_id() -> String {
+    format!("{:08x}{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A blocking `Write` that hands fixed-size chunks to an async channel.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(TAR_CHUNK),
+        }
+    }
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(TAR_CHUNK));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "container stopped reading the workspace",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(TAR_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == TAR_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_locked_down_by_default() {
+        let spec = RunSpec::new("/tmp", "true", "img");
+        let b = container_body(&spec, "r1", "n").unwrap();
+        let h = b.host_config.unwrap();
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        assert_eq!(h.memory, h.memory_swap);
+        assert_eq!(h.init, Some(true));
+        assert_eq!(h.log_config.unwrap().typ.as_deref(), Some("none"));
+        assert!(h.tmpfs.unwrap()["/tmp"].contains("size="));
+        assert_eq!(b.labels.unwrap()[MANAGED_LABEL], "true");
+        assert_eq!(b.env, Some(vec![]));
+        assert_eq!(b.user.as_deref(), Some("1000:1000"));
+    }
+
+    #[test]
+    fn image_hint_strips_repo_and_tag() {
+        assert_eq!(image_hint("autodev/python:latest"), "python");
+        assert_eq!(image_hint("busy"), "busy");
+    }
+}

@@ -1,0 +1,270 @@
+//! Running a command on a workspace inside an isolated, throw-away environment.
+//!
+//! [`Sandbox`] is the seam: [`docker::DockerSandbox`] is the real one (a fresh
+//! locked-down container per run), [`fake::FakeSandbox`] serves scripted
+//! outcomes to unit tests of the loop and batch code. A sandbox never reports
+//! its own failure as a test failure: infrastructure problems are
+//! [`SandboxError`]s, and become the `sandbox_error` verdict only at the edge.
+
+pub mod capture;
+pub mod docker;
+pub mod fake;
+
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+pub use capture::{Capture, Captured};
+
+use crate::config::Limits;
+use crate::workspace::{CopyOptions, WorkspaceError};
+
+/// How a run ended. Exactly one applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The command exited 0.
+    Passed,
+    /// The command exited non-zero.
+    Failed,
+    /// The wall-clock limit passed; the whole container was killed.
+    TimedOut,
+    /// The kernel killed a process for exceeding the memory limit.
+    OomKilled,
+    /// The infrastructure failed (daemon, image, copy); says nothing about the code.
+    SandboxError,
+}
+
+impl Verdict {
+    /// Name used in JSON and on the terminal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed => "failed",
+            Verdict::TimedOut => "timed_out",
+            Verdict::OomKilled => "oom_killed",
+            Verdict::SandboxError => "sandbox_error",
+        }
+    }
+
+    /// Exit code of `autodev exec` for this verdict (documented in README).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Passed => 0,
+            Verdict::Failed => 1,
+            Verdict::TimedOut => 124,
+            Verdict::SandboxError => 125,
+            Verdict::OomKilled => 137,
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything needed for one run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Host folder copied into `/workspace`.
+    pub workspace: PathBuf,
+    /// Shell command run with `/bin/sh -c` in `/workspace`.
+    pub command: String,
+    /// Image to run in.
+    pub image: String,
+    /// Limits enforced on the run.
+    pub limits: Limits,
+    /// The only environment variables the command sees besides the image's.
+    pub env: Vec<(String, String)>,
+    /// What to copy from the workspace.
+    pub copy: CopyOptions,
+    /// Extra labels for the container (e.g. the batch task id).
+    pub labels: Vec<(String, String)>,
+}
+
+impl RunSpec {
+    /// A spec with default limits and copy options.
+    pub fn new(
+        workspace: impl Into<PathBuf>,
+        command: impl Into<String>,
+        image: impl Into<String>,
+    ) -> Self {
+        RunSpec {
+            workspace: workspace.into(),
+            command: command.into(),
+            image: image.into(),
+            limits: Limits::default(),
+            env: Vec::new(),
+            copy: CopyOptions::default(),
+            labels: Vec::new(),
+        }
+    }
+}
+
+/// Milliseconds spent in each phase of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durations {
+    /// Creating the container (and attaching to it).
+    pub create_ms: u64,
+    /// Starting it and unpacking the workspace inside.
+    pub copy_in_ms: u64,
+    /// The command itself.
+    pub run_ms: u64,
+    /// Removing the container.
+    pub remove_ms: u64,
+    /// The whole run, end to end.
+    pub total_ms: u64,
+}
+
+/// The result of a run that the sandbox carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// How it ended.
+    pub verdict: Verdict,
+    /// The command's exit code, when it exited by itself.
+    pub exit_code: Option<i64>,
+    /// Captured standard output.
+    pub stdout: Captured,
+    /// Captured standard error.
+    pub stderr: Captured,
+    /// Time per phase.
+    pub durations: Durations,
+    /// Why the run counts as a sandbox error, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// The outcome reported for a run the sandbox could not carry out.
+    pub fn from_error(err: &SandboxError) -> Self {
+        Outcome {
+            verdict: Verdict::SandboxError,
+            exit_code: None,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            durations: Durations::default(),
+            error: Some(err.to_string()),
+        }
+    }
+}
+
+/// Why the sandbox could not carry out a run.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The Docker daemon did not answer.
+    #[error("cannot reach the Docker daemon ({detail}): start it (e.g. `systemctl start docker` or `dockerd &`) or set DOCKER_HOST")]
+    DaemonUnavailable {
+        /// What the connection attempt said.
+        detail: String,
+    },
+    /// The image is not on this host.
+    #[error("image {image} not found on this host: build it with `autodev images build {hint}` (offline: see README, \"Images\")")]
+    ImageMissing {
+        /// The image asked for.
+        image: String,
+        /// The name to pass to `autodev images build`.
+        hint: String,
+    },
+    /// The workspace could not be read or packed.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// Unpacking the workspace inside the container failed.
+    #[error("copying the workspace into the container failed: {0}")]
+    CopyIn(String),
+    /// A Docker API call failed.
+    #[error("docker {op} failed: {source}")]
+    Docker {
+        /// The operation, e.g. "create container".
+        op: &'static str,
+        /// The daemon's or the client's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The daemon stopped answering mid-run.
+    #[error("the Docker daemon stopped answering during {op}: {detail}")]
+    DaemonLost {
+        /// What was under way.
+        op: &'static str,
+        /// What was seen.
+        detail: String,
+    },
+    /// The run was interrupted (Ctrl-C or SIGTERM); the container was removed.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Receives output live, as the command writes it.
+pub trait OutputSink: Send {
+    /// A chunk of standard output.
+    fn stdout(&mut self, bytes: &[u8]);
+    /// A chunk of standard error.
+    fn stderr(&mut self, bytes: &[u8]);
+}
+
+/// Discards live output (the capture still keeps it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl OutputSink for NullSink {
+    fn stdout(&mut self, _: &[u8]) {}
+    fn stderr(&mut self, _: &[u8]) {}
+}
+
+/// Forwards live output to this process's stdout and stderr.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdioSink;
+
+impl OutputSink for StdioSink {
+    // A closed terminal or pipe must not abort the run: the capture still has the output.
+    fn stdout(&mut self, bytes: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes).and_then(|_| out.flush());
+    }
+    fn stderr(&mut self, bytes: &[u8]) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(bytes).and_then(|_| err.flush());
+    }
+}
+
+/// Runs commands on workspaces in isolation.
+pub trait Sandbox: Send + Sync {
+    /// Runs `spec`, streaming output to `sink`, until it ends, times out or
+    /// `cancel` fires. Whatever happens, nothing the run created is left behind.
+    fn run(
+        &self,
+        spec: &RunSpec,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<Outcome, SandboxError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_exit_codes_are_distinct() {
+        let all = [
+            Verdict::Passed,
+            Verdict::Failed,
+            Verdict::TimedOut,
+            Verdict::OomKilled,
+            Verdict::SandboxError,
+        ];
+        let mut codes: Vec<u8> = all.iter().map(|v| v.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+        assert_eq!(
+            serde_json::to_string(&Verdict::OomKilled).unwrap(),
+            "\"oom_killed\""
+        );
+    }
+}
