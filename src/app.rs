@@ -81,6 +81,7 @@ async fn exec(args: ExecArgs, cancel: &CancellationToken) -> Result<ExitCode> {
     spec.limits = limits;
     spec.env = args.sandbox.env.clone();
     spec.copy = args.sandbox.copy_options();
+    spec.labels = args.sandbox.label.clone();
     // Check the workspace before touching Docker: a typo should not cost a container.
     crate::workspace::manifest(&spec.workspace, &spec.copy, spec.limits.max_copy_bytes)?;
 

@@ -135,6 +135,9 @@ pub struct SandboxArgs {
     /// Gitignore-style pattern left out of the copy; repeatable (adds to the defaults).
     #[arg(long = "exclude")]
     pub exclude: Vec<String>,
+    /// Extra container label KEY=VALUE (e.g. to find a run's container); repeatable.
+    #[arg(long = "label", value_parser = label_item)]
+    pub label: Vec<(String, String)>,
     /// Do not apply the default excludes (target/, node_modules/, .git/, ...).
     #[arg(long)]
     pub no_default_excludes: bool,
@@ -190,6 +193,13 @@ fn duration(
 
 fn network(s: &str) -> Result<Network, ConfigError> {
     s.parse()
+}
+
+fn label_item(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.starts_with("autodev.") => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid label {s:?}: use KEY=VALUE; keys starting with autodev. are reserved")),
+    }
 }
 
 fn env_item(s: &str) -> Result<(String, String), ConfigError> {

@@ -134,10 +134,9 @@ impl DockerSandbox {
 
     async fn drive(
         &self,
-        id: &str,
+        (id, nonce): (&str, &str),
         spec: &RunSpec,
         manifest: Manifest,
-        nonce: &str,
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
         durations: &mut Durations,
@@ -361,7 +360,7 @@ impl Sandbox for DockerSandbox {
         durations.create_ms = ms(t0.elapsed());
 
         let result = self
-            .drive(&id, spec, manifest, &nonce, sink, cancel, &mut durations)
+            .drive((&id, &nonce), spec, manifest, sink, cancel, &mut durations)
             .await;
 
         let t_rm = Instant::now();

@@ -1,0 +1,105 @@
+//! Shared helpers for the integration tests: Docker availability policy,
+//! per-test labels and the leak check.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use autodev::config::{self, Limits};
+use autodev::sandbox::docker::DockerSandbox;
+use autodev::sandbox::RunSpec;
+
+/// Image the tests run in: the real default image, built by `.ci/run`.
+pub fn image() -> String {
+    std::env::var("AUTODEV_TEST_IMAGE").unwrap_or_else(|_| config::DEFAULT_IMAGE.to_string())
+}
+
+/// Whether CI demands Docker (then a missing daemon fails the test).
+pub fn docker_required() -> bool {
+    std::env::var("AUTODEV_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
+}
+
+/// Connects to Docker, or returns None after saying why the test is skipped.
+/// Under `AUTODEV_REQUIRE_DOCKER=1` a missing daemon or image panics instead.
+pub async fn docker() -> Option<DockerSandbox> {
+    let sandbox = match DockerSandbox::connect().await {
+        Ok(s) => s,
+        Err(e) if docker_required() => panic!("AUTODEV_REQUIRE_DOCKER=1 but Docker is unavailable: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: Docker unavailable ({e}); set AUTODEV_REQUIRE_DOCKER=1 to make this fatal");
+            return None;
+        }
+    };
+    match sandbox.has_image(&image()).await {
+        Ok(true) => Some(sandbox),
+        _ if docker_required() => panic!("image {} missing: run `autodev images build python`", image()),
+        _ => {
+            eprintln!("SKIPPED: image {} not built (autodev images build python)", image());
+            None
+        }
+    }
+}
+
+/// Skips the test (returns) unless Docker and the image are there.
+#[macro_export]
+macro_rules! require_docker {
+    () => {
+        match common::docker().await {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+/// A unique label value for one test, so leak checks do not see other tests.
+pub fn test_label(name: &str) -> (String, String) {
+    (
+        "autodev-test".to_string(),
+        format!("{name}-{}-{:x}", std::process::id(), fastrand::u64(..)),
+    )
+}
+
+/// A spec for `command` on `ws`, labelled for the leak check.
+pub fn spec(ws: &Path, command: &str, label: &(String, String)) -> RunSpec {
+    let mut s = RunSpec::new(ws, command, image());
+    s.labels.push(label.clone());
+    s.limits = Limits {
+        timeout: std::time::Duration::from_secs(60),
+        ..Limits::default()
+    };
+    s
+}
+
+/// Containers (any state) carrying this test label.
+pub fn containers_with(label: &(String, String)) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={}={}", label.0, label.1)])
+        .output()
+        .expect("docker ps runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Panics if a container of this test is still there.
+pub fn assert_no_leak(label: &(String, String)) {
+    let left = containers_with(label);
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}
+
+/// A temporary workspace with these files.
+pub fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (p, c) in files {
+        let path = d.path().join(p);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, c).expect("write");
+    }
+    d
+}
+
+/// The built binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_autodev"))
+}

@@ -1,0 +1,369 @@
+//! The executor against the real Docker daemon: each test fails if the
+//! sandbox stops holding. Run with AUTODEV_REQUIRE_DOCKER=1 to make a missing
+//! daemon fatal.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use autodev::config::Limits;
+use autodev::sandbox::{NullSink, OutputSink, Sandbox, SandboxError, Verdict};
+use tokio_util::sync::CancellationToken;
+
+/// Records when each chunk arrived.
+#[derive(Clone, Default)]
+struct TimedSink(Arc<Mutex<Vec<(Instant, bool, Vec<u8>)>>>);
+
+impl OutputSink for TimedSink {
+    fn stdout(&mut self, b: &[u8]) {
+        self.0.lock().unwrap().push((Instant::now(), true, b.to_vec()));
+    }
+    fn stderr(&mut self, b: &[u8]) {
+        self.0.lock().unwrap().push((Instant::now(), false, b.to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_is_streamed_live_and_captured_per_stream() {
+    let sb = require_docker!();
+    let label = common::test_label("stream");
+    let ws = common::workspace(&[]);
+    let spec = common::spec(
+        ws.path(),
+        "echo first; echo oops >&2; sleep 3; echo second",
+        &label,
+    );
+    let sink = TimedSink::default();
+    let mut s2 = sink.clone();
+    let out = sb.run(&spec, &mut s2, &CancellationToken::new()).await.unwrap();
+    let end = Instant::now();
+    assert_eq!(out.verdict, Verdict::Passed);
+    assert_eq!(out.stdout.text, "first\nsecond\n");
+    assert_eq!(out.stderr.text, "oops\n");
+    let chunks = sink.0.lock().unwrap().clone();
+    let first = chunks
+        .iter()
+        .find(|(_, is_out, b)| *is_out && b.starts_with(b"first"))
+        .expect("first chunk");
+    assert!(
+        end.duration_since(first.0) > Duration::from_millis(2000),
+        "first line arrived only at the end: not streamed"
+    );
+    assert!(chunks.iter().any(|(_, is_out, b)| !is_out && b == b"oops\n"));
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_map_to_verdicts() {
+    let sb = require_docker!();
+    let label = common::test_label("verdicts");
+    let ws = common::workspace(&[("ok.sh", "exit 0\n"), ("bad.sh", "echo PASSED; exit 3\n")]);
+    let cancel = CancellationToken::new();
+    let ok = sb.run(&common::spec(ws.path(), "sh ok.sh", &label), &mut NullSink, &cancel).await.unwrap();
+    assert_eq!((ok.verdict, ok.exit_code), (Verdict::Passed, Some(0)));
+    // A fake success marker does not matter: the verdict follows the exit code.
+    let bad = sb.run(&common::spec(ws.path(), "sh bad.sh", &label), &mut NullSink, &cancel).await.unwrap();
+    assert_eq!((bad.verdict, bad.exit_code), (Verdict::Failed, Some(3)));
+    assert!(bad.durations.total_ms >= bad.durations.run_ms);
+    common::assert_no_leak(&label);
+}
+
+async fn timed(sb: &autodev::sandbox::docker::DockerSandbox, command: &str, name: &str) {
+    let label = common::test_label(name);
+    let ws = common::workspace(&[]);
+    let mut spec = common::spec(ws.path(), command, &label);
+    spec.limits.timeout = Duration::from_secs(3);
+    let t = Instant::now();
+    let out = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    assert_eq!(out.verdict, Verdict::TimedOut, "{out:?}");
+    assert_eq!(out.exit_code, None);
+    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sleep_is_killed_at_the_timeout() {
+    let sb = require_docker!();
+    timed(&sb, "sleep 600", "sleep").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ignoring_tree_is_killed_at_the_timeout() {
+    let sb = require_docker!();
+    timed(
+        &sb,
+        "trap '' TERM; (trap '' TERM; sleep 600) & (trap '' TERM; while :; do :; done) & sleep 600",
+        "sigterm",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_balloon_is_oom_killed() {
+    let sb = require_docker!();
+    let label = common::test_label("oom");
+    let ws = common::workspace(&[]);
+    let mut spec = common::spec(
+        ws.path(),
+        "python3 -c 'b = bytearray(1024 * 1024 * 1024); print(len(b))'",
+        &label,
+    );
+    spec.limits.memory = 64 << 20;
+    let out = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    assert_eq!(out.verdict, Verdict::OomKilled, "{out:?}");
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn process_limit_holds_and_fork_bomb_run_ends() {
+    let sb = require_docker!();
+    let label = common::test_label("pids");
+    let ws = common::workspace(&[(
+        "forks.py",
+        "import os, time\nn = 0\ntry:\n    while n < 1000:\n        pid = os.fork()\n        if pid == 0:\n            time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n, flush=True)\nos._exit(0)\n",
+    )]);
+    let mut spec = common::spec(ws.path(), "python3 forks.py", &label);
+    spec.limits.pids = 64;
+    let out = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    let n: u32 = out.stdout.text.trim().parse().unwrap_or_else(|_| panic!("{out:?}"));
+    assert!(n < 64, "forked {n} processes under a limit of 64");
+
+    let mut bomb = common::spec(ws.path(), "b() { b | b & }; b; sleep 5", &label);
+    bomb.limits.pids = 64;
+    bomb.limits.timeout = Duration::from_secs(10);
+    let t = Instant::now();
+    let out = sb.run(&bomb, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    assert!(
+        matches!(out.verdict, Verdict::Failed | Verdict::TimedOut | Verdict::Passed),
+        "{out:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(40), "fork bomb run took {:?}", t.elapsed());
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_network_under_none() {
+    let sb = require_docker!();
+    let label = common::test_label("net");
+    // No packet can leave: the container has no interface but loopback.
+    let ws = common::workspace(&[(
+        "net.py",
+        "import socket\nok = 0\nfor host in ['1.1.1.1', '172.17.0.1', '10.0.0.1']:\n    s = socket.socket(); s.settimeout(2)\n    try:\n        s.connect((host, 80)); ok += 1; print('connected', host)\n    except OSError as e:\n        print('refused', host, e)\nprint(open('/proc/net/dev').read())\nraise SystemExit(ok)\n",
+    )]);
+    let out = sb
+        .run(&common::spec(ws.path(), "python3 net.py", &label), &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.verdict, Verdict::Passed, "a connection succeeded: {}", out.stdout.text);
+    assert!(!out.stdout.text.contains("eth0"), "{}", out.stdout.text);
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_is_read_only_workspace_and_tmp_are_writable() {
+    let sb = require_docker!();
+    let label = common::test_label("fs");
+    let ws = common::workspace(&[("run.sh", "echo ran\n")]);
+    std::fs::set_permissions(
+        ws.path().join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let cmd = "if touch /x 2>/dev/null || touch /etc/x 2>/dev/null || touch /usr/x 2>/dev/null; then echo ROOT-WRITABLE; exit 1; fi; \
+               echo a > /workspace/new && echo b > /tmp/new && ./run.sh && id -u";
+    let out = sb
+        .run(&common::spec(ws.path(), cmd, &label), &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.verdict, Verdict::Passed, "{out:?}");
+    assert_eq!(out.stdout.text, "ran\n1000\n", "mode kept, non-root user");
+    // The host copy is never touched by what runs inside.
+    assert!(!ws.path().join("new").exists());
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_environment_does_not_leak_but_env_flag_passes() {
+    let _sb = require_docker!();
+    let label = common::test_label("env");
+    let ws = common::workspace(&[]);
+    let out = Command::new(common::bin())
+        .env("AUTODEV_HOST_SECRET", "hunter2")
+        .env("GIVEN", "yes")
+        .args(["exec", "--json", "--image", &common::image(), "-e", "GIVEN", "-e", "B=2"])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .arg("--workspace")
+        .arg(ws.path())
+        .args(["--", "env; cat /proc/1/environ | tr '\\0' '\\n'"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v["stdout"]["text"].as_str().unwrap();
+    assert!(!text.contains("hunter2"), "host variable leaked: {text}");
+    assert!(text.contains("GIVEN=yes") && text.contains("B=2"), "{text}");
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_flood_is_truncated_with_head_and_tail_and_bounded_memory() {
+    let _sb = require_docker!();
+    let label = common::test_label("flood");
+    let ws = common::workspace(&[(
+        "flood.py",
+        "import sys\nw = sys.stdout.buffer\nw.write(b'BEGIN\\n')\nline = b'x' * 1023 + b'\\n'\nfor _ in range(200 * 1024):\n    w.write(line)\nw.write(b'END\\n')\nw.flush()\nsys.stderr.write('done\\n')\n",
+    )]);
+    let child = Command::new(common::bin())
+        .args(["exec", "--json", "--output-limit", "64KiB", "--timeout", "120s", "--image", &common::image()])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .arg("--workspace")
+        .arg(ws.path())
+        .args(["--", "python3 flood.py"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v["stdout"]["text"].as_str().unwrap();
+    assert!(text.starts_with("BEGIN\n"), "head lost");
+    assert!(text.ends_with("END\n"), "tail lost");
+    assert!(text.len() < 70 * 1024);
+    assert_eq!(v["stdout"]["total_bytes"], 200 * 1024 * 1024 + 10);
+    assert!(v["stdout"]["dropped_bytes"].as_u64().unwrap() > 200 * 1024 * 1024 - 70 * 1024);
+    assert_eq!(v["stderr"]["text"], "done\n");
+    let rss_kib = peak_rss_kib();
+    assert!(rss_kib < 64 * 1024, "autodev peaked at {rss_kib} KiB for a 200 MB flood");
+    common::assert_no_leak(&label);
+}
+
+/// Peak RSS of the waited-for children of this process (the largest of them).
+fn peak_rss_kib() -> i64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    ru.ru_maxrss
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn symlink_to_host_file_does_not_bring_it_in() {
+    let sb = require_docker!();
+    let label = common::test_label("symlink");
+    let secret_dir = tempfile::tempdir().unwrap();
+    std::fs::write(secret_dir.path().join("secret.txt"), "TOP-SECRET-HOST-DATA").unwrap();
+    let ws = common::workspace(&[("a.txt", "fine\n")]);
+    std::os::unix::fs::symlink(secret_dir.path().join("secret.txt"), ws.path().join("leak")).unwrap();
+    std::os::unix::fs::symlink(secret_dir.path(), ws.path().join("leakdir")).unwrap();
+    let out = sb
+        .run(
+            &common::spec(ws.path(), "cat leak leakdir/secret.txt 2>&1; ls -l leak; cat a.txt", &label),
+            &mut NullSink,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(!out.stdout.text.contains("TOP-SECRET"), "{}", out.stdout.text);
+    assert!(out.stdout.text.contains("leak ->"), "link not kept as a link: {}", out.stdout.text);
+    assert!(out.stdout.text.ends_with("fine\n"));
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancellation_removes_the_container() {
+    let sb = require_docker!();
+    let label = common::test_label("cancel");
+    let ws = common::workspace(&[]);
+    let spec = common::spec(ws.path(), "sleep 600", &label);
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        c2.cancel();
+    });
+    let err = sb.run(&spec, &mut NullSink, &cancel).await.unwrap_err();
+    assert!(matches!(err, SandboxError::Interrupted), "{err}");
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_image_is_a_sandbox_error_with_a_hint() {
+    let sb = require_docker!();
+    let label = common::test_label("noimage");
+    let ws = common::workspace(&[]);
+    let mut spec = common::spec(ws.path(), "true", &label);
+    spec.image = "autodev/does-not-exist:latest".into();
+    let err = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(err, SandboxError::ImageMissing { .. }), "{err}");
+    assert!(err.to_string().contains("autodev images build does-not-exist"), "{err}");
+
+    let out = Command::new(common::bin())
+        .args(["exec", "--image", "autodev/does-not-exist:latest", "--workspace"])
+        .arg(ws.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    common::assert_no_leak(&label);
+}
+
+#[test]
+fn missing_daemon_is_reported_within_two_seconds() {
+    let ws = common::workspace(&[]);
+    let t = Instant::now();
+    let out = Command::new(common::bin())
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["exec", "--workspace"])
+        .arg(ws.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Docker daemon"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn bad_flag_value_is_a_usage_error() {
+    let out = Command::new(common::bin())
+        .args(["exec", "--memory", "lots", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--memory"));
+    let out = Command::new(common::bin())
+        .args(["exec", "--workspace", "/nonexistent/ws", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a folder"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_applied_to_the_container() {
+    let sb = require_docker!();
+    let label = common::test_label("limits");
+    let ws = common::workspace(&[]);
+    let mut spec = common::spec(
+        ws.path(),
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; df -k /tmp | tail -1",
+        &label,
+    );
+    spec.limits = Limits {
+        memory: 100 << 20,
+        tmp_size: 8 << 20,
+        ..spec.limits
+    };
+    let out = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    let t = &out.stdout.text;
+    assert!(t.contains(&(100u64 << 20).to_string()), "{t}");
+    assert!(t.contains("CapEff:\t0000000000000000"), "{t}");
+    assert!(t.contains("NoNewPrivs:\t1"), "{t}");
+    assert!(t.contains(" 8192 "), "tmp size: {t}");
+    common::assert_no_leak(&label);
+}
