@@ -197,8 +197,12 @@ fn network(s: &str) -> Result<Network, ConfigError> {
 
 fn label_item(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.starts_with("autodev.") => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("invalid label {s:?}: use KEY=VALUE; keys starting with autodev. are reserved")),
+        Some((k, v)) if !k.is_empty() && !k.starts_with("autodev.") => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!(
+            "invalid label {s:?}: use KEY=VALUE; keys starting with autodev. are reserved"
+        )),
     }
 }
 

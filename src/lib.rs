@@ -11,5 +11,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod images;
+pub mod patch;
 pub mod sandbox;
 pub mod workspace;

@@ -18,10 +18,16 @@ struct TimedSink(Arc<Mutex<Vec<(Instant, bool, Vec<u8>)>>>);
 
 impl OutputSink for TimedSink {
     fn stdout(&mut self, b: &[u8]) {
-        self.0.lock().unwrap().push((Instant::now(), true, b.to_vec()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((Instant::now(), true, b.to_vec()));
     }
     fn stderr(&mut self, b: &[u8]) {
-        self.0.lock().unwrap().push((Instant::now(), false, b.to_vec()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((Instant::now(), false, b.to_vec()));
     }
 }
 
@@ -37,7 +43,10 @@ async fn output_is_streamed_live_and_captured_per_stream() {
     );
     let sink = TimedSink::default();
     let mut s2 = sink.clone();
-    let out = sb.run(&spec, &mut s2, &CancellationToken::new()).await.unwrap();
+    let out = sb
+        .run(&spec, &mut s2, &CancellationToken::new())
+        .await
+        .unwrap();
     let end = Instant::now();
     assert_eq!(out.verdict, Verdict::Passed);
     assert_eq!(out.stdout.text, "first\nsecond\n");
@@ -51,7 +60,9 @@ async fn output_is_streamed_live_and_captured_per_stream() {
         end.duration_since(first.0) > Duration::from_millis(2000),
         "first line arrived only at the end: not streamed"
     );
-    assert!(chunks.iter().any(|(_, is_out, b)| !is_out && b == b"oops\n"));
+    assert!(chunks
+        .iter()
+        .any(|(_, is_out, b)| !is_out && b == b"oops\n"));
     common::assert_no_leak(&label);
 }
 
@@ -61,10 +72,24 @@ async fn exit_codes_map_to_verdicts() {
     let label = common::test_label("verdicts");
     let ws = common::workspace(&[("ok.sh", "exit 0\n"), ("bad.sh", "echo PASSED; exit 3\n")]);
     let cancel = CancellationToken::new();
-    let ok = sb.run(&common::spec(ws.path(), "sh ok.sh", &label), &mut NullSink, &cancel).await.unwrap();
+    let ok = sb
+        .run(
+            &common::spec(ws.path(), "sh ok.sh", &label),
+            &mut NullSink,
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!((ok.verdict, ok.exit_code), (Verdict::Passed, Some(0)));
     // A fake success marker does not matter: the verdict follows the exit code.
-    let bad = sb.run(&common::spec(ws.path(), "sh bad.sh", &label), &mut NullSink, &cancel).await.unwrap();
+    let bad = sb
+        .run(
+            &common::spec(ws.path(), "sh bad.sh", &label),
+            &mut NullSink,
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!((bad.verdict, bad.exit_code), (Verdict::Failed, Some(3)));
     assert!(bad.durations.total_ms >= bad.durations.run_ms);
     common::assert_no_leak(&label);
@@ -76,10 +101,17 @@ async fn timed(sb: &autodev::sandbox::docker::DockerSandbox, command: &str, name
     let mut spec = common::spec(ws.path(), command, &label);
     spec.limits.timeout = Duration::from_secs(3);
     let t = Instant::now();
-    let out = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    let out = sb
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(out.verdict, Verdict::TimedOut, "{out:?}");
     assert_eq!(out.exit_code, None);
-    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
     common::assert_no_leak(&label);
 }
 
@@ -111,7 +143,10 @@ async fn memory_balloon_is_oom_killed() {
         &label,
     );
     spec.limits.memory = 64 << 20;
-    let out = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    let out = sb
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(out.verdict, Verdict::OomKilled, "{out:?}");
     common::assert_no_leak(&label);
 }
@@ -126,20 +161,38 @@ async fn process_limit_holds_and_fork_bomb_run_ends() {
     )]);
     let mut spec = common::spec(ws.path(), "python3 forks.py", &label);
     spec.limits.pids = 64;
-    let out = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap();
-    let n: u32 = out.stdout.text.trim().parse().unwrap_or_else(|_| panic!("{out:?}"));
+    let out = sb
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
+    let n: u32 = out
+        .stdout
+        .text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{out:?}"));
     assert!(n < 64, "forked {n} processes under a limit of 64");
 
     let mut bomb = common::spec(ws.path(), "b() { b | b & }; b; sleep 5", &label);
     bomb.limits.pids = 64;
     bomb.limits.timeout = Duration::from_secs(10);
     let t = Instant::now();
-    let out = sb.run(&bomb, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    let out = sb
+        .run(&bomb, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
     assert!(
-        matches!(out.verdict, Verdict::Failed | Verdict::TimedOut | Verdict::Passed),
+        matches!(
+            out.verdict,
+            Verdict::Failed | Verdict::TimedOut | Verdict::Passed
+        ),
         "{out:?}"
     );
-    assert!(t.elapsed() < Duration::from_secs(40), "fork bomb run took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(40),
+        "fork bomb run took {:?}",
+        t.elapsed()
+    );
     common::assert_no_leak(&label);
 }
 
@@ -153,10 +206,19 @@ async fn no_network_under_none() {
         "import socket\nok = 0\nfor host in ['1.1.1.1', '172.17.0.1', '10.0.0.1']:\n    s = socket.socket(); s.settimeout(2)\n    try:\n        s.connect((host, 80)); ok += 1; print('connected', host)\n    except OSError as e:\n        print('refused', host, e)\nprint(open('/proc/net/dev').read())\nraise SystemExit(ok)\n",
     )]);
     let out = sb
-        .run(&common::spec(ws.path(), "python3 net.py", &label), &mut NullSink, &CancellationToken::new())
+        .run(
+            &common::spec(ws.path(), "python3 net.py", &label),
+            &mut NullSink,
+            &CancellationToken::new(),
+        )
         .await
         .unwrap();
-    assert_eq!(out.verdict, Verdict::Passed, "a connection succeeded: {}", out.stdout.text);
+    assert_eq!(
+        out.verdict,
+        Verdict::Passed,
+        "a connection succeeded: {}",
+        out.stdout.text
+    );
     assert!(!out.stdout.text.contains("eth0"), "{}", out.stdout.text);
     common::assert_no_leak(&label);
 }
@@ -174,7 +236,11 @@ async fn root_is_read_only_workspace_and_tmp_are_writable() {
     let cmd = "if touch /x 2>/dev/null || touch /etc/x 2>/dev/null || touch /usr/x 2>/dev/null; then echo ROOT-WRITABLE; exit 1; fi; \
                echo a > /workspace/new && echo b > /tmp/new && ./run.sh && id -u";
     let out = sb
-        .run(&common::spec(ws.path(), cmd, &label), &mut NullSink, &CancellationToken::new())
+        .run(
+            &common::spec(ws.path(), cmd, &label),
+            &mut NullSink,
+            &CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(out.verdict, Verdict::Passed, "{out:?}");
@@ -192,14 +258,27 @@ async fn host_environment_does_not_leak_but_env_flag_passes() {
     let out = Command::new(common::bin())
         .env("AUTODEV_HOST_SECRET", "hunter2")
         .env("GIVEN", "yes")
-        .args(["exec", "--json", "--image", &common::image(), "-e", "GIVEN", "-e", "B=2"])
+        .args([
+            "exec",
+            "--json",
+            "--image",
+            &common::image(),
+            "-e",
+            "GIVEN",
+            "-e",
+            "B=2",
+        ])
         .args(["--label", &format!("{}={}", label.0, label.1)])
         .arg("--workspace")
         .arg(ws.path())
         .args(["--", "env; cat /proc/1/environ | tr '\\0' '\\n'"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let text = v["stdout"]["text"].as_str().unwrap();
     assert!(!text.contains("hunter2"), "host variable leaked: {text}");
@@ -216,7 +295,16 @@ async fn output_flood_is_truncated_with_head_and_tail_and_bounded_memory() {
         "import sys\nw = sys.stdout.buffer\nw.write(b'BEGIN\\n')\nline = b'x' * 1023 + b'\\n'\nfor _ in range(200 * 1024):\n    w.write(line)\nw.write(b'END\\n')\nw.flush()\nsys.stderr.write('done\\n')\n",
     )]);
     let child = Command::new(common::bin())
-        .args(["exec", "--json", "--output-limit", "64KiB", "--timeout", "120s", "--image", &common::image()])
+        .args([
+            "exec",
+            "--json",
+            "--output-limit",
+            "64KiB",
+            "--timeout",
+            "120s",
+            "--image",
+            &common::image(),
+        ])
         .args(["--label", &format!("{}={}", label.0, label.1)])
         .arg("--workspace")
         .arg(ws.path())
@@ -225,7 +313,11 @@ async fn output_flood_is_truncated_with_head_and_tail_and_bounded_memory() {
         .spawn()
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let text = v["stdout"]["text"].as_str().unwrap();
     assert!(text.starts_with("BEGIN\n"), "head lost");
@@ -235,7 +327,10 @@ async fn output_flood_is_truncated_with_head_and_tail_and_bounded_memory() {
     assert!(v["stdout"]["dropped_bytes"].as_u64().unwrap() > 200 * 1024 * 1024 - 70 * 1024);
     assert_eq!(v["stderr"]["text"], "done\n");
     let rss_kib = peak_rss_kib();
-    assert!(rss_kib < 64 * 1024, "autodev peaked at {rss_kib} KiB for a 200 MB flood");
+    assert!(
+        rss_kib < 64 * 1024,
+        "autodev peaked at {rss_kib} KiB for a 200 MB flood"
+    );
     common::assert_no_leak(&label);
 }
 
@@ -254,18 +349,31 @@ async fn symlink_to_host_file_does_not_bring_it_in() {
     let secret_dir = tempfile::tempdir().unwrap();
     std::fs::write(secret_dir.path().join("secret.txt"), "TOP-SECRET-HOST-DATA").unwrap();
     let ws = common::workspace(&[("a.txt", "fine\n")]);
-    std::os::unix::fs::symlink(secret_dir.path().join("secret.txt"), ws.path().join("leak")).unwrap();
+    std::os::unix::fs::symlink(secret_dir.path().join("secret.txt"), ws.path().join("leak"))
+        .unwrap();
     std::os::unix::fs::symlink(secret_dir.path(), ws.path().join("leakdir")).unwrap();
     let out = sb
         .run(
-            &common::spec(ws.path(), "cat leak leakdir/secret.txt 2>&1; ls -l leak; cat a.txt", &label),
+            &common::spec(
+                ws.path(),
+                "cat leak leakdir/secret.txt 2>&1; ls -l leak; cat a.txt",
+                &label,
+            ),
             &mut NullSink,
             &CancellationToken::new(),
         )
         .await
         .unwrap();
-    assert!(!out.stdout.text.contains("TOP-SECRET"), "{}", out.stdout.text);
-    assert!(out.stdout.text.contains("leak ->"), "link not kept as a link: {}", out.stdout.text);
+    assert!(
+        !out.stdout.text.contains("TOP-SECRET"),
+        "{}",
+        out.stdout.text
+    );
+    assert!(
+        out.stdout.text.contains("leak ->"),
+        "link not kept as a link: {}",
+        out.stdout.text
+    );
     assert!(out.stdout.text.ends_with("fine\n"));
     common::assert_no_leak(&label);
 }
@@ -294,12 +402,24 @@ async fn missing_image_is_a_sandbox_error_with_a_hint() {
     let ws = common::workspace(&[]);
     let mut spec = common::spec(ws.path(), "true", &label);
     spec.image = "autodev/does-not-exist:latest".into();
-    let err = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap_err();
+    let err = sb
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, SandboxError::ImageMissing { .. }), "{err}");
-    assert!(err.to_string().contains("autodev images build does-not-exist"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("autodev images build does-not-exist"),
+        "{err}"
+    );
 
     let out = Command::new(common::bin())
-        .args(["exec", "--image", "autodev/does-not-exist:latest", "--workspace"])
+        .args([
+            "exec",
+            "--image",
+            "autodev/does-not-exist:latest",
+            "--workspace",
+        ])
         .arg(ws.path())
         .args(["--", "true"])
         .output()
@@ -321,7 +441,11 @@ fn missing_daemon_is_reported_within_two_seconds() {
         .args(["--", "true"])
         .output()
         .unwrap();
-    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Docker daemon"), "{stderr}");
@@ -359,7 +483,10 @@ async fn limits_are_applied_to_the_container() {
         tmp_size: 8 << 20,
         ..spec.limits
     };
-    let out = sb.run(&spec, &mut NullSink, &CancellationToken::new()).await.unwrap();
+    let out = sb
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
     let t = &out.stdout.text;
     assert!(t.contains(&(100u64 << 20).to_string()), "{t}");
     assert!(t.contains("CapEff:\t0000000000000000"), "{t}");

@@ -24,7 +24,9 @@ pub fn docker_required() -> bool {
 pub async fn docker() -> Option<DockerSandbox> {
     let sandbox = match DockerSandbox::connect().await {
         Ok(s) => s,
-        Err(e) if docker_required() => panic!("AUTODEV_REQUIRE_DOCKER=1 but Docker is unavailable: {e}"),
+        Err(e) if docker_required() => {
+            panic!("AUTODEV_REQUIRE_DOCKER=1 but Docker is unavailable: {e}")
+        }
         Err(e) => {
             eprintln!("SKIPPED: Docker unavailable ({e}); set AUTODEV_REQUIRE_DOCKER=1 to make this fatal");
             return None;
@@ -32,9 +34,15 @@ pub async fn docker() -> Option<DockerSandbox> {
     };
     match sandbox.has_image(&image()).await {
         Ok(true) => Some(sandbox),
-        _ if docker_required() => panic!("image {} missing: run `autodev images build python`", image()),
+        _ if docker_required() => panic!(
+            "image {} missing: run `autodev images build python`",
+            image()
+        ),
         _ => {
-            eprintln!("SKIPPED: image {} not built (autodev images build python)", image());
+            eprintln!(
+                "SKIPPED: image {} not built (autodev images build python)",
+                image()
+            );
             None
         }
     }
@@ -73,7 +81,12 @@ pub fn spec(ws: &Path, command: &str, label: &(String, String)) -> RunSpec {
 /// Containers (any state) carrying this test label.
 pub fn containers_with(label: &(String, String)) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={}={}", label.0, label.1)])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={}={}", label.0, label.1),
+        ])
         .output()
         .expect("docker ps runs");
     String::from_utf8_lossy(&out.stdout)

@@ -1,0 +1,307 @@
+//! Writes parsed blocks into the workspace, assuming the model is hostile.
+//!
+//! A path is accepted only if it is relative, made of normal components (no
+//! `..`, no Windows separators or drive prefixes, no NUL or control
+//! characters), within length limits, and no existing component of it is a
+//! symlink, so nothing can be written outside the workspace however the tree
+//! looks. Content over the size cap is refused. Each file is written to a
+//! temporary file beside it and renamed into place, so a crash never leaves a
+//! half-written file. Refusals are collected, not fatal: the loop reports them
+//! to the model.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::parser::{Block, ParsedReply, Refusal, RefusalReason};
+
+/// Longest accepted path, in bytes (Linux PATH_MAX is 4096).
+const MAX_PATH_BYTES: usize = 1024;
+/// Longest accepted component, in bytes (NAME_MAX).
+const MAX_COMPONENT_BYTES: usize = 255;
+
+/// Limits for applying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOptions {
+    /// Largest file content accepted, in bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            max_file_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What happened to each block of a reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Paths written, relative to the workspace.
+    pub applied: Vec<String>,
+    /// Blocks not written, with reasons.
+    pub refused: Vec<Refusal>,
+}
+
+/// Applies every block of `reply` under `root`; parse refusals are carried over.
+pub fn apply(root: &Path, reply: &ParsedReply, opts: ApplyOptions) -> ApplyReport {
+    let mut report = ApplyReport {
+        applied: Vec::new(),
+        refused: reply.refused.clone(),
+    };
+    for block in &reply.blocks {
+        match apply_one(root, block, opts) {
+            Ok(rel) => report.applied.push(rel.to_string_lossy().into_owned()),
+            Err((reason, detail)) => report.refused.push(Refusal {
+                path: block.path.clone(),
+                reason,
+                detail,
+                line: block.line,
+            }),
+        }
+    }
+    report
+}
+
+type Refused = (RefusalReason, String);
+
+/// Checks a model-supplied path and returns it as a clean relative path.
+pub fn confine(raw: &str) -> Result<PathBuf, Refused> {
+    use RefusalReason::*;
+    if raw.trim().is_empty() {
+        return Err((EmptyPath, "empty path".into()));
+    }
+    if raw.chars().any(|c| c == '\0' || c.is_control()) {
+        return Err((BadCharacter, "path holds a NUL or control character".into()));
+    }
+    if raw.len() > MAX_PATH_BYTES {
+        return Err((
+            TooLong,
+            format!("path is {} bytes, over {MAX_PATH_BYTES}", raw.len()),
+        ));
+    }
+    let b = raw.as_bytes();
+    if raw.contains('\\') || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic()) {
+        return Err((
+            WindowsPath,
+            "use forward slashes and a relative path".into(),
+        ));
+    }
+    if raw.starts_with('/') || raw.starts_with('~') {
+        return Err((Absolute, "path must be relative to the workspace".into()));
+    }
+    let mut clean = PathBuf::new();
+    for c in Path::new(raw).components() {
+        match c {
+            Component::Normal(part) => {
+                if part.len() > MAX_COMPONENT_BYTES {
+                    return Err((
+                        TooLong,
+                        format!("a component is over {MAX_COMPONENT_BYTES} bytes"),
+                    ));
+                }
+                clean.push(part);
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return Err((ParentDir, "`..` is not allowed in paths".into())),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err((Absolute, "path must be relative to the workspace".into()))
+            }
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err((EmptyPath, "path names the workspace itself".into()));
+    }
+    Ok(clean)
+}
+
+fn apply_one(root: &Path, block: &Block, opts: ApplyOptions) -> Result<PathBuf, Refused> {
+    use RefusalReason::*;
+    let rel = confine(&block.path)?;
+    if block.content.len() as u64 > opts.max_file_bytes {
+        return Err((
+            TooLarge,
+            format!(
+                "{} bytes, over the {}-byte cap",
+                block.content.len(),
+                opts.max_file_bytes
+            ),
+        ));
+    }
+    // Walk down from the root: every existing component must be a real
+    // folder (the last a real file or nothing), never a symlink.
+    let mut here = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        here.push(part);
+        let last = i + 1 == parts.len();
+        match fs::symlink_metadata(&here) {
+            Ok(md) if md.file_type().is_symlink() => {
+                return Err((
+                    Symlink,
+                    format!(
+                        "{} is a symlink",
+                        here.strip_prefix(root).unwrap_or(&here).display()
+                    ),
+                ))
+            }
+            Ok(md) if !last && !md.is_dir() => {
+                return Err((
+                    NotAFile,
+                    format!("{} is a file, not a folder", here.display()),
+                ))
+            }
+            Ok(md) if last && !md.is_file() => return Err((NotAFile, "target is a folder".into())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !last {
+                    fs::create_dir(&here)
+                        .map_err(|e| (Io, format!("creating {}: {e}", here.display())))?;
+                }
+            }
+            Err(e) => return Err((Io, format!("{}: {e}", here.display()))),
+        }
+    }
+    let parent = here.parent().unwrap_or(root);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".autodev-tmp-")
+        .tempfile_in(parent)
+        .map_err(|e| (Io, format!("temporary file in {}: {e}", parent.display())))?;
+    tmp.write_all(block.content.as_bytes())
+        .and_then(|_| tmp.as_file().sync_data())
+        .map_err(|e| (Io, format!("writing {}: {e}", rel.display())))?;
+    // Keep the mode of a file being replaced (an executable script stays executable).
+    let mode = fs::metadata(&here).map(|m| m.permissions()).ok();
+    let perm = mode.unwrap_or_else(|| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::Permissions::from_mode(0o644)
+    });
+    let _ = fs::set_permissions(tmp.path(), perm);
+    tmp.persist(&here)
+        .map_err(|e| (Io, format!("replacing {}: {}", rel.display(), e.error)))?;
+    Ok(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::parse;
+
+    fn run(root: &Path, reply: &str) -> ApplyReport {
+        apply(root, &parse(reply), ApplyOptions::default())
+    }
+
+    fn reason(path: &str) -> Option<RefusalReason> {
+        confine(path).err().map(|e| e.0)
+    }
+
+    #[test]
+    fn writes_files_and_creates_folders() {
+        let d = tempfile::tempdir().unwrap();
+        let r = run(
+            d.path(),
+            "PATCH::pkg/sub/a.py\nx = 1\n\n\nENDPATCH\nPATCH::./b.txt\nb\nENDPATCH",
+        );
+        assert_eq!(r.applied, ["pkg/sub/a.py", "b.txt"]);
+        assert_eq!(
+            fs::read_to_string(d.path().join("pkg/sub/a.py")).unwrap(),
+            "x = 1\n"
+        );
+        assert!(r.refused.is_empty());
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        use RefusalReason::*;
+        assert_eq!(reason("../x"), Some(ParentDir));
+        assert_eq!(reason("a/../../x"), Some(ParentDir));
+        assert_eq!(reason("a/../b"), Some(ParentDir));
+        assert_eq!(reason("/etc/x"), Some(Absolute));
+        assert_eq!(reason("~/x"), Some(Absolute));
+        assert_eq!(reason("..\\x"), Some(WindowsPath));
+        assert_eq!(reason("C:/x"), Some(WindowsPath));
+        assert_eq!(reason("c:\\x"), Some(WindowsPath));
+        assert_eq!(reason(""), Some(EmptyPath));
+        assert_eq!(reason("."), Some(EmptyPath));
+        assert_eq!(reason("a\0b"), Some(BadCharacter));
+        assert_eq!(reason("a\nb"), Some(BadCharacter));
+        assert_eq!(reason(&"a".repeat(300)), Some(TooLong));
+        assert_eq!(reason(&"a/".repeat(600)), Some(TooLong));
+        assert_eq!(reason("ok/file.py"), None);
+    }
+
+    #[test]
+    fn symlinked_folder_is_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("f"), d.path().join("flink")).unwrap();
+        let r = run(
+            d.path(),
+            "PATCH::link/evil.py\nx\nENDPATCH\nPATCH::flink\ny\nENDPATCH",
+        );
+        assert!(r.applied.is_empty());
+        assert_eq!(r.refused.len(), 2);
+        assert!(r.refused.iter().all(|x| x.reason == RefusalReason::Symlink));
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "wrote outside"
+        );
+    }
+
+    #[test]
+    fn oversized_content_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let big = format!("PATCH::big.txt\n{}\nENDPATCH", "x".repeat(2000));
+        let r = apply(
+            d.path(),
+            &parse(&big),
+            ApplyOptions {
+                max_file_bytes: 1000,
+            },
+        );
+        assert_eq!(r.refused[0].reason, RefusalReason::TooLarge);
+        assert!(!d.path().join("big.txt").exists());
+    }
+
+    #[test]
+    fn unterminated_block_leaves_file_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a.py"), "old\n").unwrap();
+        let r = run(d.path(), "PATCH::a.py\nnew but cut");
+        assert_eq!(r.refused[0].reason, RefusalReason::Unterminated);
+        assert_eq!(fs::read_to_string(d.path().join("a.py")).unwrap(), "old\n");
+    }
+
+    #[test]
+    fn file_in_the_way_of_a_folder_is_refused_and_good_blocks_still_apply() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a"), "file").unwrap();
+        let r = run(
+            d.path(),
+            "PATCH::a/b.py\nx\nENDPATCH\nPATCH::c.py\nc\nENDPATCH",
+        );
+        assert_eq!(r.applied, ["c.py"]);
+        assert_eq!(r.refused[0].reason, RefusalReason::NotAFile);
+    }
+
+    #[test]
+    fn replacing_keeps_the_mode_and_leaves_no_temp_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("run.sh"), "old").unwrap();
+        fs::set_permissions(d.path().join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        run(d.path(), "PATCH::run.sh\nnew\nENDPATCH");
+        let md = fs::metadata(d.path().join("run.sh")).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o755);
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["run.sh"]);
+    }
+}
