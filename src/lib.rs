@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod images;
+pub mod model;
 pub mod patch;
 pub mod sandbox;
 pub mod workspace;

@@ -1,0 +1,209 @@
+//! Model clients: one trait, three providers.
+//!
+//! - [`openai::OpenAi`]: OpenAI-compatible chat completions (OpenAI, vLLM,
+//!   llama.cpp's server, LM Studio) at a configurable base URL.
+//! - [`ollama::Ollama`]: Ollama's HTTP API.
+//! - [`replay::Replay`]: scripted replies from a file, for demos and tests.
+//!
+//! HTTP providers share [`http::send`], which retries 429, 5xx, timeouts and
+//! connection errors with exponential backoff and jitter (honouring
+//! `Retry-After`) and never retries 400/401/403/404.
+
+pub mod http;
+pub mod ollama;
+pub mod openai;
+pub mod replay;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use http::RetryPolicy;
+
+/// Sampling temperature of the original tool: near-deterministic edits.
+pub const TEMPERATURE: f64 = 0.1;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl Message {
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Message {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Token counts, when the server reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens in the reply.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Sum of both.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+    }
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The reply text.
+    pub text: String,
+    /// Token usage, if reported.
+    pub usage: Option<Usage>,
+    /// How many HTTP attempts it took (1 = no retry).
+    pub attempts: u32,
+}
+
+/// Why no answer could be had from the model.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// No API key for OpenAI.
+    #[error("OPENAI_API_KEY is not set: export it, or use USE_OLLAMA=1 for Ollama, or --replay FILE to run offline")]
+    MissingKey,
+    /// 401/403: the key was refused.
+    #[error("the model API at {url} refused the credentials (HTTP {status}): check OPENAI_API_KEY; server said: {detail}")]
+    Auth {
+        /// Endpoint.
+        url: String,
+        /// 401 or 403.
+        status: u16,
+        /// Server message.
+        detail: String,
+    },
+    /// 404: unknown model or wrong endpoint.
+    #[error("the model API at {url} answered 404: unknown model {model:?} or wrong base URL; server said: {detail}")]
+    NotFound {
+        /// Endpoint.
+        url: String,
+        /// Model asked for.
+        model: String,
+        /// Server message.
+        detail: String,
+    },
+    /// Another 4xx: the request itself is wrong.
+    #[error("the model API at {url} rejected the request (HTTP {status}): {detail}")]
+    Rejected {
+        /// Endpoint.
+        url: String,
+        /// Status.
+        status: u16,
+        /// Server message.
+        detail: String,
+    },
+    /// Transient failures went on past the retry budget.
+    #[error("the model API at {url} still failed after {attempts} attempts; last: {last}")]
+    Exhausted {
+        /// Endpoint.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Last failure.
+        last: String,
+    },
+    /// The body was not the expected JSON.
+    #[error(
+        "the model API at {url} sent an unreadable reply ({detail}); body starts: {snippet:?}"
+    )]
+    Malformed {
+        /// Endpoint.
+        url: String,
+        /// Parse error.
+        detail: String,
+        /// Start of the body.
+        snippet: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+    /// The replay file could not be read.
+    #[error("cannot read replay file {path}: {source}")]
+    ReplayFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The replay file ran out of replies.
+    #[error("replay file {path} has no reply left (it holds {available}); add replies separated by `=== REPLY ===` lines")]
+    ReplayExhausted {
+        /// The file.
+        path: PathBuf,
+        /// How many it holds.
+        available: usize,
+    },
+    /// Interrupted by the user.
+    #[error("interrupted while waiting for the model")]
+    Interrupted,
+}
+
+/// Something that answers chat prompts.
+pub trait ModelClient: Send + Sync {
+    /// `provider:model`, for the transcript.
+    fn describe(&self) -> String;
+    /// Sends the messages, returns the reply.
+    fn complete(
+        &self,
+        messages: &[Message],
+    ) -> impl Future<Output = Result<Completion, ModelError>> + Send;
+}
+
+/// The configured provider, chosen at start-up.
+#[derive(Debug)]
+pub enum AnyModel {
+    /// OpenAI-compatible.
+    OpenAi(openai::OpenAi),
+    /// Ollama.
+    Ollama(ollama::Ollama),
+    /// Scripted.
+    Replay(replay::Replay),
+}
+
+impl ModelClient for AnyModel {
+    fn describe(&self) -> String {
+        match self {
+            AnyModel::OpenAi(m) => m.describe(),
+            AnyModel::Ollama(m) => m.describe(),
+            AnyModel::Replay(m) => m.describe(),
+        }
+    }
+    async fn complete(&self, messages: &[Message]) -> Result<Completion, ModelError> {
+        match self {
+            AnyModel::OpenAi(m) => m.complete(messages).await,
+            AnyModel::Ollama(m) => m.complete(messages).await,
+            AnyModel::Replay(m) => m.complete(messages).await,
+        }
+    }
+}
