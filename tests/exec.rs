@@ -12,9 +12,12 @@ use autodev::config::Limits;
 use autodev::sandbox::{NullSink, OutputSink, Sandbox, SandboxError, Verdict};
 use tokio_util::sync::CancellationToken;
 
+/// A chunk of output: when it arrived, whether stdout, the bytes.
+type Chunk = (Instant, bool, Vec<u8>);
+
 /// Records when each chunk arrived.
 #[derive(Clone, Default)]
-struct TimedSink(Arc<Mutex<Vec<(Instant, bool, Vec<u8>)>>>);
+struct TimedSink(Arc<Mutex<Vec<Chunk>>>);
 
 impl OutputSink for TimedSink {
     fn stdout(&mut self, b: &[u8]) {
