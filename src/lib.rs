@@ -7,11 +7,13 @@
 //! - [`workspace`]: the host folder: copy manifest, tar stream, context, export.
 //! - [`images`]: building the sandbox images from `images/*/Dockerfile`.
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod images;
 pub mod model;
 pub mod patch;
+pub mod report;
 pub mod sandbox;
 pub mod workspace;

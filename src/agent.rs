@@ -1,0 +1,601 @@
+//! The repair loop, generic over the model and the sandbox:
+//!
+//! 1. ask the model for an initial codebase (CODER rules) and apply it;
+//! 2. up to `max_iters` times: run the tests in a fresh sandbox; stop when they
+//!    pass; otherwise send the failure and the files (REVIEWER rules); stop if
+//!    the reply holds no patch; apply it;
+//! 3. export the workspace, run the tests a last time; the verdict of that run
+//!    is the run's result.
+//!
+//! A sandbox error ends the loop: it says nothing about the code, so it is
+//! never shown to the model as a test failure. Every step is appended to the
+//! transcript as it happens.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Message, ModelClient, ModelError, Usage};
+use crate::patch::{self, ApplyOptions, ApplyReport, Refusal};
+use crate::report::{cut_middle, Transcript, Ui};
+use crate::sandbox::{Outcome, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::workspace::{self, WorkspaceError};
+
+/// Rules for the first request.
+pub const CODER_RULES: &str = "You are an expert software engineer working in a sandbox. \
+Propose initial minimal codebase + tests. Return only PATCH blocks (no explanation).\n\
+Each PATCH block holds one whole file, in this exact form:\n\
+PATCH::relative/path/to/file\n<the complete file content>\nENDPATCH\n\
+Paths are relative to the project root. Never use absolute paths or `..`.";
+
+/// Rules for every repair request.
+pub const REVIEWER_RULES: &str = "You are an expert reviewer fixing a project whose tests fail. \
+Read the failure and the current files, find the cause, and fix the code (not the tests, unless \
+they are wrong). Return ONLY PATCH blocks, each holding one whole file:\n\
+PATCH::relative/path/to/file\n<the complete file content>\nENDPATCH\n\
+Paths are relative to the project root. Never use absolute paths or `..`.";
+
+/// Characters of each captured stream kept in a transcript event.
+const TRANSCRIPT_OUTPUT_CHARS: usize = 4000;
+
+/// Settings of one `autodev run`.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// What to build or fix.
+    pub task: String,
+    /// Test command, run with `/bin/sh -c` in the sandbox.
+    pub runner: String,
+    /// The workspace folder on the host.
+    pub workspace: PathBuf,
+    /// Test-and-repair rounds at most.
+    pub max_iters: u32,
+    /// Image, limits, env and copy options for every test run.
+    pub sandbox: RunSpec,
+    /// Characters of file context sent to the model.
+    pub context_chars: usize,
+    /// Characters of failure output sent to the model.
+    pub failure_chars: usize,
+    /// Commit after each applied patch set.
+    pub git: bool,
+    /// Export the final workspace here.
+    pub zip: Option<PathBuf>,
+    /// Limits for applying patches.
+    pub apply: ApplyOptions,
+}
+
+/// Why the loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The tests passed.
+    Passed,
+    /// The model's reply held no patch.
+    NoPatch,
+    /// `max_iters` rounds were used.
+    MaxIters,
+}
+
+/// The result of a run that went to the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// The final tests passed.
+    pub passed: bool,
+    /// Verdict of the final test run.
+    pub verdict: Verdict,
+    /// Exit code of the final test run.
+    pub exit_code: Option<i64>,
+    /// Why the loop stopped.
+    pub stop_reason: StopReason,
+    /// Test runs inside the loop.
+    pub iterations: u32,
+    /// Model requests made.
+    pub model_calls: u32,
+    /// Tokens used, as reported by the server.
+    pub tokens: Usage,
+    /// Wall time of the whole run.
+    pub elapsed_ms: u64,
+    /// Where the workspace was exported.
+    pub zip: Option<PathBuf>,
+    /// Where the transcript is.
+    pub transcript: Option<PathBuf>,
+}
+
+/// Why a run could not go on.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// The model could not be asked.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The sandbox failed (not the tests).
+    #[error(transparent)]
+    Sandbox(SandboxError),
+    /// The workspace could not be read or written.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// Ctrl-C or SIGTERM.
+    #[error("interrupted; the workspace and the transcript are kept")]
+    Interrupted,
+}
+
+impl From<SandboxError> for AgentError {
+    fn from(e: SandboxError) -> Self {
+        match e {
+            SandboxError::Interrupted => AgentError::Interrupted,
+            other => AgentError::Sandbox(other),
+        }
+    }
+}
+
+struct Loop<'a, M, S> {
+    model: &'a M,
+    sandbox: &'a S,
+    cfg: &'a AgentConfig,
+    ui: &'a mut Ui,
+    tr: &'a mut Transcript,
+    cancel: &'a CancellationToken,
+    tokens: Usage,
+    calls: u32,
+}
+
+/// Runs the loop to its end; the workspace and transcript survive any error.
+pub async fn run<M: ModelClient, S: Sandbox>(
+    model: &M,
+    sandbox: &S,
+    cfg: &AgentConfig,
+    ui: &mut Ui,
+    tr: &mut Transcript,
+    cancel: &CancellationToken,
+) -> Result<RunSummary, AgentError> {
+    let t0 = Instant::now();
+    tr.event(
+        "start",
+        json!({
+            "task": cfg.task, "runner": cfg.runner, "model": model.describe(),
+            "workspace": cfg.workspace, "max_iters": cfg.max_iters,
+            "image": cfg.sandbox.image, "limits": cfg.sandbox.limits,
+        }),
+    );
+    let mut l = Loop {
+        model,
+        sandbox,
+        cfg,
+        ui,
+        tr,
+        cancel,
+        tokens: Usage::default(),
+        calls: 0,
+    };
+    let result = l.drive(t0).await;
+    if let Err(e) = &result {
+        let kind = match e {
+            AgentError::Model(_) => "model_error",
+            AgentError::Sandbox(_) => "sandbox_error",
+            AgentError::Workspace(_) => "workspace_error",
+            AgentError::Interrupted => "interrupted",
+        };
+        l.tr.event(
+            "error",
+            json!({"kind": kind, "message": e.to_string(), "elapsed_ms": ms(t0), "tokens": l.tokens}),
+        );
+    }
+    result
+}
+
+impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
+    async fn drive(&mut self, t0: Instant) -> Result<RunSummary, AgentError> {
+        let cfg = self.cfg;
+        std::fs::create_dir_all(&cfg.workspace).map_err(|source| WorkspaceError::Io {
+            op: "creating",
+            path: cfg.workspace.clone(),
+            source,
+        })?;
+
+        let context = workspace::file_context(&cfg.workspace, cfg.context_chars)?;
+        let initial = format!(
+            "Task:\n{}\n\nTest command (run in the project root): {}\n\nCurrent files:\n{}",
+            cfg.task,
+            cfg.runner,
+            if context.is_empty() {
+                "(none yet)\n"
+            } else {
+                &context
+            }
+        );
+        let reply = self.ask(0, CODER_RULES, initial).await?;
+        let mut report = self.apply(0, &reply)?;
+        self.commit(0, "autodev: initial generation")?;
+
+        let mut changed_since_test = true;
+        let mut last: Option<Outcome> = None;
+        let mut stop = StopReason::MaxIters;
+        let mut iterations = 0;
+        for i in 1..=cfg.max_iters {
+            iterations = i;
+            self.ui.say(&format!(
+                "\n── iteration {i}/{} ── running: {}",
+                cfg.max_iters, cfg.runner
+            ));
+            let outcome = self.test(i).await?;
+            changed_since_test = false;
+            if outcome.verdict == Verdict::Passed {
+                stop = StopReason::Passed;
+                last = Some(outcome);
+                break;
+            }
+            let prompt = self.repair_prompt(&outcome, &report.refused)?;
+            last = Some(outcome);
+            let reply = self.ask(i, REVIEWER_RULES, prompt).await?;
+            if patch::parse(&reply).is_empty() {
+                self.ui.say("the model returned no patch; stopping");
+                stop = StopReason::NoPatch;
+                break;
+            }
+            report = self.apply(i, &reply)?;
+            changed_since_test = !report.applied.is_empty();
+            self.commit(i, &format!("autodev: iteration {i}"))?;
+        }
+
+        if let Some(zip) = &cfg.zip {
+            let files = workspace::export_zip(&cfg.workspace, zip)?;
+            self.tr.event("export", json!({"zip": zip, "files": files}));
+            self.ui
+                .say(&format!("exported {files} files to {}", zip.display()));
+        }
+        // The original tool always ran the tests once more at the end; when
+        // nothing changed since the last run that run's verdict stands.
+        let fin = match last {
+            Some(o) if !changed_since_test => o,
+            _ => {
+                self.ui
+                    .say(&format!("\n── final check ── running: {}", cfg.runner));
+                self.test(cfg.max_iters + 1).await?
+            }
+        };
+        let summary = RunSummary {
+            passed: fin.verdict == Verdict::Passed,
+            verdict: fin.verdict,
+            exit_code: fin.exit_code,
+            stop_reason: stop,
+            iterations,
+            model_calls: self.calls,
+            tokens: self.tokens,
+            elapsed_ms: ms(t0),
+            zip: cfg.zip.clone(),
+            transcript: self.tr.path().map(|p| p.to_path_buf()),
+        };
+        self.tr
+            .event("final", serde_json::to_value(&summary).unwrap_or_default());
+        Ok(summary)
+    }
+
+    async fn ask(
+        &mut self,
+        iteration: u32,
+        rules: &str,
+        user: String,
+    ) -> Result<String, AgentError> {
+        let messages = [Message::system(rules), Message::user(user)];
+        self.tr.event(
+            "prompt",
+            json!({"iteration": iteration, "messages": messages,
+                   "chars": messages.iter().map(|m| m.content.len()).sum::<usize>()}),
+        );
+        let t = Instant::now();
+        self.ui
+            .thinking(&format!("asking {}", self.model.describe()));
+        let result = tokio::select! {
+            r = self.model.complete(&messages) => r,
+            _ = self.cancel.cancelled() => Err(ModelError::Interrupted),
+        };
+        self.ui.done_thinking();
+        self.calls += 1;
+        let completion = match result {
+            Ok(c) => c,
+            Err(ModelError::Interrupted) => return Err(AgentError::Interrupted),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(u) = completion.usage {
+            self.tokens += u;
+        }
+        self.tr.event(
+            "reply",
+            json!({"iteration": iteration, "text": completion.text, "usage": completion.usage,
+                   "attempts": completion.attempts, "ms": ms(t)}),
+        );
+        Ok(completion.text)
+    }
+
+    fn apply(&mut self, iteration: u32, reply: &str) -> Result<ApplyReport, AgentError> {
+        let parsed = patch::parse(reply);
+        let report = patch::apply(&self.cfg.workspace, &parsed, self.cfg.apply);
+        self.tr.event(
+            "patches",
+            json!({"iteration": iteration, "applied": report.applied, "refused": report.refused}),
+        );
+        for p in &report.applied {
+            self.ui.say(&format!("  wrote {p}"));
+        }
+        for r in &report.refused {
+            self.ui
+                .say(&format!("  refused {:?}: {}", r.path, r.detail));
+        }
+        Ok(report)
+    }
+
+    fn commit(&mut self, iteration: u32, message: &str) -> Result<(), AgentError> {
+        if !self.cfg.git {
+            return Ok(());
+        }
+        if let Some(id) = workspace::git_commit(&self.cfg.workspace, message)? {
+            self.tr.event(
+                "git",
+                json!({"iteration": iteration, "commit": id, "message": message}),
+            );
+        }
+        Ok(())
+    }
+
+    async fn test(&mut self, iteration: u32) -> Result<Outcome, AgentError> {
+        let mut spec = self.cfg.sandbox.clone();
+        spec.workspace = self.cfg.workspace.clone();
+        spec.command = self.cfg.runner.clone();
+        let mut sink = self.ui.sink();
+        let result = self.sandbox.run(&spec, sink.as_mut(), self.cancel).await;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => return Err(e.into()),
+        };
+        self.tr.event(
+            "test",
+            json!({
+                "iteration": iteration, "verdict": outcome.verdict, "exit_code": outcome.exit_code,
+                "durations": outcome.durations,
+                "stdout_tail": cut_middle(&outcome.stdout.text, TRANSCRIPT_OUTPUT_CHARS),
+                "stderr_tail": cut_middle(&outcome.stderr.text, TRANSCRIPT_OUTPUT_CHARS),
+                "stdout_bytes": outcome.stdout.total_bytes, "stdout_dropped": outcome.stdout.dropped_bytes,
+                "stderr_bytes": outcome.stderr.total_bytes, "stderr_dropped": outcome.stderr.dropped_bytes,
+            }),
+        );
+        self.ui.say(&crate::app::summary_line(&outcome));
+        Ok(outcome)
+    }
+
+    fn repair_prompt(&self, o: &Outcome, refused: &[Refusal]) -> Result<String, AgentError> {
+        let cfg = self.cfg;
+        let limits = &cfg.sandbox.limits;
+        let what = match o.verdict {
+            Verdict::TimedOut => format!(
+                "the tests were killed after the {} wall-clock limit: look for infinite loops, deadlocks, \
+                 slow algorithms or reads from standard input",
+                humantime::format_duration(limits.timeout)
+            ),
+            Verdict::OomKilled => format!(
+                "a process was killed for using more than the {} MiB memory limit: reduce memory use",
+                limits.memory >> 20
+            ),
+            _ => format!(
+                "the test command exited with code {}",
+                o.exit_code.map_or_else(|| "?".into(), |c| c.to_string())
+            ),
+        };
+        let mut failure = String::new();
+        failure.push_str(&o.stderr.text);
+        if !o.stderr.text.is_empty() && !o.stdout.text.is_empty() {
+            failure.push('\n');
+        }
+        failure.push_str(&o.stdout.text);
+        let mut prompt = format!(
+            "Task:\n{}\n\nTest command: {}\n\nThe tests did not pass: {what}.\n",
+            cfg.task, cfg.runner
+        );
+        if !refused.is_empty() {
+            prompt.push_str("\nThese PATCH blocks of your last reply were NOT applied:\n");
+            for r in refused {
+                prompt.push_str(&format!("- {:?}: {}\n", r.path, r.detail));
+            }
+        }
+        prompt.push_str(&format!(
+            "\nFailure output (stderr, then stdout):\n{}\n\nCurrent files:\n{}",
+            cut_middle(&failure, cfg.failure_chars),
+            workspace::file_context(&cfg.workspace, cfg.context_chars)?
+        ));
+        Ok(prompt)
+    }
+}
+
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::replay::Replay;
+    use crate::report::UiMode;
+    use crate::sandbox::fake::{outcome, FakeSandbox};
+    use std::path::Path;
+
+    fn cfg(ws: &Path) -> AgentConfig {
+        AgentConfig {
+            task: "make add work".into(),
+            runner: "python3 -m unittest".into(),
+            workspace: ws.to_path_buf(),
+            max_iters: 3,
+            sandbox: RunSpec::new(ws, "", "img"),
+            context_chars: 20_000,
+            failure_chars: 8_000,
+            git: false,
+            zip: None,
+            apply: ApplyOptions::default(),
+        }
+    }
+
+    fn replay(replies: &[&str]) -> Replay {
+        let text: String = replies
+            .iter()
+            .map(|r| format!("=== REPLY ===\n{r}\n"))
+            .collect();
+        Replay::from_text(Path::new("test"), &text)
+    }
+
+    async fn go(
+        m: &Replay,
+        s: &FakeSandbox,
+        c: &AgentConfig,
+        tr: &mut Transcript,
+    ) -> Result<RunSummary, AgentError> {
+        let mut ui = Ui::new(UiMode::Quiet);
+        run(m, s, c, &mut ui, tr, &CancellationToken::new()).await
+    }
+
+    #[tokio::test]
+    async fn fail_patch_pass() {
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&[
+            "PATCH::a.py\nbroken\nENDPATCH",
+            "PATCH::a.py\nfixed\nENDPATCH",
+        ]);
+        let s = FakeSandbox::new(|spec, _| {
+            let text = std::fs::read_to_string(spec.workspace.join("a.py")).unwrap_or_default();
+            let v = if text == "fixed\n" {
+                Verdict::Passed
+            } else {
+                Verdict::Failed
+            };
+            Ok(outcome(
+                v,
+                i64::from(v != Verdict::Passed),
+                "FAIL: test_add",
+            ))
+        });
+        let mut tr = Transcript::disabled();
+        let sum = go(&m, &s, &cfg(d.path()), &mut tr).await.unwrap();
+        assert!(sum.passed);
+        assert_eq!(sum.stop_reason, StopReason::Passed);
+        assert_eq!(sum.iterations, 2);
+        assert_eq!(sum.model_calls, 2);
+        // Tests ran twice in the loop; the final check reused the passing run.
+        assert_eq!(s.calls().len(), 2);
+        assert_eq!(s.calls()[0].command, "python3 -m unittest");
+    }
+
+    #[tokio::test]
+    async fn no_patch_stops_and_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&["PATCH::a.py\nx\nENDPATCH", "I cannot fix this."]);
+        let s = FakeSandbox::verdicts(vec![Verdict::Failed]);
+        let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
+            .await
+            .unwrap();
+        assert!(!sum.passed);
+        assert_eq!(sum.stop_reason, StopReason::NoPatch);
+        assert_eq!(s.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn max_iters_exhausted_runs_a_final_check() {
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&[
+            "PATCH::a.py\n0\nENDPATCH",
+            "PATCH::a.py\n1\nENDPATCH",
+            "PATCH::a.py\n2\nENDPATCH",
+            "PATCH::a.py\n3\nENDPATCH",
+        ]);
+        let s = FakeSandbox::verdicts(vec![Verdict::Failed]);
+        let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
+            .await
+            .unwrap();
+        assert_eq!(sum.stop_reason, StopReason::MaxIters);
+        assert_eq!(sum.iterations, 3);
+        assert_eq!(
+            s.calls().len(),
+            4,
+            "3 in the loop + the final check of the last patch"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("a.py")).unwrap(),
+            "3\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn sandbox_error_stops_and_is_not_sent_to_the_model() {
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&["PATCH::a.py\nx\nENDPATCH", "PATCH::a.py\ny\nENDPATCH"]);
+        let s = FakeSandbox::new(|_, _| Err(SandboxError::CopyIn("tar broke".into())));
+        let p = d.path().join("t.jsonl");
+        let mut tr = Transcript::open(&p).unwrap();
+        let err = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AgentError::Sandbox(_)), "{err}");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let prompts = text
+            .lines()
+            .filter(|l| l.contains("\"event\":\"prompt\""))
+            .count();
+        assert_eq!(prompts, 1, "only the initial prompt may be sent");
+        assert!(text.contains("\"kind\":\"sandbox_error\""));
+    }
+
+    #[tokio::test]
+    async fn timeout_is_told_in_plain_words_and_refusals_are_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&[
+            "PATCH::../evil.py\nx\nENDPATCH",
+            "PATCH::a.py\nok\nENDPATCH",
+        ]);
+        let s = FakeSandbox::new(|_, n| {
+            Ok(if n == 0 {
+                Outcome {
+                    verdict: Verdict::TimedOut,
+                    exit_code: None,
+                    ..outcome(Verdict::TimedOut, 0, "")
+                }
+            } else {
+                outcome(Verdict::Passed, 0, "")
+            })
+        });
+        let p = d.path().join("t.jsonl");
+        let mut tr = Transcript::open(&p).unwrap();
+        let sum = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
+            .await
+            .unwrap();
+        assert!(sum.passed);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let repair = text
+            .lines()
+            .filter(|l| l.contains("\"event\":\"prompt\""))
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert!(repair.contains("wall-clock limit"), "{repair}");
+        assert!(
+            repair.contains("NOT applied") && repair.contains("../evil.py"),
+            "{repair}"
+        );
+        assert!(!d.path().join("evil.py").exists());
+    }
+
+    #[tokio::test]
+    async fn model_error_keeps_the_transcript() {
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&[]);
+        let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
+        let p = d.path().join("t.jsonl");
+        let mut tr = Transcript::open(&p).unwrap();
+        let err = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            AgentError::Model(ModelError::ReplayExhausted { .. })
+        ));
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("\"kind\":\"model_error\""));
+    }
+}
