@@ -6,9 +6,17 @@ use std::process::ExitCode;
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{exit, Cli, Command, ExecArgs, ImagesCommand};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::agent::{self, AgentConfig, AgentError};
+use crate::cli::{exit, Cli, Command, ExecArgs, ImagesCommand, Provider, RunArgs};
 use crate::config::ConfigError;
 use crate::images::{self, ImageError};
+use crate::model::{ollama, openai, replay::Replay, AnyModel, ModelError, RetryPolicy};
+use crate::patch::ApplyOptions;
+use crate::report::{Transcript, Ui, UiMode};
 use crate::sandbox::docker::DockerSandbox;
 use crate::sandbox::{NullSink, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, StdioSink};
 use crate::workspace::WorkspaceError;
@@ -18,6 +26,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
     match cli.command {
+        Command::Run(args) => run_cmd(*args, &cancel).await,
         Command::Exec(args) => exec(args, &cancel).await,
         Command::Images(cmd) => images_cmd(cmd).await,
         Command::Clean => {
@@ -31,6 +40,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Maps an error to the exit code README documents.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if let Some(e) = err.downcast_ref::<AgentError>() {
+        return match e {
+            AgentError::Model(_) => exit::MODEL,
+            AgentError::Sandbox(SandboxError::Workspace(_)) | AgentError::Workspace(_) => {
+                exit::USAGE
+            }
+            AgentError::Sandbox(_) => exit::SANDBOX,
+            AgentError::Interrupted => exit::INTERRUPTED,
+        };
+    }
+    if err.downcast_ref::<ModelError>().is_some() {
+        return exit::MODEL;
+    }
+    if err.downcast_ref::<UsageError>().is_some() {
+        return exit::USAGE;
+    }
     if let Some(e) = err.downcast_ref::<SandboxError>() {
         return match e {
             SandboxError::Interrupted => exit::INTERRUPTED,
@@ -184,4 +209,243 @@ async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A problem with the command line that clap cannot see.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result<ExitCode> {
+    let limits = args.sandbox.limits()?;
+    let task = read_task(&args.task)?;
+    if args.runner.trim().is_empty() {
+        return Err(UsageError(
+            "--runner is empty: give the test command, e.g. --runner \"python3 -m pytest -q\""
+                .into(),
+        )
+        .into());
+    }
+    let model = build_model(&args)?;
+    if args.reset {
+        reset_workspace(&args.workspace)?;
+    }
+    if let Some(seed) = &args.seed {
+        seed_workspace(seed, &args.workspace)?;
+    }
+
+    let mut transcript = if args.no_transcript {
+        Transcript::disabled()
+    } else {
+        let path = args
+            .transcript
+            .clone()
+            .unwrap_or_else(|| default_transcript(&args.workspace));
+        Transcript::open(&path)
+            .map_err(|e| UsageError(format!("cannot open transcript {}: {e}", path.display())))?
+    };
+    let mode = if args.json {
+        UiMode::Json
+    } else if args.quiet {
+        UiMode::Quiet
+    } else {
+        UiMode::Human
+    };
+    let mut ui = Ui::new(mode);
+    let mut spec = RunSpec::new(&args.workspace, &args.runner, &args.sandbox.image);
+    spec.limits = limits;
+    spec.env = args.sandbox.env.clone();
+    spec.copy = args.sandbox.copy_options();
+    spec.labels = args.sandbox.label.clone();
+    let cfg = AgentConfig {
+        task,
+        runner: args.runner.clone(),
+        workspace: args.workspace.clone(),
+        max_iters: args.max_iters,
+        sandbox: spec,
+        context_chars: args.max_context_chars,
+        failure_chars: args.max_failure_chars,
+        git: args.git,
+        zip: (!args.no_zip).then(|| args.zip.clone()),
+        apply: ApplyOptions {
+            max_file_bytes: args.max_file_size,
+        },
+    };
+    if let Some(p) = transcript.path() {
+        ui.say(&format!("transcript: {}", p.display()));
+    }
+    let sandbox = match DockerSandbox::connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            transcript.event(
+                "error",
+                json!({"kind": "sandbox_error", "message": e.to_string()}),
+            );
+            return Err(AgentError::from(e).into());
+        }
+    };
+    // Check the image before paying for a model call.
+    if !sandbox.has_image(&cfg.sandbox.image).await? {
+        let e = SandboxError::image_missing(&cfg.sandbox.image);
+        transcript.event(
+            "error",
+            json!({"kind": "sandbox_error", "message": e.to_string()}),
+        );
+        return Err(AgentError::from(e).into());
+    }
+    let result = agent::run(&model, &sandbox, &cfg, &mut ui, &mut transcript, cancel).await;
+    match result {
+        Ok(summary) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            }
+            ui.summary(&format!(
+                "autodev: {} after {} iteration(s) ({}), final verdict {}, {:.1}s, {} tokens",
+                if summary.passed { "PASSED" } else { "FAILED" },
+                summary.iterations,
+                serde_json::to_value(summary.stop_reason)?
+                    .as_str()
+                    .unwrap_or_default(),
+                summary.verdict,
+                summary.elapsed_ms as f64 / 1000.0,
+                summary.tokens.total()
+            ));
+            Ok(ExitCode::from(if summary.passed {
+                exit::OK
+            } else {
+                exit::FAILED
+            }))
+        }
+        Err(e) => {
+            if args.json {
+                println!("{}", json!({"passed": false, "error": e.to_string()}));
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn read_task(task: &str) -> Result<String, UsageError> {
+    let text = match task.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read task file {path}: {e}")))?,
+        None => task.to_string(),
+    };
+    if text.trim().is_empty() {
+        return Err(UsageError(
+            "the task is empty: pass --task TEXT or --task @FILE".into(),
+        ));
+    }
+    Ok(text)
+}
+
+fn build_model(args: &RunArgs) -> Result<AnyModel, anyhow::Error> {
+    let policy = RetryPolicy {
+        max_attempts: args.model_attempts,
+        request_timeout: args.model_timeout,
+        ..RetryPolicy::default()
+    };
+    let provider = args.provider.unwrap_or(if args.replay.is_some() {
+        Provider::Replay
+    } else if std::env::var("USE_OLLAMA").is_ok_and(|v| v == "1") {
+        Provider::Ollama
+    } else {
+        Provider::Openai
+    });
+    Ok(match provider {
+        Provider::Replay => {
+            let path = args
+                .replay
+                .as_ref()
+                .ok_or_else(|| UsageError("--provider replay needs --replay FILE".into()))?;
+            AnyModel::Replay(Replay::load(path)?)
+        }
+        Provider::Ollama => {
+            let host = std::env::var("OLLAMA_HOST").unwrap_or_else(|_| ollama::DEFAULT_HOST.into());
+            let model = args
+                .model
+                .clone()
+                .or_else(|| std::env::var("OLLAMA_MODEL").ok())
+                .unwrap_or_else(|| ollama::DEFAULT_MODEL.into());
+            AnyModel::Ollama(ollama::Ollama::new(&host, &model, policy)?)
+        }
+        Provider::Openai => {
+            let key = std::env::var("OPENAI_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty());
+            // A self-hosted server (vLLM, llama.cpp) may need no key; OpenAI does.
+            if key.is_none() && args.base_url.is_none() {
+                return Err(ModelError::MissingKey.into());
+            }
+            let base = args
+                .base_url
+                .clone()
+                .unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
+            let model = args.model.clone().unwrap_or_else(|| "gpt-4o-mini".into());
+            AnyModel::OpenAi(openai::OpenAi::new(&base, key, &model, policy)?)
+        }
+    })
+}
+
+/// Refuses to delete anything that is obviously not a scratch folder.
+fn reset_workspace(ws: &Path) -> Result<(), UsageError> {
+    if !ws.exists() {
+        return Ok(());
+    }
+    let abs = ws
+        .canonicalize()
+        .map_err(|e| UsageError(format!("cannot resolve workspace {}: {e}", ws.display())))?;
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|c| c.canonicalize().ok());
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    if abs.parent().is_none()
+        || cwd.is_some_and(|c| c.starts_with(&abs))
+        || home.is_some_and(|h| h == abs)
+    {
+        return Err(UsageError(format!(
+            "refusing to --reset {}: it is /, your home or holds the current folder",
+            abs.display()
+        )));
+    }
+    std::fs::remove_dir_all(&abs)
+        .map_err(|e| UsageError(format!("cannot delete workspace {}: {e}", abs.display())))
+}
+
+/// Copies the regular files and folders of `seed` into `ws` (links are skipped).
+fn seed_workspace(seed: &Path, ws: &Path) -> Result<(), anyhow::Error> {
+    let m = crate::workspace::manifest(seed, &crate::workspace::CopyOptions::default(), u64::MAX)?;
+    std::fs::create_dir_all(ws)?;
+    for e in &m.entries {
+        let to = ws.join(&e.rel);
+        match e.kind {
+            crate::workspace::EntryKind::Dir => std::fs::create_dir_all(&to)?,
+            crate::workspace::EntryKind::File(_) => {
+                std::fs::copy(seed.join(&e.rel), &to)?;
+            }
+            crate::workspace::EntryKind::Symlink(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// `.autodev/runs/NAME-TIMESTAMP.jsonl` beside the workspace, so the
+/// transcript survives `--reset` and never lands in the copied workspace.
+fn default_transcript(ws: &Path) -> PathBuf {
+    let abs = std::path::absolute(ws).unwrap_or_else(|_| ws.to_path_buf());
+    let parent = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workspace".into());
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace([':', '-'], "");
+    parent
+        .join(".autodev")
+        .join("runs")
+        .join(format!("{name}-{stamp}-{}.jsonl", std::process::id()))
 }

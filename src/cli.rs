@@ -39,6 +39,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Ask a model for code, test it in the sandbox, feed failures back until the tests pass.
+    Run(Box<RunArgs>),
     /// Run a command on a workspace in a fresh locked-down container.
     Exec(ExecArgs),
     /// Build and manage sandbox images.
@@ -63,6 +65,91 @@ pub struct ExecArgs {
     /// Command run with /bin/sh -c in /workspace.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+/// Model provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Provider {
+    /// OpenAI-compatible chat completions (OPENAI_API_KEY, --base-url).
+    Openai,
+    /// Ollama's HTTP API (OLLAMA_HOST).
+    Ollama,
+    /// Scripted replies from --replay FILE.
+    Replay,
+}
+
+/// `autodev run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task, or @FILE to read it from a file.
+    #[arg(long)]
+    pub task: String,
+    /// Test command, run with /bin/sh -c in the sandbox (e.g. "python3 -m pytest -q").
+    #[arg(long)]
+    pub runner: String,
+    /// Workspace folder on the host (created if missing).
+    #[arg(long, short = 'w', default_value = "workspace")]
+    pub workspace: PathBuf,
+    /// Copy this folder's files into the workspace before starting (after --reset).
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
+    /// Model name (default: gpt-4o-mini; with Ollama: OLLAMA_MODEL or llama3.1).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Test-and-repair rounds at most.
+    #[arg(long, default_value_t = 6)]
+    pub max_iters: u32,
+    /// Delete the workspace first.
+    #[arg(long)]
+    pub reset: bool,
+    /// Export the final workspace to this zip file.
+    #[arg(long, default_value = "final_workspace.zip")]
+    pub zip: PathBuf,
+    /// Do not export a zip file.
+    #[arg(long, conflicts_with = "zip")]
+    pub no_zip: bool,
+    /// Commit the workspace to its own git repository after each applied patch set.
+    #[arg(long)]
+    pub git: bool,
+    /// Provider (default: replay with --replay, ollama when USE_OLLAMA=1, else openai).
+    #[arg(long, value_enum)]
+    pub provider: Option<Provider>,
+    /// Replay scripted replies from this file (offline, deterministic).
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
+    /// Base URL of an OpenAI-compatible API.
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Limit of one model request.
+    #[arg(long, default_value = "120s", value_parser = duration("--model-timeout"))]
+    pub model_timeout: std::time::Duration,
+    /// Attempts per model request (429, 5xx, timeouts and connection errors are retried).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub model_attempts: u32,
+    /// Characters of file context sent to the model.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_context_chars: usize,
+    /// Characters of failure output sent to the model (head and tail kept).
+    #[arg(long, default_value_t = 8_000)]
+    pub max_failure_chars: usize,
+    /// Largest file a patch may write.
+    #[arg(long, default_value = "1MiB", value_parser = size("--max-file-size"))]
+    pub max_file_size: u64,
+    /// Transcript file (JSON Lines); default: .autodev/runs/ beside the workspace.
+    #[arg(long)]
+    pub transcript: Option<PathBuf>,
+    /// Do not write a transcript.
+    #[arg(long, conflicts_with = "transcript")]
+    pub no_transcript: bool,
+    /// Print only the final summary line.
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print one JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Limits and isolation for every test run.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 /// `autodev images ...`.

@@ -123,10 +123,7 @@ impl DockerSandbox {
                 status_code: 404,
                 message,
             }) if message.to_ascii_lowercase().contains("image") => {
-                Err(SandboxError::ImageMissing {
-                    hint: image_hint(&spec.image),
-                    image: spec.image.clone(),
-                })
+                Err(SandboxError::image_missing(&spec.image))
             }
             Err(e) => Err(docker_err("create container", e)),
         }
@@ -515,12 +512,6 @@ fn docker_err(op: &'static str, e: BollardError) -> SandboxError {
     }
 }
 
-/// `autodev/python:latest` → `python`, the name `autodev images build` takes.
-fn image_hint(image: &str) -> String {
-    let name = image.rsplit('/').next().unwrap_or(image);
-    name.split(':').next().unwrap_or(name).to_string()
-}
-
 fn new_run_id() -> String {
     format!("{:08x}{:08x}", std::process::id(), fastrand::u32(..))
 }
@@ -593,11 +584,5 @@ mod tests {
         assert_eq!(b.labels.unwrap()[MANAGED_LABEL], "true");
         assert_eq!(b.env, Some(vec![]));
         assert_eq!(b.user.as_deref(), Some("1000:1000"));
-    }
-
-    #[test]
-    fn image_hint_strips_repo_and_tag() {
-        assert_eq!(image_hint("autodev/python:latest"), "python");
-        assert_eq!(image_hint("busy"), "busy");
     }
 }

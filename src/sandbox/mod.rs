@@ -200,6 +200,18 @@ pub enum SandboxError {
     Interrupted,
 }
 
+impl SandboxError {
+    /// The error for an image absent from this host, with the build command to run.
+    pub fn image_missing(image: &str) -> Self {
+        // `autodev/python:latest` → `python`, the name `autodev images build` takes.
+        let name = image.rsplit('/').next().unwrap_or(image);
+        SandboxError::ImageMissing {
+            hint: name.split(':').next().unwrap_or(name).to_string(),
+            image: image.to_string(),
+        }
+    }
+}
+
 /// Receives output live, as the command writes it.
 pub trait OutputSink: Send {
     /// A chunk of standard output.
