@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::agent::{self, AgentConfig, AgentError};
-use crate::cli::{exit, Cli, Command, ExecArgs, ImagesCommand, Provider, RunArgs};
+use crate::batch::{self, BatchConfig, TaskResult, TaskVerdict};
+use crate::cli::{exit, BatchArgs, Cli, Command, ExecArgs, ImagesCommand, Provider, RunArgs};
 use crate::config::ConfigError;
 use crate::images::{self, ImageError};
 use crate::model::{ollama, openai, replay::Replay, AnyModel, ModelError, RetryPolicy};
@@ -24,8 +25,11 @@ use crate::workspace::WorkspaceError;
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    let kill = CancellationToken::new();
+    let batch = matches!(cli.command, Command::Batch(_));
+    spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()));
     match cli.command {
+        Command::Batch(args) => batch_cmd(args, &cancel, &kill).await,
         Command::Run(args) => run_cmd(*args, &cancel).await,
         Command::Exec(args) => exec(args, &cancel).await,
         Command::Images(cmd) => images_cmd(cmd).await,
@@ -76,28 +80,209 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     exit::FAILED
 }
 
-/// First Ctrl-C or SIGTERM cancels; the work in flight cleans up and returns.
-fn spawn_signal_handler(cancel: CancellationToken) {
+/// First Ctrl-C or SIGTERM cancels (a batch stops starting tasks); for a
+/// batch the second kills running tasks, cleanly. The signal after that exits
+/// at once; containers are still reachable by `autodev clean` through their label.
+fn spawn_signal_handler(cancel: CancellationToken, kill: Option<CancellationToken>) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        let mut next = async || {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        next().await;
+        if kill.is_some() {
+            eprintln!("\nautodev: stopping: no new tasks; running ones finish (Ctrl-C again to kill them)");
+        } else {
+            eprintln!("\nautodev: interrupted, cleaning up (Ctrl-C again to exit at once)");
         }
-        eprintln!("\nautodev: interrupted, cleaning up (press Ctrl-C again to force)");
         cancel.cancel();
-        // A second signal means the user wants out now; containers are still
-        // reachable by `autodev clean` through their label.
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        if let Some(kill) = kill {
+            next().await;
+            eprintln!("\nautodev: killing running tasks and removing their containers");
+            kill.cancel();
         }
+        next().await;
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
+}
+
+async fn batch_cmd(
+    args: BatchArgs,
+    stop: &CancellationToken,
+    kill: &CancellationToken,
+) -> Result<ExitCode> {
+    let limits = args.sandbox.limits()?;
+    let mut defaults = RunSpec::new("", "", &args.sandbox.image);
+    defaults.limits = limits;
+    defaults.env = args.sandbox.env.clone();
+    defaults.copy = args.sandbox.copy_options();
+    defaults.labels = args.sandbox.label.clone();
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if jobs == 0 {
+        return Err(UsageError("--jobs must be at least 1".into()).into());
+    }
+    let cfg = BatchConfig {
+        tasks: args.tasks.clone(),
+        out: args.out.clone(),
+        jobs,
+        retries: args.retries,
+        resume: args.resume,
+        defaults,
+        scratch: args.scratch.clone(),
+    };
+    if !cfg.tasks.is_file() {
+        return Err(UsageError(format!("tasks file {} not found", cfg.tasks.display())).into());
+    }
+    let sandbox = DockerSandbox::connect().await?;
+    let mut progress = BatchProgress::new();
+    let summary = batch::run(sandbox, &cfg, &mut progress, stop, kill)
+        .await
+        .map_err(|e| UsageError(e.to_string()))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprintln!("{}", batch_report(&summary, &cfg.out));
+    }
+    Ok(ExitCode::from(if summary.interrupted {
+        exit::INTERRUPTED
+    } else {
+        exit::OK
+    }))
+}
+
+/// Human summary of a batch.
+fn batch_report(s: &batch::Summary, out: &Path) -> String {
+    let counts: Vec<String> = s
+        .verdicts
+        .iter()
+        .map(|(v, n)| format!("{} {n}", verdict_name(*v)))
+        .collect();
+    let mut text = format!(
+        "autodev batch: {} results in {} ({}); ran {} this time, skipped {} already done",
+        s.total,
+        out.display(),
+        counts.join(", "),
+        s.ran,
+        s.skipped
+    );
+    if let Some(r) = s.pass_rate {
+        text.push_str(&format!(
+            "\n  pass rate {:.1}% (sandbox, model and task errors left out)",
+            r * 100.0
+        ));
+    }
+    for (k, v) in &s.pass_at_k {
+        text.push_str(&format!("\n  pass@{k} {v:.4}"));
+    }
+    text.push_str(&format!(
+        "\n  wall time {:.1}s, {:.2} tasks/s{}",
+        s.wall_seconds,
+        s.tasks_per_second,
+        if s.interrupted {
+            " (interrupted: run again with --resume)"
+        } else {
+            ""
+        }
+    ));
+    text
+}
+
+fn verdict_name(v: TaskVerdict) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A progress bar on a terminal, a line every few seconds elsewhere.
+struct BatchProgress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+    done: usize,
+    last_line: std::time::Instant,
+    started: std::time::Instant,
+}
+
+impl BatchProgress {
+    fn new() -> Self {
+        BatchProgress {
+            bar: None,
+            total: 0,
+            done: 0,
+            last_line: std::time::Instant::now(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl batch::Progress for BatchProgress {
+    fn start(&mut self, to_run: usize) {
+        self.total = to_run;
+        self.started = std::time::Instant::now();
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let bar = indicatif::ProgressBar::new(to_run as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} [{elapsed} ETA {eta}]",
+            ) {
+                bar.set_style(style);
+            }
+            self.bar = Some(bar);
+        } else {
+            eprintln!("autodev batch: {to_run} task(s) to run");
+        }
+    }
+
+    fn task_done(
+        &mut self,
+        _r: &TaskResult,
+        counts: &std::collections::BTreeMap<TaskVerdict, usize>,
+    ) {
+        self.done += 1;
+        let msg: Vec<String> = counts
+            .iter()
+            .map(|(v, n)| format!("{} {n}", verdict_name(*v)))
+            .collect();
+        if let Some(bar) = &self.bar {
+            bar.set_message(msg.join(", "));
+            bar.inc(1);
+        } else if self.last_line.elapsed() >= std::time::Duration::from_secs(5)
+            || self.done == self.total
+        {
+            self.last_line = std::time::Instant::now();
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "autodev batch: {}/{} done ({}), {:.2} tasks/s",
+                self.done,
+                self.total,
+                msg.join(", "),
+                rate
+            );
+        }
+    }
+
+    fn draining(&mut self, running: usize) {
+        let line =
+            format!("stopping: waiting for {running} running task(s); Ctrl-C again to kill them");
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("autodev batch: {line}"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 async fn exec(args: ExecArgs, cancel: &CancellationToken) -> Result<ExitCode> {

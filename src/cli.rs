@@ -43,6 +43,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Run a command on a workspace in a fresh locked-down container.
     Exec(ExecArgs),
+    /// Evaluate many tasks (JSON Lines) in parallel, one fresh container each.
+    Batch(BatchArgs),
     /// Build and manage sandbox images.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -148,6 +150,34 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Limits and isolation for every test run.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// `autodev batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Tasks file: one JSON object per line (see README, "autodev batch").
+    pub tasks: PathBuf,
+    /// Results file: one JSON line per task, appended as each ends.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tasks running at once (default: the number of cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Extra attempts for a task that ends in sandbox_error.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+    /// Skip tasks already in the results file (after a crash or Ctrl-C).
+    #[arg(long)]
+    pub resume: bool,
+    /// Folder for the tasks' scratch workspaces (default: the system temp folder).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Default limits and isolation (a task's own `limits` override them).
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod images;
