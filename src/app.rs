@@ -33,9 +33,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run_cmd(*args, &cancel).await,
         Command::Exec(args) => exec(args, &cancel).await,
         Command::Images(cmd) => images_cmd(cmd).await,
-        Command::Clean => {
+        Command::Clean { label } => {
             let sandbox = DockerSandbox::connect().await?;
-            let n = sandbox.clean().await?;
+            let n = sandbox.clean(&label).await?;
             eprintln!("autodev: removed {n} leftover container(s)");
             Ok(ExitCode::SUCCESS)
         }

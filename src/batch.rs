@@ -431,7 +431,7 @@ pub fn summarize(results: &[TaskResult]) -> Summary {
     s.pass_rate = (judged > 0).then(|| passed as f64 / judged as f64);
     let min_n = per_id.values().map(|(n, _)| *n).min().unwrap_or(0);
     if per_id.values().any(|(n, _)| *n > 1) {
-        for k in [1, 5, 10, 100]
+        for k in [1, 2, 5, 10, 20, 50, 100]
             .into_iter()
             .chain([min_n])
             .filter(|k| *k >= 1 && *k <= min_n)

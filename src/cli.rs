@@ -48,8 +48,12 @@ pub enum Command {
     /// Build and manage sandbox images.
     #[command(subcommand)]
     Images(ImagesCommand),
-    /// Remove containers left behind by a crashed run.
-    Clean,
+    /// Remove containers left behind by a crashed run (all of autodev's, or those with --label).
+    Clean {
+        /// Only containers that also carry this label KEY=VALUE (e.g. autodev.run=ID); repeatable.
+        #[arg(long = "label", value_parser = label_filter)]
+        label: Vec<(String, String)>,
+    },
 }
 
 /// `autodev exec`.
@@ -310,6 +314,13 @@ fn duration(
 
 fn network(s: &str) -> Result<Network, ConfigError> {
     s.parse()
+}
+
+fn label_filter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid label {s:?}: use KEY=VALUE")),
+    }
 }
 
 fn label_item(s: &str) -> Result<(String, String), String> {

@@ -93,10 +93,10 @@ impl DockerSandbox {
         }
     }
 
-    /// Removes every container labelled as ours (leftovers of a crash);
-    /// returns how many were removed.
-    pub async fn clean(&self) -> Result<usize, SandboxError> {
-        let ids = list_managed(&self.docker).await?;
+    /// Removes every container labelled as ours (leftovers of a crash) that
+    /// also carries all of `labels`; returns how many were removed.
+    pub async fn clean(&self, labels: &[(String, String)]) -> Result<usize, SandboxError> {
+        let ids = list_managed(&self.docker, labels).await?;
         let mut removed = 0;
         for id in ids {
             if remove(&self.docker, &id).await.is_ok() {
@@ -453,8 +453,13 @@ fn container_body(
     })
 }
 
-async fn list_managed(docker: &Docker) -> Result<Vec<String>, SandboxError> {
-    let filters = HashMap::from([("label".to_string(), vec![format!("{MANAGED_LABEL}=true")])]);
+async fn list_managed(
+    docker: &Docker,
+    labels: &[(String, String)],
+) -> Result<Vec<String>, SandboxError> {
+    let mut wanted = vec![format!("{MANAGED_LABEL}=true")];
+    wanted.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
+    let filters = HashMap::from([("label".to_string(), wanted)]);
     let list = docker
         .list_containers(Some(ListContainersOptions {
             all: true,

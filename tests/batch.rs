@@ -1,0 +1,256 @@
+//! `autodev batch` against the real daemon: exact verdicts, pass@k, crash and
+//! resume, interruption, no leaked containers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad result line {l:?}: {e}")))
+        .collect()
+}
+
+fn write_tasks(path: &Path, tasks: &[Value]) {
+    let text: String = tasks.iter().map(|t| format!("{t}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn batch(dir: &Path, label: &(String, String), extra: &[&str]) -> Command {
+    let mut c = Command::new(common::bin());
+    c.current_dir(dir)
+        .args([
+            "batch",
+            "tasks.jsonl",
+            "--out",
+            "results.jsonl",
+            "--image",
+            &common::image(),
+        ])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .args(extra);
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    c.output().unwrap()
+}
+
+fn add_files(correct: bool) -> Value {
+    json!({
+        "calc.py": if correct { "def add(a, b):\n    return a + b\n" } else { "def add(a, b):\n    return a - b\n" },
+        "test_calc.py": "from calc import add\nassert add(2, 3) == 5, add(2, 3)\nprint('ok')\n",
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mixed_batch_gives_exact_verdicts() {
+    let _sb = require_docker!();
+    let label = common::test_label("batch-mixed");
+    let d = tempfile::tempdir().unwrap();
+    let folder = d.path().join("proj");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("t.sh"), "echo from-folder; exit 0\n").unwrap();
+    write_tasks(
+        &d.path().join("tasks.jsonl"),
+        &[
+            json!({"id": "pass", "files": add_files(true), "runner": "python3 test_calc.py"}),
+            json!({"id": "fail", "files": add_files(false), "runner": "python3 test_calc.py"}),
+            json!({"id": "timeout", "runner": "sleep 600", "limits": {"timeout": "2s"}}),
+            json!({"id": "oom", "runner": "python3 -c 'b = bytearray(1 << 30)'", "limits": {"memory": 67108864}}),
+            json!({"id": "folder", "workspace": "proj", "runner": "sh t.sh"}),
+            json!({"id": "inline-ws", "workspace": {"files": {"a.txt": "x"}}, "runner": "test -f a.txt"}),
+            json!({"id": "solution", "files": add_files(false), "runner": "python3 test_calc.py",
+                   "solution": "PATCH::calc.py\ndef add(a, b):\n    return a + b\nENDPATCH"}),
+            json!({"id": "env", "runner": "test \"$K\" = v", "env": {"K": "v"}}),
+        ],
+    );
+    // A line that is not JSON, in the middle of the file.
+    let mut text = std::fs::read_to_string(d.path().join("tasks.jsonl")).unwrap();
+    text.insert_str(0, "{not json\n");
+    std::fs::write(d.path().join("tasks.jsonl"), text).unwrap();
+
+    let out = run(batch(d.path(), &label, &["--jobs", "4", "--json"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = lines(&d.path().join("results.jsonl"));
+    let by_id: HashMap<String, &Value> = results
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap_or("<none>").to_string(), r))
+        .collect();
+    let verdict = |id: &str| by_id[id]["verdict"].as_str().unwrap().to_string();
+    assert_eq!(verdict("pass"), "passed");
+    assert_eq!(verdict("fail"), "failed");
+    assert_eq!(by_id["fail"]["exit_code"], 1);
+    assert!(by_id["fail"]["stderr_tail"]
+        .as_str()
+        .unwrap()
+        .contains("AssertionError"));
+    assert_eq!(verdict("timeout"), "timed_out");
+    assert_eq!(verdict("oom"), "oom_killed");
+    assert_eq!(verdict("folder"), "passed");
+    assert_eq!(by_id["folder"]["stdout_tail"], "from-folder\n");
+    assert_eq!(verdict("inline-ws"), "passed");
+    assert_eq!(verdict("solution"), "passed");
+    assert_eq!(verdict("env"), "passed");
+    assert_eq!(verdict("<none>"), "invalid_task");
+    assert_eq!(by_id["<none>"]["line"], 1);
+    assert_eq!(results.len(), 9);
+    // The folder workspace is never written to.
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 1);
+
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["total"], 9);
+    assert_eq!(summary["verdicts"]["passed"], 5);
+    assert_eq!(summary["ran"], 8);
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pass_at_k_on_a_known_case() {
+    let _sb = require_docker!();
+    let label = common::test_label("batch-passk");
+    let d = tempfile::tempdir().unwrap();
+    let mut tasks = Vec::new();
+    // p: 2 of 4 samples pass; q: 0 of 4.
+    for (id, passing) in [("p", 2), ("q", 0)] {
+        for s in 0..4 {
+            tasks.push(json!({"id": id, "sample": s, "runner": if s < passing { "exit 0" } else { "exit 1" }}));
+        }
+    }
+    write_tasks(&d.path().join("tasks.jsonl"), &tasks);
+    let out = run(batch(d.path(), &label, &["--jobs", "4", "--json"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at = |k: &str| s["pass_at_k"][k].as_f64().unwrap();
+    assert!((at("1") - 0.25).abs() < 1e-9, "{s}");
+    // p: 1 - C(2,2)/C(4,2) = 5/6; q: 0 → mean 5/12.
+    assert!((at("2") - 5.0 / 12.0).abs() < 1e-9, "{s}");
+    // p: 1 - C(2,4)/C(4,4) = 1 (fewer failures than k); q: 0 → mean 0.5.
+    assert!((at("4") - 0.5).abs() < 1e-9, "{s}");
+    assert_eq!(s["pass_rate"], 0.25);
+    common::assert_no_leak(&label);
+}
+
+fn slow_tasks(path: &Path, n: usize) {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "runner": "sleep 1; echo done"}))
+        .collect();
+    write_tasks(path, &tasks);
+}
+
+fn assert_each_once(results: &[Value], n: usize) {
+    let mut ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        results.iter().all(|r| r["verdict"] == "passed"),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_then_resume_runs_every_task_exactly_once() {
+    let _sb = require_docker!();
+    let label = common::test_label("batch-kill9");
+    let d = tempfile::tempdir().unwrap();
+    let n = 12;
+    slow_tasks(&d.path().join("tasks.jsonl"), n);
+    let mut child = batch(d.path(), &label, &["--jobs", "2"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let results = d.path().join("results.jsonl");
+    let t = Instant::now();
+    while lines(&results).len() < 3 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL: no clean-up at all.
+    child.wait().unwrap();
+    let partial = lines(&results).len();
+    assert!(
+        partial >= 3 && partial < n,
+        "killed after {partial} results"
+    );
+
+    // The killed run's containers are still there; `clean` finds them by label.
+    let clean = Command::new(common::bin())
+        .args(["clean", "--label", &format!("{}={}", label.0, label.1)])
+        .output()
+        .unwrap();
+    assert!(clean.status.success());
+    common::assert_no_leak(&label);
+
+    let out = run(batch(
+        d.path(),
+        &label,
+        &["--jobs", "4", "--resume", "--json"],
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["skipped"].as_u64().unwrap() as usize, partial);
+    assert_each_once(&lines(&results), n);
+    common::assert_no_leak(&label);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_drains_running_tasks_and_resume_completes() {
+    let _sb = require_docker!();
+    let label = common::test_label("batch-sigint");
+    let d = tempfile::tempdir().unwrap();
+    let n = 10;
+    slow_tasks(&d.path().join("tasks.jsonl"), n);
+    let child = batch(d.path(), &label, &["--jobs", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let results = d.path().join("results.jsonl");
+    let t = Instant::now();
+    while lines(&results).is_empty() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let partial = lines(&results);
+    assert!(partial.len() < n, "did not stop starting tasks");
+    assert!(
+        partial.iter().all(|r| r["verdict"] == "passed"),
+        "a drained task was cut short"
+    );
+    common::assert_no_leak(&label);
+
+    let out = run(batch(d.path(), &label, &["--resume"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_each_once(&lines(&results), n);
+    common::assert_no_leak(&label);
+}
