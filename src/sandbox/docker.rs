@@ -277,8 +277,7 @@ impl DockerSandbox {
             }));
         }
 
-        let exit_code = self.wait(id).await?;
-        let oom = self.oom_killed(id).await?;
+        let (exit_code, oom) = self.exit_status(id).await?;
         // A child killed for memory while the parent still exits 0 must not
         // count as a pass: the OOM flag wins over the exit code.
         let verdict = if oom {
@@ -316,13 +315,28 @@ impl DockerSandbox {
         }
     }
 
-    async fn oom_killed(&self, id: &str) -> Result<bool, SandboxError> {
-        let info = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| docker_err("inspect container", e))?;
-        Ok(info.state.and_then(|s| s.oom_killed).unwrap_or(false))
+    /// Exit code and OOM flag. One inspect usually suffices: the output
+    /// stream closes when the container's process exits; the daemon may take
+    /// a moment longer to record the exit, and then we wait for it.
+    async fn exit_status(&self, id: &str) -> Result<(i64, bool), SandboxError> {
+        let mut waited = false;
+        loop {
+            let info = self
+                .docker
+                .inspect_container(id, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| docker_err("inspect container", e))?;
+            let state = info.state.unwrap_or_default();
+            if state.running != Some(true) || waited {
+                let code = match state.exit_code {
+                    Some(c) => c,
+                    None => self.wait(id).await?,
+                };
+                return Ok((code, state.oom_killed.unwrap_or(false)));
+            }
+            self.wait(id).await?;
+            waited = true;
+        }
     }
 }
 
