@@ -42,7 +42,12 @@ pub const RUN_LABEL: &str = "autodev.run";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on each clean-up call, so a wedged daemon cannot hang the tool past
 /// the run's own timeout by much.
-const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A run longer than this pings the daemon at this interval, so a daemon that
+/// stops answering is noticed long before the run's own timeout.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long one heartbeat ping may take.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stderr kept while waiting for the ready marker (tar's complaints).
 const SETUP_STDERR_CAP: usize = 64 * 1024;
 /// Chunk size of the tar stream into the container.
@@ -65,10 +70,27 @@ impl DockerSandbox {
     /// Connects to the daemon named by `DOCKER_HOST` (or the local socket),
     /// negotiating the API version; fails within two seconds if nobody answers.
     pub async fn connect() -> Result<Self, SandboxError> {
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| SandboxError::DaemonUnavailable {
+                detail: e.to_string(),
+            })?;
+        Self::negotiate(docker).await
+    }
+
+    /// Connects to the daemon at a unix socket path.
+    pub async fn connect_unix(path: &str) -> Result<Self, SandboxError> {
+        let docker =
+            Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(|e| {
+                SandboxError::DaemonUnavailable {
+                    detail: e.to_string(),
+                }
+            })?;
+        Self::negotiate(docker).await
+    }
+
+    async fn negotiate(docker: Docker) -> Result<Self, SandboxError> {
         let unavailable = |detail: String| SandboxError::DaemonUnavailable { detail };
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| unavailable(e.to_string()))?
-            .with_timeout(Duration::from_secs(120));
+        let docker = docker.with_timeout(Duration::from_secs(120));
         let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(unavailable(e.to_string())),
@@ -185,6 +207,8 @@ impl DockerSandbox {
         let mut stream_error = None;
         let deadline = tokio::time::sleep(limits.timeout);
         tokio::pin!(deadline);
+        let lost = CancellationToken::new();
+        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
 
         loop {
             tokio::select! {
@@ -196,6 +220,13 @@ impl DockerSandbox {
                 _ = &mut deadline => {
                     timed_out = true;
                     break;
+                }
+                _ = lost.cancelled() => {
+                    feeder.abort();
+                    return Err(SandboxError::DaemonLost {
+                        op: "the run",
+                        detail: format!("no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs()),
+                    });
                 }
                 item = output.next() => match item {
                     None => break,
@@ -238,7 +269,8 @@ impl DockerSandbox {
 
         if timed_out {
             // Kill now so the clock stops; removal (forced) follows in `run`.
-            let _ = tokio::time::timeout(
+            // If the daemon cannot kill it, the verdict is the daemon's fault.
+            let kill = tokio::time::timeout(
                 CLEANUP_TIMEOUT,
                 self.docker.kill_container(
                     id,
@@ -248,6 +280,19 @@ impl DockerSandbox {
                 ),
             )
             .await;
+            match kill {
+                Ok(Ok(()))
+                | Ok(Err(BollardError::DockerResponseServerError {
+                    status_code: 409, ..
+                })) => {}
+                Ok(Err(e)) => return Err(docker_err("kill at timeout", e)),
+                Err(_) => {
+                    return Err(SandboxError::DaemonLost {
+                        op: "kill at timeout",
+                        detail: format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()),
+                    })
+                }
+            }
             return Ok(Outcome {
                 verdict: Verdict::TimedOut,
                 exit_code: None,
@@ -506,10 +551,11 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), SandboxError> {
                 status_code: 404, ..
             })) => return Ok(()),
             Ok(Err(e)) => last = Some(docker_err("remove container", e)),
+            // A daemon that did not answer will not answer a retry either.
             Err(_) => {
-                last = Some(SandboxError::DaemonLost {
+                return Err(SandboxError::DaemonLost {
                     op: "remove container",
-                    detail: "no answer within 15s".into(),
+                    detail: format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()),
                 })
             }
         }
@@ -541,6 +587,33 @@ fn ms(d: Duration) -> u64 {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Pings the daemon every [`HEARTBEAT`] while a run lasts and fires `lost`
+/// when a ping fails or goes unanswered; stops when dropped.
+struct Watchdog(tokio::task::JoinHandle<()>);
+
+impl Watchdog {
+    fn spawn(docker: Docker, lost: CancellationToken) -> Self {
+        Watchdog(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                match tokio::time::timeout(HEARTBEAT_TIMEOUT, docker.ping()).await {
+                    Ok(Ok(_)) => {}
+                    _ => {
+                        lost.cancel();
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A blocking `Write` that hands fixed-size chunks to an async channel.
