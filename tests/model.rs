@@ -253,3 +253,22 @@ async fn ollama_unknown_model_error() {
     assert!(matches!(err, ModelError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("try pulling it first"));
 }
+
+#[tokio::test]
+async fn a_429_storm_is_reported_after_the_budget_with_the_last_status() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .set_body_json(json!({"error":{"message":"Rate limit reached"}})),
+        )
+        .expect(3)
+        .mount(&server)
+        .await;
+    let c = OpenAi::new(&server.uri(), Some("k".into()), "m", fast()).unwrap();
+    let err = c.complete(&msgs()).await.unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Exhausted { attempts: 3, last, .. } if last.contains("429") && last.contains("Rate limit")),
+        "{err}"
+    );
+}

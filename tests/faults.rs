@@ -1,0 +1,228 @@
+//! Faults around the sandbox: signals in the middle of `exec` and `run`, and a
+//! Docker daemon that stops answering mid-run.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autodev::sandbox::docker::DockerSandbox;
+use autodev::sandbox::{NullSink, Sandbox, SandboxError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+fn wait_for_container(label: &(String, String)) {
+    let t = Instant::now();
+    while common::containers_with(label).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no container appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Give the command a moment to really start inside.
+    std::thread::sleep(Duration::from_millis(700));
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_exec_removes_the_container() {
+    let _sb = require_docker!();
+    let label = common::test_label("exec-term");
+    let ws = common::workspace(&[("keep.txt", "data")]);
+    let child = Command::new(common::bin())
+        .args([
+            "exec",
+            "--image",
+            &common::image(),
+            "--label",
+            &format!("{}={}", label.0, label.1),
+        ])
+        .arg("--workspace")
+        .arg(ws.path())
+        .args(["--", "sleep 600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_container(&label);
+    signal(child.id(), libc::SIGTERM);
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::assert_no_leak(&label);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("keep.txt")).unwrap(),
+        "data"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_mid_run_keeps_transcript_and_workspace() {
+    let _sb = require_docker!();
+    let label = common::test_label("run-int");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("replay.txt"),
+        "=== REPLY ===\nPATCH::slow.sh\nsleep 600\nENDPATCH\n",
+    )
+    .unwrap();
+    let child = Command::new(common::bin())
+        .current_dir(d.path())
+        .args([
+            "run",
+            "--workspace",
+            "ws",
+            "--task",
+            "x",
+            "--runner",
+            "sh slow.sh",
+            "--quiet",
+        ])
+        .args([
+            "--replay",
+            "replay.txt",
+            "--transcript",
+            "t.jsonl",
+            "--image",
+            &common::image(),
+        ])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_container(&label);
+    signal(child.id(), libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::assert_no_leak(&label);
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("ws/slow.sh")).unwrap(),
+        "sleep 600\n"
+    );
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("t.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every transcript line is JSON"))
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["kind"].as_str()),
+        (Some("error"), Some("interrupted"))
+    );
+}
+
+/// A unix-socket proxy in front of the Docker daemon that can be frozen: it
+/// keeps every connection open but stops passing bytes, like a hung daemon.
+struct FreezableProxy {
+    path: std::path::PathBuf,
+    frozen: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl FreezableProxy {
+    fn start(upstream: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::UnixStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, f.clone()));
+                tokio::spawn(pump(sr, cw, f.clone()));
+            }
+        });
+        FreezableProxy {
+            path,
+            frozen,
+            _dir: dir,
+        }
+    }
+}
+
+async fn pump(
+    mut r: impl AsyncReadExt + Unpin,
+    mut w: impl AsyncWriteExt + Unpin,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_that_stops_answering_is_a_sandbox_error_well_before_the_timeout() {
+    let sb = require_docker!();
+    let upstream = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let proxy = FreezableProxy::start(upstream);
+    let through = DockerSandbox::connect_unix(proxy.path.to_str().unwrap())
+        .await
+        .unwrap();
+
+    let label = common::test_label("daemon-lost");
+    let ws = common::workspace(&[]);
+    let mut spec = common::spec(ws.path(), "sleep 600", &label);
+    spec.limits.timeout = Duration::from_secs(120);
+    let frozen = proxy.frozen.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        frozen.store(true, Ordering::SeqCst);
+    });
+    let t = Instant::now();
+    let err = through
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    assert!(matches!(err, SandboxError::DaemonLost { .. }), "{err}");
+    assert!(err.to_string().contains("stopped answering"), "{err}");
+    assert!(
+        took < Duration::from_secs(40),
+        "took {took:?} against a 120 s timeout"
+    );
+
+    // The tool could not remove the container through a hung daemon; once the
+    // daemon answers again, `clean` does.
+    assert_eq!(sb.clean(&[label.clone()]).await.unwrap(), 1);
+    common::assert_no_leak(&label);
+}
