@@ -223,6 +223,6 @@ async fn daemon_that_stops_answering_is_a_sandbox_error_well_before_the_timeout(
 
     // The tool could not remove the container through a hung daemon; once the
     // daemon answers again, `clean` does.
-    assert_eq!(sb.clean(&[label.clone()]).await.unwrap(), 1);
+    assert_eq!(sb.clean(std::slice::from_ref(&label)).await.unwrap(), 1);
     common::assert_no_leak(&label);
 }

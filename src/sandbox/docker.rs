@@ -118,11 +118,17 @@ impl DockerSandbox {
     /// Removes every container labelled as ours (leftovers of a crash) that
     /// also carries all of `labels`; returns how many were removed.
     pub async fn clean(&self, labels: &[(String, String)]) -> Result<usize, SandboxError> {
-        let ids = list_managed(&self.docker, labels).await?;
         let mut removed = 0;
-        for id in ids {
-            if remove(&self.docker, &id).await.is_ok() {
-                removed += 1;
+        // A create request sent just before its client died is still being
+        // carried out by the daemon; a second pass catches what it makes.
+        for pass in 0..2 {
+            if pass > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            for id in list_managed(&self.docker, labels).await? {
+                if remove(&self.docker, &id).await.is_ok() {
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
