@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 secs="${1:-120}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
-# New inputs that grow coverage go to a scratch folder; merge them into the
-# kept corpus with: cargo fuzz cmin patch fuzz/corpus/patch
-scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
-cargo fuzz run patch "$scratch" fuzz/corpus/patch -- -max_total_time="$secs" -print_final_stats=1 2>&1 | tail -n 25
+# Inputs that grow coverage are added to the kept corpus, which is then
+# minimised so the repository keeps only the inputs that matter.
+cargo fuzz run patch fuzz/corpus/patch -- -max_total_time="$secs" -print_final_stats=1 2>&1 | tail -n 8
+cargo fuzz cmin patch fuzz/corpus/patch 2>&1 | tail -n 2
+echo "corpus: $(ls fuzz/corpus/patch | wc -l) inputs"
