@@ -48,6 +48,9 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long one heartbeat ping may take.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Files per tmpfs: without a cap, millions of empty files cost kernel memory
+/// that the size limit does not see.
+const TMPFS_INODES: u32 = 65_536;
 /// Stderr kept while waiting for the ready marker (tar's complaints).
 const SETUP_STDERR_CAP: usize = 64 * 1024;
 /// Chunk size of the tar stream into the container.
@@ -453,13 +456,13 @@ fn container_body(
         (
             "/workspace".to_string(),
             format!(
-                "rw,nosuid,nodev,exec,size={},uid={uid},gid={gid},mode=0755",
+                "rw,nosuid,nodev,exec,size={},nr_inodes={TMPFS_INODES},uid={uid},gid={gid},mode=0755",
                 l.workspace_size
             ),
         ),
         (
             "/tmp".to_string(),
-            format!("rw,nosuid,nodev,size={},mode=1777", l.tmp_size),
+            format!("rw,nosuid,nodev,size={},nr_inodes={TMPFS_INODES},mode=1777", l.tmp_size),
         ),
     ]);
     let mut labels = HashMap::from([
