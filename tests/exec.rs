@@ -290,6 +290,8 @@ async fn host_environment_does_not_leak_but_env_flag_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+// The child is reaped by wait4 (for its own rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 async fn output_flood_is_truncated_with_head_and_tail_and_bounded_memory() {
     let _sb = require_docker!();
     let label = common::test_label("flood");
