@@ -1,4 +1,4 @@
-//! Model replies to files: [`parser`] turns text into blocks, [`apply`]
+//! Model replies to files: [`parser`] turns text into blocks, [`mod@apply`]
 //! writes them into the workspace, confined to it.
 
 pub mod apply;

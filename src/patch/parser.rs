@@ -12,7 +12,7 @@
 //! `ENDPATCH` before the reply ends (or before the next `PATCH::`) is refused,
 //! never half-written.
 //!
-//! The parser does not judge paths: confinement is [`super::apply`]'s job.
+//! The parser does not judge paths: confinement is [`mod@super::apply`]'s job.
 
 use serde::{Deserialize, Serialize};
 
