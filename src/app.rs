@@ -15,7 +15,7 @@ use crate::batch::{self, BatchConfig, TaskResult, TaskVerdict};
 use crate::cli::{exit, BatchArgs, Cli, Command, ExecArgs, ImagesCommand, Provider, RunArgs};
 use crate::config::ConfigError;
 use crate::images::{self, ImageError};
-use crate::model::{ollama, openai, replay::Replay, AnyModel, ModelError, RetryPolicy};
+use crate::model::{AnyModel, ModelError, ModelSettings, ProviderKind, RetryPolicy};
 use crate::patch::ApplyOptions;
 use crate::report::{Transcript, Ui, UiMode};
 use crate::sandbox::docker::DockerSandbox;
@@ -416,7 +416,11 @@ async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result<ExitCode> 
         reset_workspace(&args.workspace)?;
     }
     if let Some(seed) = &args.seed {
-        seed_workspace(seed, &args.workspace)?;
+        crate::workspace::copy_tree(
+            seed,
+            &args.workspace,
+            &crate::workspace::CopyOptions::default(),
+        )?;
     }
 
     let mut transcript = if args.no_transcript {
@@ -524,52 +528,24 @@ fn read_task(task: &str) -> Result<String, UsageError> {
     Ok(text)
 }
 
-fn build_model(args: &RunArgs) -> Result<AnyModel, anyhow::Error> {
-    let policy = RetryPolicy {
-        max_attempts: args.model_attempts,
-        request_timeout: args.model_timeout,
-        ..RetryPolicy::default()
-    };
-    let provider = args.provider.unwrap_or(if args.replay.is_some() {
-        Provider::Replay
-    } else if std::env::var("USE_OLLAMA").is_ok_and(|v| v == "1") {
-        Provider::Ollama
-    } else {
-        Provider::Openai
-    });
-    Ok(match provider {
-        Provider::Replay => {
-            let path = args
-                .replay
-                .as_ref()
-                .ok_or_else(|| UsageError("--provider replay needs --replay FILE".into()))?;
-            AnyModel::Replay(Replay::load(path)?)
-        }
-        Provider::Ollama => {
-            let host = std::env::var("OLLAMA_HOST").unwrap_or_else(|_| ollama::DEFAULT_HOST.into());
-            let model = args
-                .model
-                .clone()
-                .or_else(|| std::env::var("OLLAMA_MODEL").ok())
-                .unwrap_or_else(|| ollama::DEFAULT_MODEL.into());
-            AnyModel::Ollama(ollama::Ollama::new(&host, &model, policy)?)
-        }
-        Provider::Openai => {
-            let key = std::env::var("OPENAI_API_KEY")
-                .ok()
-                .filter(|k| !k.is_empty());
-            // A self-hosted server (vLLM, llama.cpp) may need no key; OpenAI does.
-            if key.is_none() && args.base_url.is_none() {
-                return Err(ModelError::MissingKey.into());
-            }
-            let base = args
-                .base_url
-                .clone()
-                .unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
-            let model = args.model.clone().unwrap_or_else(|| "gpt-4o-mini".into());
-            AnyModel::OpenAi(openai::OpenAi::new(&base, key, &model, policy)?)
-        }
-    })
+fn build_model(args: &RunArgs) -> Result<AnyModel, ModelError> {
+    ModelSettings {
+        provider: args.provider.map(|p| match p {
+            Provider::Openai => ProviderKind::Openai,
+            Provider::Ollama => ProviderKind::Ollama,
+            Provider::Replay => ProviderKind::Replay,
+        }),
+        name: args.model.clone(),
+        base_url: args.base_url.clone(),
+        replay: args.replay.clone(),
+        replies: None,
+        policy: RetryPolicy {
+            max_attempts: args.model_attempts,
+            request_timeout: args.model_timeout,
+            ..RetryPolicy::default()
+        },
+    }
+    .build()
 }
 
 /// Refuses to delete anything that is obviously not a scratch folder.
@@ -595,23 +571,6 @@ fn reset_workspace(ws: &Path) -> Result<(), UsageError> {
     }
     std::fs::remove_dir_all(&abs)
         .map_err(|e| UsageError(format!("cannot delete workspace {}: {e}", abs.display())))
-}
-
-/// Copies the regular files and folders of `seed` into `ws` (links are skipped).
-fn seed_workspace(seed: &Path, ws: &Path) -> Result<(), anyhow::Error> {
-    let m = crate::workspace::manifest(seed, &crate::workspace::CopyOptions::default(), u64::MAX)?;
-    std::fs::create_dir_all(ws)?;
-    for e in &m.entries {
-        let to = ws.join(&e.rel);
-        match e.kind {
-            crate::workspace::EntryKind::Dir => std::fs::create_dir_all(&to)?,
-            crate::workspace::EntryKind::File(_) => {
-                std::fs::copy(seed.join(&e.rel), &to)?;
-            }
-            crate::workspace::EntryKind::Symlink(_) => {}
-        }
-    }
-    Ok(())
 }
 
 /// `.autodev/runs/NAME-TIMESTAMP.jsonl` beside the workspace, so the

@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, AgentConfig, AgentError};
 use crate::config::Limits;
-use crate::model::{ollama, openai, replay::Replay, AnyModel, RetryPolicy, Usage};
+use crate::model::{ModelSettings, Usage};
 use crate::patch::{self, ApplyOptions};
 use crate::report::{cut_middle, Transcript, Ui, UiMode};
 use crate::sandbox::{NullSink, Outcome, RunSpec, Sandbox, SandboxError, Verdict};
-use crate::workspace::{CopyOptions, EntryKind};
+use crate::workspace::CopyOptions;
 
 /// Characters of each output stream kept in a result line.
 const RESULT_TAIL_CHARS: usize = 2000;
@@ -212,7 +212,7 @@ struct RawTask {
     #[serde(default)]
     task: Option<String>,
     #[serde(default)]
-    model: Option<ModelSpec>,
+    model: Option<ModelSettings>,
     #[serde(default)]
     max_iters: Option<u32>,
 }
@@ -222,22 +222,6 @@ struct RawTask {
 enum RawWorkspace {
     Folder(PathBuf),
     Inline { files: BTreeMap<String, String> },
-}
-
-/// Model settings of a loop task.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSpec {
-    /// `openai`, `ollama` or `replay`.
-    pub provider: Option<String>,
-    /// Model name.
-    pub name: Option<String>,
-    /// OpenAI-compatible base URL.
-    pub base_url: Option<String>,
-    /// Replay file (relative to the tasks file).
-    pub replay: Option<PathBuf>,
-    /// Inline replay replies.
-    pub replies: Option<Vec<String>>,
 }
 
 /// Where a task's files come from.
@@ -255,7 +239,7 @@ enum Kind {
     /// Run the repair loop.
     Loop {
         task: String,
-        model: ModelSpec,
+        model: ModelSettings,
         max_iters: u32,
     },
     /// Just run the tests on the workspace.
@@ -740,7 +724,7 @@ async fn attempt_task<S: Sandbox>(
             model,
             max_iters,
         } => {
-            let model = build_model(model)?;
+            let model = model.build()?;
             let cfg = AgentConfig {
                 task: text.clone(),
                 runner: spec.command.clone(),
@@ -791,58 +775,6 @@ fn tail(text: &str) -> String {
     }
 }
 
-fn build_model(spec: &ModelSpec) -> Result<AnyModel, AgentError> {
-    let policy = RetryPolicy::default();
-    let provider =
-        spec.provider
-            .as_deref()
-            .unwrap_or(if spec.replay.is_some() || spec.replies.is_some() {
-                "replay"
-            } else {
-                "openai"
-            });
-    Ok(match provider {
-        "replay" => match (&spec.replay, &spec.replies) {
-            (_, Some(replies)) => {
-                let text: String = replies
-                    .iter()
-                    .map(|r| format!("{}\n{r}\n", crate::model::replay::SEPARATOR))
-                    .collect();
-                AnyModel::Replay(Replay::from_text(Path::new("inline"), &text))
-            }
-            (Some(p), None) => AnyModel::Replay(Replay::load(p)?),
-            (None, None) => {
-                return Err(AgentError::Model(crate::model::ModelError::Client(
-                    "replay provider needs model.replay or model.replies".into(),
-                )))
-            }
-        },
-        "ollama" => {
-            let host = std::env::var("OLLAMA_HOST").unwrap_or_else(|_| ollama::DEFAULT_HOST.into());
-            let name = spec
-                .name
-                .clone()
-                .unwrap_or_else(|| ollama::DEFAULT_MODEL.into());
-            AnyModel::Ollama(ollama::Ollama::new(&host, &name, policy)?)
-        }
-        _ => {
-            let key = std::env::var("OPENAI_API_KEY")
-                .ok()
-                .filter(|k| !k.is_empty());
-            let base = spec
-                .base_url
-                .clone()
-                .or_else(|| std::env::var("OPENAI_BASE_URL").ok())
-                .unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
-            if key.is_none() && base == openai::DEFAULT_BASE_URL {
-                return Err(AgentError::Model(crate::model::ModelError::MissingKey));
-            }
-            let name = spec.name.clone().unwrap_or_else(|| "gpt-4o-mini".into());
-            AnyModel::OpenAi(openai::OpenAi::new(&base, key, &name, policy)?)
-        }
-    })
-}
-
 /// Scratch copy of a task's files; the guard deletes it when dropped.
 fn prepare(
     source: &Source,
@@ -891,20 +823,7 @@ fn prepare(
             }
         }
         Source::Folder(src) => {
-            let m = crate::workspace::manifest(src, &CopyOptions::default(), u64::MAX)?;
-            for e in &m.entries {
-                let to = root.join(&e.rel);
-                match &e.kind {
-                    EntryKind::Dir => std::fs::create_dir_all(&to).map_err(io("creating", &to))?,
-                    EntryKind::File(_) => {
-                        std::fs::copy(src.join(&e.rel), &to).map_err(io("copying", &to))?;
-                    }
-                    // Kept as a link, never followed: the tar stream packs it the same way.
-                    EntryKind::Symlink(target) => {
-                        std::os::unix::fs::symlink(target, &to).map_err(io("linking", &to))?
-                    }
-                }
-            }
+            crate::workspace::copy_tree(src, &root, &CopyOptions::default())?;
         }
     }
     Ok((Some(dir), root))

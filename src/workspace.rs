@@ -326,6 +326,40 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
+/// Copies the tree at `src` into `dst` (created if missing): folders, files
+/// with their modes, and symlinks recreated as symlinks, never followed.
+/// A symlink already at a destination path is replaced, not written through.
+/// Returns the number of files copied.
+pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<usize, WorkspaceError> {
+    let m = manifest(src, opts, u64::MAX)?;
+    fs::create_dir_all(dst).map_err(io_err("creating", dst))?;
+    let mut files = 0;
+    for e in &m.entries {
+        let to = dst.join(&e.rel);
+        let existing = fs::symlink_metadata(&to).ok();
+        if existing
+            .as_ref()
+            .is_some_and(|md| md.file_type().is_symlink())
+        {
+            fs::remove_file(&to).map_err(io_err("replacing", &to))?;
+        }
+        match &e.kind {
+            EntryKind::Dir => fs::create_dir_all(&to).map_err(io_err("creating", &to))?,
+            EntryKind::File(_) => {
+                fs::copy(src.join(&e.rel), &to).map_err(io_err("copying", &to))?;
+                files += 1;
+            }
+            EntryKind::Symlink(target) => {
+                if existing.is_some_and(|md| !md.file_type().is_symlink()) {
+                    continue;
+                }
+                std::os::unix::fs::symlink(target, &to).map_err(io_err("linking", &to))?
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Files above this size are left out of the model's context (as the original tool did).
 pub const CONTEXT_MAX_FILE_BYTES: u64 = 80_000;
 
@@ -634,6 +668,25 @@ mod tests {
             })
             .collect();
         assert_eq!(msgs, ["autodev: iteration 2", "autodev: initial"]);
+    }
+
+    #[test]
+    fn copy_tree_keeps_links_as_links_and_never_writes_through_one() {
+        let d = tree();
+        let outside = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), dst.path().join("run.sh")).unwrap();
+        let n = copy_tree(d.path(), dst.path(), &CopyOptions::default()).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            fs::read_link(dst.path().join("leak")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert!(fs::symlink_metadata(dst.path().join("run.sh"))
+            .unwrap()
+            .is_file());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert!(!dst.path().join("target").exists());
     }
 
     #[test]

@@ -212,10 +212,8 @@ fn hostile_patches_through_autodev_run_are_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let t = std::fs::read_to_string(d.path().join("t.jsonl")).unwrap();
-    let patches: serde_json::Value = t
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let patches = common::transcript(&d.path().join("t.jsonl"))
+        .into_iter()
         .find(|e| e["event"] == "patches")
         .unwrap();
     assert_eq!(patches["applied"], serde_json::json!(["ok.txt"]));

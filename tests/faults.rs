@@ -118,11 +118,7 @@ async fn sigint_mid_run_keeps_transcript_and_workspace() {
         std::fs::read_to_string(d.path().join("ws/slow.sh")).unwrap(),
         "sleep 600\n"
     );
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(d.path().join("t.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every transcript line is JSON"))
-        .collect();
+    let events = common::transcript(&d.path().join("t.jsonl"));
     let last = events.last().unwrap();
     assert_eq!(
         (last["event"].as_str(), last["kind"].as_str()),

@@ -38,11 +38,7 @@ fn autodev_run(dir: &Path, label: &(String, String), extra: &[&str]) -> Output {
 }
 
 fn events(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("t.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::transcript(&dir.join("t.jsonl"))
 }
 
 fn kinds(ev: &[Value]) -> Vec<String> {

@@ -164,9 +164,112 @@ pub enum ModelError {
         /// How many it holds.
         available: usize,
     },
+    /// The model settings do not name a usable provider.
+    #[error("model settings: {0}")]
+    Settings(String),
     /// Interrupted by the user.
     #[error("interrupted while waiting for the model")]
     Interrupted,
+}
+
+/// Which kind of server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions.
+    Openai,
+    /// Ollama's HTTP API.
+    Ollama,
+    /// Scripted replies.
+    Replay,
+}
+
+/// What a run asks of its model, from flags or a batch task; the environment
+/// fills the rest (`USE_OLLAMA`, `OLLAMA_HOST`, `OLLAMA_MODEL`,
+/// `OPENAI_API_KEY`, `OPENAI_BASE_URL`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Provider; by default replay when replies are given, Ollama when
+    /// `USE_OLLAMA=1`, else OpenAI.
+    pub provider: Option<ProviderKind>,
+    /// Model name.
+    pub name: Option<String>,
+    /// Base URL of an OpenAI-compatible API.
+    pub base_url: Option<String>,
+    /// Replay file.
+    pub replay: Option<PathBuf>,
+    /// Inline replay replies.
+    pub replies: Option<Vec<String>>,
+    /// Retries and timeouts.
+    #[serde(skip)]
+    pub policy: RetryPolicy,
+}
+
+/// OpenAI model used when none is named.
+pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
+
+impl ModelSettings {
+    /// The provider these settings select.
+    pub fn provider(&self) -> ProviderKind {
+        self.provider
+            .unwrap_or(if self.replay.is_some() || self.replies.is_some() {
+                ProviderKind::Replay
+            } else if std::env::var("USE_OLLAMA").is_ok_and(|v| v == "1") {
+                ProviderKind::Ollama
+            } else {
+                ProviderKind::Openai
+            })
+    }
+
+    /// Builds the client.
+    pub fn build(&self) -> Result<AnyModel, ModelError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Ok(match self.provider() {
+            ProviderKind::Replay => {
+                match (&self.replies, &self.replay) {
+                    (Some(replies), _) => {
+                        let text: String = replies
+                            .iter()
+                            .map(|r| format!("{}\n{r}\n", replay::SEPARATOR))
+                            .collect();
+                        AnyModel::Replay(replay::Replay::from_text(
+                            std::path::Path::new("inline replies"),
+                            &text,
+                        ))
+                    }
+                    (None, Some(path)) => AnyModel::Replay(replay::Replay::load(path)?),
+                    (None, None) => return Err(ModelError::Settings(
+                        "the replay provider needs a replay file (--replay FILE) or inline replies"
+                            .into(),
+                    )),
+                }
+            }
+            ProviderKind::Ollama => {
+                let host = env("OLLAMA_HOST").unwrap_or_else(|| ollama::DEFAULT_HOST.into());
+                let name = self
+                    .name
+                    .clone()
+                    .or_else(|| env("OLLAMA_MODEL"))
+                    .unwrap_or_else(|| ollama::DEFAULT_MODEL.into());
+                AnyModel::Ollama(ollama::Ollama::new(&host, &name, self.policy)?)
+            }
+            ProviderKind::Openai => {
+                let key = env("OPENAI_API_KEY");
+                let base = self.base_url.clone().or_else(|| env("OPENAI_BASE_URL"));
+                // A self-hosted server (vLLM, llama.cpp) may need no key; OpenAI does.
+                if key.is_none() && base.is_none() {
+                    return Err(ModelError::MissingKey);
+                }
+                let base = base.unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
+                let name = self
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_OPENAI_MODEL.into());
+                AnyModel::OpenAi(openai::OpenAi::new(&base, key, &name, self.policy)?)
+            }
+        })
+    }
 }
 
 /// Something that answers chat prompts.

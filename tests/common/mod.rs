@@ -116,3 +116,12 @@ pub fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_autodev"))
 }
+
+/// The events of a JSON Lines transcript; panics on a line that is not JSON.
+pub fn transcript(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("transcript exists")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("transcript line {l:?}: {e}")))
+        .collect()
+}
