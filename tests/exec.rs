@@ -440,6 +440,30 @@ async fn missing_image_is_a_sandbox_error_with_a_hint() {
     common::assert_no_leak(&label);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn workspace_larger_than_its_tmpfs_is_a_sandbox_error() {
+    let sb = require_docker!();
+    let label = common::test_label("copyin");
+    let big: String = (0..3_000_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let ws = common::workspace(&[("big.txt", &big)]);
+    let mut spec = common::spec(ws.path(), "echo SHOULD-NOT-RUN", &label);
+    spec.limits.workspace_size = 1 << 20;
+    let err = sb
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::CopyIn(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("big.txt") && text.contains("--workspace-size"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    common::assert_no_leak(&label);
+}
+
 #[test]
 fn missing_daemon_is_reported_within_two_seconds() {
     let ws = common::workspace(&[]);

@@ -59,7 +59,7 @@ const TAR_CHUNK: usize = 256 * 1024;
 /// Unpacks stdin into /workspace, announces readiness with the nonce ($1),
 /// then replaces itself with the user's command ($2), with stdin closed so a
 /// test that reads input cannot hang on the leftover tar stream.
-const WRAPPER: &str = r#"tar -x -f - -C /workspace --no-same-owner 2>&1 >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
+const WRAPPER: &str = r#"tar -x -f - -C /workspace --no-same-owner >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
 printf '%s:ready\n' "$1" >&2
 exec /bin/sh -c "$2" </dev/null"#;
 
@@ -323,11 +323,15 @@ impl DockerSandbox {
                 return Err(SandboxError::Workspace(e));
             }
             let text = String::from_utf8_lossy(&setup).replace(&format!("{nonce}:copy-failed"), "");
-            let text = text.trim();
+            let text: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
             return Err(SandboxError::CopyIn(if text.is_empty() {
                 "the container exited before the workspace was unpacked (does the image have /bin/sh and tar?)".into()
             } else {
-                text.to_string()
+                format!("{} (is --workspace-size large enough?)", text.join("; "))
             }));
         }
 
