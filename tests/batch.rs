@@ -254,3 +254,71 @@ async fn sigint_drains_running_tasks_and_resume_completes() {
     assert_each_once(&lines(&results), n);
     common::assert_no_leak(&label);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_signal_kills_running_tasks_cleanly_and_resume_completes() {
+    let _sb = require_docker!();
+    let label = common::test_label("batch-twice");
+    let d = tempfile::tempdir().unwrap();
+    let tasks: Vec<Value> = (0..6)
+        .map(|i| json!({"id": format!("t{i}"), "runner": if i < 2 { "echo quick" } else { "sleep 600" }}))
+        .collect();
+    write_tasks(&d.path().join("tasks.jsonl"), &tasks);
+    let child = batch(d.path(), &label, &["--jobs", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until both slots hold a sleeping task.
+    let t = Instant::now();
+    while common::containers_with(&label).len() < 2
+        || lines(&d.path().join("results.jsonl")).len() < 2
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "tasks never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "running tasks were not killed"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::assert_no_leak(&label);
+    let results = lines(&d.path().join("results.jsonl"));
+    let ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "killed tasks must not be written as results: {ids:?}"
+    );
+    assert!(results.iter().all(|r| r["verdict"] == "passed"));
+
+    // The killed and never-started tasks remain for --resume.
+    let mut quick: Vec<Value> = tasks.clone();
+    for t in quick.iter_mut() {
+        t["runner"] = json!("echo resumed");
+    }
+    write_tasks(&d.path().join("tasks.jsonl"), &quick);
+    let out = run(batch(d.path(), &label, &["--resume", "--json"]));
+    assert_eq!(out.status.code(), Some(0));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            s["skipped"].as_u64(),
+            s["ran"].as_u64(),
+            s["total"].as_u64()
+        ),
+        (Some(2), Some(4), Some(6))
+    );
+    common::assert_no_leak(&label);
+}
