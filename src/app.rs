@@ -593,3 +593,64 @@ fn default_transcript(ws: &Path) -> PathBuf {
         .join("runs")
         .join(format!("{name}-{stamp}-{}.jsonl", std::process::id()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_refuses_root_home_and_the_current_folder() {
+        assert!(reset_workspace(Path::new("/")).is_err());
+        let cwd = std::env::current_dir().unwrap();
+        assert!(reset_workspace(&cwd).is_err());
+        if let Some(home) = std::env::var_os("HOME") {
+            assert!(reset_workspace(Path::new(&home)).is_err());
+        }
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path().join("ws");
+        std::fs::create_dir_all(ws.join("sub")).unwrap();
+        reset_workspace(&ws).unwrap();
+        assert!(!ws.exists());
+        reset_workspace(&ws).unwrap();
+    }
+
+    #[test]
+    fn task_text_comes_from_the_flag_or_a_file() {
+        assert_eq!(read_task("do it").unwrap(), "do it");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("t.md");
+        std::fs::write(&f, "from file").unwrap();
+        assert_eq!(
+            read_task(&format!("@{}", f.display())).unwrap(),
+            "from file"
+        );
+        assert!(read_task("@/nonexistent/task")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read task file"));
+        assert!(read_task("  ").is_err());
+    }
+
+    #[test]
+    fn errors_map_to_documented_exit_codes() {
+        let code = |e: anyhow::Error| exit_code_for(&e);
+        assert_eq!(
+            code(AgentError::Model(ModelError::MissingKey).into()),
+            exit::MODEL
+        );
+        assert_eq!(code(AgentError::Interrupted.into()), exit::INTERRUPTED);
+        assert_eq!(
+            code(AgentError::Sandbox(SandboxError::CopyIn("x".into())).into()),
+            exit::SANDBOX
+        );
+        assert_eq!(
+            code(SandboxError::DaemonUnavailable { detail: "x".into() }.into()),
+            exit::SANDBOX
+        );
+        assert_eq!(code(UsageError("x".into()).into()), exit::USAGE);
+        assert_eq!(
+            code(ConfigError::BadNetwork("x".into()).into()),
+            exit::USAGE
+        );
+    }
+}
