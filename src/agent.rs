@@ -124,7 +124,7 @@ pub enum AgentError {
 impl From<SandboxError> for AgentError {
     fn from(e: SandboxError) -> Self {
         match e {
-            SandboxError::Interrupted => AgentError::Interrupted,
+            SandboxError::Interrupted | SandboxError::NotStarted => AgentError::Interrupted,
             other => AgentError::Sandbox(other),
         }
     }

@@ -135,6 +135,7 @@ async fn batch_cmd(
         out: args.out.clone(),
         jobs,
         retries: args.retries,
+        prefetch: args.prefetch.unwrap_or(1),
         resume: args.resume,
         defaults,
         scratch: args.scratch.clone(),

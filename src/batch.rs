@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,8 @@ pub struct BatchConfig {
     pub jobs: usize,
     /// Extra attempts for a task that ends in `sandbox_error`.
     pub retries: u32,
+    /// Tasks prepared ahead of a free slot.
+    pub prefetch: usize,
     /// Skip tasks already in the results file.
     pub resume: bool,
     /// Defaults every task starts from.
@@ -590,20 +593,28 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     }
 
     let jobs = cfg.jobs.max(1);
+    // `prefetch` more tasks are in flight than may run: they prepare (scratch
+    // folder, container create) while the others run, and start the moment a
+    // slot frees up.
+    let gate = Gate {
+        slots: Arc::new(tokio::sync::Semaphore::new(jobs)),
+        stop: stop.clone(),
+    };
     let mut pending = tasks.into_iter();
     let mut set: JoinSet<Option<TaskResult>> = JoinSet::new();
     let mut ran = 0;
     let mut draining = false;
     loop {
-        while !stop.is_cancelled() && set.len() < jobs {
+        while !stop.is_cancelled() && set.len() < jobs + cfg.prefetch {
             let Some(task) = pending.next() else { break };
             let sandbox = sandbox.clone();
             let kill = kill.clone();
             let retries = cfg.retries;
             let scratch = cfg.scratch.clone();
-            set.spawn(
-                async move { run_task(&sandbox, task, retries, scratch.as_deref(), &kill).await },
-            );
+            let gate = gate.clone();
+            set.spawn(async move {
+                run_task(&sandbox, task, retries, scratch.as_deref(), &kill, &gate).await
+            });
         }
         if set.is_empty() {
             break;
@@ -650,12 +661,20 @@ fn write_result(out: &mut File, path: &Path, r: &TaskResult) -> Result<(), Batch
 }
 
 /// Runs one task to a result; `None` if it was interrupted.
+/// Run slots shared by a batch's tasks, and the token that stops new starts.
+#[derive(Clone)]
+struct Gate {
+    slots: Arc<tokio::sync::Semaphore>,
+    stop: CancellationToken,
+}
+
 async fn run_task<S: Sandbox>(
     sandbox: &S,
     task: Task,
     retries: u32,
     scratch: Option<&Path>,
     kill: &CancellationToken,
+    gate: &Gate,
 ) -> Option<TaskResult> {
     let t0 = Instant::now();
     let mut result =
@@ -665,7 +684,7 @@ async fn run_task<S: Sandbox>(
     loop {
         attempt += 1;
         result.attempts = attempt;
-        match attempt_task(sandbox, &task, scratch, kill, &mut result).await {
+        match attempt_task(sandbox, &task, scratch, kill, gate, &mut result).await {
             Ok(()) => break,
             Err(AgentError::Interrupted) => return None,
             // Retrying cannot conjure a missing image or fix a bad workspace.
@@ -699,6 +718,7 @@ async fn attempt_task<S: Sandbox>(
     task: &Task,
     scratch: Option<&Path>,
     kill: &CancellationToken,
+    gate: &Gate,
     result: &mut TaskResult,
 ) -> Result<(), AgentError> {
     // A folder workspace is only copied when something will write into it.
@@ -716,7 +736,9 @@ async fn attempt_task<S: Sandbox>(
                     .map(|r| format!("{}: {}", r.path, r.detail))
                     .collect();
             }
-            let outcome = sandbox.run(&spec, &mut NullSink, kill).await?;
+            let outcome = sandbox
+                .run_in_slot(&spec, &mut NullSink, kill, &gate.slots, &gate.stop)
+                .await?;
             fill(result, &outcome);
         }
         Kind::Loop {
@@ -725,6 +747,12 @@ async fn attempt_task<S: Sandbox>(
             max_iters,
         } => {
             let model = model.build()?;
+            // A repair loop holds its slot throughout: its test runs come one
+            // after another, between model calls.
+            let _permit = tokio::select! {
+                p = gate.slots.acquire() => p.map_err(|_| AgentError::Interrupted)?,
+                _ = gate.stop.cancelled() => return Err(AgentError::Interrupted),
+            };
             let cfg = AgentConfig {
                 task: text.clone(),
                 runner: spec.command.clone(),
@@ -924,6 +952,7 @@ mod tests {
             out: d.path().join("r.jsonl"),
             jobs: 1,
             retries: 2,
+            prefetch: 1,
             resume: false,
             defaults: defaults(),
             scratch: None,

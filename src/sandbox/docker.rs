@@ -405,6 +405,32 @@ impl Sandbox for DockerSandbox {
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<Outcome, SandboxError> {
+        self.run_gated(spec, sink, cancel, None).await
+    }
+
+    async fn run_in_slot(
+        &self,
+        spec: &RunSpec,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+        slots: &tokio::sync::Semaphore,
+        stop: &CancellationToken,
+    ) -> Result<Outcome, SandboxError> {
+        self.run_gated(spec, sink, cancel, Some((slots, stop)))
+            .await
+    }
+}
+
+impl DockerSandbox {
+    /// The whole run. With a gate, the container is created first and started
+    /// only once a slot is free; the slot is released before removal.
+    async fn run_gated(
+        &self,
+        spec: &RunSpec,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+        gate: Option<(&tokio::sync::Semaphore, &CancellationToken)>,
+    ) -> Result<Outcome, SandboxError> {
         let t0 = Instant::now();
         let root = spec.workspace.clone();
         let copy = spec.copy.clone();
@@ -420,22 +446,38 @@ impl Sandbox for DockerSandbox {
             fastrand::u64(..)
         );
         let mut durations = Durations::default();
-        let id = tokio::select! {
-            r = self.create(spec, &run_id, &nonce) => r?,
-            // A container created after this point would be removed by `clean`;
-            // stopping here keeps Ctrl-C prompt.
-            _ = cancel.cancelled() => return Err(SandboxError::Interrupted),
-        };
+        // Not raced against `cancel`: a create abandoned mid-request would
+        // still be carried out by the daemon and leave a container behind.
+        let id = self.create(spec, &run_id, &nonce).await?;
         durations.create_ms = ms(t0.elapsed());
 
-        let result = self
-            .drive((&id, &nonce), spec, manifest, sink, cancel, &mut durations)
-            .await;
+        let mut waited = Duration::ZERO;
+        let result = async {
+            if cancel.is_cancelled() {
+                return Err(SandboxError::Interrupted);
+            }
+            let _permit = match gate {
+                None => None,
+                Some((slots, stop)) => {
+                    let t = Instant::now();
+                    let permit = tokio::select! {
+                        p = slots.acquire() => p.map_err(|_| SandboxError::NotStarted)?,
+                        _ = stop.cancelled() => return Err(SandboxError::NotStarted),
+                        _ = cancel.cancelled() => return Err(SandboxError::Interrupted),
+                    };
+                    waited = t.elapsed();
+                    Some(permit)
+                }
+            };
+            self.drive((&id, &nonce), spec, manifest, sink, cancel, &mut durations)
+                .await
+        }
+        .await;
 
         let t_rm = Instant::now();
         let removed = remove(&self.docker, &id).await;
         durations.remove_ms = ms(t_rm.elapsed());
-        durations.total_ms = ms(t0.elapsed());
+        durations.total_ms = ms(t0.elapsed().saturating_sub(waited));
         if let Err(e) = &removed {
             eprintln!(
                 "autodev: warning: could not remove container {id}: {e}; run `autodev clean`"

@@ -198,6 +198,9 @@ pub enum SandboxError {
     /// The run was interrupted (Ctrl-C or SIGTERM); the container was removed.
     #[error("interrupted")]
     Interrupted,
+    /// The run was stopped while waiting for a slot; nothing ran.
+    #[error("stopped before it started")]
+    NotStarted,
 }
 
 impl SandboxError {
@@ -255,6 +258,29 @@ pub trait Sandbox: Send + Sync {
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<Outcome, SandboxError>> + Send;
+
+    /// Like [`Sandbox::run`], but the command starts only while a permit of
+    /// `slots` is held, and the permit is given back before clean-up. An
+    /// implementation that can prepare a run before it may start (create its
+    /// container) does so first, so preparation overlaps other runs. If `stop`
+    /// fires while waiting, nothing runs and [`SandboxError::NotStarted`] is
+    /// returned.
+    fn run_in_slot(
+        &self,
+        spec: &RunSpec,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+        slots: &tokio::sync::Semaphore,
+        stop: &CancellationToken,
+    ) -> impl Future<Output = Result<Outcome, SandboxError>> + Send {
+        async move {
+            let _permit = tokio::select! {
+                p = slots.acquire() => p.map_err(|_| SandboxError::NotStarted)?,
+                _ = stop.cancelled() => return Err(SandboxError::NotStarted),
+            };
+            self.run(spec, sink, cancel).await
+        }
+    }
 }
 
 #[cfg(test)]
