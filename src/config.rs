@@ -146,12 +146,18 @@ impl Limits {
         if self.workspace_size < MIB || self.tmp_size < MIB {
             return range("--workspace-size/--tmp-size", "must be at least 1m");
         }
-        if self.user.is_empty()
-            || self.user.starts_with("0:")
-            || self.user == "0"
-            || self.user == "root"
+        // Numeric ids: the /workspace tmpfs is mounted with this uid/gid, and
+        // a name would need the image's passwd file to mean anything.
+        let ids: Vec<&str> = self.user.split(':').collect();
+        if ids.len() != 2
+            || ids
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
         {
-            return range("user", "the sandbox never runs as root");
+            return range("--user", "use numeric UID:GID, e.g. 1000:1000");
+        }
+        if ids[0].parse::<u32>().ok() == Some(0) {
+            return range("--user", "the sandbox never runs as root");
         }
         Ok(())
     }
@@ -286,11 +292,16 @@ mod tests {
             ..Limits::default()
         };
         assert!(l.validate().unwrap_err().to_string().contains("--memory"));
-        let l = Limits {
-            user: "0:0".into(),
-            ..Limits::default()
-        };
-        assert!(l.validate().is_err());
+        for user in ["0:0", "00:5", "root", "nobody", "1000", "1000:", "a:b"] {
+            let l = Limits {
+                user: user.into(),
+                ..Limits::default()
+            };
+            assert!(
+                l.validate().unwrap_err().to_string().contains("--user"),
+                "{user}"
+            );
+        }
     }
 
     #[test]
