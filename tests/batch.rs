@@ -232,8 +232,7 @@ async fn sigint_drains_running_tasks_and_resume_completes() {
     while lines(&results).is_empty() && t.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    common::signal(child.id(), libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -277,10 +276,9 @@ async fn second_signal_kills_running_tasks_cleanly_and_resume_completes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::signal(child.id(), libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    common::signal(child.id(), libc::SIGINT);
     let t = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(

@@ -26,11 +26,6 @@ fn wait_for_container(label: &(String, String)) {
     std::thread::sleep(Duration::from_millis(700));
 }
 
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_exec_removes_the_container() {
     let _sb = require_docker!();
@@ -52,7 +47,7 @@ async fn sigterm_mid_exec_removes_the_container() {
         .spawn()
         .unwrap();
     wait_for_container(&label);
-    signal(child.id(), libc::SIGTERM);
+    common::signal(child.id(), libc::SIGTERM);
     let t = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(t.elapsed() < Duration::from_secs(15));
@@ -105,7 +100,7 @@ async fn sigint_mid_run_keeps_transcript_and_workspace() {
         .spawn()
         .unwrap();
     wait_for_container(&label);
-    signal(child.id(), libc::SIGINT);
+    common::signal(child.id(), libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),

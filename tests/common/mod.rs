@@ -125,3 +125,9 @@ pub fn transcript(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("transcript line {l:?}: {e}")))
         .collect()
 }
+
+/// Sends a signal to a child process of the test.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid this test spawned.
+    unsafe { libc::kill(pid as i32, sig) };
+}
