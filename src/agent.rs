@@ -360,7 +360,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 "stderr_bytes": outcome.stderr.total_bytes, "stderr_dropped": outcome.stderr.dropped_bytes,
             }),
         );
-        self.ui.say(&crate::app::summary_line(&outcome));
+        self.ui.say(&crate::report::outcome_line(&outcome));
         Ok(outcome)
     }
 

@@ -293,8 +293,11 @@ async fn exec(args: ExecArgs, cancel: &CancellationToken) -> Result<ExitCode> {
     spec.env = args.sandbox.env.clone();
     spec.copy = args.sandbox.copy_options();
     spec.labels = args.sandbox.label.clone();
-    // Check the workspace before touching Docker: a typo should not cost a container.
-    crate::workspace::manifest(&spec.workspace, &spec.copy, spec.limits.max_copy_bytes)?;
+    // A typo in the path is a usage error whether or not a daemon answers;
+    // the full walk (excludes, size cap) happens once, in the sandbox.
+    if !spec.workspace.is_dir() {
+        return Err(WorkspaceError::NotADirectory(spec.workspace.clone()).into());
+    }
 
     let sandbox = DockerSandbox::connect().await;
     let mut sink: Box<dyn OutputSink> = if args.json {
@@ -311,7 +314,7 @@ async fn exec(args: ExecArgs, cancel: &CancellationToken) -> Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {
-                eprintln!("{}", summary_line(&outcome));
+                eprintln!("{}", crate::report::outcome_line(&outcome));
             }
             Ok(ExitCode::from(outcome.verdict.exit_code()))
         }
@@ -323,31 +326,6 @@ async fn exec(args: ExecArgs, cancel: &CancellationToken) -> Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// One line for the terminal after a run.
-pub fn summary_line(o: &Outcome) -> String {
-    let d = &o.durations;
-    let mut line = format!(
-        "autodev: {} (exit {}) in {:.2}s [create {} ms, copy-in {} ms, run {} ms, remove {} ms]",
-        o.verdict,
-        o.exit_code
-            .map_or_else(|| "-".to_string(), |c| c.to_string()),
-        d.total_ms as f64 / 1000.0,
-        d.create_ms,
-        d.copy_in_ms,
-        d.run_ms,
-        d.remove_ms
-    );
-    for (name, c) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
-        if c.dropped_bytes > 0 {
-            line.push_str(&format!(
-                "; {name} truncated, {} of {} bytes dropped",
-                c.dropped_bytes, c.total_bytes
-            ));
-        }
-    }
-    line
 }
 
 async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {

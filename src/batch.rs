@@ -169,10 +169,20 @@ impl TaskResult {
 
     fn invalid(line: usize, id: Option<String>, sample: u32, error: String) -> Self {
         TaskResult {
+            verdict: TaskVerdict::InvalidTask,
+            error: Some(error),
+            ..TaskResult::pending(line, id, sample)
+        }
+    }
+
+    /// A blank result for a task about to run; the run fills it in.
+    fn pending(line: usize, id: Option<String>, sample: u32) -> Self {
+        TaskResult {
             id,
             sample,
             line,
-            verdict: TaskVerdict::InvalidTask,
+            // Overwritten by every path that ends the task.
+            verdict: TaskVerdict::SandboxError,
             exit_code: None,
             iterations: 0,
             attempts: 0,
@@ -183,7 +193,7 @@ impl TaskResult {
             stderr_tail: String::new(),
             output_dropped_bytes: 0,
             refused: Vec::new(),
-            error: Some(error),
+            error: None,
         }
     }
 }
@@ -677,15 +687,17 @@ async fn run_task<S: Sandbox>(
     gate: &Gate,
 ) -> Option<TaskResult> {
     let t0 = Instant::now();
-    let mut result =
-        TaskResult::invalid(task.line, Some(task.id.clone()), task.sample, String::new());
-    result.error = None;
+    let mut result = TaskResult::pending(task.line, Some(task.id.clone()), task.sample);
     let mut attempt = 0;
     loop {
         attempt += 1;
         result.attempts = attempt;
         match attempt_task(sandbox, &task, scratch, kill, gate, &mut result).await {
-            Ok(()) => break,
+            Ok(()) => {
+                // An earlier attempt's sandbox error does not describe this result.
+                result.error = None;
+                break;
+            }
             Err(AgentError::Interrupted) => return None,
             // Retrying cannot conjure a missing image or fix a bad workspace.
             Err(AgentError::Sandbox(e))
@@ -968,6 +980,10 @@ mod tests {
             .collect();
         assert_eq!(by_id["flaky"].verdict, TaskVerdict::Passed);
         assert_eq!(by_id["flaky"].attempts, 2);
+        assert_eq!(
+            by_id["flaky"].error, None,
+            "a stale error from the failed attempt"
+        );
         assert_eq!(by_id["broken"].verdict, TaskVerdict::SandboxError);
         assert_eq!(by_id["broken"].attempts, 3);
         assert_eq!(by_id[""].verdict, TaskVerdict::InvalidTask);

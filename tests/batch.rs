@@ -179,10 +179,9 @@ async fn kill_9_then_resume_runs_every_task_exactly_once() {
         .spawn()
         .unwrap();
     let results = d.path().join("results.jsonl");
-    let t = Instant::now();
-    while lines(&results).len() < 3 && t.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until("3 results are written", Duration::from_secs(60), || {
+        lines(&results).len() >= 3
+    });
     child.kill().unwrap(); // SIGKILL: no clean-up at all.
     child.wait().unwrap();
     let partial = lines(&results).len();
@@ -228,10 +227,9 @@ async fn sigint_drains_running_tasks_and_resume_completes() {
         .spawn()
         .unwrap();
     let results = d.path().join("results.jsonl");
-    let t = Instant::now();
-    while lines(&results).is_empty() && t.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until("a result is written", Duration::from_secs(60), || {
+        !lines(&results).is_empty()
+    });
     common::signal(child.id(), libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
@@ -268,13 +266,14 @@ async fn second_signal_kills_running_tasks_cleanly_and_resume_completes() {
         .spawn()
         .unwrap();
     // Wait until both slots hold a sleeping task.
-    let t = Instant::now();
-    while common::containers_with(&label).len() < 2
-        || lines(&d.path().join("results.jsonl")).len() < 2
-    {
-        assert!(t.elapsed() < Duration::from_secs(60), "tasks never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until(
+        "both slots hold a sleeping task",
+        Duration::from_secs(60),
+        || {
+            common::containers_with(&label).len() >= 2
+                && lines(&d.path().join("results.jsonl")).len() >= 2
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     common::signal(child.id(), libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));

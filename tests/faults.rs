@@ -14,14 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 fn wait_for_container(label: &(String, String)) {
-    let t = Instant::now();
-    while common::containers_with(label).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no container appeared"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until(
+        "the run's container exists",
+        Duration::from_secs(30),
+        || !common::containers_with(label).is_empty(),
+    );
     // Give the command a moment to really start inside.
     std::thread::sleep(Duration::from_millis(700));
 }

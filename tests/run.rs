@@ -47,6 +47,25 @@ fn kinds(ev: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// `autodev run` on the seeded buggy_add project, the model replaying `replies`.
+fn run_replay(dir: &Path, label: &(String, String), replies: &[&str], extra: &[&str]) -> Output {
+    let replay = write_replay(dir, replies);
+    let mut args = vec![
+        "--seed",
+        &*EXAMPLE_PROJECT,
+        "--task",
+        "fix add",
+        "--replay",
+        &replay,
+        "--no-zip",
+    ];
+    args.extend_from_slice(extra);
+    autodev_run(dir, label, &args)
+}
+
+static EXAMPLE_PROJECT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| example("project"));
+
 fn write_replay(dir: &Path, replies: &[&str]) -> String {
     let text: String = replies
         .iter()
@@ -141,20 +160,7 @@ async fn reply_without_patch_stops_with_exit_1() {
     let _sb = require_docker!();
     let label = common::test_label("run-nopatch");
     let d = tempfile::tempdir().unwrap();
-    let replay = write_replay(d.path(), &["", "Looks fine to me."]);
-    let out = autodev_run(
-        d.path(),
-        &label,
-        &[
-            "--seed",
-            &example("project"),
-            "--task",
-            "fix add",
-            "--replay",
-            &replay,
-            "--no-zip",
-        ],
-    );
+    let out = run_replay(d.path(), &label, &["", "Looks fine to me."], &[]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -174,21 +180,11 @@ async fn max_iters_exhausted_exits_1() {
     let label = common::test_label("run-maxiters");
     let d = tempfile::tempdir().unwrap();
     let still_broken = "PATCH::calc.py\ndef add(a, b):\n    return a * b\nENDPATCH";
-    let replay = write_replay(d.path(), &["", still_broken, still_broken]);
-    let out = autodev_run(
+    let out = run_replay(
         d.path(),
         &label,
-        &[
-            "--seed",
-            &example("project"),
-            "--task",
-            "fix add",
-            "--replay",
-            &replay,
-            "--max-iters",
-            "2",
-            "--no-zip",
-        ],
+        &["", still_broken, still_broken],
+        &["--max-iters", "2"],
     );
     assert_eq!(
         out.status.code(),
@@ -222,20 +218,7 @@ async fn hostile_patch_is_refused_and_host_files_untouched() {
     let hostile = format!(
         "PATCH::../victim.txt\npwned\nENDPATCH\n{abs}\nPATCH::escape/evil.py\npwned\nENDPATCH\nPATCH::a/../../victim.txt\npwned\nENDPATCH\nPATCH::calc.py\ndef add(a, b):\n    return a + b\nENDPATCH"
     );
-    let replay = write_replay(d.path(), &[&hostile]);
-    let out = autodev_run(
-        d.path(),
-        &label,
-        &[
-            "--seed",
-            &example("project"),
-            "--task",
-            "fix add",
-            "--replay",
-            &replay,
-            "--no-zip",
-        ],
-    );
+    let out = run_replay(d.path(), &label, &[&hostile], &[]);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -131,3 +131,15 @@ pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a pid this test spawned.
     unsafe { libc::kill(pid as i32, sig) };
 }
+
+/// Polls `cond` every 50 ms; panics with `what` if it is still false after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
