@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{Message, ModelClient, ModelError, Usage};
 use crate::patch::{self, ApplyOptions, ApplyReport, Refusal};
 use crate::report::{cut_middle, Transcript, Ui};
-use crate::sandbox::{Outcome, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::sandbox::{Command, Outcome, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::workspace::{self, WorkspaceError};
 
 /// Rules for the first request.
@@ -47,8 +47,8 @@ const TRANSCRIPT_OUTPUT_CHARS: usize = 4000;
 pub struct AgentConfig {
     /// What to build or fix.
     pub task: String,
-    /// Test command, run with `/bin/sh -c` in the sandbox.
-    pub runner: String,
+    /// Test command.
+    pub runner: Command,
     /// The workspace folder on the host.
     pub workspace: PathBuf,
     /// Test-and-repair rounds at most.
@@ -205,6 +205,10 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 &context
             }
         );
+        // The state before the model's first reply is its own commit, so the
+        // model's changes can be diffed against it; this also finds out what
+        // --git cannot do before a model call is paid for.
+        self.commit(0, "autodev: baseline (before the model)")?;
         let reply = self.ask(0, CODER_RULES, initial).await?;
         let mut report = self.apply(0, &reply)?;
         self.commit(0, "autodev: initial generation")?;
@@ -240,7 +244,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         }
 
         if let Some(zip) = &cfg.zip {
-            let files = workspace::export_zip(&cfg.workspace, zip)?;
+            let files = workspace::export_zip(&cfg.workspace, zip, &cfg.sandbox.copy)?;
             self.tr.event("export", json!({"zip": zip, "files": files}));
             self.ui
                 .say(&format!("exported {files} files to {}", zip.display()));
@@ -330,10 +334,18 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         if !self.cfg.git {
             return Ok(());
         }
-        if let Some(id) = workspace::git_commit(&self.cfg.workspace, message)? {
+        let c = workspace::git_commit(&self.cfg.workspace, message)?;
+        if iteration == 0 && !c.skipped_repos.is_empty() {
+            self.ui.say(&format!(
+                "git: leaving nested repositories out of autodev's commits: {}",
+                c.skipped_repos.join(", ")
+            ));
+        }
+        if let Some(id) = c.id {
             self.tr.event(
                 "git",
-                json!({"iteration": iteration, "commit": id, "message": message}),
+                json!({"iteration": iteration, "commit": id, "message": message,
+                       "skipped_repos": c.skipped_repos}),
             );
         }
         Ok(())

@@ -288,7 +288,11 @@ impl batch::Progress for BatchProgress {
 
 async fn exec(args: ExecArgs, cancel: &CancellationToken) -> Result<ExitCode> {
     let limits = args.sandbox.limits()?;
-    let mut spec = RunSpec::new(&args.workspace, args.command.join(" "), &args.sandbox.image);
+    let mut spec = RunSpec::new(
+        &args.workspace,
+        crate::sandbox::Command::from_args(&args.command),
+        &args.sandbox.image,
+    );
     spec.limits = limits;
     spec.env = args.sandbox.env.clone();
     spec.copy = args.sandbox.copy_options();
@@ -420,14 +424,14 @@ async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result<ExitCode> 
         UiMode::Human
     };
     let mut ui = Ui::new(mode);
-    let mut spec = RunSpec::new(&args.workspace, &args.runner, &args.sandbox.image);
+    let mut spec = RunSpec::new(&args.workspace, args.runner.as_str(), &args.sandbox.image);
     spec.limits = limits;
     spec.env = args.sandbox.env.clone();
     spec.copy = args.sandbox.copy_options();
     spec.labels = args.sandbox.label.clone();
     let cfg = AgentConfig {
         task,
-        runner: args.runner.clone(),
+        runner: args.runner.as_str().into(),
         workspace: args.workspace.clone(),
         max_iters: args.max_iters,
         sandbox: spec,

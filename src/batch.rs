@@ -27,7 +27,7 @@ use crate::config::Limits;
 use crate::model::{ModelSettings, Usage};
 use crate::patch::{self, ApplyOptions};
 use crate::report::{cut_middle, Transcript, Ui, UiMode};
-use crate::sandbox::{NullSink, Outcome, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::sandbox::{Command, NullSink, Outcome, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::workspace::CopyOptions;
 
 /// Characters of each output stream kept in a result line.
@@ -213,7 +213,7 @@ struct RawTask {
     workspace: Option<RawWorkspace>,
     #[serde(default)]
     files: Option<BTreeMap<String, String>>,
-    runner: String,
+    runner: Command,
     #[serde(default)]
     image: Option<String>,
     #[serde(default)]
@@ -301,7 +301,7 @@ fn parse_task(
     if raw.id.is_empty() {
         return Err(bad("id is empty".into()));
     }
-    if raw.runner.trim().is_empty() {
+    if raw.runner.is_empty() {
         return Err(bad("runner is empty".into()));
     }
     let source = match (raw.workspace, raw.files) {

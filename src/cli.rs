@@ -68,7 +68,7 @@ pub struct ExecArgs {
     /// Limits and isolation.
     #[command(flatten)]
     pub sandbox: SandboxArgs,
-    /// Command run with /bin/sh -c in /workspace.
+    /// Command run in /workspace: one argument runs with /bin/sh -c; several run as given, without a shell.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
 }

@@ -4,7 +4,9 @@
 //! `..`, no Windows separators or drive prefixes, no NUL or control
 //! characters), within length limits, and no existing component of it is a
 //! symlink, so nothing can be written outside the workspace however the tree
-//! looks. Content over the size cap is refused. Each file is written to a
+//! looks. No component may name VCS metadata (see [`is_protected`]): a model
+//! that can write `.git/config` can get a command run on the host by the
+//! user's next `git status` (`core.fsmonitor`), or by a hook. Content over the size cap is refused. Each file is written to a
 //! temporary file beside it and renamed into place, so a crash never leaves a
 //! half-written file. Refusals are collected, not fatal: the loop reports them
 //! to the model.
@@ -103,6 +105,15 @@ pub fn confine(raw: &str) -> Result<PathBuf, Refused> {
                         format!("a component is over {MAX_COMPONENT_BYTES} bytes"),
                     ));
                 }
+                if is_protected(&part.to_string_lossy()) {
+                    return Err((
+                        ProtectedPath,
+                        format!(
+                            "{:?} is protected: version-control metadata and autodev's marker are never written",
+                            part.to_string_lossy()
+                        ),
+                    ));
+                }
                 clean.push(part);
             }
             Component::CurDir => {}
@@ -116,6 +127,39 @@ pub fn confine(raw: &str) -> Result<PathBuf, Refused> {
         return Err((EmptyPath, "path names the workspace itself".into()));
     }
     Ok(clean)
+}
+
+/// Names of VCS metadata folders (a `.git` *file* counts too: it redirects
+/// git to another repository), and autodev's own workspace marker, which
+/// decides what `--reset` may delete.
+const PROTECTED: &[&str] = &[
+    ".git",
+    ".hg",
+    ".svn",
+    ".bzr",
+    ".jj",
+    "_darcs",
+    crate::workspace::MARKER,
+];
+
+/// Whether a path component names protected metadata, compared the way
+/// case-folding file systems would: case-insensitively, ignoring trailing
+/// dots and spaces (Windows drops them) and the code points HFS+ ignores,
+/// and matching NTFS's short name `GIT~1`.
+pub fn is_protected(component: &str) -> bool {
+    let folded: String = component
+        .chars()
+        .filter(|c| !is_hfs_ignorable(*c))
+        .collect::<String>()
+        .trim_end_matches(['.', ' '])
+        .to_lowercase();
+    folded == "git~1" || PROTECTED.contains(&folded.as_str())
+}
+
+/// Code points HFS+ leaves out when comparing names (as git's own check does).
+fn is_hfs_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}')
 }
 
 fn apply_one(root: &Path, block: &Block, opts: ApplyOptions) -> Result<PathBuf, Refused> {
@@ -231,6 +275,38 @@ mod tests {
         assert_eq!(reason(&"a".repeat(300)), Some(TooLong));
         assert_eq!(reason(&"a/".repeat(600)), Some(TooLong));
         assert_eq!(reason("ok/file.py"), None);
+    }
+
+    #[test]
+    fn vcs_metadata_is_protected_in_every_spelling() {
+        for p in [
+            ".git/config",
+            ".git",
+            "sub/.git/HEAD",
+            "vendor/.GIT/hooks/pre-commit",
+            ".Git./config",
+            ".git /config",
+            ".git. . /x",
+            ".g\u{200c}it/config",
+            "GIT~1/config",
+            ".hg/hgrc",
+            ".svn/entries",
+            ".bzr/branch.conf",
+            ".jj/repo",
+            "_DARCS/prefs",
+            ".autodev-workspace",
+        ] {
+            assert_eq!(reason(p), Some(RefusalReason::ProtectedPath), "{p}");
+        }
+        for p in [
+            ".github/workflows/ci.yml",
+            ".gitignore",
+            "git/x",
+            ".gitattributes",
+            "a.git",
+        ] {
+            assert_eq!(reason(p), None, "{p}");
+        }
     }
 
     #[test]

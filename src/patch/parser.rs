@@ -56,6 +56,9 @@ pub enum RefusalReason {
     TooLarge,
     /// A component of the path is an existing file, or the target a folder.
     NotAFile,
+    /// The path names VCS metadata (`.git`, `.hg`, ...) or autodev's own
+    /// workspace marker: files the host's tools read and may act on.
+    ProtectedPath,
     /// Writing failed.
     Io,
 }

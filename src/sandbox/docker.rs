@@ -29,6 +29,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::wrapper::{self, Demuxed, ReadyDemux};
 use super::{Capture, Durations, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::workspace::{self, Manifest};
 
@@ -51,17 +52,8 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Files per tmpfs: without a cap, millions of empty files cost kernel memory
 /// that the size limit does not see.
 const TMPFS_INODES: u32 = 65_536;
-/// Stderr kept while waiting for the ready marker (tar's complaints).
-const SETUP_STDERR_CAP: usize = 64 * 1024;
 /// Chunk size of the tar stream into the container.
 const TAR_CHUNK: usize = 256 * 1024;
-
-/// Unpacks stdin into /workspace, announces readiness with the nonce ($1),
-/// then replaces itself with the user's command ($2), with stdin closed so a
-/// test that reads input cannot hang on the leftover tar stream.
-const WRAPPER: &str = r#"tar -x -f - -C /workspace --no-same-owner >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
-printf '%s:ready\n' "$1" >&2
-exec /bin/sh -c "$2" </dev/null"#;
 
 /// A [`Sandbox`] backed by the local Docker daemon.
 #[derive(Debug, Clone)]
@@ -209,8 +201,7 @@ impl DockerSandbox {
         let limits = &spec.limits;
         let mut out = Capture::new(limits.output_limit);
         let mut err = Capture::new(limits.output_limit);
-        let ready_marker = format!("{nonce}:ready\n").into_bytes();
-        let mut setup: Vec<u8> = Vec::new();
+        let mut demux = ReadyDemux::new(nonce);
         let mut ready_at: Option<Instant> = None;
         let mut timed_out = false;
         let mut stream_error = None;
@@ -244,22 +235,17 @@ impl DockerSandbox {
                         sink.stdout(&message);
                     }
                     Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                        if ready_at.is_some() {
-                            err.push(&message);
-                            sink.stderr(&message);
-                            continue;
-                        }
-                        setup.extend_from_slice(&message);
-                        if let Some(pos) = find(&setup, &ready_marker) {
-                            ready_at = Some(Instant::now());
-                            let rest = setup.split_off(pos + ready_marker.len());
-                            if !rest.is_empty() {
-                                err.push(&rest);
-                                sink.stderr(&rest);
+                        let bytes = match demux.push(&message) {
+                            Demuxed::Setup => continue,
+                            Demuxed::Ready(rest) => {
+                                ready_at = Some(Instant::now());
+                                rest
                             }
-                            setup.clear();
-                        } else if setup.len() > SETUP_STDERR_CAP {
-                            setup.drain(..setup.len() - SETUP_STDERR_CAP);
+                            Demuxed::Command(bytes) => bytes,
+                        };
+                        if !bytes.is_empty() {
+                            err.push(&bytes);
+                            sink.stderr(&bytes);
                         }
                     }
                     Some(Ok(_)) => {}
@@ -322,17 +308,7 @@ impl DockerSandbox {
             if let Ok(Err(e)) = packer.await {
                 return Err(SandboxError::Workspace(e));
             }
-            let text = String::from_utf8_lossy(&setup).replace(&format!("{nonce}:copy-failed"), "");
-            let text: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            return Err(SandboxError::CopyIn(if text.is_empty() {
-                "the container exited before the workspace was unpacked (does the image have /bin/sh and tar?)".into()
-            } else {
-                format!("{} (is --workspace-size large enough?)", text.join("; "))
-            }));
+            return Err(SandboxError::CopyIn(demux.copy_failure()));
         }
 
         let (exit_code, oom) = self.exit_status(id).await?;
@@ -508,7 +484,9 @@ fn container_body(
         ),
         (
             "/tmp".to_string(),
-            format!("rw,nosuid,nodev,size={},nr_inodes={TMPFS_INODES},mode=1777", l.tmp_size),
+            // `exec`: test suites run helpers they write to a temp folder, and
+            // /workspace is executable anyway.
+            format!("rw,nosuid,nodev,exec,size={},nr_inodes={TMPFS_INODES},mode=1777", l.tmp_size),
         ),
     ]);
     let mut labels = HashMap::from([
@@ -540,14 +518,7 @@ fn container_body(
     };
     Ok(ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            WRAPPER.into(),
-            "autodev-wrapper".into(),
-            nonce.into(),
-            spec.command.clone(),
-        ]),
+        cmd: Some(wrapper::container_cmd(nonce, &spec.command)),
         // The image's entrypoint must not get between us and the wrapper.
         entrypoint: Some(vec![]),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
@@ -638,10 +609,6 @@ fn new_run_id() -> String {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Pings the daemon every [`HEARTBEAT`] while a run lasts and fires `lost`

@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod docker;
 pub mod fake;
+pub mod wrapper;
 
 use std::future::Future;
 use std::io::Write;
@@ -19,6 +20,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub use capture::{Capture, Captured};
+pub use wrapper::Command;
 
 use crate::config::Limits;
 use crate::workspace::{CopyOptions, WorkspaceError};
@@ -74,8 +76,8 @@ impl std::fmt::Display for Verdict {
 pub struct RunSpec {
     /// Host folder copied into `/workspace`.
     pub workspace: PathBuf,
-    /// Shell command run with `/bin/sh -c` in `/workspace`.
-    pub command: String,
+    /// What runs in `/workspace`.
+    pub command: Command,
     /// Image to run in.
     pub image: String,
     /// Limits enforced on the run.
@@ -92,7 +94,7 @@ impl RunSpec {
     /// A spec with default limits and copy options.
     pub fn new(
         workspace: impl Into<PathBuf>,
-        command: impl Into<String>,
+        command: impl Into<Command>,
         image: impl Into<String>,
     ) -> Self {
         RunSpec {

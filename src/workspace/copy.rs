@@ -1,103 +1,15 @@
-//! The workspace folder on the host: what gets copied into a sandbox (as a tar
-//! stream, never a bind mount), the file context shown to the model, export to
-//! zip and the optional git history.
+//! Choosing what of a workspace goes into a sandbox, and packing it.
 //!
 //! Symlinks are packed as symlinks and never followed on the host, so a link
-//! to `/etc/passwd` brings a dangling link into the container, not the file.
+//! to `/etc/passwd` arrives as a link that resolves inside the container (to
+//! the image's file), never as the host's file.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
-
-/// Folders left out of the copy unless asked for: build output and VCS data
-/// are large and rarely needed by tests.
-pub const DEFAULT_EXCLUDES: &[&str] = &[
-    "target/",
-    "node_modules/",
-    ".git/",
-    "__pycache__/",
-    ".venv/",
-];
-
-/// A problem with the workspace folder.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum WorkspaceError {
-    /// The folder does not exist or is not a folder.
-    #[error("workspace {0} is not a folder: create it or pass --workspace DIR")]
-    NotADirectory(PathBuf),
-    /// Reading or writing a file failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// The files add up to more than the copy cap.
-    #[error("workspace {path} holds {total} bytes, over the {limit}-byte copy limit: add --exclude patterns or raise --max-copy")]
-    TooLarge {
-        /// The workspace.
-        path: PathBuf,
-        /// Bytes found so far.
-        total: u64,
-        /// The cap.
-        limit: u64,
-    },
-    /// An exclude pattern is not a valid glob.
-    #[error("invalid exclude pattern {pattern:?}: {detail}")]
-    BadExclude {
-        /// The pattern.
-        pattern: String,
-        /// Why.
-        detail: String,
-    },
-    /// A file changed size while it was being packed.
-    #[error("{0} changed while it was being copied: try again")]
-    Changed(PathBuf),
-    /// A walk error from the directory walker.
-    #[error("walking {path}: {detail}")]
-    Walk {
-        /// Where.
-        path: PathBuf,
-        /// What.
-        detail: String,
-    },
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WorkspaceError + 'a {
-    move |source| WorkspaceError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// What to leave out when copying a workspace into a sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CopyOptions {
-    /// Gitignore-style patterns to leave out.
-    pub excludes: Vec<String>,
-    /// Copy `.git/` too.
-    pub include_git: bool,
-}
-
-impl Default for CopyOptions {
-    fn default() -> Self {
-        CopyOptions {
-            excludes: DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
-            include_git: false,
-        }
-    }
-}
+use super::{io_err, CopyOptions, WorkspaceError, MARKER};
 
 /// Kind of a packed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +98,9 @@ pub fn manifest(
         }
         let path = item.path();
         let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
+        if rel == Path::new(MARKER) {
+            continue;
+        }
         let md = fs::symlink_metadata(path).map_err(io_err("reading", path))?;
         let ft = md.file_type();
         let kind = if ft.is_dir() {
@@ -360,163 +275,12 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<usize, Wo
     Ok(files)
 }
 
-/// Files above this size are left out of the model's context (as the original tool did).
-pub const CONTEXT_MAX_FILE_BYTES: u64 = 80_000;
-
-/// The workspace's text files for the model's prompt: sorted by path, each as
-/// `=== path ===` and its text, honouring `.gitignore`, skipping `.git`,
-/// symlinks, files over 80 KB and non-UTF-8 files, cut at `budget` characters.
-pub fn file_context(root: &Path, budget: usize) -> Result<String, WorkspaceError> {
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    let walker = ignore::WalkBuilder::new(root)
-        .hidden(false)
-        .git_ignore(true)
-        .git_exclude(false)
-        .git_global(false)
-        .require_git(false)
-        .follow_links(false)
-        .filter_entry(|e| e.file_name() != ".git")
-        .build();
-    for item in walker {
-        let item = item.map_err(|e| WorkspaceError::Walk {
-            path: root.to_path_buf(),
-            detail: e.to_string(),
-        })?;
-        if !item.file_type().is_some_and(|t| t.is_file()) {
-            continue;
-        }
-        let rel = item.path().strip_prefix(root).unwrap_or(item.path());
-        files.push((
-            rel.to_string_lossy().into_owned(),
-            item.path().to_path_buf(),
-        ));
-    }
-    files.sort();
-    let mut out = String::new();
-    for (rel, path) in files {
-        let md = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
-        if md.len() > CONTEXT_MAX_FILE_BYTES {
-            continue;
-        }
-        let Ok(text) = fs::read_to_string(&path) else {
-            continue;
-        };
-        let part = format!("=== {rel} ===\n{text}\n");
-        let left = budget.saturating_sub(out.chars().count());
-        if part.chars().count() > left {
-            out.extend(part.chars().take(left));
-            out.push_str("\n[... context cut at the character budget ...]\n");
-            break;
-        }
-        out.push_str(&part);
-    }
-    Ok(out)
-}
-
-/// Writes the workspace to a zip file (via a temporary file, then rename).
-/// `.git` and symlinks are left out; modes are kept.
-pub fn export_zip(root: &Path, dest: &Path) -> Result<usize, WorkspaceError> {
-    let dest_abs = std::path::absolute(dest).map_err(io_err("resolving", dest))?;
-    let dir = dest_abs.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".autodev-zip-")
-        .tempfile_in(dir)
-        .map_err(io_err("creating a temporary file in", dir))?;
-    let opts = CopyOptions {
-        excludes: vec![],
-        include_git: false,
-    };
-    let m = manifest(root, &opts, u64::MAX)?;
-    let mut zip = zip::ZipWriter::new(tmp.as_file());
-    let mut count = 0;
-    for e in &m.entries {
-        let host = root.join(&e.rel);
-        if std::path::absolute(&host).ok().as_deref() == Some(dest_abs.as_path()) {
-            continue;
-        }
-        let name = e.rel.to_string_lossy().replace('\\', "/");
-        let zopts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated)
-            .unix_permissions(e.mode);
-        let zerr = |err: zip::result::ZipError| WorkspaceError::Io {
-            op: "zipping",
-            path: host.clone(),
-            source: io::Error::other(err),
-        };
-        match e.kind {
-            EntryKind::Dir => zip.add_directory(format!("{name}/"), zopts).map_err(zerr)?,
-            EntryKind::File(_) => {
-                zip.start_file(name, zopts).map_err(zerr)?;
-                let mut f = File::options()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&host)
-                    .map_err(io_err("opening", &host))?;
-                io::copy(&mut f, &mut zip).map_err(io_err("zipping", &host))?;
-                count += 1;
-            }
-            EntryKind::Symlink(_) => {}
-        }
-    }
-    zip.finish().map_err(|err| WorkspaceError::Io {
-        op: "finishing",
-        path: dest.to_path_buf(),
-        source: io::Error::other(err),
-    })?;
-    tmp.persist(&dest_abs).map_err(|e| WorkspaceError::Io {
-        op: "writing",
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(count)
-}
-
-/// Commits the workspace's current state to its own git repository (created
-/// on first use), honouring `.gitignore`. Returns the commit id, or `None`
-/// when nothing changed since the last commit.
-pub fn git_commit(root: &Path, message: &str) -> Result<Option<String>, WorkspaceError> {
-    let gerr = |op: &'static str| {
-        move |e: git2::Error| WorkspaceError::Io {
-            op,
-            path: root.to_path_buf(),
-            source: io::Error::other(e.message().to_string()),
-        }
-    };
-    // Open the workspace's own repository only: a repository further up (the
-    // user's project) must not receive autodev's commits.
-    let repo = match git2::Repository::open(root) {
-        Ok(r) if r.workdir().and_then(|w| w.canonicalize().ok()) == root.canonicalize().ok() => r,
-        _ => git2::Repository::init(root).map_err(gerr("git init"))?,
-    };
-    let mut index = repo.index().map_err(gerr("git index"))?;
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .and_then(|_| index.update_all(["*"], None))
-        .and_then(|_| index.write())
-        .map_err(gerr("git add"))?;
-    let tree_id = index.write_tree().map_err(gerr("git write-tree"))?;
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    if parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
-        return Ok(None);
-    }
-    let tree = repo.find_tree(tree_id).map_err(gerr("git tree"))?;
-    let sig = repo
-        .signature()
-        .or_else(|_| git2::Signature::now("autodev", "autodev@localhost"))
-        .map_err(gerr("git signature"))?;
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    let id = repo
-        .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .map_err(gerr("git commit"))?;
-    Ok(Some(id.to_string()))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
-    fn tree() -> tempfile::TempDir {
+    pub(crate) fn tree() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("src/pkg")).unwrap();
         fs::create_dir_all(d.path().join("target/debug")).unwrap();
@@ -529,8 +293,6 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", d.path().join("leak")).unwrap();
         d
     }
-
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn manifest_skips_default_excludes_and_keeps_links_as_links() {
@@ -596,78 +358,6 @@ mod tests {
             seen.push(path);
         }
         assert!(seen.contains(&"src/pkg/a.py".to_string()));
-    }
-
-    #[test]
-    fn context_is_sorted_skips_big_binary_ignored_and_is_cut() {
-        let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join("b.py"), "b\n").unwrap();
-        fs::write(d.path().join("a.py"), "a\n").unwrap();
-        fs::write(d.path().join("big.txt"), "x".repeat(90_000)).unwrap();
-        fs::write(d.path().join("bin.dat"), [0xff, 0xfe, 0x00]).unwrap();
-        fs::write(d.path().join(".gitignore"), "secret.log\n").unwrap();
-        fs::write(d.path().join("secret.log"), "ignored").unwrap();
-        fs::create_dir(d.path().join(".git")).unwrap();
-        fs::write(d.path().join(".git/config"), "x").unwrap();
-        let c = file_context(d.path(), 20_000).unwrap();
-        assert_eq!(
-            c,
-            "=== .gitignore ===\nsecret.log\n\n=== a.py ===\na\n\n=== b.py ===\nb\n\n"
-        );
-        let cut = file_context(d.path(), 36).unwrap();
-        assert!(
-            cut.starts_with("=== .gitignore ===\nsecret.log\n\n=== a"),
-            "{cut}"
-        );
-        assert!(cut.contains("character budget"));
-    }
-
-    #[test]
-    fn zip_holds_files_not_git_or_links() {
-        let d = tree();
-        let out = tempfile::tempdir().unwrap();
-        let dest = out.path().join("ws.zip");
-        let n = export_zip(d.path(), &dest).unwrap();
-        let mut z = zip::ZipArchive::new(File::open(&dest).unwrap()).unwrap();
-        let mut names: Vec<String> = (0..z.len())
-            .map(|i| z.by_index(i).unwrap().name().unwrap().to_string())
-            .collect();
-        names.sort();
-        assert!(names.contains(&"src/pkg/a.py".to_string()));
-        assert!(names.contains(&"target/debug/big".to_string()));
-        assert!(
-            !names.iter().any(|n| n.starts_with(".git") || n == "leak"),
-            "{names:?}"
-        );
-        assert_eq!(n, 3);
-    }
-
-    #[test]
-    fn git_commits_only_changes() {
-        let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join("a.py"), "1").unwrap();
-        assert!(git_commit(d.path(), "autodev: initial").unwrap().is_some());
-        assert!(git_commit(d.path(), "autodev: iteration 1")
-            .unwrap()
-            .is_none());
-        fs::write(d.path().join("a.py"), "2").unwrap();
-        assert!(git_commit(d.path(), "autodev: iteration 2")
-            .unwrap()
-            .is_some());
-        let repo = git2::Repository::open(d.path()).unwrap();
-        let mut walk = repo.revwalk().unwrap();
-        walk.push_head().unwrap();
-        let msgs: Vec<String> = walk
-            .map(|id| {
-                repo.find_commit(id.unwrap())
-                    .unwrap()
-                    .summary()
-                    .unwrap()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-        assert_eq!(msgs, ["autodev: iteration 2", "autodev: initial"]);
     }
 
     #[test]

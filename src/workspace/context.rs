@@ -1,0 +1,88 @@
+//! The workspace's files as text for the model's prompt.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{io_err, WorkspaceError, MARKER};
+
+/// Files above this size are left out of the model's context (as the original tool did).
+pub const CONTEXT_MAX_FILE_BYTES: u64 = 80_000;
+
+/// The workspace's text files for the model's prompt: sorted by path, each as
+/// `=== path ===` and its text, honouring `.gitignore`, skipping `.git`,
+/// symlinks, files over 80 KB and non-UTF-8 files, cut at `budget` characters.
+pub fn file_context(root: &Path, budget: usize) -> Result<String, WorkspaceError> {
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let walker = ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .git_ignore(true)
+        .git_exclude(false)
+        .git_global(false)
+        .require_git(false)
+        .follow_links(false)
+        .filter_entry(|e| e.file_name() != ".git" && e.file_name() != MARKER)
+        .build();
+    for item in walker {
+        let item = item.map_err(|e| WorkspaceError::Walk {
+            path: root.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        if !item.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let rel = item.path().strip_prefix(root).unwrap_or(item.path());
+        files.push((
+            rel.to_string_lossy().into_owned(),
+            item.path().to_path_buf(),
+        ));
+    }
+    files.sort();
+    let mut out = String::new();
+    for (rel, path) in files {
+        let md = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
+        if md.len() > CONTEXT_MAX_FILE_BYTES {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        let part = format!("=== {rel} ===\n{text}\n");
+        let left = budget.saturating_sub(out.chars().count());
+        if part.chars().count() > left {
+            out.extend(part.chars().take(left));
+            out.push_str("\n[... context cut at the character budget ...]\n");
+            break;
+        }
+        out.push_str(&part);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_is_sorted_skips_big_binary_ignored_and_is_cut() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("b.py"), "b\n").unwrap();
+        fs::write(d.path().join("a.py"), "a\n").unwrap();
+        fs::write(d.path().join("big.txt"), "x".repeat(90_000)).unwrap();
+        fs::write(d.path().join("bin.dat"), [0xff, 0xfe, 0x00]).unwrap();
+        fs::write(d.path().join(".gitignore"), "secret.log\n").unwrap();
+        fs::write(d.path().join("secret.log"), "ignored").unwrap();
+        fs::create_dir(d.path().join(".git")).unwrap();
+        fs::write(d.path().join(".git/config"), "x").unwrap();
+        let c = file_context(d.path(), 20_000).unwrap();
+        assert_eq!(
+            c,
+            "=== .gitignore ===\nsecret.log\n\n=== a.py ===\na\n\n=== b.py ===\nb\n\n"
+        );
+        let cut = file_context(d.path(), 36).unwrap();
+        assert!(
+            cut.starts_with("=== .gitignore ===\nsecret.log\n\n=== a"),
+            "{cut}"
+        );
+        assert!(cut.contains("character budget"));
+    }
+}

@@ -1,0 +1,123 @@
+//! The workspace folder on the host: what gets copied into a sandbox
+//! ([`copy`]: a tar stream, never a bind mount), the file context shown to
+//! the model ([`context`]), export to zip ([`export`]), the optional git
+//! history ([`git`]) and what `--reset` may delete ([`reset`]).
+
+pub mod context;
+pub mod copy;
+pub mod export;
+pub mod git;
+pub mod reset;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use context::{file_context, CONTEXT_MAX_FILE_BYTES};
+pub use copy::{copy_tree, manifest, write_tar, Entry, EntryKind, Manifest};
+pub use export::export_zip;
+pub use git::git_commit;
+
+/// Folders left out of the copy unless asked for: build output and VCS data
+/// are large and rarely needed by tests.
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    "target/",
+    "node_modules/",
+    ".git/",
+    "__pycache__/",
+    ".venv/",
+];
+
+/// File autodev keeps in a workspace it created or seeded, so `--reset`
+/// knows the folder is its own. Never copied, zipped, committed or shown to
+/// the model, and never written by a patch.
+pub const MARKER: &str = ".autodev-workspace";
+
+/// A problem with the workspace folder.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum WorkspaceError {
+    /// The folder does not exist or is not a folder.
+    #[error("workspace {0} is not a folder: create it or pass --workspace DIR")]
+    NotADirectory(PathBuf),
+    /// A folder to copy from (a seed, a task's workspace) is missing.
+    #[error("{what} {path} is not a folder")]
+    SourceMissing {
+        /// What the folder is for, e.g. "--seed".
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Reading or writing a file failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The files add up to more than the copy cap.
+    #[error("workspace {path} holds {total} bytes, over the {limit}-byte copy limit: add --exclude patterns or raise --max-copy")]
+    TooLarge {
+        /// The workspace.
+        path: PathBuf,
+        /// Bytes found so far.
+        total: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// An exclude pattern is not a valid glob.
+    #[error("invalid exclude pattern {pattern:?}: {detail}")]
+    BadExclude {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        detail: String,
+    },
+    /// A file changed size while it was being packed.
+    #[error("{0} changed while it was being copied: try again")]
+    Changed(PathBuf),
+    /// A walk error from the directory walker.
+    #[error("walking {path}: {detail}")]
+    Walk {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        detail: String,
+    },
+}
+
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> WorkspaceError + 'a {
+    move |source| WorkspaceError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What to leave out when copying a workspace into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CopyOptions {
+    /// Gitignore-style patterns to leave out.
+    pub excludes: Vec<String>,
+    /// Copy `.git/` too.
+    pub include_git: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            excludes: DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+            include_git: false,
+        }
+    }
+}
