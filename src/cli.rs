@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::batch::TaskVerdict;
 use crate::config::{self, ConfigError, Limits, Network};
 use crate::workspace::{CopyOptions, DEFAULT_EXCLUDES};
 
@@ -17,6 +18,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The model API failed (after retries) or refused the request.
     pub const MODEL: u8 = 3;
+    /// Output could not be written (a full disk, say); a closed pipe is not an error.
+    pub const OUTPUT: u8 = 74;
     /// The wall-clock limit passed.
     pub const TIMED_OUT: u8 = 124;
     /// The sandbox infrastructure failed (daemon, image, copy).
@@ -53,6 +56,9 @@ pub enum Command {
         /// Only containers that also carry this label KEY=VALUE (e.g. autodev.run=ID); repeatable.
         #[arg(long = "label", value_parser = label_filter)]
         label: Vec<(String, String)>,
+        /// Also look here for scratch folders of dead batch processes (besides the system temp folder).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
     },
 }
 
@@ -105,9 +111,13 @@ pub struct RunArgs {
     /// Test-and-repair rounds at most.
     #[arg(long, default_value_t = 6)]
     pub max_iters: u32,
-    /// Delete the workspace first.
+    /// Delete the workspace first: only a folder autodev created, or an empty one.
     #[arg(long)]
     pub reset: bool,
+    /// With --reset, also delete a non-empty folder autodev did not create (never /, a
+    /// top-level folder, your home, the current folder or their ancestors, or a git repository).
+    #[arg(long)]
+    pub force_reset: bool,
     /// Export the final workspace to this zip file.
     #[arg(long, default_value = "final_workspace.zip")]
     pub zip: PathBuf,
@@ -129,6 +139,9 @@ pub struct RunArgs {
     /// Limit of one model request.
     #[arg(long, default_value = "120s", value_parser = duration("--model-timeout"))]
     pub model_timeout: std::time::Duration,
+    /// Largest model reply accepted; a bigger one is refused, not buffered.
+    #[arg(long, default_value_t = crate::model::DEFAULT_MAX_REPLY_BYTES, value_parser = size("--max-reply-size"))]
+    pub max_reply_size: u64,
     /// Attempts per model request (429, 5xx, timeouts and connection errors are retried).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub model_attempts: u32,
@@ -179,6 +192,14 @@ pub struct BatchArgs {
     /// Skip tasks already in the results file (after a crash or Ctrl-C).
     #[arg(long)]
     pub resume: bool,
+    /// With --resume, also run again the tasks whose result has one of these verdicts
+    /// (sandbox_error results always run again), e.g. --rerun failed,timed_out.
+    #[arg(long, value_delimiter = ',', value_parser = verdict, requires = "resume")]
+    pub rerun: Vec<TaskVerdict>,
+    /// Let task lines loosen the command line's limits (more memory, CPU, time; a
+    /// network; another runtime or user). Without it a task may only tighten them.
+    #[arg(long)]
+    pub allow_task_overrides: bool,
     /// Folder for the tasks' scratch workspaces (default: the system temp folder).
     #[arg(long)]
     pub scratch: Option<PathBuf>,
@@ -314,6 +335,12 @@ fn duration(
     what: &'static str,
 ) -> impl Fn(&str) -> Result<std::time::Duration, ConfigError> + Clone {
     move |s| config::parse_duration(what, s)
+}
+
+fn verdict(s: &str) -> Result<TaskVerdict, String> {
+    serde_json::from_value(serde_json::Value::String(s.trim().to_string())).map_err(|_| {
+        format!("unknown verdict {s:?}: use passed, failed, timed_out, oom_killed, model_error or invalid_task")
+    })
 }
 
 fn network(s: &str) -> Result<Network, ConfigError> {

@@ -2,9 +2,28 @@
 
 use std::process::ExitCode;
 
+use autodev::cli::exit;
+use autodev::errln;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A bug must still end in one line, not a Rust panic message.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        errln!(
+            "autodev: internal error{at}: {}; please report it (containers can be removed with `autodev clean`)",
+            what.replace('\n', " ")
+        );
+    }));
     let cli = autodev::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -12,18 +31,26 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("autodev: cannot start the async runtime: {e}");
-            return ExitCode::from(autodev::cli::exit::SANDBOX);
+            errln!("autodev: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::SANDBOX);
         }
     };
     let result = runtime.block_on(autodev::app::run(cli));
     // Background tasks (signal handler, stray readers) must not delay exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("autodev: {err:#}");
+            errln!("autodev: {}", autodev::app::error_line(&err));
             ExitCode::from(autodev::app::exit_code_for(&err))
         }
+    };
+    // Output lost to a full disk is a failure even when the run went well.
+    match autodev::report::term::failure() {
+        Some(why) => {
+            errln!("autodev: {why}");
+            ExitCode::from(exit::OUTPUT)
+        }
+        None => code,
     }
 }

@@ -35,6 +35,7 @@ fn host_has_process(pattern: &str) -> bool {
         .unwrap_or(false)
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn daemonised_child_does_not_survive_the_run() {
     let sb = require_docker!();
@@ -53,6 +54,7 @@ async fn daemonised_child_does_not_survive_the_run() {
     );
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn interleaved_floods_on_both_streams_are_captured_and_bounded() {
     let sb = require_docker!();
@@ -66,6 +68,7 @@ async fn interleaved_floods_on_both_streams_are_captured_and_bounded() {
     }
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn filling_tmp_workspace_and_shm_hits_their_size_limits() {
     let sb = require_docker!();
@@ -82,6 +85,7 @@ async fn filling_tmp_workspace_and_shm_hits_their_size_limits() {
     assert_eq!(out.stdout.text.lines().count(), 3, "{}", out.stdout.text);
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn privilege_escalation_attempts_fail() {
     let sb = require_docker!();
@@ -91,7 +95,6 @@ async fn privilege_escalation_attempts_fail() {
                unshare -m true 2>/dev/null && { echo unshare-mount-ok; r=1; }; \
                mount -t tmpfs none /tmp 2>/dev/null && { echo mount-ok; r=1; }; \
                su -c true root </dev/null 2>/dev/null && { echo su-ok; r=1; }; \
-               cat /proc/1/environ 2>/dev/null | tr '\\0' '\\n' | grep -q HOME= && echo environ-readable; \
                exit $r";
     let out = run(&sb, "privesc", &[], cmd).await;
     assert_eq!(
@@ -100,8 +103,36 @@ async fn privilege_escalation_attempts_fail() {
         "an escalation worked: {}",
         out.stdout.text
     );
+    // The init process's environment (readable by the same user) holds only
+    // what the image and Docker set: nothing of the host's.
+    let env = run(
+        &sb,
+        "environ",
+        &[],
+        "tr '\\0' '\\n' </proc/1/environ | cut -d= -f1",
+    )
+    .await;
+    assert_eq!(env.verdict, Verdict::Passed, "{env:?}");
+    let names: Vec<&str> = env.stdout.text.lines().collect();
+    let image = sb.client().inspect_image(&common::image()).await.unwrap();
+    let mut allowed: Vec<String> = image
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| kv.split('=').next().map(str::to_string))
+        .collect();
+    allowed.extend(["HOSTNAME".to_string(), "HOME".to_string()]);
+    assert!(names.contains(&"PATH"), "{names:?}");
+    for n in &names {
+        assert!(
+            allowed.iter().any(|a| a == n),
+            "variable {n} in the sandbox's init environment is neither the image's nor Docker's: {names:?}"
+        );
+    }
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_utf8_output_is_captured_not_fatal() {
     let sb = require_docker!();
@@ -118,8 +149,9 @@ async fn invalid_utf8_output_is_captured_not_fatal() {
     assert_eq!(out.stdout.total_bytes, 6);
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
-async fn fake_success_marker_does_not_change_the_verdict() {
+async fn output_that_claims_success_does_not_change_the_verdict() {
     let sb = require_docker!();
     let out = run(
         &sb,
@@ -129,8 +161,16 @@ async fn fake_success_marker_does_not_change_the_verdict() {
     )
     .await;
     assert_eq!((out.verdict, out.exit_code), (Verdict::Failed, Some(1)));
+    // After the real ready marker, a marker-like line is the command's own
+    // output, kept as such (the demux itself is unit-tested in sandbox::wrapper).
+    assert!(
+        out.stderr.text.contains("autodev-0000:ready"),
+        "{:?}",
+        out.stderr.text
+    );
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn cpu_spin_is_stopped_at_the_timeout() {
     let sb = require_docker!();
@@ -146,14 +186,12 @@ async fn cpu_spin_is_stopped_at_the_timeout() {
     common::assert_no_leak(&label);
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[test]
 fn hostile_patches_through_autodev_run_are_refused() {
-    let Some(_) = tokio::runtime::Runtime::new()
+    tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(common::docker())
-    else {
-        return;
-    };
+        .block_on(common::docker());
     let label = common::test_label("hostile-run");
     let d = tempfile::tempdir().unwrap();
     let ws = d.path().join("ws");
@@ -174,6 +212,8 @@ fn hostile_patches_through_autodev_run_are_refused() {
         "PATCH::a\u{1}b\nx\nENDPATCH".into(),
         format!("PATCH::big.txt\n{big}\nENDPATCH"),
         "PATCH::ok.txt\nfine\nENDPATCH".into(),
+        "PATCH::.git/config\n[core]\n\tfsmonitor = touch /tmp/pwned\nENDPATCH".into(),
+        "PATCH::ok.txt/under\nx\nENDPATCH".into(),
         "PATCH::cut.txt\nno end".into(),
     ]
     .join("\n");
@@ -236,7 +276,9 @@ fn hostile_patches_through_autodev_run_are_refused() {
             "empty_path",
             "too_long",
             "bad_character",
-            "too_large"
+            "too_large",
+            "protected_path",
+            "not_a_file"
         ]
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);

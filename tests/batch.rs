@@ -50,6 +50,7 @@ fn add_files(correct: bool) -> Value {
     })
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn mixed_batch_gives_exact_verdicts() {
     let _sb = require_docker!();
@@ -117,6 +118,7 @@ async fn mixed_batch_gives_exact_verdicts() {
     common::assert_no_leak(&label);
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn pass_at_k_on_a_known_case() {
     let _sb = require_docker!();
@@ -167,6 +169,7 @@ fn assert_each_once(results: &[Value], n: usize) {
     );
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_then_resume_runs_every_task_exactly_once() {
     let _sb = require_docker!();
@@ -215,6 +218,7 @@ async fn kill_9_then_resume_runs_every_task_exactly_once() {
     common::assert_no_leak(&label);
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_drains_running_tasks_and_resume_completes() {
     let _sb = require_docker!();
@@ -252,6 +256,7 @@ async fn sigint_drains_running_tasks_and_resume_completes() {
     common::assert_no_leak(&label);
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn second_signal_kills_running_tasks_cleanly_and_resume_completes() {
     let _sb = require_docker!();

@@ -23,6 +23,7 @@ fn wait_for_container(label: &(String, String)) {
     std::thread::sleep(Duration::from_millis(700));
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_exec_removes_the_container() {
     let _sb = require_docker!();
@@ -61,6 +62,7 @@ async fn sigterm_mid_exec_removes_the_container() {
     );
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_mid_run_keeps_transcript_and_workspace() {
     let _sb = require_docker!();
@@ -175,6 +177,7 @@ async fn pump(
     }
 }
 
+#[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_that_stops_answering_is_a_sandbox_error_well_before_the_timeout() {
     let sb = require_docker!();

@@ -15,7 +15,26 @@ fn fast() -> RetryPolicy {
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_secs(5),
         request_timeout: Duration::from_secs(2),
+        max_reply_bytes: 1 << 20,
     }
+}
+
+#[tokio::test]
+async fn a_reply_over_the_size_cap_is_refused_not_buffered_or_retried() {
+    let server = MockServer::start().await;
+    let big = "x".repeat(2 << 20);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body(&big)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let m = OpenAi::new(&server.uri(), Some("k".into()), "m", fast()).unwrap();
+    let e = m.complete(&msgs()).await.unwrap_err();
+    assert!(
+        matches!(e, ModelError::TooLarge { limit, .. } if limit == 1 << 20),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--max-reply-size"), "{e}");
 }
 
 fn msgs() -> Vec<Message> {

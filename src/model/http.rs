@@ -18,7 +18,13 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Limit of one request, body included.
     pub request_timeout: Duration,
+    /// Largest reply body read; a bigger one is refused, not buffered.
+    pub max_reply_bytes: u64,
 }
+
+/// Default of [`RetryPolicy::max_reply_bytes`]: far above any real reply of
+/// whole files, far below what would strain the host.
+pub const DEFAULT_MAX_REPLY_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -27,6 +33,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
             request_timeout: Duration::from_secs(120),
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         }
     }
 }
@@ -73,11 +80,17 @@ pub async fn send(
             Ok(resp) => {
                 let status = resp.status();
                 let retry_after = retry_after(resp.headers());
-                match resp.bytes().await {
-                    Ok(bytes) if status.is_success() => {
+                match read_capped(resp, policy.max_reply_bytes).await {
+                    Ok(Body::TooLarge) => {
+                        return Err(ModelError::TooLarge {
+                            url: url.to_string(),
+                            limit: policy.max_reply_bytes,
+                        })
+                    }
+                    Ok(Body::Whole(bytes)) if status.is_success() => {
                         return parse(url, &bytes).map(|v| (v, attempt))
                     }
-                    Ok(bytes) => {
+                    Ok(Body::Whole(bytes)) => {
                         let detail = error_detail(&bytes);
                         match classify(status) {
                             Class::Retry => (format!("HTTP {status}: {detail}"), retry_after),
@@ -100,6 +113,26 @@ pub async fn send(
             retry_after.map_or_else(|| policy.backoff(attempt), |d| d.min(policy.max_delay));
         tokio::time::sleep(delay).await;
     }
+}
+
+enum Body {
+    Whole(Vec<u8>),
+    TooLarge,
+}
+
+/// Reads the body chunk by chunk, stopping as soon as it passes `limit`.
+async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Body, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Ok(Body::TooLarge);
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Ok(Body::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Body::Whole(buf))
 }
 
 enum Class {

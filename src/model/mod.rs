@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use http::RetryPolicy;
+pub use http::{RetryPolicy, DEFAULT_MAX_REPLY_BYTES};
 
 /// Sampling temperature of the original tool: near-deterministic edits.
 pub const TEMPERATURE: f64 = 0.1;
@@ -144,6 +144,14 @@ pub enum ModelError {
         /// Start of the body.
         snippet: String,
     },
+    /// The reply was over the size cap.
+    #[error("the model API at {url} sent a reply over {limit} bytes: raise --max-reply-size if that is expected")]
+    TooLarge {
+        /// Endpoint.
+        url: String,
+        /// The cap.
+        limit: u64,
+    },
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
@@ -153,9 +161,11 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
         source: std::io::Error,
     },
+    /// The replay file holds no reply.
+    #[error("replay file {0} holds no reply: write one reply, or several separated by `=== REPLY ===` lines")]
+    ReplayEmpty(PathBuf),
     /// The replay file ran out of replies.
     #[error("replay file {path} has no reply left (it holds {available}); add replies separated by `=== REPLY ===` lines")]
     ReplayExhausted {
@@ -164,7 +174,7 @@ pub enum ModelError {
         /// How many it holds.
         available: usize,
     },
-    /// The model settings do not name a usable provider.
+    /// The model settings are contradictory or unusable.
     #[error("model settings: {0}")]
     Settings(String),
     /// Interrupted by the user.
@@ -215,15 +225,45 @@ impl ModelSettings {
         self.provider
             .unwrap_or(if self.replay.is_some() || self.replies.is_some() {
                 ProviderKind::Replay
-            } else if std::env::var("USE_OLLAMA").is_ok_and(|v| v == "1") {
+            } else if std::env::var("USE_OLLAMA").is_ok_and(|v| truthy(&v)) {
                 ProviderKind::Ollama
             } else {
                 ProviderKind::Openai
             })
     }
 
-    /// Builds the client.
+    /// Checks that the settings make sense together: a replay file goes
+    /// with the replay provider only, a base URL with an HTTP one, and a
+    /// request needs time to happen.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Settings(m));
+        let provider = self.provider();
+        if provider != ProviderKind::Replay && (self.replay.is_some() || self.replies.is_some()) {
+            return bad(format!(
+                "a replay file or replies were given with provider {}: drop them, or use the replay provider",
+                provider.as_str()
+            ));
+        }
+        if provider == ProviderKind::Replay && self.base_url.is_some() {
+            return bad(
+                "a base URL was given with the replay provider, which makes no request".into(),
+            );
+        }
+        if let Some(url) = &self.base_url {
+            check_url(url)?;
+        }
+        if self.policy.request_timeout.is_zero() {
+            return bad("--model-timeout must be more than 0s".into());
+        }
+        if self.policy.max_reply_bytes == 0 {
+            return bad("--max-reply-size must be more than 0".into());
+        }
+        Ok(())
+    }
+
+    /// Builds the client (after [`ModelSettings::validate`]).
     pub fn build(&self) -> Result<AnyModel, ModelError> {
+        self.validate()?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Ok(match self.provider() {
             ProviderKind::Replay => {
@@ -246,7 +286,11 @@ impl ModelSettings {
                 }
             }
             ProviderKind::Ollama => {
-                let host = env("OLLAMA_HOST").unwrap_or_else(|| ollama::DEFAULT_HOST.into());
+                let host = self
+                    .base_url
+                    .clone()
+                    .or_else(|| env("OLLAMA_HOST"))
+                    .unwrap_or_else(|| ollama::DEFAULT_HOST.into());
                 let name = self
                     .name
                     .clone()
@@ -269,6 +313,47 @@ impl ModelSettings {
                 AnyModel::OpenAi(openai::OpenAi::new(&base, key, &name, self.policy)?)
             }
         })
+    }
+}
+
+impl ModelError {
+    /// Whether the error is in what the user gave (settings, replay file),
+    /// found before any request: a usage error, not a failure of the model.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ModelError::Settings(_) | ModelError::ReplayFile { .. } | ModelError::ReplayEmpty(_)
+        )
+    }
+}
+
+impl ProviderKind {
+    /// The provider's name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::Replay => "replay",
+        }
+    }
+}
+
+/// `1`, `true`, `yes` or `on`, in any case: how people write "set" in the environment.
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
+}
+
+/// A base URL must be an absolute http(s) URL; anything else would only be
+/// found out after the retries.
+fn check_url(url: &str) -> Result<(), ModelError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(ModelError::Settings(format!(
+            "base URL {url:?} is not an http:// or https:// URL"
+        ))),
     }
 }
 
@@ -307,6 +392,70 @@ impl ModelClient for AnyModel {
             AnyModel::OpenAi(m) => m.complete(messages).await,
             AnyModel::Ollama(m) => m.complete(messages).await,
             AnyModel::Replay(m) => m.complete(messages).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(provider: Option<ProviderKind>) -> ModelSettings {
+        ModelSettings {
+            provider,
+            ..ModelSettings::default()
+        }
+    }
+
+    #[test]
+    fn contradictory_settings_are_refused() {
+        let with_replay = ModelSettings {
+            replay: Some("r.txt".into()),
+            ..settings(Some(ProviderKind::Openai))
+        };
+        assert!(matches!(
+            with_replay.validate(),
+            Err(ModelError::Settings(_))
+        ));
+        let bad_url = ModelSettings {
+            base_url: Some("notaurl".into()),
+            ..settings(Some(ProviderKind::Openai))
+        };
+        assert!(bad_url
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("notaurl"));
+        let mut zero = settings(Some(ProviderKind::Ollama));
+        zero.policy.request_timeout = std::time::Duration::ZERO;
+        assert!(zero.validate().is_err());
+        let ok = ModelSettings {
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+            ..settings(Some(ProviderKind::Ollama))
+        };
+        ok.validate().unwrap();
+    }
+
+    #[test]
+    fn ollama_uses_the_given_base_url() {
+        let m = ModelSettings {
+            base_url: Some("http://127.0.0.1:18182".into()),
+            name: Some("m".into()),
+            ..settings(Some(ProviderKind::Ollama))
+        };
+        let AnyModel::Ollama(o) = m.build().unwrap() else {
+            panic!("not ollama")
+        };
+        assert_eq!(o.url(), "http://127.0.0.1:18182/api/chat");
+    }
+
+    #[test]
+    fn truthy_values() {
+        for v in ["1", "true", "TRUE", "yes", "on"] {
+            assert!(truthy(v), "{v}");
+        }
+        for v in ["0", "false", "", "no"] {
+            assert!(!truthy(v), "{v}");
         }
     }
 }

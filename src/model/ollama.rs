@@ -37,6 +37,13 @@ impl Ollama {
     }
 }
 
+impl Ollama {
+    /// The chat endpoint requests go to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 impl ModelClient for Ollama {
     fn describe(&self) -> String {
         format!("ollama:{}", self.model)

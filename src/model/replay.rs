@@ -2,7 +2,9 @@
 //! offline and deterministically.
 //!
 //! File format: replies separated by lines reading exactly `=== REPLY ===`;
-//! text before the first separator is a comment.
+//! text before the first separator is a comment. A file without any
+//! separator is one reply. Problems (unreadable, not UTF-8, no reply) are
+//! found when the file is loaded, before anything runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +29,11 @@ impl Replay {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Replay::from_text(path, &text))
+        let replay = Replay::from_text(path, &text);
+        if replay.is_empty() {
+            return Err(ModelError::ReplayEmpty(path.to_path_buf()));
+        }
+        Ok(replay)
     }
 
     /// Replies parsed from `text` (the path is for messages).
@@ -45,8 +51,11 @@ impl Replay {
                 r.push(line);
             }
         }
-        if let Some(r) = current {
-            replies.push(r.join("\n"));
+        match current {
+            Some(r) => replies.push(r.join("\n")),
+            // No separator at all: the whole file is the one reply.
+            None if !text.trim().is_empty() => replies.push(text.clone()),
+            None => {}
         }
         Replay {
             path: path.to_path_buf(),
@@ -105,6 +114,25 @@ mod tests {
         assert!(matches!(
             r.complete(&[]).await,
             Err(ModelError::ReplayExhausted { available: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_without_separator_is_one_reply_and_an_empty_one_is_refused() {
+        let r = Replay::from_text(Path::new("x"), "PATCH::a.py\nx\nENDPATCH\n");
+        assert_eq!(r.len(), 1);
+        let d = tempfile::tempdir().unwrap();
+        let empty = d.path().join("e.txt");
+        std::fs::write(&empty, "\n  \n").unwrap();
+        assert!(matches!(
+            Replay::load(&empty),
+            Err(ModelError::ReplayEmpty(_))
+        ));
+        let bad = d.path().join("b.txt");
+        std::fs::write(&bad, b"\xff\xfe").unwrap();
+        assert!(matches!(
+            Replay::load(&bad),
+            Err(ModelError::ReplayFile { .. })
         ));
     }
 }

@@ -62,7 +62,7 @@ impl Transcript {
         // One write per line so a concurrent reader never sees half an event.
         if let Err(e) = file.write_all(line.as_bytes()).and_then(|_| file.flush()) {
             if !self.warned {
-                eprintln!("autodev: warning: cannot write the transcript: {e}");
+                crate::errln!("autodev: warning: cannot write the transcript: {e}");
                 self.warned = true;
             }
         }

@@ -46,7 +46,7 @@ impl Ui {
     /// A line of progress, on stderr.
     pub fn say(&self, line: &str) {
         if self.mode == UiMode::Human {
-            eprintln!("{line}");
+            crate::errln!("{line}");
         }
     }
 
@@ -56,7 +56,7 @@ impl Ui {
             return;
         }
         if !self.fancy {
-            eprintln!("{what}...");
+            crate::errln!("{what}...");
             return;
         }
         let pb = ProgressBar::new_spinner();
@@ -87,7 +87,7 @@ impl Ui {
     /// The final line (all modes but JSON, which prints its object instead).
     pub fn summary(&self, line: &str) {
         if self.mode != UiMode::Json {
-            eprintln!("{line}");
+            crate::errln!("{line}");
         }
     }
 }

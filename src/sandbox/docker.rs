@@ -37,6 +37,8 @@ use crate::workspace::{self, Manifest};
 pub const MANAGED_LABEL: &str = "autodev.managed";
 /// Label holding the run id of a container.
 pub const RUN_LABEL: &str = "autodev.run";
+/// Label holding the pid of the process that created a container.
+pub const PID_LABEL: &str = "autodev.pid";
 
 /// How long the daemon gets to answer the first ping: a missing daemon must be
 /// reported quickly, not after a client default of minutes.
@@ -148,8 +150,38 @@ impl DockerSandbox {
             }) if message.to_ascii_lowercase().contains("image") => {
                 Err(SandboxError::image_missing(&spec.image))
             }
+            Err(BollardError::DockerResponseServerError {
+                status_code: 400,
+                message,
+            }) => Err(SandboxError::Refused { detail: message }),
             Err(e) => Err(docker_err("create container", e)),
         }
+    }
+
+    /// Limits the engine's host cannot give are refused before a run:
+    /// Docker itself refuses too many CPUs, but takes any memory limit.
+    async fn check_host(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| docker_err("info", e))?;
+        let mem = info.mem_total.and_then(|m| u64::try_from(m).ok());
+        if let Some(total) = mem.filter(|t| spec.limits.memory > *t) {
+            return Err(SandboxError::ExceedsHost {
+                what: "--memory",
+                asked: spec.limits.memory.to_string(),
+                has: format!("{total} bytes"),
+            });
+        }
+        if let Some(n) = info.ncpu.filter(|n| spec.limits.cpus > *n as f64) {
+            return Err(SandboxError::ExceedsHost {
+                what: "--cpus",
+                asked: spec.limits.cpus.to_string(),
+                has: format!("{n} CPUs"),
+            });
+        }
+        Ok(())
     }
 
     async fn drive(
@@ -375,6 +407,17 @@ impl DockerSandbox {
 }
 
 impl Sandbox for DockerSandbox {
+    async fn preflight(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+        if !self.has_image(&spec.image).await? {
+            return Err(SandboxError::image_missing(&spec.image));
+        }
+        self.check_host(spec).await?;
+        // A trial create, never started: the engine checks every setting
+        // (runtime, CPUs, tmpfs options) the real runs will use.
+        let id = self.create(spec, &new_run_id(), "preflight").await?;
+        remove(&self.docker, &id).await
+    }
+
     async fn run(
         &self,
         spec: &RunSpec,
@@ -455,7 +498,7 @@ impl DockerSandbox {
         durations.remove_ms = ms(t_rm.elapsed());
         durations.total_ms = ms(t0.elapsed().saturating_sub(waited));
         if let Err(e) = &removed {
-            eprintln!(
+            crate::errln!(
                 "autodev: warning: could not remove container {id}: {e}; run `autodev clean`"
             );
         }
@@ -492,6 +535,7 @@ fn container_body(
     let mut labels = HashMap::from([
         (MANAGED_LABEL.to_string(), "true".to_string()),
         (RUN_LABEL.to_string(), run_id.to_string()),
+        (PID_LABEL.to_string(), std::process::id().to_string()),
     ]);
     labels.extend(spec.labels.iter().cloned());
     let memory = i64::try_from(l.memory).unwrap_or(i64::MAX);

@@ -12,7 +12,6 @@ pub mod fake;
 pub mod wrapper;
 
 use std::future::Future;
-use std::io::Write;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -167,11 +166,11 @@ pub enum SandboxError {
         detail: String,
     },
     /// The image is not on this host.
-    #[error("image {image} not found on this host: build it with `autodev images build {hint}` (offline: see README, \"Images\")")]
+    #[error("image {image} not found on this host: {hint}")]
     ImageMissing {
         /// The image asked for.
         image: String,
-        /// The name to pass to `autodev images build`.
+        /// What to do about it.
         hint: String,
     },
     /// The workspace could not be read or packed.
@@ -197,6 +196,23 @@ pub enum SandboxError {
         /// What was seen.
         detail: String,
     },
+    /// The engine refused the container's settings (a runtime it does not
+    /// have, more CPUs than it has, a malformed image name): a usage error.
+    #[error("the container engine refused these settings: {detail}")]
+    Refused {
+        /// The engine's words.
+        detail: String,
+    },
+    /// The limits ask for more than the engine's host has.
+    #[error("{what} {asked} is more than this engine's host has ({has}): lower it")]
+    ExceedsHost {
+        /// The flag.
+        what: &'static str,
+        /// What was asked.
+        asked: String,
+        /// What the host has.
+        has: String,
+    },
     /// The run was interrupted (Ctrl-C or SIGTERM); the container was removed.
     #[error("interrupted")]
     Interrupted,
@@ -206,12 +222,30 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// Whether the error is in what the user asked for (exit code 2), not
+    /// in the infrastructure.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::Workspace(_)
+                | SandboxError::Refused { .. }
+                | SandboxError::ExceedsHost { .. }
+        )
+    }
+
     /// The error for an image absent from this host, with the build command to run.
     pub fn image_missing(image: &str) -> Self {
-        // `autodev/python:latest` → `python`, the name `autodev images build` takes.
-        let name = image.rsplit('/').next().unwrap_or(image);
+        // `autodev/python:latest` → `python`, the name `autodev images build` takes;
+        // an image autodev does not define cannot be built by it.
+        let hint = match image.strip_prefix("autodev/") {
+            Some(rest) => format!(
+                "build it with `autodev images build {}` (offline: see README, \"Images\")",
+                rest.split(':').next().unwrap_or(rest)
+            ),
+            None => "pull or build it with docker, or pick another --image".to_string(),
+        };
         SandboxError::ImageMissing {
-            hint: name.split(':').next().unwrap_or(name).to_string(),
+            hint,
             image: image.to_string(),
         }
     }
@@ -239,14 +273,13 @@ impl OutputSink for NullSink {
 pub struct StdioSink;
 
 impl OutputSink for StdioSink {
-    // A closed terminal or pipe must not abort the run: the capture still has the output.
+    // A closed pipe or a full disk must not abort the run (the capture still
+    // has the output); a full disk is reported when the run ends.
     fn stdout(&mut self, bytes: &[u8]) {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(bytes).and_then(|_| out.flush());
+        crate::report::term::write(crate::report::term::Stream::Out, bytes);
     }
     fn stderr(&mut self, bytes: &[u8]) {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(bytes).and_then(|_| err.flush());
+        crate::report::term::write(crate::report::term::Stream::Err, bytes);
     }
 }
 
@@ -260,6 +293,14 @@ pub trait Sandbox: Send + Sync {
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<Outcome, SandboxError>> + Send;
+
+    /// Checks, once and before any run, what does not depend on one run:
+    /// that the engine answers, has `spec.image`, and accepts `spec`'s
+    /// settings. Creates nothing that outlives the call.
+    fn preflight(&self, spec: &RunSpec) -> impl Future<Output = Result<(), SandboxError>> + Send {
+        let _ = spec;
+        async { Ok(()) }
+    }
 
     /// Like [`Sandbox::run`], but the command starts only while a permit of
     /// `slots` is held, and the permit is given back before clean-up. An

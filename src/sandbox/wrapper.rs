@@ -187,7 +187,11 @@ impl ReadyDemux {
         let lower = said.to_ascii_lowercase();
         if said.is_empty() {
             "the container exited before the workspace was unpacked: the image needs /bin/sh and tar".into()
-        } else if lower.contains("no space left") {
+        } else if ["no space left", "wrote only", "cannot write"]
+            .iter()
+            .any(|m| lower.contains(m))
+        {
+            // GNU tar reports a full tmpfs as a short write.
             format!("{said} (raise --workspace-size)")
         } else if lower.contains("not found") || lower.contains("exec /bin/sh failed") {
             format!("{said} (the image needs /bin/sh and tar)")
@@ -252,6 +256,8 @@ mod tests {
         let full = fail(b"tar: big: Cannot write: No space left on device\n\nn:copy-failed\n");
         assert!(full.ends_with("(raise --workspace-size)"), "{full}");
         assert!(!full.contains("copy-failed"), "{full}");
+        let short = fail(b"tar: big.txt: Wrote only 4608 of 10240 bytes\n");
+        assert!(short.ends_with("(raise --workspace-size)"), "{short}");
         let no_tar = fail(b"autodev-wrapper: 1: tar: not found\n\nn:copy-failed\n");
         assert!(no_tar.contains("needs /bin/sh and tar"), "{no_tar}");
         assert!(!no_tar.contains("workspace-size"), "{no_tar}");

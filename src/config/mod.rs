@@ -4,6 +4,8 @@
 //! Everything the executor enforces lives in [`Limits`]; the defaults are the
 //! locked-down ones, so forgetting a flag never loosens the sandbox.
 
+pub mod overrides;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,11 +19,14 @@ pub const DEFAULT_IMAGE: &str = "autodev/python:latest";
 pub enum ConfigError {
     /// A size such as `512m` could not be read.
     #[error(
-        "invalid size {value:?} for {what}: use a number with an optional unit, e.g. 512m, 1GiB"
+        "invalid size {value:?} for {what}: use a number with an optional unit up to 1PiB, e.g. 512m, 1GiB"
     )]
     BadSize { what: &'static str, value: String },
+    /// A number of cores such as `0.5` could not be read.
+    #[error("invalid {what} {value:?}: use a number of cores, e.g. 0.5 or 2")]
+    BadNumber { what: &'static str, value: String },
     /// A duration such as `180s` could not be read.
-    #[error("invalid duration {value:?} for {what}: use e.g. 90s, 3m, 1h")]
+    #[error("invalid duration {value:?} for {what}: use e.g. 90s, 3m, 1h (at most 7 days)")]
     BadDuration { what: &'static str, value: String },
     /// A value is outside what the executor accepts.
     #[error("invalid {what}: {reason}")]
@@ -30,7 +35,7 @@ pub enum ConfigError {
     #[error("invalid network {0:?}: use none (the default) or bridge")]
     BadNetwork(String),
     /// An `--env` item that is not `KEY=VALUE` or `KEY`.
-    #[error("invalid environment variable {0:?}: use KEY=VALUE")]
+    #[error("invalid environment variable {0:?}: use KEY=VALUE, with KEY made of letters, digits and _, not starting with a digit")]
     BadEnv(String),
 }
 
@@ -115,6 +120,13 @@ impl Default for Limits {
 
 const MIB: u64 = 1024 * 1024;
 
+/// Longest accepted wall-clock limit: a week is past any real test run, and
+/// keeps every deadline computation far from overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Largest accepted size (1 PiB): beyond it a limit means "unlimited" by
+/// accident (Docker saturates it), never by design.
+pub const MAX_SIZE: u64 = 1 << 50;
+
 impl Limits {
     /// Checks that every value can be enforced; call once after filling.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -137,8 +149,19 @@ impl Limits {
                 "must be at least 8 (the shell, init and the command need some)",
             );
         }
-        if self.timeout.is_zero() {
-            return range("--timeout", "must be more than 0s");
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return range("--timeout", "must be more than 0s and at most 7 days");
+        }
+        for (what, v) in [
+            ("--memory", self.memory),
+            ("--output-limit", self.output_limit),
+            ("--workspace-size", self.workspace_size),
+            ("--tmp-size", self.tmp_size),
+            ("--max-copy", self.max_copy_bytes),
+        ] {
+            if v > MAX_SIZE {
+                return range(what, "must be at most 1PiB");
+            }
         }
         if self.output_limit < 1024 {
             return range("--output-limit", "must be at least 1KiB");
@@ -156,8 +179,14 @@ impl Limits {
         {
             return range("--user", "use numeric UID:GID, e.g. 1000:1000");
         }
-        if ids[0].parse::<u32>().ok() == Some(0) {
-            return range("--user", "the sandbox never runs as root");
+        if ids.iter().any(|id| id.parse::<u32>().ok() == Some(0)) {
+            return range(
+                "--user",
+                "the sandbox never runs as root, as user or as group (uid and gid must not be 0)",
+            );
+        }
+        if ids.iter().any(|id| id.parse::<u32>().is_err()) {
+            return range("--user", "UID and GID must fit in 32 bits");
         }
         Ok(())
     }
@@ -185,7 +214,7 @@ pub fn parse_size(what: &'static str, value: &str) -> Result<u64, ConfigError> {
         _ => return Err(bad()),
     };
     let bytes = num * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+    if !bytes.is_finite() || bytes < 0.0 || bytes > MAX_SIZE as f64 {
         return Err(bad());
     }
     Ok(bytes as u64)
@@ -193,16 +222,19 @@ pub fn parse_size(what: &'static str, value: &str) -> Result<u64, ConfigError> {
 
 /// Parses a duration like `180s`, `3m` or a bare number of seconds.
 pub fn parse_duration(what: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    humantime::parse_duration(v).map_err(|_| ConfigError::BadDuration {
+    let bad = || ConfigError::BadDuration {
         what,
         value: value.to_string(),
-    })
+    };
+    let v = value.trim();
+    let d = match v.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| bad())?,
+        Err(_) => humantime::parse_duration(v).map_err(|_| bad())?,
+    };
+    if d > MAX_TIMEOUT {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 /// Parses `KEY=VALUE`; a bare `KEY` takes the value from the caller's environment,
@@ -219,8 +251,14 @@ pub fn parse_env(item: &str) -> Result<(String, String), ConfigError> {
     }
 }
 
-fn valid_env_key(k: &str) -> bool {
-    !k.is_empty() && !k.contains('\0') && !k.chars().next().is_some_and(|c| c.is_ascii_digit())
+/// A POSIX shell variable name: the only names every shell and runtime
+/// passes through (others are accepted by Docker and then dropped silently).
+pub fn valid_env_key(k: &str) -> bool {
+    let mut bytes = k.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Serde adapter so durations read as "180s" in task files and config.
@@ -241,10 +279,10 @@ mod humantime_serde_compat {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Secs(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-            Raw::Secs(s) => Err(serde::de::Error::custom(format!("invalid timeout {s}"))),
-            Raw::Text(t) => super::parse_duration("timeout", &t).map_err(serde::de::Error::custom),
+            Raw::Secs(s) => super::parse_duration("timeout", &s.to_string()),
+            Raw::Text(t) => super::parse_duration("timeout", &t),
         }
+        .map_err(serde::de::Error::custom)
     }
 }
 
@@ -275,6 +313,17 @@ mod tests {
         );
         assert_eq!(parse_duration("t", "3m").unwrap(), Duration::from_secs(180));
         assert!(parse_duration("t", "soon").is_err());
+        for huge in ["1e30", "-1", "NaN", "inf", "8d", "1e10"] {
+            assert!(parse_duration("t", huge).is_err(), "{huge}");
+        }
+        assert!(serde_json::from_str::<Limits>(r#"{"timeout":1e30}"#).is_err());
+    }
+
+    #[test]
+    fn sizes_that_would_mean_unlimited_are_refused() {
+        assert!(parse_size("--memory", "9000000t").is_err());
+        assert!(parse_size("--memory", "1e30").is_err());
+        assert!(parse_size("--memory", "1024t").is_ok());
     }
 
     #[test]
@@ -292,7 +341,18 @@ mod tests {
             ..Limits::default()
         };
         assert!(l.validate().unwrap_err().to_string().contains("--memory"));
-        for user in ["0:0", "00:5", "root", "nobody", "1000", "1000:", "a:b"] {
+        for user in [
+            "0:0",
+            "00:5",
+            "1000:0",
+            "1000:00",
+            "root",
+            "nobody",
+            "1000",
+            "1000:",
+            "a:b",
+            "99999999999:1",
+        ] {
             let l = Limits {
                 user: user.into(),
                 ..Limits::default()
@@ -316,5 +376,9 @@ mod tests {
     fn env_items() {
         assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
         assert!(parse_env("=x").is_err());
+        for bad in ["A B=1", "X-Y=2", "\u{e9}=3", "1A=1", "A.B=1"] {
+            assert!(parse_env(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_env("_A1=x").unwrap(), ("_A1".into(), "x".into()));
     }
 }

@@ -1,0 +1,210 @@
+//! Top-level wiring: builds the real parts for each subcommand, runs them and
+//! maps the result to an exit code. The only place `anyhow` is used.
+//!
+//! One file per subcommand: [`run`](mod@run), [`exec`](mod@exec),
+//! [`batch`](mod@batch), [`images`](mod@images).
+
+mod batch;
+mod exec;
+mod images;
+mod run;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::AgentError;
+use crate::cli::{exit, Cli, Command};
+use crate::config::ConfigError;
+use crate::images::ImageError;
+use crate::model::ModelError;
+use crate::sandbox::docker::DockerSandbox;
+use crate::sandbox::SandboxError;
+use crate::workspace::WorkspaceError;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let cancel = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let batch = matches!(cli.command, Command::Batch(_));
+    spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()));
+    match cli.command {
+        Command::Batch(args) => batch::batch_cmd(args, &cancel, &kill).await,
+        Command::Run(args) => run::run_cmd(*args, &cancel).await,
+        Command::Exec(args) => exec::exec_cmd(args, &cancel).await,
+        Command::Images(cmd) => images::images_cmd(cmd).await,
+        Command::Clean { label, scratch } => {
+            let mut dirs = vec![std::env::temp_dir()];
+            dirs.extend(scratch);
+            let folders: usize = dirs.iter().map(|d| crate::batch::clean_scratch(d)).sum();
+            let sandbox = DockerSandbox::connect().await?;
+            let n = sandbox.clean(&label).await?;
+            crate::errln!(
+                "autodev: removed {n} leftover container(s) and {folders} scratch folder(s) of dead processes"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Maps an error to the exit code README documents.
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if let Some(e) = err.downcast_ref::<AgentError>() {
+        return match e {
+            AgentError::Model(m) if m.is_usage() => exit::USAGE,
+            AgentError::Model(_) => exit::MODEL,
+            AgentError::Sandbox(s) if s.is_usage() => exit::USAGE,
+            AgentError::Workspace(_) => exit::USAGE,
+            AgentError::Sandbox(_) => exit::SANDBOX,
+            AgentError::Interrupted => exit::INTERRUPTED,
+        };
+    }
+    if let Some(m) = err.downcast_ref::<ModelError>() {
+        return if m.is_usage() {
+            exit::USAGE
+        } else {
+            exit::MODEL
+        };
+    }
+    if err.downcast_ref::<UsageError>().is_some() {
+        return exit::USAGE;
+    }
+    if let Some(e) = err.downcast_ref::<SandboxError>() {
+        return match e {
+            SandboxError::Interrupted => exit::INTERRUPTED,
+            s if s.is_usage() => exit::USAGE,
+            _ => exit::SANDBOX,
+        };
+    }
+    if err.downcast_ref::<ConfigError>().is_some() || err.downcast_ref::<WorkspaceError>().is_some()
+    {
+        return exit::USAGE;
+    }
+    if let Some(e) = err.downcast_ref::<crate::batch::BatchError>() {
+        return match e {
+            crate::batch::BatchError::Sandbox(s) if !s.is_usage() => exit::SANDBOX,
+            _ => exit::USAGE,
+        };
+    }
+    if let Some(e) = err.downcast_ref::<ImageError>() {
+        return match e {
+            ImageError::Build { .. } => exit::SANDBOX,
+            _ => exit::USAGE,
+        };
+    }
+    exit::FAILED
+}
+
+/// The error and its causes on one line, each cause once: a message that
+/// already quotes its cause (`X: Y`) is not followed by `: Y` again.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// First Ctrl-C or SIGTERM cancels (a batch stops starting tasks); for a
+/// batch the second kills running tasks, cleanly. The signal after that exits
+/// at once; containers are still reachable by `autodev clean` through their label.
+fn spawn_signal_handler(cancel: CancellationToken, kill: Option<CancellationToken>) {
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        let mut next = async || {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        next().await;
+        if kill.is_some() {
+            crate::errln!("\nautodev: stopping: no new tasks; running ones finish (Ctrl-C again to kill them)");
+        } else {
+            crate::errln!("\nautodev: interrupted, cleaning up (Ctrl-C again to exit at once)");
+        }
+        cancel.cancel();
+        if let Some(kill) = kill {
+            next().await;
+            crate::errln!("\nautodev: killing running tasks and removing their containers");
+            kill.cancel();
+        }
+        next().await;
+        // The run may not have got to removing its container yet (a
+        // second Ctrl-C right after the first): remove what this process
+        // created, within a bound, then go.
+        let own = [(
+            crate::sandbox::docker::PID_LABEL.to_string(),
+            std::process::id().to_string(),
+        )];
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            if let Ok(s) = DockerSandbox::connect().await {
+                let _ = s.clean(&own).await;
+            }
+        })
+        .await;
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    });
+}
+
+/// A problem with the command line that clap cannot see.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_names_each_cause_once_on_one_line() {
+        let io = std::io::Error::other("Permission denied (os error 13)");
+        let e: anyhow::Error = WorkspaceError::Io {
+            op: "reading link",
+            path: "./1/cwd".into(),
+            source: io,
+        }
+        .into();
+        assert_eq!(
+            error_line(&e),
+            "reading link ./1/cwd: Permission denied (os error 13)"
+        );
+        let e = anyhow::anyhow!("line one\nline two").context("outer");
+        assert_eq!(error_line(&e), "outer: line one line two");
+    }
+
+    #[test]
+    fn errors_map_to_documented_exit_codes() {
+        let code = |e: anyhow::Error| exit_code_for(&e);
+        assert_eq!(
+            code(AgentError::Model(ModelError::MissingKey).into()),
+            exit::MODEL
+        );
+        assert_eq!(code(AgentError::Interrupted.into()), exit::INTERRUPTED);
+        assert_eq!(
+            code(AgentError::Sandbox(SandboxError::CopyIn("x".into())).into()),
+            exit::SANDBOX
+        );
+        assert_eq!(
+            code(SandboxError::DaemonUnavailable { detail: "x".into() }.into()),
+            exit::SANDBOX
+        );
+        assert_eq!(code(UsageError("x".into()).into()), exit::USAGE);
+        assert_eq!(
+            code(ConfigError::BadNetwork("x".into()).into()),
+            exit::USAGE
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! `autodev run`: every check that can fail happens before anything on
+//! disk changes; then reset, seed, transcript, and the repair loop.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::UsageError;
+use crate::agent::{self, AgentConfig, AgentError};
+use crate::cli::{exit, Provider, RunArgs};
+use crate::model::{AnyModel, ModelError, ModelSettings, ProviderKind, RetryPolicy};
+use crate::patch::ApplyOptions;
+use crate::report::{Transcript, Ui, UiMode};
+use crate::sandbox::docker::DockerSandbox;
+use crate::sandbox::{RunSpec, Sandbox};
+use crate::workspace::{reset, WorkspaceError};
+
+pub(super) async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result<ExitCode> {
+    // 1. Everything that can be checked without touching the disk or the
+    //    network: flags, task, model settings (the replay file is read here).
+    let limits = args.sandbox.limits()?;
+    let task = read_task(&args.task)?;
+    if args.runner.trim().is_empty() {
+        return Err(UsageError(
+            "--runner is empty: give the test command, e.g. --runner \"python3 -m pytest -q\""
+                .into(),
+        )
+        .into());
+    }
+    if args.force_reset && !args.reset {
+        return Err(UsageError("--force-reset needs --reset".into()).into());
+    }
+    let model = build_model(&args)?;
+    let ws = &args.workspace;
+    let seen = reset::observe(ws).map_err(|source| WorkspaceError::Io {
+        op: "reading",
+        path: ws.clone(),
+        source,
+    })?;
+    if seen.kind == reset::Kind::NotAFolder {
+        return Err(WorkspaceError::NotADirectory(ws.clone()).into());
+    }
+    if let Some(seed) = &args.seed {
+        if !seed.is_dir() {
+            return Err(WorkspaceError::SourceMissing {
+                what: "--seed",
+                path: seed.clone(),
+            }
+            .into());
+        }
+        let seed_abs = seed.canonicalize().unwrap_or_else(|_| seed.clone());
+        if args.reset && seed_abs.starts_with(&seen.abs) {
+            return Err(UsageError(format!(
+                "--seed {} is inside the workspace {}, which --reset would delete: keep the seed elsewhere",
+                seed.display(),
+                ws.display()
+            ))
+            .into());
+        }
+    }
+    let delete = if args.reset {
+        let home = std::env::var_os("HOME").and_then(|h| PathBuf::from(h).canonicalize().ok());
+        let cwd = std::env::current_dir()
+            .ok()
+            .and_then(|c| c.canonicalize().ok());
+        reset::decide(&seen, args.force_reset, home.as_deref(), cwd.as_deref())
+            .map_err(|e| UsageError(e.to_string()))?
+    } else {
+        false
+    };
+
+    // 2. The sandbox: daemon, image and a trial create with these limits,
+    //    before any model call or deletion.
+    let mut spec = RunSpec::new(ws, args.runner.as_str(), &args.sandbox.image);
+    spec.limits = limits;
+    spec.env = args.sandbox.env.clone();
+    spec.copy = args.sandbox.copy_options();
+    spec.labels = args.sandbox.label.clone();
+    let sandbox = DockerSandbox::connect().await.map_err(AgentError::from)?;
+    sandbox.preflight(&spec).await.map_err(AgentError::from)?;
+
+    // 3. Only now change the disk: reset, create and mark, seed.
+    if delete {
+        std::fs::remove_dir_all(&seen.abs).map_err(|source| WorkspaceError::Io {
+            op: "deleting",
+            path: seen.abs.clone(),
+            source,
+        })?;
+    }
+    let fresh = delete || seen.kind == reset::Kind::Missing || seen.empty;
+    std::fs::create_dir_all(ws).map_err(|source| WorkspaceError::Io {
+        op: "creating",
+        path: ws.clone(),
+        source,
+    })?;
+    if fresh {
+        reset::mark(ws).map_err(|source| WorkspaceError::Io {
+            op: "marking",
+            path: ws.clone(),
+            source,
+        })?;
+    }
+    if let Some(seed) = &args.seed {
+        crate::workspace::copy_tree(seed, ws, &crate::workspace::CopyOptions::default())?;
+    }
+
+    let mut transcript = if args.no_transcript {
+        Transcript::disabled()
+    } else {
+        let path = args
+            .transcript
+            .clone()
+            .unwrap_or_else(|| default_transcript(ws));
+        Transcript::open(&path)
+            .map_err(|e| UsageError(format!("cannot open transcript {}: {e}", path.display())))?
+    };
+    let mode = if args.json {
+        UiMode::Json
+    } else if args.quiet {
+        UiMode::Quiet
+    } else {
+        UiMode::Human
+    };
+    let mut ui = Ui::new(mode);
+    let cfg = AgentConfig {
+        task,
+        runner: args.runner.as_str().into(),
+        workspace: ws.clone(),
+        max_iters: args.max_iters,
+        sandbox: spec,
+        context_chars: args.max_context_chars,
+        failure_chars: args.max_failure_chars,
+        git: args.git,
+        zip: (!args.no_zip).then(|| args.zip.clone()),
+        apply: ApplyOptions {
+            max_file_bytes: args.max_file_size,
+        },
+    };
+    if let Some(p) = transcript.path() {
+        ui.say(&format!("transcript: {}", p.display()));
+    }
+    let result = agent::run(&model, &sandbox, &cfg, &mut ui, &mut transcript, cancel).await;
+    match result {
+        Ok(summary) => {
+            if args.json {
+                crate::outln!("{}", serde_json::to_string(&summary)?);
+            }
+            ui.summary(&format!(
+                "autodev: {} after {} iteration(s) ({}), final verdict {}, {:.1}s, {} tokens",
+                if summary.passed { "PASSED" } else { "FAILED" },
+                summary.iterations,
+                serde_json::to_value(summary.stop_reason)?
+                    .as_str()
+                    .unwrap_or_default(),
+                summary.verdict,
+                summary.elapsed_ms as f64 / 1000.0,
+                summary.tokens.total()
+            ));
+            Ok(ExitCode::from(if summary.passed {
+                exit::OK
+            } else {
+                exit::FAILED
+            }))
+        }
+        Err(e) => {
+            if args.json {
+                crate::outln!("{}", json!({"passed": false, "error": e.to_string()}));
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn read_task(task: &str) -> Result<String, UsageError> {
+    let text = match task.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read task file {path}: {e}")))?,
+        None => task.to_string(),
+    };
+    if text.trim().is_empty() {
+        return Err(UsageError(
+            "the task is empty: pass --task TEXT or --task @FILE".into(),
+        ));
+    }
+    Ok(text)
+}
+
+fn build_model(args: &RunArgs) -> Result<AnyModel, ModelError> {
+    ModelSettings {
+        provider: args.provider.map(|p| match p {
+            Provider::Openai => ProviderKind::Openai,
+            Provider::Ollama => ProviderKind::Ollama,
+            Provider::Replay => ProviderKind::Replay,
+        }),
+        name: args.model.clone(),
+        base_url: args.base_url.clone(),
+        replay: args.replay.clone(),
+        replies: None,
+        policy: RetryPolicy {
+            max_attempts: args.model_attempts,
+            request_timeout: args.model_timeout,
+            max_reply_bytes: args.max_reply_size,
+            ..RetryPolicy::default()
+        },
+    }
+    .build()
+}
+
+/// `.autodev/runs/NAME-TIMESTAMP.jsonl` beside the workspace, so the
+/// transcript survives `--reset` and never lands in the copied workspace.
+fn default_transcript(ws: &Path) -> PathBuf {
+    let abs = std::path::absolute(ws).unwrap_or_else(|_| ws.to_path_buf());
+    let parent = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workspace".into());
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace([':', '-'], "");
+    parent
+        .join(".autodev")
+        .join("runs")
+        .join(format!("{name}-{stamp}-{}.jsonl", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_text_comes_from_the_flag_or_a_file() {
+        assert_eq!(read_task("do it").unwrap(), "do it");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("t.md");
+        std::fs::write(&f, "from file").unwrap();
+        assert_eq!(
+            read_task(&format!("@{}", f.display())).unwrap(),
+            "from file"
+        );
+        assert!(read_task("@/nonexistent/task")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read task file"));
+        assert!(read_task("  ").is_err());
+    }
+}

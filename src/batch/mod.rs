@@ -1,0 +1,563 @@
+//! `autodev batch`: many tasks, bounded concurrency, one result line each.
+//!
+//! Tasks come as JSON Lines. Each runs in its own fresh container, from its own
+//! scratch copy of its workspace, with the same limits and verdicts as `exec`.
+//! A result line is appended and flushed as soon as its task ends, so a crash
+//! loses at most the tasks that were running; `--resume` skips tasks whose
+//! `(id, sample)` is already in the results file. `sandbox_error` results are
+//! retried and, if they persist, counted apart from failures.
+//!
+//! Task lines are read in [`task`], results written and summed up in
+//! [`results`], scratch folders made and cleaned in [`scratch`].
+//!
+//! Not done here: scheduling across hosts.
+
+mod results;
+mod scratch;
+mod task;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use results::{pass_at_k, read_results, summarize, Summary, TaskResult, TaskVerdict};
+pub use scratch::{clean_scratch, SCRATCH_PREFIX};
+
+use crate::agent::{self, AgentConfig, AgentError};
+use crate::patch::{self, ApplyOptions};
+use crate::report::{Transcript, Ui, UiMode};
+use crate::sandbox::{NullSink, RunSpec, Sandbox, SandboxError};
+use results::{fill, repair_tail, task_key, write_result};
+use scratch::{prepare, scratch_dir};
+use task::{parse_task, Kind, Source, Task};
+
+/// Everything about a batch that is not per task.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// The tasks file.
+    pub tasks: PathBuf,
+    /// The results file (appended).
+    pub out: PathBuf,
+    /// Tasks running at once.
+    pub jobs: usize,
+    /// Extra attempts for a task that ends in `sandbox_error`.
+    pub retries: u32,
+    /// Tasks prepared ahead of a free slot.
+    pub prefetch: usize,
+    /// Skip tasks already in the results file.
+    pub resume: bool,
+    /// Defaults every task starts from.
+    pub defaults: RunSpec,
+    /// Where scratch workspaces go (system temp if `None`).
+    pub scratch: Option<PathBuf>,
+    /// Let task lines loosen the command line's limits.
+    pub allow_task_overrides: bool,
+    /// Verdicts whose results `resume` runs again (besides `sandbox_error`).
+    pub rerun: Vec<TaskVerdict>,
+}
+
+/// A batch that could not run at all.
+#[derive(Debug, Error)]
+pub enum BatchError {
+    /// The scratch folder cannot hold task workspaces.
+    #[error("scratch folder {path} cannot be used: {source}")]
+    Scratch {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The sandbox cannot run this batch's tasks at all (daemon, image,
+    /// limits the engine refuses): found before the first task.
+    #[error("before the first task: {0}")]
+    Sandbox(#[source] SandboxError),
+    /// The tasks or results file could not be read or written.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Progress callbacks, so the CLI can draw bars and tests can stay quiet.
+pub trait Progress: Send {
+    /// The batch starts with this many tasks to run.
+    fn start(&mut self, to_run: usize);
+    /// A task ended.
+    fn task_done(&mut self, result: &TaskResult, counts: &BTreeMap<TaskVerdict, usize>);
+    /// Ctrl-C was pressed once.
+    fn draining(&mut self, running: usize);
+    /// The batch ended.
+    fn finish(&mut self);
+}
+
+/// Progress that shows nothing.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&mut self, _: usize) {}
+    fn task_done(&mut self, _: &TaskResult, _: &BTreeMap<TaskVerdict, usize>) {}
+    fn draining(&mut self, _: usize) {}
+    fn finish(&mut self) {}
+}
+
+/// Runs the batch. `stop` (first Ctrl-C) stops starting tasks; `kill` (second)
+/// interrupts running ones, whose results are then not written (a resume
+/// runs them again).
+pub async fn run<S: Sandbox + Clone + 'static>(
+    sandbox: S,
+    cfg: &BatchConfig,
+    progress: &mut dyn Progress,
+    stop: &CancellationToken,
+    kill: &CancellationToken,
+) -> Result<Summary, BatchError> {
+    let t0 = Instant::now();
+    let bytes = std::fs::read(&cfg.tasks).map_err(|source| BatchError::Io {
+        op: "reading tasks file",
+        path: cfg.tasks.clone(),
+        source,
+    })?;
+    let base = cfg
+        .tasks
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+
+    let mut done: HashSet<String> = HashSet::new();
+    if cfg.resume {
+        repair_tail(&cfg.out)?;
+        // A sandbox error says nothing about the task: a resume runs it
+        // again, as it does any verdict in `rerun`. The new line supersedes
+        // the old one (see `read_results`).
+        done.extend(
+            read_results(&cfg.out)?
+                .iter()
+                .filter(|r| {
+                    r.verdict != TaskVerdict::SandboxError && !cfg.rerun.contains(&r.verdict)
+                })
+                .map(TaskResult::key),
+        );
+    } else if cfg.out.exists()
+        && std::fs::metadata(&cfg.out)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+    {
+        // Appending a second run's lines to a first run's would double-count.
+        return Err(BatchError::Io {
+            op: "refusing to overwrite",
+            path: cfg.out.clone(),
+            source: std::io::Error::other(
+                "the results file exists: pass --resume to continue it, or remove it",
+            ),
+        });
+    }
+    let mut out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.out)
+        .map_err(|source| BatchError::Io {
+            op: "opening results file",
+            path: cfg.out.clone(),
+            source,
+        })?;
+
+    let mut counts: BTreeMap<TaskVerdict, usize> = BTreeMap::new();
+    let mut tasks = Vec::new();
+    let mut invalid = Vec::new();
+    let mut seen = HashSet::new();
+    let mut skipped = 0;
+    for (i, raw_line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = i + 1;
+        // A line that is not UTF-8 is one bad task, not a bad file.
+        let Ok(l) = std::str::from_utf8(raw_line) else {
+            let r = TaskResult::invalid(line, None, 0, format!("line {line}: not valid UTF-8"));
+            if done.contains(&r.key()) {
+                skipped += 1;
+            } else {
+                invalid.push(r);
+            }
+            continue;
+        };
+        let l = l.strip_suffix('\r').unwrap_or(l);
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        let result = match parse_task(l, line, &base, &cfg.defaults, cfg.allow_task_overrides) {
+            Ok(t) if !seen.insert(task_key(&t.id, t.sample)) => Err((
+                Some(t.id.clone()),
+                t.sample,
+                format!(
+                    "line {line}: duplicate id {:?} with sample {}",
+                    t.id, t.sample
+                ),
+            )),
+            other => other,
+        };
+        match result {
+            Ok(t) if done.contains(&task_key(&t.id, t.sample)) => skipped += 1,
+            Ok(t) => tasks.push(t),
+            Err((id, sample, msg)) => {
+                let r = TaskResult::invalid(line, id, sample, msg);
+                if done.contains(&r.key()) {
+                    skipped += 1;
+                } else {
+                    invalid.push(r);
+                }
+            }
+        }
+    }
+    if !tasks.is_empty() {
+        preflight(&sandbox, cfg, &tasks).await?;
+    }
+    progress.start(tasks.len() + invalid.len());
+    for r in invalid {
+        write_result(&mut out, &cfg.out, &r)?;
+        *counts.entry(r.verdict).or_default() += 1;
+        progress.task_done(&r, &counts);
+    }
+
+    let jobs = cfg.jobs.max(1);
+    // `prefetch` more tasks are in flight than may run: they prepare (scratch
+    // folder, container create) while the others run, and start the moment a
+    // slot frees up.
+    let gate = Gate {
+        slots: Arc::new(tokio::sync::Semaphore::new(jobs)),
+        stop: stop.clone(),
+    };
+    let mut pending = tasks.into_iter();
+    let mut set: JoinSet<Option<TaskResult>> = JoinSet::new();
+    let mut ran = 0;
+    let mut draining = false;
+    loop {
+        while !stop.is_cancelled() && set.len() < jobs + cfg.prefetch {
+            let Some(task) = pending.next() else { break };
+            let sandbox = sandbox.clone();
+            let kill = kill.clone();
+            let retries = cfg.retries;
+            let scratch = cfg.scratch.clone();
+            let gate = gate.clone();
+            set.spawn(async move {
+                run_task(&sandbox, task, retries, scratch.as_deref(), &kill, &gate).await
+            });
+        }
+        if set.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                // A panicking task loses only its own result; the batch goes on.
+                if let Ok(Some(r)) = joined {
+                    write_result(&mut out, &cfg.out, &r)?;
+                    ran += 1;
+                    *counts.entry(r.verdict).or_default() += 1;
+                    progress.task_done(&r, &counts);
+                }
+            }
+            _ = stop.cancelled(), if !draining => {
+                draining = true;
+                progress.draining(set.len());
+            }
+        }
+    }
+    progress.finish();
+    let wall = t0.elapsed().as_secs_f64();
+    let mut summary = summarize(&read_results(&cfg.out)?);
+    summary.ran = ran;
+    summary.skipped = skipped;
+    summary.wall_seconds = wall;
+    summary.tasks_per_second = if wall > 0.0 { ran as f64 / wall } else { 0.0 };
+    summary.interrupted = stop.is_cancelled();
+    summary.this_run = counts;
+    Ok(summary)
+}
+
+/// What is not about any one task is checked once: a scratch folder can be
+/// made, and the sandbox accepts the batch's limits with the first task's
+/// image. A failure here fails the batch instead of every task.
+async fn preflight<S: Sandbox>(
+    sandbox: &S,
+    cfg: &BatchConfig,
+    tasks: &[Task],
+) -> Result<(), BatchError> {
+    if tasks
+        .iter()
+        .any(|t| !matches!(t.source, Source::Folder(_)) || !matches!(t.kind, Kind::Check))
+    {
+        let dir = scratch_dir(cfg.scratch.as_deref()).map_err(|source| BatchError::Scratch {
+            path: cfg.scratch.clone().unwrap_or_else(std::env::temp_dir),
+            source,
+        })?;
+        drop(dir);
+    }
+    let mut spec = cfg.defaults.clone();
+    if let Some(t) = tasks.first() {
+        spec.image = t.spec.image.clone();
+    }
+    sandbox.preflight(&spec).await.map_err(BatchError::Sandbox)
+}
+
+/// Runs one task to a result; `None` if it was interrupted.
+/// Run slots shared by a batch's tasks, and the token that stops new starts.
+#[derive(Clone)]
+struct Gate {
+    slots: Arc<tokio::sync::Semaphore>,
+    stop: CancellationToken,
+}
+
+async fn run_task<S: Sandbox>(
+    sandbox: &S,
+    task: Task,
+    retries: u32,
+    scratch: Option<&Path>,
+    kill: &CancellationToken,
+    gate: &Gate,
+) -> Option<TaskResult> {
+    let t0 = Instant::now();
+    let mut result = TaskResult::pending(task.line, Some(task.id.clone()), task.sample);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        result.attempts = attempt;
+        match attempt_task(sandbox, &task, scratch, kill, gate, &mut result).await {
+            Ok(()) => {
+                // An earlier attempt's sandbox error does not describe this result.
+                result.error = None;
+                break;
+            }
+            Err(AgentError::Interrupted) => return None,
+            // Retrying cannot conjure a missing image or fix a bad workspace.
+            Err(AgentError::Sandbox(e))
+                if attempt <= retries
+                    && !matches!(
+                        e,
+                        SandboxError::Workspace(_) | SandboxError::ImageMissing { .. }
+                    ) =>
+            {
+                result.error = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                result.verdict = match e {
+                    AgentError::Model(_) => TaskVerdict::ModelError,
+                    AgentError::Workspace(_) => TaskVerdict::InvalidTask,
+                    _ => TaskVerdict::SandboxError,
+                };
+                result.error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    result.elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Some(result)
+}
+
+async fn attempt_task<S: Sandbox>(
+    sandbox: &S,
+    task: &Task,
+    scratch: Option<&Path>,
+    kill: &CancellationToken,
+    gate: &Gate,
+    result: &mut TaskResult,
+) -> Result<(), AgentError> {
+    // A folder workspace is only copied when something will write into it.
+    let writes = !matches!(task.kind, Kind::Check);
+    let (_guard, root) = prepare(&task.source, writes, scratch)?;
+    let mut spec = task.spec.clone();
+    spec.workspace = root.clone();
+    match &task.kind {
+        Kind::Check | Kind::Solution(_) => {
+            if let Kind::Solution(reply) = &task.kind {
+                let report = patch::apply(&root, &patch::parse(reply), ApplyOptions::default());
+                result.refused = report
+                    .refused
+                    .iter()
+                    .map(|r| format!("{}: {}", r.path, r.detail))
+                    .collect();
+            }
+            let outcome = sandbox
+                .run_in_slot(&spec, &mut NullSink, kill, &gate.slots, &gate.stop)
+                .await?;
+            fill(result, &outcome);
+        }
+        Kind::Loop {
+            task: text,
+            model,
+            max_iters,
+        } => {
+            let model = model.build()?;
+            // A repair loop holds its slot throughout: its test runs come one
+            // after another, between model calls.
+            let _permit = tokio::select! {
+                p = gate.slots.acquire() => p.map_err(|_| AgentError::Interrupted)?,
+                _ = gate.stop.cancelled() => return Err(AgentError::Interrupted),
+            };
+            let cfg = AgentConfig {
+                task: text.clone(),
+                runner: spec.command.clone(),
+                workspace: root.clone(),
+                max_iters: *max_iters,
+                sandbox: spec.clone(),
+                context_chars: 20_000,
+                failure_chars: 8_000,
+                git: false,
+                zip: None,
+                apply: ApplyOptions::default(),
+            };
+            let mut ui = Ui::new(UiMode::Json);
+            let summary = agent::run(
+                &model,
+                sandbox,
+                &cfg,
+                &mut ui,
+                &mut Transcript::disabled(),
+                kill,
+            )
+            .await?;
+            result.verdict = summary.verdict.into();
+            result.exit_code = summary.exit_code;
+            result.iterations = summary.iterations;
+            result.tokens = summary.tokens;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::fake::{outcome, FakeSandbox};
+    use crate::sandbox::Verdict;
+    use std::collections::HashMap;
+
+    fn defaults() -> RunSpec {
+        RunSpec::new("", "", "img")
+    }
+
+    #[tokio::test]
+    async fn sandbox_errors_are_retried_then_reported_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let tasks = d.path().join("t.jsonl");
+        std::fs::write(
+            &tasks,
+            b"{\"id\":\"flaky\",\"runner\":\"x\"}\n{\"id\":\"broken\",\"runner\":\"y\"}\nnot json\n\xff\n",
+        )
+        .unwrap();
+        let sb = FakeSandbox::new(|spec, n| {
+            if spec.command == "y" || n == 0 {
+                Err(SandboxError::CopyIn("daemon hiccup".into()))
+            } else {
+                Ok(outcome(Verdict::Passed, 0, "ok"))
+            }
+        });
+        let cfg = BatchConfig {
+            tasks: tasks.clone(),
+            out: d.path().join("r.jsonl"),
+            jobs: 1,
+            retries: 2,
+            prefetch: 1,
+            resume: false,
+            defaults: defaults(),
+            scratch: None,
+            allow_task_overrides: false,
+            rerun: Vec::new(),
+        };
+        let c = CancellationToken::new();
+        let s = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())
+            .await
+            .unwrap();
+        let rs = read_results(&cfg.out).unwrap();
+        let by_id: HashMap<_, _> = rs
+            .iter()
+            .map(|r| (r.id.clone().unwrap_or_default(), r))
+            .collect();
+        assert_eq!(by_id["flaky"].verdict, TaskVerdict::Passed);
+        assert_eq!(by_id["flaky"].attempts, 2);
+        assert_eq!(
+            by_id["flaky"].error, None,
+            "a stale error from the failed attempt"
+        );
+        assert_eq!(by_id["broken"].verdict, TaskVerdict::SandboxError);
+        assert_eq!(by_id["broken"].attempts, 3);
+        let mut bad: Vec<_> = rs
+            .iter()
+            .filter(|r| r.id.is_none())
+            .map(|r| (r.line, r.verdict, r.error.clone().unwrap_or_default()))
+            .collect();
+        bad.sort_by_key(|b| b.0);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!((bad[0].0, bad[0].1), (3, TaskVerdict::InvalidTask));
+        assert_eq!(bad[1].0, 4);
+        assert!(bad[1].2.contains("UTF-8"), "{bad:?}");
+        assert_eq!(s.pass_rate, Some(1.0));
+        assert_eq!(sb.calls().len(), 5);
+
+        // Resume: only the sandbox error runs again, and its new line counts.
+        let again = BatchConfig {
+            resume: true,
+            ..cfg.clone()
+        };
+        let s2 = run(sb.clone(), &again, &mut NoProgress, &c, &c.child_token())
+            .await
+            .unwrap();
+        assert_eq!((s2.ran, s2.skipped, s2.total), (1, 3, 4));
+        assert_eq!(sb.calls().len(), 8);
+        // --rerun failed-like verdicts: passed ones too, when asked.
+        let rerun = BatchConfig {
+            resume: true,
+            rerun: vec![TaskVerdict::Passed],
+            ..cfg.clone()
+        };
+        let s3 = run(sb.clone(), &rerun, &mut NoProgress, &c, &c.child_token())
+            .await
+            .unwrap();
+        assert_eq!((s3.ran, s3.total), (2, 4));
+        // Without --resume an existing results file is not appended to.
+        assert!(run(sb, &cfg, &mut NoProgress, &c, &c.child_token())
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unusable_scratch_folder_fails_the_batch_not_the_tasks() {
+        let d = tempfile::tempdir().unwrap();
+        let tasks = d.path().join("t.jsonl");
+        std::fs::write(
+            &tasks,
+            "{\"id\":\"a\",\"runner\":\"x\",\"files\":{\"a.py\":\"1\"}}\n",
+        )
+        .unwrap();
+        let sb = FakeSandbox::new(|_, _| Ok(outcome(Verdict::Passed, 0, "ok")));
+        let cfg = BatchConfig {
+            tasks,
+            out: d.path().join("r.jsonl"),
+            jobs: 1,
+            retries: 0,
+            prefetch: 0,
+            resume: false,
+            defaults: defaults(),
+            scratch: Some(d.path().join("nonexistent")),
+            allow_task_overrides: false,
+            rerun: Vec::new(),
+        };
+        let c = CancellationToken::new();
+        let e = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BatchError::Scratch { .. }), "{e}");
+        assert!(sb.calls().is_empty());
+        assert!(read_results(&cfg.out).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,228 @@
+//! Task lines: what a user may write, and the validated [`Task`] it becomes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::overrides;
+use crate::model::ModelSettings;
+use crate::patch;
+use crate::sandbox::{Command, RunSpec};
+
+/// A task line as written by the user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    id: String,
+    #[serde(default)]
+    sample: u32,
+    #[serde(default)]
+    workspace: Option<RawWorkspace>,
+    #[serde(default)]
+    files: Option<BTreeMap<String, String>>,
+    runner: Command,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    limits: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    solution: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    model: Option<ModelSettings>,
+    #[serde(default)]
+    max_iters: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawWorkspace {
+    Folder(PathBuf),
+    Inline { files: BTreeMap<String, String> },
+}
+
+/// Where a task's files come from.
+#[derive(Debug, Clone)]
+pub(super) enum Source {
+    Folder(PathBuf),
+    Inline(BTreeMap<String, String>),
+    Empty,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Kind {
+    /// Apply this reply, run the tests once.
+    Solution(String),
+    /// Run the repair loop.
+    Loop {
+        task: String,
+        model: ModelSettings,
+        max_iters: u32,
+    },
+    /// Just run the tests on the workspace.
+    Check,
+}
+
+/// A validated task.
+#[derive(Debug, Clone)]
+pub(super) struct Task {
+    pub(super) line: usize,
+    pub(super) id: String,
+    pub(super) sample: u32,
+    pub(super) source: Source,
+    pub(super) spec: RunSpec,
+    pub(super) kind: Kind,
+}
+
+pub(super) fn parse_task(
+    text: &str,
+    line: usize,
+    base: &Path,
+    defaults: &RunSpec,
+    allow_overrides: bool,
+) -> Result<Task, (Option<String>, u32, String)> {
+    let raw: RawTask = serde_json::from_str(text).map_err(|e| {
+        // Salvage the id so the error line can be matched to its task.
+        let v: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        let id = v
+            .as_ref()
+            .and_then(|v| v.get("id"))
+            .and_then(|i| i.as_str())
+            .map(str::to_string);
+        let sample = v
+            .as_ref()
+            .and_then(|v| v.get("sample"))
+            .and_then(|s| s.as_u64())
+            .unwrap_or(0) as u32;
+        (id, sample, format!("line {line}: {e}"))
+    })?;
+    let bad = |msg: String| {
+        (
+            Some(raw.id.clone()),
+            raw.sample,
+            format!("line {line}: {msg}"),
+        )
+    };
+    if raw.id.is_empty() {
+        return Err(bad("id is empty".into()));
+    }
+    if raw.runner.is_empty() {
+        return Err(bad("runner is empty".into()));
+    }
+    let source = match (raw.workspace, raw.files) {
+        (Some(_), Some(_)) => return Err(bad("give either workspace or files, not both".into())),
+        (Some(RawWorkspace::Folder(p)), None) => {
+            let p = if p.is_absolute() { p } else { base.join(p) };
+            if !p.is_dir() {
+                return Err(bad(format!("workspace {} is not a folder", p.display())));
+            }
+            Source::Folder(p)
+        }
+        (Some(RawWorkspace::Inline { files }), None) | (None, Some(files)) => {
+            for path in files.keys() {
+                patch::apply::confine(path)
+                    .map_err(|(_, why)| bad(format!("file {path:?}: {why}")))?;
+            }
+            Source::Inline(files)
+        }
+        (None, None) => Source::Empty,
+    };
+    let kind = match (raw.solution, raw.task) {
+        (Some(_), Some(_)) => return Err(bad("give either solution or task, not both".into())),
+        (Some(s), None) => Kind::Solution(s),
+        (None, Some(t)) => {
+            let mut model = raw.model.unwrap_or_default();
+            if let Some(r) = model.replay.take() {
+                model.replay = Some(if r.is_absolute() { r } else { base.join(r) });
+            }
+            Kind::Loop {
+                task: t,
+                model,
+                max_iters: raw.max_iters.unwrap_or(6),
+            }
+        }
+        (None, None) => Kind::Check,
+    };
+    let mut spec = defaults.clone();
+    spec.command = raw.runner;
+    if let Some(img) = raw.image {
+        spec.image = img;
+    }
+    if let Some(over) = raw.limits {
+        spec.limits = overrides::apply(&defaults.limits, &over, allow_overrides)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if let Some(key) = raw.env.keys().find(|k| !crate::config::valid_env_key(k)) {
+        return Err(bad(format!(
+            "env: {key:?} is not a valid variable name (letters, digits and _, not starting with a digit)"
+        )));
+    }
+    spec.env.extend(raw.env);
+    spec.labels.push(("autodev.task".into(), raw.id.clone()));
+    Ok(Task {
+        line,
+        id: raw.id,
+        sample: raw.sample,
+        source,
+        spec,
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn defaults() -> RunSpec {
+        RunSpec::new("", "", "img")
+    }
+
+    #[test]
+    fn task_lines_are_validated_with_line_numbers() {
+        let base = Path::new("/nonexistent");
+        let d = defaults();
+        let err = |l: &str| parse_task(l, 7, base, &d, false).unwrap_err().2;
+        assert!(err("{").starts_with("line 7:"));
+        assert!(err(r#"{"id":"a","runner":""}"#).contains("runner is empty"));
+        assert!(err(r#"{"id":"a","runner":"x","files":{"../e":"x"}}"#).contains("../e"));
+        assert!(err(r#"{"id":"a","runner":"x","workspace":"nope"}"#).contains("not a folder"));
+        assert!(err(r#"{"id":"a","runner":"x","limits":{"memory":5}}"#).contains("--memory"));
+        assert!(err(r#"{"id":"a","runner":"x","bogus":1}"#).contains("bogus"));
+        let (id, _, _) = parse_task(r#"{"id":"keep","runner":5}"#, 1, base, &d, false).unwrap_err();
+        assert_eq!(id.as_deref(), Some("keep"));
+        let t = parse_task(
+            r#"{"id":"a","runner":"pytest","files":{"a.py":"x"},"limits":{"timeout":"5s"},"env":{"K":"V"}}"#,
+            1,
+            base,
+            &d,
+            false,
+        )
+        .unwrap();
+        assert_eq!(t.spec.limits.timeout, Duration::from_secs(5));
+        assert_eq!(
+            t.spec.limits.memory,
+            crate::config::Limits::default().memory
+        );
+        assert!(err(r#"{"id":"a","runner":"x","limits":{"memory":"1g"}}"#)
+            .contains("--allow-task-overrides"));
+        assert!(err(r#"{"id":"a","runner":"x","env":{"A B":"1"}}"#).contains("A B"));
+        let argv = parse_task(
+            r#"{"id":"a","runner":["sh","-c","exit 7"]}"#,
+            1,
+            base,
+            &d,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            argv.spec.command,
+            Command::Argv(vec!["sh".into(), "-c".into(), "exit 7".into()])
+        );
+        assert_eq!(t.spec.env, [("K".to_string(), "V".to_string())]);
+    }
+}
