@@ -243,7 +243,7 @@ pub struct SandboxArgs {
     #[arg(long, default_value = config::DEFAULT_IMAGE)]
     pub image: String,
     /// CPU quota in cores.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub cpus: f64,
     /// Memory limit (no swap on top), e.g. 512m.
     #[arg(long, default_value = "512m", value_parser = size("--memory"))]
@@ -327,6 +327,23 @@ impl SandboxArgs {
     }
 }
 
+/// clap's error text on one line: what went wrong and the arguments it
+/// names, without the usage block and the `--help` tip.
+pub fn one_line(rendered: &str) -> String {
+    let mut parts = Vec::new();
+    for line in rendered.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with("Usage:") || t.starts_with("For more information") {
+            if !parts.is_empty() {
+                break;
+            }
+            continue;
+        }
+        parts.push(t.strip_prefix("error: ").unwrap_or(t).to_string());
+    }
+    parts.join(" ")
+}
+
 fn size(what: &'static str) -> impl Fn(&str) -> Result<u64, ConfigError> + Clone {
     move |s| config::parse_size(what, s)
 }
@@ -403,6 +420,28 @@ mod tests {
         assert_eq!(l.timeout.as_secs(), 5);
         assert_eq!(a.command, ["echo", "hi"]);
         assert_eq!(a.sandbox.env, [("A".to_string(), "1".to_string())]);
+    }
+
+    #[test]
+    fn clap_errors_fit_on_one_line() {
+        let e = Cli::try_parse_from(["autodev", "run"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(
+            line.contains("--task") && line.contains("--runner"),
+            "{line}"
+        );
+        assert!(!line.contains('\n') && !line.contains("Usage"), "{line}");
+        let e = Cli::try_parse_from(["autodev", "exec", "--cpus", "-1", "--", "true"]);
+        let a = match e.unwrap().command {
+            Command::Exec(a) => a,
+            _ => unreachable!(),
+        };
+        assert!(a
+            .sandbox
+            .limits()
+            .unwrap_err()
+            .to_string()
+            .contains("--cpus"));
     }
 
     #[test]

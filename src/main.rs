@@ -24,7 +24,18 @@ fn main() -> ExitCode {
             what.replace('\n', " ")
         );
     }));
-    let cli = autodev::cli::Cli::parse();
+    let cli = match autodev::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap formats them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            errln!(
+                "autodev: {}",
+                autodev::cli::one_line(&e.render().to_string())
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -34,7 +34,10 @@ pub(super) async fn exec_cmd(args: ExecArgs, cancel: &CancellationToken) -> Resu
         Box::new(StdioSink)
     };
     let result = match sandbox {
-        Ok(s) => s.run(&spec, sink.as_mut(), cancel).await,
+        Ok(s) => match s.check_host(&spec).await {
+            Ok(()) => s.run(&spec, sink.as_mut(), cancel).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match result {

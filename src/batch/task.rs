@@ -123,9 +123,14 @@ pub(super) fn parse_task(
             Source::Folder(p)
         }
         (Some(RawWorkspace::Inline { files }), None) | (None, Some(files)) => {
-            for path in files.keys() {
-                patch::apply::confine(path)
+            for (path, content) in &files {
+                let rel = patch::apply::confine(path)
                     .map_err(|(_, why)| bad(format!("file {path:?}: {why}")))?;
+                if patch::apply::plants_git_head(&rel, content) {
+                    return Err(bad(format!(
+                        "file {path:?}: a git HEAD file is protected (it would make a repository)"
+                    )));
+                }
             }
             Source::Inline(files)
         }

@@ -162,9 +162,34 @@ fn is_hfs_ignorable(c: char) -> bool {
         '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}')
 }
 
+/// Whether writing `content` at `rel` would make its folder a repository
+/// git finds on its own: a folder holding a valid `HEAD`, `objects/` and
+/// `refs/` is a bare repository to git's discovery, and its `config` (a
+/// pager, an editor, a hook path) runs when the user runs git there. A
+/// valid `HEAD` is required for that, so that is what is refused.
+pub fn plants_git_head(rel: &Path, content: &str) -> bool {
+    let named_head = rel.file_name().is_some_and(|n| {
+        n.to_string_lossy()
+            .trim_end_matches(['.', ' '])
+            .eq_ignore_ascii_case("head")
+    });
+    let c = content.trim_start();
+    let first = c.split_whitespace().next().unwrap_or("");
+    named_head
+        && (c.starts_with("ref:")
+            || ((first.len() == 40 || first.len() == 64)
+                && first.bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
 fn apply_one(root: &Path, block: &Block, opts: ApplyOptions) -> Result<PathBuf, Refused> {
     use RefusalReason::*;
     let rel = confine(&block.path)?;
+    if plants_git_head(&rel, &block.content) {
+        return Err((
+            ProtectedPath,
+            "a git HEAD file would make its folder a repository that git runs config from".into(),
+        ));
+    }
     if block.content.len() as u64 > opts.max_file_bytes {
         return Err((
             TooLarge,
@@ -275,6 +300,23 @@ mod tests {
         assert_eq!(reason(&"a".repeat(300)), Some(TooLong));
         assert_eq!(reason(&"a/".repeat(600)), Some(TooLong));
         assert_eq!(reason("ok/file.py"), None);
+    }
+
+    #[test]
+    fn a_bare_repository_cannot_be_planted() {
+        let d = tempfile::tempdir().unwrap();
+        let r = run(
+            d.path(),
+            "PATCH::elsewhere/HEAD\nref: refs/heads/main\nENDPATCH\n\
+             PATCH::x/head.\n0123456789abcdef0123456789abcdef01234567\nENDPATCH\n\
+             PATCH::docs/HEAD\nThe head of the document\nENDPATCH",
+        );
+        assert_eq!(r.applied, ["docs/HEAD"]);
+        assert!(r
+            .refused
+            .iter()
+            .all(|x| x.reason == RefusalReason::ProtectedPath));
+        assert_eq!(r.refused.len(), 2);
     }
 
     #[test]

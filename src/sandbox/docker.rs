@@ -160,7 +160,7 @@ impl DockerSandbox {
 
     /// Limits the engine's host cannot give are refused before a run:
     /// Docker itself refuses too many CPUs, but takes any memory limit.
-    async fn check_host(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+    pub async fn check_host(&self, spec: &RunSpec) -> Result<(), SandboxError> {
         let info = self
             .docker
             .info()
