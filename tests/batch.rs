@@ -177,10 +177,22 @@ async fn kill_9_then_resume_runs_every_task_exactly_once() {
     let d = tempfile::tempdir().unwrap();
     let n = 12;
     slow_tasks(&d.path().join("tasks.jsonl"), n);
-    let mut child = batch(d.path(), &label, &["--jobs", "2"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Inline files, so every task has a scratch folder a kill can leave behind.
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("t{i}"), "runner": "sleep 1; echo done", "files": {"a.txt": "a"}}))
+        .collect();
+    write_tasks(&d.path().join("tasks.jsonl"), &tasks);
+    let scratch = d.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch_arg = scratch.display().to_string();
+    let mut child = batch(
+        d.path(),
+        &label,
+        &["--jobs", "2", "--scratch", &scratch_arg],
+    )
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let results = d.path().join("results.jsonl");
     common::wait_until("3 results are written", Duration::from_secs(60), || {
         lines(&results).len() >= 3
@@ -193,13 +205,18 @@ async fn kill_9_then_resume_runs_every_task_exactly_once() {
         "killed after {partial} results"
     );
 
-    // The killed run's containers are still there; `clean` finds them by label.
+    // The killed run's containers and scratch folders are still there;
+    // `clean` finds the containers by label and the folders by dead owner.
+    let left = std::fs::read_dir(&scratch).unwrap().count();
+    assert!(left > 0, "a kill -9 mid-task leaves scratch folders");
     let clean = Command::new(common::bin())
         .args(["clean", "--label", &format!("{}={}", label.0, label.1)])
+        .args(["--scratch", &scratch_arg])
         .output()
         .unwrap();
     assert!(clean.status.success());
     common::assert_no_leak(&label);
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 
     let out = run(batch(
         d.path(),
@@ -322,5 +339,126 @@ async fn second_signal_kills_running_tasks_cleanly_and_resume_completes() {
         ),
         (Some(2), Some(4), Some(6))
     );
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn host_problems_fail_the_batch_before_any_task() {
+    let _sb = require_docker!();
+    let label = common::test_label("batch-host");
+    let d = tempfile::tempdir().unwrap();
+    let tasks: Vec<Value> = (0..3)
+        .map(|i| json!({"id": format!("t{i}"), "runner": "true", "files": {"a.py": "1"}}))
+        .collect();
+    write_tasks(&d.path().join("tasks.jsonl"), &tasks);
+    // More CPUs than the host has: the engine refuses it once, up front.
+    let cpus = (std::thread::available_parallelism().unwrap().get() * 2).to_string();
+    for (extra, code, says) in [
+        (vec!["--cpus", cpus.as_str()], 2, "CPUs"),
+        (vec!["--scratch", "/nonexistent/scratch"], 2, "scratch"),
+        (vec!["--runtime", "no-such-runtime"], 2, "runtime"),
+    ] {
+        let out = run(batch(d.path(), &label, &extra));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            lines(&d.path().join("results.jsonl")).is_empty(),
+            "{extra:?}: tasks were judged by a broken host"
+        );
+    }
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn task_lines_may_tighten_but_not_loosen_and_argv_runners_keep_quoting() {
+    let _sb = require_docker!();
+    let label = common::test_label("batch-floor");
+    let d = tempfile::tempdir().unwrap();
+    write_tasks(
+        &d.path().join("tasks.jsonl"),
+        &[
+            json!({"id": "net", "runner": "true", "limits": {"network": "bridge"}}),
+            json!({"id": "rt", "runner": "true", "limits": {"runtime": "runc"}}),
+            json!({"id": "mem", "runner": "true", "limits": {"memory": "1g"}}),
+            json!({"id": "tight", "runner": "true", "limits": {"memory": "128m", "cpus": "0.5", "timeout": "30s"}}),
+            json!({"id": "argv7", "runner": ["sh", "-c", "exit 7"]}),
+            json!({"id": "quote", "runner": ["python3", "-c", "import sys; sys.exit(0 if sys.argv[1] == 'a  b' else 1)", "a  b"]}),
+            json!({"id": "home", "runner": ["test", "$HOME", "=", "$HOME"], "limits": {"timeout": 5}}),
+        ],
+    );
+    let out = run(batch(d.path(), &label, &["--memory", "512m"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_id: HashMap<String, Value> = lines(&d.path().join("results.jsonl"))
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect();
+    for id in ["net", "rt", "mem"] {
+        assert_eq!(by_id[id]["verdict"], "invalid_task", "{id}: {}", by_id[id]);
+        assert!(
+            by_id[id]["error"]
+                .as_str()
+                .unwrap()
+                .contains("--allow-task-overrides"),
+            "{}",
+            by_id[id]
+        );
+    }
+    assert_eq!(by_id["tight"]["verdict"], "passed", "{}", by_id["tight"]);
+    assert_eq!(by_id["argv7"]["verdict"], "failed");
+    assert_eq!(by_id["argv7"]["exit_code"], 7);
+    assert_eq!(by_id["quote"]["verdict"], "passed", "{}", by_id["quote"]);
+    // No shell: `$HOME` reaches `test` as the literal word, twice.
+    assert_eq!(by_id["home"]["verdict"], "passed", "{}", by_id["home"]);
+
+    // With the operator's consent, the same loosening runs.
+    let d2 = tempfile::tempdir().unwrap();
+    write_tasks(
+        &d2.path().join("tasks.jsonl"),
+        &[json!({"id": "mem", "runner": "true", "limits": {"memory": "1g"}})],
+    );
+    let out = run(batch(
+        d2.path(),
+        &label,
+        &["--memory", "512m", "--allow-task-overrides"],
+    ));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        lines(&d2.path().join("results.jsonl"))[0]["verdict"],
+        "passed"
+    );
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_that_judges_nothing_exits_non_zero_and_bad_bytes_are_one_bad_line() {
+    let _sb = require_docker!();
+    let label = common::test_label("batch-none");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("tasks.jsonl"),
+        b"{\"id\":\"x\",\"runner\":\"true\",\"limits\":{\"timeout\":1e30}}\n\xff\xfe\n",
+    )
+    .unwrap();
+    let out = run(batch(d.path(), &label, &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("no task was judged"), "{stderr}");
+    let r = lines(&d.path().join("results.jsonl"));
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|r| r["verdict"] == "invalid_task"));
+    assert!(r
+        .iter()
+        .any(|r| r["line"] == 2 && r["error"].as_str().unwrap().contains("UTF-8")));
     common::assert_no_leak(&label);
 }

@@ -544,3 +544,151 @@ async fn limits_are_applied_to_the_container() {
     assert!(t.contains(" 8192 "), "tmp size: {t}");
     common::assert_no_leak(&label);
 }
+
+/// `autodev exec` through the binary, labelled for the leak check.
+fn exec_bin(ws: &std::path::Path, label: &(String, String), args: &[&str]) -> Command {
+    let mut c = Command::new(common::bin());
+    c.args(["exec", "--workspace"]).arg(ws);
+    if !args.contains(&"--image") {
+        c.args(["--image", &common::image()]);
+    }
+    if !args.contains(&"--timeout") {
+        c.args(["--timeout", "60s"]);
+    }
+    c.args(["--label", &format!("{}={}", label.0, label.1)])
+        .args(args);
+    c
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_runs_exactly_what_was_typed() {
+    let _sb = require_docker!();
+    let label = common::test_label("argv");
+    let ws = common::workspace(&[("a.txt", "x")]);
+    let code = |args: &[&str]| {
+        let out = exec_bin(ws.path(), &label, args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Several arguments: an argv, no shell, quoting kept.
+    assert_eq!(code(&["--", "sh", "-c", "exit 7"]).0, Some(1));
+    assert_eq!(
+        code(&["--", "python3", "-c", "print(\"a b\")"]),
+        (Some(0), "a b\n".into())
+    );
+    assert_eq!(
+        code(&["--", "echo", "a   b", "$HOME"]),
+        (Some(0), "a   b $HOME\n".into())
+    );
+    // One argument: a shell command line, as documented.
+    assert_eq!(
+        code(&["--", "echo $((6 * 7)) | cat"]),
+        (Some(0), "42\n".into())
+    );
+    // PATH from --env does not break the copy-in; /tmp runs helpers.
+    assert_eq!(
+        code(&[
+            "-e",
+            "PATH=/nothing",
+            "--",
+            "printf '#!/bin/sh\\necho ran\\n' > /tmp/s.sh; /bin/chmod +x /tmp/s.sh; /tmp/s.sh"
+        ]),
+        (Some(0), "ran\n".into())
+    );
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_pipes_are_quiet_and_full_disks_are_errors() {
+    let _sb = require_docker!();
+    let label = common::test_label("pipes");
+    let ws = common::workspace(&[]);
+    // A reader that goes away: no panic, the verdict's exit code.
+    let mut child = exec_bin(ws.path(), &label, &["--json", "--", "seq 1 100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // A full disk on stdout or stderr: one line (where it can be written) and exit 74.
+    for (stream, json) in [("stdout", true), ("stdout", false), ("stderr", false)] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut c = exec_bin(
+            ws.path(),
+            &label,
+            if json {
+                &["--json", "--", "seq 1 10"]
+            } else {
+                &["--", "seq 1 10"]
+            },
+        );
+        if stream == "stdout" {
+            c.stdout(full);
+        } else {
+            c.stderr(full);
+        }
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(74),
+            "{stream} json={json}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        if stream == "stdout" {
+            assert!(stderr.contains("No space left"), "{stderr}");
+        }
+    }
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_the_engine_cannot_honour_are_usage_errors_on_one_line() {
+    let _sb = require_docker!();
+    let label = common::test_label("usage");
+    let ws = common::workspace(&[]);
+    let cpus = (std::thread::available_parallelism().unwrap().get() * 2).to_string();
+    for (args, says) in [
+        (vec!["--cpus", cpus.as_str()], "CPUs"),
+        (vec!["--memory", "1024t"], "--memory"),
+        (vec!["--runtime", "no-such-runtime"], "runtime"),
+        (vec!["--image", "BAD IMAGE"], "lowercase"),
+        (vec!["--user", "1000:0"], "root"),
+        (vec!["--timeout", "1e30"], "--timeout"),
+        (vec!["--memory", "9000000t"], "--memory"),
+        (vec!["-e", "A B=1"], "A B"),
+        (vec!["--cpus", "-1"], "--cpus"),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--", "true"]);
+        let out = exec_bin(ws.path(), &label, &all).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    // An image autodev does not define is not sent to `autodev images build`.
+    let out = exec_bin(
+        ws.path(),
+        &label,
+        &["--image", "nosuch/image", "--", "true"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(!stderr.contains("images build"), "{stderr}");
+    common::assert_no_leak(&label);
+}

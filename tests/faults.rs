@@ -217,3 +217,51 @@ async fn daemon_that_stops_answering_is_a_sandbox_error_well_before_the_timeout(
     assert_eq!(sb.clean(std::slice::from_ref(&label)).await.unwrap(), 1);
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_quick_sigints_during_a_large_copy_in_leave_nothing() {
+    let _sb = require_docker!();
+    let label = common::test_label("double-int");
+    let big: String = (0..60_000_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let ws = common::workspace(&[("big.txt", big.as_str())]);
+    drop(big);
+    for round in 0..6 {
+        let child = Command::new(common::bin())
+            .args(["exec", "--image", &common::image()])
+            .args(["--label", &format!("{}={}", label.0, label.1)])
+            .args([
+                "--max-copy",
+                "128m",
+                "--workspace-size",
+                "128m",
+                "--memory",
+                "512m",
+            ])
+            .arg("--workspace")
+            .arg(ws.path())
+            .args(["--", "sleep 600"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Somewhere between create and the end of the copy, then 10 ms apart.
+        std::thread::sleep(Duration::from_millis(60 + 40 * round));
+        common::signal(child.id(), libc::SIGINT);
+        std::thread::sleep(Duration::from_millis(10));
+        common::signal(child.id(), libc::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A create sent just before the signal is finished by the daemon a
+        // moment later; the second signal's clean-up waits for it.
+        std::thread::sleep(Duration::from_millis(200));
+        common::assert_no_leak(&label);
+    }
+}

@@ -335,3 +335,210 @@ async fn model_api_refusal_stops_with_exit_3_and_keeps_transcript_and_workspace(
     assert!(d.path().join("ws/calc.py").exists(), "workspace lost");
     common::assert_no_leak(&label);
 }
+
+/// `autodev run` with a one-reply replay in `dir`, HOME pointed at `home`.
+fn run_in(dir: &Path, home: &Path, label: &(String, String), extra: &[&str]) -> Output {
+    std::fs::write(dir.join("one.txt"), "PATCH::a.py\nx = 1\nENDPATCH\n").unwrap();
+    let mut c = Command::new(common::bin());
+    c.current_dir(dir)
+        .env("HOME", home)
+        .args([
+            "run", "--task", "x", "--runner", "true", "--replay", "one.txt",
+        ])
+        .args(["--no-zip", "--no-transcript", "--quiet"]);
+    if !extra.contains(&"--image") {
+        c.args(["--image", &common::image()]);
+    }
+    c.args(["--label", &format!("{}={}", label.0, label.1)])
+        .args(extra)
+        .output()
+        .expect("autodev runs")
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_deletes_only_what_autodev_made() {
+    let _sb = require_docker!();
+    let label = common::test_label("reset");
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let home = dir.join("homes/alice");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("notes"), "mine").unwrap();
+    // A user's repository with uncommitted work.
+    std::fs::create_dir_all(dir.join("myrepo/.git")).unwrap();
+    std::fs::write(dir.join("myrepo/draft.txt"), "draft").unwrap();
+    // A plain folder of the user's, and a link to it.
+    std::fs::create_dir_all(dir.join("target_dir")).unwrap();
+    std::fs::write(dir.join("target_dir/keep"), "keep").unwrap();
+    std::os::unix::fs::symlink(dir.join("target_dir"), dir.join("wslink")).unwrap();
+    let refused = |ws: &str, extra: &[&str], says: &str| {
+        let mut args = vec!["--reset", "-w", ws];
+        args.extend_from_slice(extra);
+        let out = run_in(dir, &home, &label, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{ws} {extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{ws} {extra:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    };
+    refused("myrepo", &[], "--force-reset");
+    refused("myrepo", &["--force-reset"], "git repository");
+    refused("target_dir", &[], "--force-reset");
+    refused("wslink", &["--force-reset"], "symlink");
+    refused("homes", &["--force-reset"], "home");
+    // `.` is both the current folder and an ancestor of $HOME here.
+    refused(".", &["--force-reset"], "never deleted");
+    assert!(dir.join("myrepo/draft.txt").exists());
+    assert!(dir.join("target_dir/keep").exists());
+    assert!(home.join("notes").exists());
+
+    // A folder autodev made is reset; then a fresh run marks it again.
+    let out = run_in(dir, &home, &label, &["-w", "ws"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.join("ws/leftover"), "x").unwrap();
+    let out = run_in(dir, &home, &label, &["--reset", "-w", "ws"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.join("ws/leftover").exists());
+    assert!(dir.join("ws/a.py").exists());
+
+    // A seed inside the workspace, a missing image: refused before anything is deleted.
+    std::fs::create_dir_all(dir.join("ws/seed")).unwrap();
+    std::fs::write(dir.join("ws/seed/s.py"), "s").unwrap();
+    refused("ws", &["--seed", "ws/seed"], "inside the workspace");
+    let out = run_in(
+        dir,
+        &home,
+        &label,
+        &["--reset", "-w", "ws", "--image", "nosuch/img"],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        dir.join("ws/seed/s.py").exists(),
+        "deleted before the image check"
+    );
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn model_settings_are_checked_before_anything_runs() {
+    let _sb = require_docker!();
+    let label = common::test_label("settings");
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("bad.txt"), b"\xff\xfe").unwrap();
+    std::fs::write(dir.join("empty.txt"), "\n").unwrap();
+    std::fs::write(dir.join("one.txt"), "PATCH::a.py\nx = 1\nENDPATCH\n").unwrap();
+    for (args, says) in [
+        (vec!["--replay", "/nonexistent/r.txt"], "replay file"),
+        (vec!["--replay", "bad.txt"], "UTF-8"),
+        (vec!["--replay", "empty.txt"], "holds no reply"),
+        (
+            vec![
+                "--provider",
+                "replay",
+                "--replay",
+                "one.txt",
+                "--base-url",
+                "http://127.0.0.1:9",
+            ],
+            "base URL",
+        ),
+        (
+            vec!["--provider", "openai", "--replay", "one.txt"],
+            "replay",
+        ),
+        (
+            vec!["--provider", "openai", "--base-url", "notaurl"],
+            "notaurl",
+        ),
+        (
+            vec!["--model-timeout", "0", "--replay", "one.txt"],
+            "--model-timeout",
+        ),
+        (
+            vec!["--seed", "nonexist", "--replay", "one.txt"],
+            "--seed nonexist",
+        ),
+    ] {
+        let mut all = vec!["-w", "ws"];
+        all.extend_from_slice(&args);
+        // run_in adds `--replay one.txt`; a second --replay is refused by clap,
+        // so these cases spell the flags themselves.
+        let out = Command::new(common::bin())
+            .current_dir(dir)
+            .args([
+                "run",
+                "--task",
+                "x",
+                "--runner",
+                "true",
+                "--no-zip",
+                "--no-transcript",
+            ])
+            .args(["--image", &common::image()])
+            .args(["--label", &format!("{}={}", label.0, label.1)])
+            .args(&all)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            !dir.join("ws").exists(),
+            "{args:?}: the workspace was made before the check"
+        );
+    }
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn git_skips_nested_repositories_and_commits_a_baseline_first() {
+    let _sb = require_docker!();
+    let label = common::test_label("git-nested");
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let ws = dir.join("p");
+    std::fs::create_dir_all(ws.join("vendor")).unwrap();
+    std::fs::write(ws.join("main.py"), "print(1)\n").unwrap();
+    let init = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(ws.join("vendor"))
+        .status()
+        .unwrap();
+    assert!(init.success());
+    std::fs::write(ws.join("vendor/lib.py"), "x = 1\n").unwrap();
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = run_in(dir, &home, &label, &["-w", "p", "--git"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let log = Command::new("git")
+        .args(["log", "--format=%s"])
+        .current_dir(&ws)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout),
+        "autodev: initial generation\nautodev: baseline (before the model)\n"
+    );
+    let files = Command::new("git")
+        .args(["ls-tree", "-r", "--name-only", "HEAD"])
+        .current_dir(&ws)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&files.stdout), "a.py\nmain.py\n");
+    common::assert_no_leak(&label);
+}
