@@ -18,7 +18,19 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
         } => {
             let dir = dir.unwrap_or_else(images::default_dir);
             let names = match name {
-                Some(n) => vec![n],
+                Some(n) => {
+                    // An unknown name is reported before anything says "building".
+                    let known = images::available(&dir)?;
+                    if !known.contains(&n) {
+                        return Err(images::ImageError::Unknown {
+                            name: n,
+                            dir: dir.clone(),
+                            available: known.join(", "),
+                        }
+                        .into());
+                    }
+                    vec![n]
+                }
                 None => images::available(&dir)?,
             };
             let sandbox = DockerSandbox::connect().await?;

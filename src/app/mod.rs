@@ -1,8 +1,7 @@
 //! Top-level wiring: builds the real parts for each subcommand, runs them and
 //! maps the result to an exit code. The only place `anyhow` is used.
 //!
-//! One file per subcommand: [`run`](mod@run), [`exec`](mod@exec),
-//! [`batch`](mod@batch), [`images`](mod@images).
+//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `images.rs`.
 
 mod batch;
 mod exec;

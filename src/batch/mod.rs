@@ -7,8 +7,8 @@
 //! `(id, sample)` is already in the results file. `sandbox_error` results are
 //! retried and, if they persist, counted apart from failures.
 //!
-//! Task lines are read in [`task`], results written and summed up in
-//! [`results`], scratch folders made and cleaned in [`scratch`].
+//! Task lines are read in `task.rs`, results written and summed up in
+//! `results.rs`, scratch folders made and cleaned in `scratch.rs`.
 //!
 //! Not done here: scheduling across hosts.
 
@@ -350,7 +350,8 @@ async fn run_task<S: Sandbox>(
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
             Err(e) => {
-                result.verdict = match e {
+                result.verdict = match &e {
+                    AgentError::Model(m) if m.is_usage() => TaskVerdict::InvalidTask,
                     AgentError::Model(_) => TaskVerdict::ModelError,
                     AgentError::Workspace(_) => TaskVerdict::InvalidTask,
                     _ => TaskVerdict::SandboxError,

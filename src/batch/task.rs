@@ -144,11 +144,18 @@ pub(super) fn parse_task(
             if let Some(r) = model.replay.take() {
                 model.replay = Some(if r.is_absolute() { r } else { base.join(r) });
             }
+            model.validate().map_err(|e| bad(format!("model: {e}")))?;
             Kind::Loop {
                 task: t,
                 model,
                 max_iters: raw.max_iters.unwrap_or(6),
             }
+        }
+        (None, None) if raw.model.is_some() => {
+            return Err(bad(
+                "model is given but there is no task for it: add \"task\", or drop \"model\""
+                    .into(),
+            ))
         }
         (None, None) => Kind::Check,
     };

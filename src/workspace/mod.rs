@@ -62,7 +62,7 @@ pub enum WorkspaceError {
         source: io::Error,
     },
     /// The files add up to more than the copy cap.
-    #[error("workspace {path} holds {total} bytes, over the {limit}-byte copy limit: add --exclude patterns or raise --max-copy")]
+    #[error("workspace {path} holds more than the {limit}-byte copy limit (counting stopped at {total} bytes): add --exclude patterns or raise --max-copy")]
     TooLarge {
         /// The workspace.
         path: PathBuf,

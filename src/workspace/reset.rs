@@ -3,7 +3,7 @@
 //! ever pointing a real delete at `/`, a home folder or the checkout.
 //!
 //! The rule: a folder is reset only if autodev made it (it holds
-//! [`MARKER`](super::MARKER)) or it is empty. `--force-reset` lifts that,
+//! [`MARKER`]) or it is empty. `--force-reset` lifts that,
 //! but never for `/`, a top-level system folder, the home folder or one of
 //! its ancestors, the current folder or one of its ancestors, or a folder
 //! holding `.git` that autodev did not make. A symlink is never followed.
