@@ -538,7 +538,7 @@ mod tests {
     async fn sandbox_error_stops_and_is_not_sent_to_the_model() {
         let d = tempfile::tempdir().unwrap();
         let m = replay(&["PATCH::a.py\nx\nENDPATCH", "PATCH::a.py\ny\nENDPATCH"]);
-        let s = FakeSandbox::new(|_, _| Err(SandboxError::CopyIn("tar broke".into())));
+        let s = FakeSandbox::new(|_, _| Err(SandboxError::CopyFailed("tar broke".into())));
         let p = d.path().join("t.jsonl");
         let mut tr = Transcript::open(&p).unwrap();
         let err = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)

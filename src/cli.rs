@@ -59,6 +59,9 @@ pub enum Command {
         /// Also look here for scratch folders of dead batch processes (besides the system temp folder).
         #[arg(long)]
         scratch: Option<PathBuf>,
+        /// The engines to clean (every one given).
+        #[command(flatten)]
+        engines: EngineArgs,
     },
 }
 
@@ -179,7 +182,7 @@ pub struct BatchArgs {
     /// Results file: one JSON line per task, appended as each ends.
     #[arg(long)]
     pub out: PathBuf,
-    /// Tasks running at once (default: the number of cores).
+    /// Tasks running at once (default: the engines' slots; one engine: its CPU count).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     /// Extra attempts for a task that ends in sandbox_error.
@@ -227,18 +230,60 @@ pub enum ImagesCommand {
         /// Only print errors.
         #[arg(long, short)]
         quiet: bool,
+        /// Build on this engine (the first one given).
+        #[command(flatten)]
+        engines: EngineArgs,
+    },
+    /// Copy built images from one engine to the --engine ones through the API (no registry needed).
+    Push {
+        /// Image folder name, e.g. python (all built ones when omitted).
+        name: Option<String>,
+        /// Engine to copy from (default: DOCKER_HOST, else the local socket).
+        #[arg(long)]
+        from: Option<String>,
+        /// Folder holding NAME/Dockerfile.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Engines to copy to.
+        #[command(flatten)]
+        engines: EngineArgs,
     },
     /// List the image definitions and whether each is built.
     List {
         /// Folder holding NAME/Dockerfile.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// List what each of these engines has.
+        #[command(flatten)]
+        engines: EngineArgs,
     },
+}
+
+/// Which container engines to use.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EngineArgs {
+    /// Docker engine, unix:///path or tcp://host:port, with #slots=N for the runs it takes
+    /// at once (default: its CPU count); repeatable. Default: DOCKER_HOST, else the local socket.
+    #[arg(long = "engine")]
+    pub engine: Vec<String>,
+    /// CA certificate for mutual TLS with tcp:// engines (with --tls-cert and --tls-key;
+    /// default: DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the docker CLI reads them).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate for mutual TLS.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// This client's key for mutual TLS.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Sandbox limits shared by exec, run and batch.
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {
+    /// Where containers run.
+    #[command(flatten)]
+    pub engines: EngineArgs,
     /// Image to run in.
     #[arg(long, default_value = config::DEFAULT_IMAGE)]
     pub image: String,

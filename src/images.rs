@@ -2,7 +2,9 @@
 //! Docker API, tagged `autodev/NAME:latest`.
 //!
 //! Each Dockerfile takes `ARG BASE`, so a host without a registry can build
-//! on a locally made base (see `scripts/offline-base.sh`).
+//! on a locally made base (see `scripts/offline-base.sh`). [`push`] copies
+//! an image from one engine to another through the API (export, import), so
+//! a fleet without a registry gets the same image everywhere.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,18 @@ pub enum ImageError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// Copying an image between engines failed.
+    #[error("copying {tag} from {from} to {to} failed: {message}")]
+    Push {
+        /// The image.
+        tag: String,
+        /// Source engine.
+        from: String,
+        /// Target engine.
+        to: String,
+        /// What went wrong.
+        message: String,
     },
     /// The daemon reported a build failure.
     #[error("building {tag} failed: {message}")]
@@ -143,4 +157,59 @@ pub async fn build(
         }
     }
     Ok(tag)
+}
+
+/// Copies `tag` from the engine `from` to the engine `to`, streaming the
+/// export into the import (bounded memory whatever the image's size).
+pub async fn push(from: &DockerSandbox, to: &DockerSandbox, tag: &str) -> Result<(), ImageError> {
+    let fail = |message: String| ImageError::Push {
+        tag: tag.to_string(),
+        from: from.name().to_string(),
+        to: to.name().to_string(),
+        message,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    let source = from.client().clone();
+    let name = tag.to_string();
+    let exporter = tokio::spawn(async move {
+        let mut export = std::pin::pin!(source.export_image(&name));
+        while let Some(chunk) = export.next().await {
+            let item = chunk.map_err(std::io::Error::other);
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut import = std::pin::pin!(to.client().import_image_stream(
+        bollard::query_parameters::ImportImageOptions::default(),
+        body,
+        None,
+    ));
+    let mut result = Ok(());
+    while let Some(item) = import.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail {
+                    result = Err(fail(detail.message.unwrap_or_default()));
+                }
+            }
+            Err(e) => {
+                result = Err(fail(e.to_string()));
+                break;
+            }
+        }
+    }
+    exporter.abort();
+    result?;
+    match to.has_image(tag).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(fail(
+            "the target engine does not list it after the import".into(),
+        )),
+        Err(e) => Err(fail(e.to_string())),
+    }
 }

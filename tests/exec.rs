@@ -469,7 +469,7 @@ async fn workspace_larger_than_its_tmpfs_is_a_sandbox_error() {
         .run(&spec, &mut NullSink, &CancellationToken::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, SandboxError::CopyIn(_)), "{err}");
+    assert!(matches!(err, SandboxError::CopyFailed(_)), "{err}");
     let text = err.to_string();
     assert!(
         text.contains("big.txt") && text.contains("--workspace-size"),
@@ -497,7 +497,7 @@ fn missing_daemon_is_reported_within_two_seconds() {
     );
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Docker daemon"), "{stderr}");
+    assert!(stderr.contains("cannot reach the container engine"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 

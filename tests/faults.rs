@@ -205,7 +205,7 @@ async fn daemon_that_stops_answering_is_a_sandbox_error_well_before_the_timeout(
         .await
         .unwrap_err();
     let took = t.elapsed();
-    assert!(matches!(err, SandboxError::DaemonLost { .. }), "{err}");
+    assert!(matches!(err, SandboxError::LostHost { .. }), "{err}");
     assert!(err.to_string().contains("stopped answering"), "{err}");
     assert!(
         took < Duration::from_secs(40),

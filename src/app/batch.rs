@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::UsageError;
 use crate::batch::{self, BatchConfig, TaskResult, TaskVerdict};
 use crate::cli::{exit, BatchArgs};
-use crate::sandbox::docker::DockerSandbox;
 use crate::sandbox::RunSpec;
 
 pub(super) async fn batch_cmd(
@@ -24,16 +23,13 @@ pub(super) async fn batch_cmd(
     defaults.env = args.sandbox.env.clone();
     defaults.copy = args.sandbox.copy_options();
     defaults.labels = args.sandbox.label.clone();
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    if jobs == 0 {
+    if args.jobs == Some(0) {
         return Err(UsageError("--jobs must be at least 1".into()).into());
     }
     let cfg = BatchConfig {
         tasks: args.tasks.clone(),
         out: args.out.clone(),
-        jobs,
+        jobs: 0,
         retries: args.retries,
         prefetch: args.prefetch.unwrap_or(1),
         resume: args.resume,
@@ -58,7 +54,12 @@ pub(super) async fn batch_cmd(
             .into())
         }
     }
-    let sandbox = DockerSandbox::connect().await?;
+    let sandbox = super::connect(&args.sandbox.engines).await?;
+    // Default: every engine's slots (each engine's CPU count unless given).
+    let cfg = BatchConfig {
+        jobs: args.jobs.unwrap_or_else(|| sandbox.total_slots()),
+        ..cfg
+    };
     let mut progress = BatchProgress::new();
     let summary = batch::run(sandbox, &cfg, &mut progress, stop, kill).await?;
     if args.json {

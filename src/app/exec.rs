@@ -6,7 +6,6 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{exit, ExecArgs};
-use crate::sandbox::docker::DockerSandbox;
 use crate::sandbox::{NullSink, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, StdioSink};
 use crate::workspace::WorkspaceError;
 
@@ -27,14 +26,14 @@ pub(super) async fn exec_cmd(args: ExecArgs, cancel: &CancellationToken) -> Resu
         return Err(WorkspaceError::NotADirectory(spec.workspace.clone()).into());
     }
 
-    let sandbox = DockerSandbox::connect().await;
+    let sandbox = super::connect(&args.sandbox.engines).await;
     let mut sink: Box<dyn OutputSink> = if args.json {
         Box::new(NullSink)
     } else {
         Box::new(StdioSink)
     };
     let result = match sandbox {
-        Ok(s) => match s.check_host(&spec).await {
+        Ok(s) => match s.check_limits(&spec).await {
             Ok(()) => s.run(&spec, sink.as_mut(), cancel).await,
             Err(e) => Err(e),
         },

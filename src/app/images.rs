@@ -1,12 +1,14 @@
-//! `autodev images build|list`.
+//! `autodev images build|push|list`.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
+use super::{connect, UsageError};
 use crate::cli::ImagesCommand;
 use crate::images;
-use crate::sandbox::docker::DockerSandbox;
+use crate::sandbox::docker::{engine, DockerSandbox};
 
 pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
     match cmd {
@@ -15,54 +17,117 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
             base,
             dir,
             quiet,
+            engines,
         } => {
             let dir = dir.unwrap_or_else(images::default_dir);
-            let names = match name {
-                Some(n) => {
-                    // An unknown name is reported before anything says "building".
-                    let known = images::available(&dir)?;
-                    if !known.contains(&n) {
-                        return Err(images::ImageError::Unknown {
-                            name: n,
-                            dir: dir.clone(),
-                            available: known.join(", "),
+            let names = chosen(&dir, name)?;
+            let pool = connect(&engines).await?;
+            let pool = pool.as_docker().ok_or_else(no_docker)?;
+            // Every engine given builds its own copy: a fleet without a registry.
+            for sandbox in pool.engines() {
+                for name in &names {
+                    crate::errln!(
+                        "autodev: building {} from {} on {}",
+                        images::tag_for(name),
+                        dir.join(name).display(),
+                        sandbox.name()
+                    );
+                    let tag = images::build(sandbox, &dir, name, base.as_deref(), |line| {
+                        if !quiet && !line.is_empty() {
+                            crate::errln!("  {line}");
                         }
-                        .into());
-                    }
-                    vec![n]
+                    })
+                    .await?;
+                    crate::errln!("autodev: built {tag}");
                 }
-                None => images::available(&dir)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImagesCommand::Push {
+            name,
+            from,
+            dir,
+            engines,
+        } => {
+            if engines.engine.is_empty() {
+                return Err(UsageError(
+                    "images push needs at least one --engine to copy to".into(),
+                )
+                .into());
+            }
+            let source = match from {
+                Some(url) => {
+                    let tls = super::tls_flags(&engines);
+                    let spec = engine::engines(&[url], &tls, |k| std::env::var(k).ok())?;
+                    DockerSandbox::connect_to(&spec[0]).await?
+                }
+                None => DockerSandbox::connect().await?,
             };
-            let sandbox = DockerSandbox::connect().await?;
-            for name in names {
-                crate::errln!(
-                    "autodev: building {} from {}",
-                    images::tag_for(&name),
-                    dir.join(&name).display()
-                );
-                let tag = images::build(&sandbox, &dir, &name, base.as_deref(), |line| {
-                    if !quiet && !line.is_empty() {
-                        crate::errln!("  {line}");
-                    }
-                })
-                .await?;
-                crate::errln!("autodev: built {tag}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        ImagesCommand::List { dir } => {
             let dir = dir.unwrap_or_else(images::default_dir);
-            let sandbox = DockerSandbox::connect().await?;
-            for name in images::available(&dir)? {
-                let tag = images::tag_for(&name);
-                let state = if sandbox.has_image(&tag).await? {
-                    "built"
-                } else {
-                    "not built"
-                };
-                crate::outln!("{name}\t{tag}\t{state}");
+            let mut tags = Vec::new();
+            for n in chosen(&dir, name.clone())? {
+                let tag = images::tag_for(&n);
+                if source.has_image(&tag).await? {
+                    tags.push(tag);
+                } else if name.is_some() {
+                    return Err(UsageError(format!(
+                        "{tag} is not built on {}: run `autodev images build {n}` first",
+                        source.name()
+                    ))
+                    .into());
+                }
+            }
+            let targets = connect(&engines).await?;
+            let targets = targets.as_docker().ok_or_else(no_docker)?;
+            for to in targets.engines() {
+                for tag in &tags {
+                    let t = std::time::Instant::now();
+                    images::push(&source, to, tag).await?;
+                    crate::errln!(
+                        "autodev: copied {tag} from {} to {} in {:.1}s",
+                        source.name(),
+                        to.name(),
+                        t.elapsed().as_secs_f64()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        ImagesCommand::List { dir, engines } => {
+            let dir = dir.unwrap_or_else(images::default_dir);
+            let pool = connect(&engines).await?;
+            let pool = pool.as_docker().ok_or_else(no_docker)?;
+            for sandbox in pool.engines() {
+                for name in images::available(&dir)? {
+                    let tag = images::tag_for(&name);
+                    let state = if sandbox.has_image(&tag).await? {
+                        "built"
+                    } else {
+                        "not built"
+                    };
+                    crate::outln!("{name}\t{tag}\t{state}\t{}", sandbox.name());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn no_docker() -> UsageError {
+    UsageError("images are built and copied on Docker engines only".into())
+}
+
+/// The image names asked for (all defined ones when none); an unknown name
+/// is reported before anything says "building".
+fn chosen(dir: &Path, name: Option<String>) -> Result<Vec<String>, images::ImageError> {
+    let known = images::available(dir)?;
+    match name {
+        Some(n) if !known.contains(&n) => Err(images::ImageError::Unknown {
+            name: n,
+            dir: dir.to_path_buf(),
+            available: known.join(", "),
+        }),
+        Some(n) => Ok(vec![n]),
+        None => Ok(known),
     }
 }

@@ -14,12 +14,14 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::AgentError;
+use crate::cli::EngineArgs;
 use crate::cli::{exit, Cli, Command};
 use crate::config::ConfigError;
 use crate::images::ImageError;
 use crate::model::ModelError;
-use crate::sandbox::docker::DockerSandbox;
-use crate::sandbox::SandboxError;
+use crate::sandbox::docker::engine::{self, TlsFlags};
+use crate::sandbox::docker::pool::DockerPool;
+use crate::sandbox::{AnySandbox, Sandbox, SandboxError};
 use crate::workspace::WorkspaceError;
 
 /// Runs the parsed command line.
@@ -27,17 +29,32 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     let kill = CancellationToken::new();
     let batch = matches!(cli.command, Command::Batch(_));
-    spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()));
+    let engines = match &cli.command {
+        Command::Run(a) => a.sandbox.engines.clone(),
+        Command::Exec(a) => a.sandbox.engines.clone(),
+        Command::Batch(a) => a.sandbox.engines.clone(),
+        Command::Images(
+            crate::cli::ImagesCommand::Build { engines, .. }
+            | crate::cli::ImagesCommand::Push { engines, .. }
+            | crate::cli::ImagesCommand::List { engines, .. },
+        )
+        | Command::Clean { engines, .. } => engines.clone(),
+    };
+    spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()), engines);
     match cli.command {
         Command::Batch(args) => batch::batch_cmd(args, &cancel, &kill).await,
         Command::Run(args) => run::run_cmd(*args, &cancel).await,
         Command::Exec(args) => exec::exec_cmd(args, &cancel).await,
         Command::Images(cmd) => images::images_cmd(cmd).await,
-        Command::Clean { label, scratch } => {
+        Command::Clean {
+            label,
+            scratch,
+            engines,
+        } => {
             let mut dirs = vec![std::env::temp_dir()];
             dirs.extend(scratch);
             let folders: usize = dirs.iter().map(|d| crate::batch::clean_scratch(d)).sum();
-            let sandbox = DockerSandbox::connect().await?;
+            let sandbox = connect(&engines).await?;
             let n = sandbox.clean(&label).await?;
             crate::errln!(
                 "autodev: removed {n} leftover container(s) and {folders} scratch folder(s) of dead processes"
@@ -95,6 +112,21 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     exit::FAILED
 }
 
+/// Connects to the engines the flags (or `DOCKER_HOST`) name.
+pub(crate) async fn connect(args: &EngineArgs) -> Result<AnySandbox, SandboxError> {
+    let tls = tls_flags(args);
+    let specs = engine::engines(&args.engine, &tls, |k| std::env::var(k).ok())?;
+    Ok(AnySandbox::Docker(DockerPool::connect(&specs).await?))
+}
+
+fn tls_flags(args: &EngineArgs) -> TlsFlags {
+    TlsFlags {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    }
+}
+
 /// The error and its causes on one line, each cause once: a message that
 /// already quotes its cause (`X: Y`) is not followed by `: Y` again.
 pub fn error_line(err: &anyhow::Error) -> String {
@@ -115,7 +147,11 @@ pub fn error_line(err: &anyhow::Error) -> String {
 /// First Ctrl-C or SIGTERM cancels (a batch stops starting tasks); for a
 /// batch the second kills running tasks, cleanly. The signal after that exits
 /// at once; containers are still reachable by `autodev clean` through their label.
-fn spawn_signal_handler(cancel: CancellationToken, kill: Option<CancellationToken>) {
+fn spawn_signal_handler(
+    cancel: CancellationToken,
+    kill: Option<CancellationToken>,
+    engines: EngineArgs,
+) {
     tokio::spawn(async move {
         let Ok(mut term) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -149,7 +185,7 @@ fn spawn_signal_handler(cancel: CancellationToken, kill: Option<CancellationToke
             std::process::id().to_string(),
         )];
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            if let Ok(s) = DockerSandbox::connect().await {
+            if let Ok(s) = connect(&engines).await {
                 let _ = s.clean(&own).await;
             }
         })
@@ -193,11 +229,17 @@ mod tests {
         );
         assert_eq!(code(AgentError::Interrupted.into()), exit::INTERRUPTED);
         assert_eq!(
-            code(AgentError::Sandbox(SandboxError::CopyIn("x".into())).into()),
+            code(AgentError::Sandbox(SandboxError::CopyFailed("x".into())).into()),
             exit::SANDBOX
         );
         assert_eq!(
-            code(SandboxError::DaemonUnavailable { detail: "x".into() }.into()),
+            code(
+                SandboxError::Unreachable {
+                    engine: "e".into(),
+                    detail: "x".into()
+                }
+                .into()
+            ),
             exit::SANDBOX
         );
         assert_eq!(code(UsageError("x".into()).into()), exit::USAGE);

@@ -14,7 +14,6 @@ use crate::cli::{exit, Provider, RunArgs};
 use crate::model::{AnyModel, ModelError, ModelSettings, ProviderKind, RetryPolicy};
 use crate::patch::ApplyOptions;
 use crate::report::{Transcript, Ui, UiMode};
-use crate::sandbox::docker::DockerSandbox;
 use crate::sandbox::{RunSpec, Sandbox};
 use crate::workspace::{reset, WorkspaceError};
 
@@ -79,7 +78,9 @@ pub(super) async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result
     spec.env = args.sandbox.env.clone();
     spec.copy = args.sandbox.copy_options();
     spec.labels = args.sandbox.label.clone();
-    let sandbox = DockerSandbox::connect().await.map_err(AgentError::from)?;
+    let sandbox = super::connect(&args.sandbox.engines)
+        .await
+        .map_err(AgentError::from)?;
     sandbox.preflight(&spec).await.map_err(AgentError::from)?;
 
     // 3. Only now change the disk: reset, create and mark, seed.

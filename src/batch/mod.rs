@@ -309,6 +309,35 @@ async fn preflight<S: Sandbox>(
     sandbox.preflight(&spec).await.map_err(BatchError::Sandbox)
 }
 
+/// Prepares the run (creates its container) before waiting for a slot, so
+/// preparation overlaps other runs; the command starts only with a slot.
+async fn run_gated<S: Sandbox>(
+    sandbox: &S,
+    spec: &RunSpec,
+    kill: &CancellationToken,
+    gate: &Gate,
+) -> Result<crate::sandbox::Outcome, SandboxError> {
+    let prepared = sandbox.prepare(spec).await?;
+    let _permit = tokio::select! {
+        p = gate.slots.acquire() => match p {
+            Ok(p) => p,
+            Err(_) => {
+                sandbox.abandon(prepared).await;
+                return Err(SandboxError::NotStarted);
+            }
+        },
+        _ = gate.stop.cancelled() => {
+            sandbox.abandon(prepared).await;
+            return Err(SandboxError::NotStarted);
+        }
+        _ = kill.cancelled() => {
+            sandbox.abandon(prepared).await;
+            return Err(SandboxError::Interrupted);
+        }
+    };
+    sandbox.start(prepared, &mut NullSink, kill).await
+}
+
 /// Runs one task to a result; `None` if it was interrupted.
 /// Run slots shared by a batch's tasks, and the token that stops new starts.
 #[derive(Clone)]
@@ -340,11 +369,9 @@ async fn run_task<S: Sandbox>(
             Err(AgentError::Interrupted) => return None,
             // Retrying cannot conjure a missing image or fix a bad workspace.
             Err(AgentError::Sandbox(e))
-                if attempt <= retries
-                    && !matches!(
-                        e,
-                        SandboxError::Workspace(_) | SandboxError::ImageMissing { .. }
-                    ) =>
+                // Retried on the hosts still in rotation: a lost engine's
+                // in-flight tasks are re-queued, never counted as failures.
+                if attempt <= retries && e.is_transient() =>
             {
                 result.error = Some(e.to_string());
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
@@ -388,9 +415,7 @@ async fn attempt_task<S: Sandbox>(
                     .map(|r| format!("{}: {}", r.path, r.detail))
                     .collect();
             }
-            let outcome = sandbox
-                .run_in_slot(&spec, &mut NullSink, kill, &gate.slots, &gate.stop)
-                .await?;
+            let outcome = run_gated(sandbox, &spec, kill, gate).await?;
             fill(result, &outcome);
         }
         Kind::Loop {
@@ -458,7 +483,7 @@ mod tests {
         .unwrap();
         let sb = FakeSandbox::new(|spec, n| {
             if spec.command == "y" || n == 0 {
-                Err(SandboxError::CopyIn("daemon hiccup".into()))
+                Err(SandboxError::CopyFailed("daemon hiccup".into()))
             } else {
                 Ok(outcome(Verdict::Passed, 0, "ok"))
             }

@@ -68,9 +68,16 @@ pub fn outcome(verdict: Verdict, exit_code: i64, stdout: &str) -> Outcome {
 }
 
 impl Sandbox for FakeSandbox {
-    async fn run(
+    /// Nothing to create: the spec is all a fake run needs.
+    type Prepared = RunSpec;
+
+    async fn prepare(&self, spec: &RunSpec) -> Result<RunSpec, SandboxError> {
+        Ok(spec.clone())
+    }
+
+    async fn start(
         &self,
-        spec: &RunSpec,
+        spec: RunSpec,
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<Outcome, SandboxError> {
@@ -82,11 +89,21 @@ impl Sandbox for FakeSandbox {
             calls.push(spec.clone());
             calls.len() - 1
         };
-        let result = (self.respond)(spec, n);
+        let result = (self.respond)(&spec, n);
         if let Ok(o) = &result {
             sink.stdout(o.stdout.text.as_bytes());
             sink.stderr(o.stderr.text.as_bytes());
         }
         result
+    }
+
+    async fn abandon(&self, _: RunSpec) {}
+
+    async fn preflight(&self, _: &RunSpec) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
+    async fn clean(&self, _: &[(String, String)]) -> Result<usize, SandboxError> {
+        Ok(0)
     }
 }

@@ -6,8 +6,10 @@
 //! its own failure as a test failure: infrastructure problems are
 //! [`SandboxError`]s, and become the `sandbox_error` verdict only at the edge.
 
+pub mod any;
 pub mod capture;
 pub mod docker;
+mod error;
 pub mod fake;
 pub mod wrapper;
 
@@ -15,14 +17,15 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+pub use any::AnySandbox;
 pub use capture::{Capture, Captured};
+pub use error::SandboxError;
 pub use wrapper::Command;
 
 use crate::config::Limits;
-use crate::workspace::{CopyOptions, WorkspaceError};
+use crate::workspace::CopyOptions;
 
 /// How a run ended. Exactly one applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -155,102 +158,6 @@ impl Outcome {
     }
 }
 
-/// Why the sandbox could not carry out a run.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum SandboxError {
-    /// The Docker daemon did not answer.
-    #[error("cannot reach the Docker daemon ({detail}): start it (e.g. `systemctl start docker` or `dockerd &`) or set DOCKER_HOST")]
-    DaemonUnavailable {
-        /// What the connection attempt said.
-        detail: String,
-    },
-    /// The image is not on this host.
-    #[error("image {image} not found on this host: {hint}")]
-    ImageMissing {
-        /// The image asked for.
-        image: String,
-        /// What to do about it.
-        hint: String,
-    },
-    /// The workspace could not be read or packed.
-    #[error(transparent)]
-    Workspace(#[from] WorkspaceError),
-    /// Unpacking the workspace inside the container failed.
-    #[error("copying the workspace into the container failed: {0}")]
-    CopyIn(String),
-    /// A Docker API call failed.
-    #[error("docker {op} failed: {source}")]
-    Docker {
-        /// The operation, e.g. "create container".
-        op: &'static str,
-        /// The daemon's or the client's error.
-        #[source]
-        source: bollard::errors::Error,
-    },
-    /// The daemon stopped answering mid-run.
-    #[error("the Docker daemon stopped answering during {op}: {detail}")]
-    DaemonLost {
-        /// What was under way.
-        op: &'static str,
-        /// What was seen.
-        detail: String,
-    },
-    /// The engine refused the container's settings (a runtime it does not
-    /// have, more CPUs than it has, a malformed image name): a usage error.
-    #[error("the container engine refused these settings: {detail}")]
-    Refused {
-        /// The engine's words.
-        detail: String,
-    },
-    /// The limits ask for more than the engine's host has.
-    #[error("{what} {asked} is more than this engine's host has ({has}): lower it")]
-    ExceedsHost {
-        /// The flag.
-        what: &'static str,
-        /// What was asked.
-        asked: String,
-        /// What the host has.
-        has: String,
-    },
-    /// The run was interrupted (Ctrl-C or SIGTERM); the container was removed.
-    #[error("interrupted")]
-    Interrupted,
-    /// The run was stopped while waiting for a slot; nothing ran.
-    #[error("stopped before it started")]
-    NotStarted,
-}
-
-impl SandboxError {
-    /// Whether the error is in what the user asked for (exit code 2), not
-    /// in the infrastructure.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            SandboxError::Workspace(_)
-                | SandboxError::Refused { .. }
-                | SandboxError::ExceedsHost { .. }
-        )
-    }
-
-    /// The error for an image absent from this host, with the build command to run.
-    pub fn image_missing(image: &str) -> Self {
-        // `autodev/python:latest` → `python`, the name `autodev images build` takes;
-        // an image autodev does not define cannot be built by it.
-        let hint = match image.strip_prefix("autodev/") {
-            Some(rest) => format!(
-                "build it with `autodev images build {}` (offline: see README, \"Images\")",
-                rest.split(':').next().unwrap_or(rest)
-            ),
-            None => "pull or build it with docker, or pick another --image".to_string(),
-        };
-        SandboxError::ImageMissing {
-            hint,
-            image: image.to_string(),
-        }
-    }
-}
-
 /// Receives output live, as the command writes it.
 pub trait OutputSink: Send {
     /// A chunk of standard output.
@@ -283,47 +190,64 @@ impl OutputSink for StdioSink {
     }
 }
 
-/// Runs commands on workspaces in isolation.
+/// Runs commands on workspaces in isolation, in two phases so a caller can
+/// prepare a run (pick a host, create the container) before it may start.
+///
+/// Every backend keeps the same promise: nothing a run created outlives it.
+/// A [`Sandbox::Prepared`] that is dropped without being started removes
+/// what it holds in the background; [`Sandbox::abandon`] does it and waits.
 pub trait Sandbox: Send + Sync {
-    /// Runs `spec`, streaming output to `sink`, until it ends, times out or
-    /// `cancel` fires. Whatever happens, nothing the run created is left behind.
+    /// A run ready to start: its container exists, the workspace is not in yet.
+    type Prepared: Send;
+
+    /// Everything that can happen before the command may start: walk the
+    /// workspace, pick a host, create the container.
+    fn prepare(
+        &self,
+        spec: &RunSpec,
+    ) -> impl Future<Output = Result<Self::Prepared, SandboxError>> + Send;
+
+    /// Streams the workspace in, runs the command, captures its output, gives
+    /// the verdict and removes the container, whatever happens.
+    fn start(
+        &self,
+        prepared: Self::Prepared,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<Outcome, SandboxError>> + Send;
+
+    /// Removes a prepared run that will not start, and waits for it.
+    fn abandon(&self, prepared: Self::Prepared) -> impl Future<Output = ()> + Send;
+
+    /// Prepares and starts `spec`, streaming output to `sink`, until it ends,
+    /// times out or `cancel` fires.
     fn run(
         &self,
         spec: &RunSpec,
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
-    ) -> impl Future<Output = Result<Outcome, SandboxError>> + Send;
-
-    /// Checks, once and before any run, what does not depend on one run:
-    /// that the engine answers, has `spec.image`, and accepts `spec`'s
-    /// settings. Creates nothing that outlives the call.
-    fn preflight(&self, spec: &RunSpec) -> impl Future<Output = Result<(), SandboxError>> + Send {
-        let _ = spec;
-        async { Ok(()) }
-    }
-
-    /// Like [`Sandbox::run`], but the command starts only while a permit of
-    /// `slots` is held, and the permit is given back before clean-up. An
-    /// implementation that can prepare a run before it may start (create its
-    /// container) does so first, so preparation overlaps other runs. If `stop`
-    /// fires while waiting, nothing runs and [`SandboxError::NotStarted`] is
-    /// returned.
-    fn run_in_slot(
-        &self,
-        spec: &RunSpec,
-        sink: &mut dyn OutputSink,
-        cancel: &CancellationToken,
-        slots: &tokio::sync::Semaphore,
-        stop: &CancellationToken,
     ) -> impl Future<Output = Result<Outcome, SandboxError>> + Send {
         async move {
-            let _permit = tokio::select! {
-                p = slots.acquire() => p.map_err(|_| SandboxError::NotStarted)?,
-                _ = stop.cancelled() => return Err(SandboxError::NotStarted),
-            };
-            self.run(spec, sink, cancel).await
+            let prepared = self.prepare(spec).await?;
+            if cancel.is_cancelled() {
+                self.abandon(prepared).await;
+                return Err(SandboxError::Interrupted);
+            }
+            self.start(prepared, sink, cancel).await
         }
     }
+
+    /// Checks, once and before any run, what does not depend on one run:
+    /// that the hosts answer, have `spec.image`, and accept `spec`'s
+    /// settings. Creates nothing that outlives the call.
+    fn preflight(&self, spec: &RunSpec) -> impl Future<Output = Result<(), SandboxError>> + Send;
+
+    /// Removes every labelled leftover (a crashed run's) that also carries
+    /// all of `labels`, on every host; returns how many were removed.
+    fn clean(
+        &self,
+        labels: &[(String, String)],
+    ) -> impl Future<Output = Result<usize, SandboxError>> + Send;
 }
 
 #[cfg(test)]

@@ -1,0 +1,322 @@
+//! Which Docker engines to use and how to reach them.
+//!
+//! An engine is named by a URL: `unix:///path/docker.sock`, or
+//! `tcp://host:port` (plain, or mutual TLS when certificates are given).
+//! `#slots=N` after it sets how many runs it takes at once (default: its CPU
+//! count). Without `--engine`, `DOCKER_HOST` is honoured the way the docker
+//! CLI does (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`), and without
+//! that, the local socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+
+use super::super::SandboxError;
+
+/// Limit of one API request: long enough for a slow create on a busy host,
+/// short enough that a request lost to a cut link ends.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an engine gets to answer the first request.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where an engine listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// This machine's default socket (`/var/run/docker.sock`).
+    Local,
+    /// A unix socket.
+    Unix(PathBuf),
+    /// A TCP `host:port`.
+    Tcp(String),
+}
+
+/// Certificate files for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA that signed the engine's certificate.
+    pub ca: PathBuf,
+    /// This client's certificate.
+    pub cert: PathBuf,
+    /// This client's key.
+    pub key: PathBuf,
+}
+
+/// One engine to run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSpec {
+    /// Where it listens.
+    pub address: Address,
+    /// Runs at once; `None` = the engine's CPU count.
+    pub slots: Option<usize>,
+    /// Mutual TLS (TCP only).
+    pub tls: Option<TlsFiles>,
+}
+
+impl EngineSpec {
+    /// The local default engine.
+    pub fn local() -> Self {
+        EngineSpec {
+            address: Address::Local,
+            slots: None,
+            tls: None,
+        }
+    }
+
+    /// The name used in messages.
+    pub fn name(&self) -> String {
+        match &self.address {
+            Address::Local => "the local Docker engine".into(),
+            Address::Unix(p) => format!("unix://{}", p.display()),
+            Address::Tcp(hp) if self.tls.is_some() => format!("tcp://{hp} (TLS)"),
+            Address::Tcp(hp) => format!("tcp://{hp}"),
+        }
+    }
+
+    /// Connects, negotiating the API version; fails within
+    /// [`CONNECT_TIMEOUT`] if nobody answers.
+    pub(super) async fn connect(&self) -> Result<Docker, SandboxError> {
+        let name = self.name();
+        let unreachable = |detail: String| SandboxError::Unreachable {
+            engine: name.clone(),
+            detail,
+        };
+        let timeout = REQUEST_TIMEOUT.as_secs();
+        let v = bollard::API_DEFAULT_VERSION;
+        let docker = match (&self.address, &self.tls) {
+            (Address::Local, _) => Docker::connect_with_unix_defaults(),
+            (Address::Unix(p), _) => Docker::connect_with_unix(&p.to_string_lossy(), timeout, v),
+            (Address::Tcp(hp), None) => Docker::connect_with_http(hp, timeout, v),
+            (Address::Tcp(hp), Some(t)) => {
+                for f in [&t.ca, &t.cert, &t.key] {
+                    if !f.is_file() {
+                        return Err(SandboxError::Settings(format!(
+                            "TLS file {} for {name} not found: check --tls-ca/--tls-cert/--tls-key or DOCKER_CERT_PATH",
+                            f.display()
+                        )));
+                    }
+                }
+                Docker::connect_with_ssl(hp, &t.key, &t.cert, &t.ca, timeout, v)
+            }
+        }
+        .map_err(|e| match self.tls {
+            Some(_) => SandboxError::Settings(format!("TLS set-up for {name} failed: {e}")),
+            None => unreachable(e.to_string()),
+        })?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable(format!(
+                "no answer within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+/// TLS flags of the command line, applied to every TCP engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    /// `--tls-ca`.
+    pub ca: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub key: Option<PathBuf>,
+}
+
+/// The engines the command line names, or else those `DOCKER_HOST` and its
+/// companions name (`env` reads a variable), or else the local socket.
+pub fn engines(
+    urls: &[String],
+    tls: &TlsFlags,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<EngineSpec>, SandboxError> {
+    let tls = resolve_tls(tls, &env)?;
+    if urls.is_empty() {
+        return Ok(vec![match env("DOCKER_HOST").filter(|h| !h.is_empty()) {
+            Some(h) => parse(&h, tls.as_ref())?,
+            None => EngineSpec::local(),
+        }]);
+    }
+    urls.iter().map(|u| parse(u, tls.as_ref())).collect()
+}
+
+/// Certificates from the flags (all three, or none), else from
+/// `DOCKER_TLS_VERIFY` + `DOCKER_CERT_PATH` (default `~/.docker`) as the
+/// docker CLI reads them.
+fn resolve_tls(
+    flags: &TlsFlags,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<TlsFiles>, SandboxError> {
+    match (&flags.ca, &flags.cert, &flags.key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            return Ok(Some(TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }))
+        }
+        (None, None, None) => {}
+        _ => {
+            return Err(SandboxError::Settings(
+                "mutual TLS needs all three of --tls-ca, --tls-cert and --tls-key".into(),
+            ))
+        }
+    }
+    let verify = env("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0");
+    if !verify {
+        return Ok(None);
+    }
+    let dir = env("DOCKER_CERT_PATH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".docker")))
+        .ok_or_else(|| {
+            SandboxError::Settings(
+                "DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is".into(),
+            )
+        })?;
+    Ok(Some(TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    }))
+}
+
+/// Reads one engine URL (`unix:///path`, `tcp://host:port`, `#slots=N`).
+pub fn parse(url: &str, tls: Option<&TlsFiles>) -> Result<EngineSpec, SandboxError> {
+    let bad = |why: &str| {
+        SandboxError::Settings(format!(
+            "invalid engine {url:?}: {why} (use unix:///path/docker.sock or tcp://host:port, optionally #slots=N)"
+        ))
+    };
+    let (addr, fragment) = match url.split_once('#') {
+        Some((a, f)) => (a, Some(f)),
+        None => (url, None),
+    };
+    let slots = match fragment {
+        None => None,
+        Some(f) => {
+            let n = f
+                .strip_prefix("slots=")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| bad("slots must be #slots=N with N from 1 to 1024"))?;
+            Some(n)
+        }
+    };
+    let address = if let Some(path) = addr.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(bad("a unix socket path must be absolute"));
+        }
+        Address::Unix(PathBuf::from(path))
+    } else if let Some(hp) = addr.strip_prefix("tcp://") {
+        let (host, port) = hp
+            .rsplit_once(':')
+            .ok_or_else(|| bad("a TCP engine needs a port"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() || hp.contains('/') {
+            return Err(bad("expected tcp://host:port"));
+        }
+        Address::Tcp(hp.to_string())
+    } else {
+        return Err(bad("unknown scheme"));
+    };
+    let tls = match address {
+        Address::Tcp(_) => tls.cloned(),
+        _ => None,
+    };
+    Ok(EngineSpec {
+        address,
+        slots,
+        tls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn urls_and_slots_are_read() {
+        let e = parse("tcp://10.0.0.1:2375#slots=3", None).unwrap();
+        assert_eq!(e.address, Address::Tcp("10.0.0.1:2375".into()));
+        assert_eq!(e.slots, Some(3));
+        let u = parse("unix:///run/docker.sock", None).unwrap();
+        assert_eq!(u.address, Address::Unix("/run/docker.sock".into()));
+        for bad in [
+            "docker.sock",
+            "http://h:1",
+            "tcp://h",
+            "tcp://h:notaport",
+            "tcp://:1",
+            "unix://rel/path",
+            "tcp://h:1#slots=0",
+            "tcp://h:1#cpus=2",
+            "ssh://h",
+        ] {
+            let e = parse(bad, None).unwrap_err();
+            assert!(matches!(e, SandboxError::Settings(_)), "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn docker_host_is_honoured_when_no_engine_is_given() {
+        let env = |k: &str| match k {
+            "DOCKER_HOST" => Some("tcp://127.0.0.1:9".to_string()),
+            _ => None,
+        };
+        let e = engines(&[], &TlsFlags::default(), env).unwrap();
+        assert_eq!(e[0].address, Address::Tcp("127.0.0.1:9".into()));
+        assert_eq!(
+            engines(&[], &TlsFlags::default(), no_env).unwrap()[0],
+            EngineSpec::local()
+        );
+        let given = engines(&["unix:///x.sock".into()], &TlsFlags::default(), env).unwrap();
+        assert_eq!(given[0].address, Address::Unix("/x.sock".into()));
+    }
+
+    #[test]
+    fn tls_comes_from_all_three_flags_or_the_docker_cli_variables() {
+        let partial = TlsFlags {
+            ca: Some("ca.pem".into()),
+            ..TlsFlags::default()
+        };
+        assert!(engines(&["tcp://h:1".into()], &partial, no_env).is_err());
+        let env = |k: &str| match k {
+            "DOCKER_HOST" => Some("tcp://h:2376".to_string()),
+            "DOCKER_TLS_VERIFY" => Some("1".to_string()),
+            "DOCKER_CERT_PATH" => Some("/certs".to_string()),
+            _ => None,
+        };
+        let e = engines(&[], &TlsFlags::default(), env).unwrap();
+        assert_eq!(
+            e[0].tls.as_ref().unwrap().cert,
+            Path::new("/certs/cert.pem")
+        );
+        // Unix sockets never use TLS.
+        let u = engines(&["unix:///s".into()], &TlsFlags::default(), env).unwrap();
+        assert!(u[0].tls.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_missing_tls_file_is_a_settings_error_before_any_connection() {
+        let e = EngineSpec {
+            address: Address::Tcp("127.0.0.1:9".into()),
+            slots: None,
+            tls: Some(TlsFiles {
+                ca: "/nonexistent/ca.pem".into(),
+                cert: "/nonexistent/cert.pem".into(),
+                key: "/nonexistent/key.pem".into(),
+            }),
+        };
+        let err = e.connect().await.unwrap_err();
+        assert!(matches!(err, SandboxError::Settings(_)), "{err}");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"));
+    }
+}

@@ -1,0 +1,119 @@
+//! The container definition: every isolation setting lives here, in one
+//! place for review.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+
+use super::super::wrapper;
+use super::super::RunSpec;
+use crate::config::Network;
+
+/// Label carried by every container this tool creates.
+pub const MANAGED_LABEL: &str = "autodev.managed";
+/// Label holding the run id of a container.
+pub const RUN_LABEL: &str = "autodev.run";
+/// Label holding the pid of the process that created a container.
+pub const PID_LABEL: &str = "autodev.pid";
+/// Files per tmpfs: without a cap, millions of empty files cost kernel memory
+/// that the size limit does not see.
+const TMPFS_INODES: u32 = 65_536;
+
+/// Docker's name for a network mode.
+fn network_mode(n: Network) -> &'static str {
+    match n {
+        Network::None => "none",
+        Network::Bridge => "bridge",
+    }
+}
+
+/// Builds the container definition: every isolation setting lives here.
+pub(super) fn container_body(spec: &RunSpec, run_id: &str, nonce: &str) -> ContainerCreateBody {
+    let l = &spec.limits;
+    let (uid, gid) = l.user.split_once(':').unwrap_or((&l.user, &l.user));
+    let tmpfs = HashMap::from([
+        (
+            "/workspace".to_string(),
+            format!(
+                "rw,nosuid,nodev,exec,size={},nr_inodes={TMPFS_INODES},uid={uid},gid={gid},mode=0755",
+                l.workspace_size
+            ),
+        ),
+        (
+            "/tmp".to_string(),
+            // `exec`: test suites run helpers they write to a temp folder, and
+            // /workspace is executable anyway.
+            format!("rw,nosuid,nodev,exec,size={},nr_inodes={TMPFS_INODES},mode=1777", l.tmp_size),
+        ),
+    ]);
+    let mut labels = HashMap::from([
+        (MANAGED_LABEL.to_string(), "true".to_string()),
+        (RUN_LABEL.to_string(), run_id.to_string()),
+        (PID_LABEL.to_string(), std::process::id().to_string()),
+    ]);
+    labels.extend(spec.labels.iter().cloned());
+    let memory = i64::try_from(l.memory).unwrap_or(i64::MAX);
+    let host_config = HostConfig {
+        memory: Some(memory),
+        // Equal to memory: no swap on top of the limit.
+        memory_swap: Some(memory),
+        nano_cpus: Some((l.cpus * 1e9) as i64),
+        pids_limit: Some(i64::from(l.pids)),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(tmpfs),
+        // /dev/shm stays writable even with a read-only root; keep it small.
+        shm_size: Some(16 * 1024 * 1024),
+        init: Some(true),
+        network_mode: Some(network_mode(l.network).into()),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        runtime: l.runtime.clone(),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(wrapper::container_cmd(nonce, &spec.command)),
+        // The image's entrypoint must not get between us and the wrapper.
+        entrypoint: Some(vec![]),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        user: Some(l.user.clone()),
+        working_dir: Some("/workspace".into()),
+        hostname: Some("sandbox".into()),
+        labels: Some(labels),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        network_disabled: Some(l.network == Network::None),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_locked_down_by_default() {
+        let spec = RunSpec::new("/tmp", "true", "img");
+        let b = container_body(&spec, "r1", "n");
+        let h = b.host_config.unwrap();
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        assert_eq!(h.memory, h.memory_swap);
+        assert_eq!(h.init, Some(true));
+        assert_eq!(h.log_config.unwrap().typ.as_deref(), Some("none"));
+        assert!(h.tmpfs.unwrap()["/tmp"].contains("size="));
+        assert_eq!(b.labels.unwrap()[MANAGED_LABEL], "true");
+        assert_eq!(b.env, Some(vec![]));
+        assert_eq!(b.user.as_deref(), Some("1000:1000"));
+    }
+}
