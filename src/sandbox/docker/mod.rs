@@ -5,11 +5,11 @@
 //! Lifecycle: `prepare` walks the workspace and creates the container
 //! (attached stdin/stdout/stderr, `none` log driver so output never lands on
 //! the daemon's disk); `start` attaches, starts, streams the workspace tar
-//! into stdin, where the wrapper ([`wrapper`]) unpacks it into the
+//! into stdin, where the wrapper ([`super::wrapper`]) unpacks it into the
 //! size-limited `/workspace` tmpfs and announces readiness → output is
 //! demultiplexed live → wait and inspect (exit code, OOM flag) → forced
 //! removal, on every path. A prepared run that is dropped is removed in the
-//! background ([`Removal`]).
+//! background (`Removal`).
 //!
 //! Why stdin and not the archive endpoint: with a read-only root filesystem
 //! the daemon refuses archive uploads even into a tmpfs, and a volume would
