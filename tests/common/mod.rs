@@ -2,6 +2,8 @@
 //! per-test labels and the leak check.
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -184,6 +184,22 @@ impl DockerSandbox {
         Ok(())
     }
 
+    /// Awaits an API call, but gives up as soon as the engine stops
+    /// answering pings (`lost` fires).
+    async fn guarded<T>(
+        &self,
+        op: &'static str,
+        lost: &CancellationToken,
+        call: impl std::future::Future<Output = Result<T, BollardError>>,
+    ) -> Result<T, SandboxError> {
+        tokio::select! {
+            r = call => r.map_err(|e| self.err(op, e)),
+            _ = lost.cancelled() => Err(self.lost(op, format!(
+                "no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
     async fn create(
         &self,
         spec: &RunSpec,
@@ -195,17 +211,26 @@ impl DockerSandbox {
             name: Some(format!("autodev-{run_id}")),
             ..Default::default()
         };
-        let created = tokio::time::timeout(
-            CREATE_TIMEOUT,
-            self.docker.create_container(Some(opts), body),
-        )
-        .await
-        .map_err(|_| {
-            self.lost(
-                "create container",
-                format!("no answer within {}s", CREATE_TIMEOUT.as_secs()),
-            )
-        })?;
+        // A create on an engine that stops answering is given up when the
+        // heartbeat notices (what it made then is for `autodev clean`).
+        let lost = CancellationToken::new();
+        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
+        let created = tokio::select! {
+            r = tokio::time::timeout(CREATE_TIMEOUT, self.docker.create_container(Some(opts), body)) => {
+                r.map_err(|_| {
+                    self.lost(
+                        "create container",
+                        format!("no answer within {}s", CREATE_TIMEOUT.as_secs()),
+                    )
+                })?
+            }
+            _ = lost.cancelled() => {
+                return Err(self.lost(
+                    "create container",
+                    format!("no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs()),
+                ))
+            }
+        };
         match created {
             Ok(r) => Ok(r.id),
             Err(BollardError::DockerResponseServerError {
@@ -237,29 +262,37 @@ impl DockerSandbox {
         cancel: &CancellationToken,
         durations: &mut Durations,
     ) -> Result<Outcome, SandboxError> {
+        // One heartbeat for the whole run, attach and start included: a cut
+        // link shows no error, calls just hang.
+        let lost = CancellationToken::new();
+        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
         let attach = self
-            .docker
-            .attach_container(
-                id,
-                Some(AttachContainerOptions {
-                    stdin: true,
-                    stdout: true,
-                    stderr: true,
-                    stream: true,
-                    logs: false,
-                    detach_keys: None,
-                }),
+            .guarded(
+                "attach",
+                &lost,
+                self.docker.attach_container(
+                    id,
+                    Some(AttachContainerOptions {
+                        stdin: true,
+                        stdout: true,
+                        stderr: true,
+                        stream: true,
+                        logs: false,
+                        detach_keys: None,
+                    }),
+                ),
             )
-            .await
-            .map_err(|e| self.err("attach", e))?;
+            .await?;
         let mut output = attach.output;
         let mut input = attach.input;
 
         let started = Instant::now();
-        self.docker
-            .start_container(id, None)
-            .await
-            .map_err(|e| self.err("start container", e))?;
+        self.guarded(
+            "start container",
+            &lost,
+            self.docker.start_container(id, None),
+        )
+        .await?;
 
         // The tar is produced on a blocking thread and fed to the container's
         // stdin through a small channel: memory stays bounded whatever the size.
@@ -283,8 +316,6 @@ impl DockerSandbox {
         let mut stream_error = None;
         let deadline = tokio::time::sleep(limits.timeout);
         tokio::pin!(deadline);
-        let lost = CancellationToken::new();
-        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
 
         loop {
             tokio::select! {
