@@ -60,7 +60,14 @@ fn assert_exact(results: &[Value], want: &HashMap<String, &'static str>) {
 fn batch(dir: &Path, label: &(String, String), engines: &[String], extra: &[&str]) -> Command {
     let mut c = Command::new(common::bin());
     c.current_dir(dir)
-        .args(["batch", "tasks.jsonl", "--out", "results.jsonl", "--image", &common::image()])
+        .args([
+            "batch",
+            "tasks.jsonl",
+            "--out",
+            "results.jsonl",
+            "--image",
+            &common::image(),
+        ])
         .args(["--label", &format!("{}={}", label.0, label.1)])
         .args(["--timeout", "60s", "--retries", "3"]);
     for e in engines {
@@ -89,7 +96,9 @@ fn a_batch_spreads_over_three_engines_and_survives_one_killed_mid_batch() {
     let label = common::test_label("fleet-kill");
     let d = tempfile::tempdir().unwrap();
     let want = tasks(d.path(), 30, 1.5);
-    let engines: Vec<String> = (1..=3).map(|i| format!("{}#slots=2", fleet.url(i))).collect();
+    let engines: Vec<String> = (1..=3)
+        .map(|i| format!("{}#slots=2", fleet.url(i)))
+        .collect();
     let child = batch(d.path(), &label, &engines, &[]).spawn().unwrap();
     // Kill engine 2 while it is running tasks of ours.
     common::wait_until("engine 2 runs a task", Duration::from_secs(60), || {
@@ -100,15 +109,25 @@ fn a_batch_spreads_over_three_engines_and_survives_one_killed_mid_batch() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(t.elapsed() < Duration::from_secs(120), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_exact(&results(d.path()), &want);
     let retried = results(d.path())
         .iter()
         .filter(|r| r["attempts"].as_u64().unwrap_or(1) > 1)
         .count();
-    assert!(retried >= 1, "the killed engine's tasks were not re-run: {stderr}");
+    assert!(
+        retried >= 1,
+        "the killed engine's tasks were not re-run: {stderr}"
+    );
     for i in [1, 3] {
-        assert!(fleet.containers_with(i, &label).is_empty(), "left on engine {i}");
+        assert!(
+            fleet.containers_with(i, &label).is_empty(),
+            "left on engine {i}"
+        );
     }
 }
 
@@ -120,7 +139,9 @@ fn a_cut_link_is_noticed_within_the_heartbeat_and_its_tasks_run_elsewhere() {
     let label = common::test_label("fleet-cut");
     let d = tempfile::tempdir().unwrap();
     let want = tasks(d.path(), 12, 3.0);
-    let engines: Vec<String> = (1..=2).map(|i| format!("{}#slots=2", fleet.url(i))).collect();
+    let engines: Vec<String> = (1..=2)
+        .map(|i| format!("{}#slots=2", fleet.url(i)))
+        .collect();
     let child = batch(d.path(), &label, &engines, &[]).spawn().unwrap();
     common::wait_until("engine 2 runs a task", Duration::from_secs(60), || {
         !fleet.containers_with(2, &label).is_empty()
@@ -147,9 +168,16 @@ fn a_cut_link_is_noticed_within_the_heartbeat_and_its_tasks_run_elsewhere() {
         .args(["--engine", &fleet.url(1), "--engine", &fleet.url(2)])
         .output()
         .unwrap();
-    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
     for i in 1..=2 {
-        assert!(fleet.containers_with(i, &label).is_empty(), "left on engine {i}");
+        assert!(
+            fleet.containers_with(i, &label).is_empty(),
+            "left on engine {i}"
+        );
     }
 }
 
@@ -172,7 +200,12 @@ fn a_tls_engine_takes_only_clients_with_its_certificates() {
             .unwrap()
     };
     let ok = exec(&fleet.tls_args());
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "x\n1000\n");
     // No certificate: the engine refuses, and that is one line, exit 125.
     let t = Instant::now();
@@ -212,7 +245,11 @@ fn bad_engines_are_one_line_errors_before_anything_runs() {
         assert_eq!(out.status.code(), Some(code), "{engine}: {stderr}");
         assert!(stderr.contains(says), "{engine}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{engine}: {stderr}");
-        assert!(t.elapsed() < Duration::from_secs(3), "{engine}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{engine}: {:?}",
+            t.elapsed()
+        );
     }
     // DOCKER_HOST is honoured, not silently replaced by the local socket.
     let out = Command::new(common::bin())

@@ -497,7 +497,10 @@ fn missing_daemon_is_reported_within_two_seconds() {
     );
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot reach the container engine"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the container engine"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 

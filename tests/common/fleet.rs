@@ -30,12 +30,7 @@ impl Fleet {
         let tag = format!("a{}{k}", pid % 100_000);
         let net = format!("10.{}.{}", 200 + (pid % 50), 10 + (k % 200));
         let dir = std::env::temp_dir().join(format!("autodev-fleet-{tag}"));
-        let fleet = Fleet {
-            tag,
-            dir,
-            net,
-            n,
-        };
+        let fleet = Fleet { tag, dir, net, n };
         let tls: Vec<String> = tls.iter().map(|i| i.to_string()).collect();
         fleet.script("up", &[&n.to_string(), &tls.join(" ")]);
         fleet

@@ -1,0 +1,250 @@
+//! Multi-engine benchmark, on engines in network namespaces made here
+//! (`tests/fleet.sh`; needs root). Prints, in one run:
+//!
+//! 1. per-run overhead of `autodev exec -- true` on the local engine, over
+//!    TCP and over mutual TLS (median of R runs each, `total_ms` and wall);
+//! 2. an N-task batch over 1 engine vs over 3 engines with the same total
+//!    slots (the engines share this machine's cores, so the figure is the
+//!    cost of spreading, not a speed-up);
+//! 3. how long a batch takes to recover from an engine killed mid-batch,
+//!    and from a cut link: from the fault to the first re-run result.
+//!
+//! Usage: cargo build --release && cargo run --release --example bench_engines -- [N] [R]
+//! Env: AUTODEV_BIN (default target/release/autodev).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Fleet {
+    tag: String,
+    dir: PathBuf,
+    net: String,
+}
+
+impl Fleet {
+    fn sh(&self, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fleet.sh");
+        let ok = Command::new("bash")
+            .arg(script)
+            .arg(args[0])
+            .args([
+                &self.tag,
+                &self.dir.to_string_lossy().into_owned(),
+                &self.net,
+            ])
+            .args(&args[1..])
+            .status()
+            .expect("bash runs")
+            .success();
+        assert!(ok, "fleet.sh {args:?} failed");
+    }
+    fn url(&self, i: usize) -> String {
+        format!("tcp://{}.{}:2375", self.net, 10 + i)
+    }
+    fn tls_url(&self, i: usize) -> String {
+        format!("tcp://{}.{}:2376", self.net, 10 + i)
+    }
+    fn tls_args(&self) -> Vec<String> {
+        let t = self.dir.join("tls");
+        ["ca", "cert", "key"]
+            .iter()
+            .flat_map(|f| {
+                [
+                    format!("--tls-{f}"),
+                    t.join(format!("{f}.pem")).display().to_string(),
+                ]
+            })
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.sh(&["down"]);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(200);
+    let reps = args.get(1).copied().unwrap_or(10);
+    let bin = std::env::var("AUTODEV_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
+    assert!(
+        bin.is_file(),
+        "{} not found: cargo build --release first",
+        bin.display()
+    );
+    let fleet = Fleet {
+        tag: format!("ab{}", std::process::id() % 10_000),
+        dir: std::env::temp_dir().join(format!("autodev-bench-fleet-{}", std::process::id())),
+        net: "10.249.9".into(),
+    };
+    let t = Instant::now();
+    fleet.sh(&["up", "4", "4"]);
+    println!(
+        "fleet: 3 plain engines + 1 mutual-TLS engine up in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 1..=4 {
+            let (fleet, bin) = (&fleet, &bin);
+            s.spawn(move || {
+                let mut c = Command::new(bin);
+                c.args(["images", "push", "python", "--engine"]);
+                if i == 4 {
+                    c.arg(fleet.tls_url(4)).args(fleet.tls_args());
+                } else {
+                    c.arg(fleet.url(i));
+                }
+                assert!(
+                    c.stderr(Stdio::null()).status().unwrap().success(),
+                    "push to {i}"
+                );
+            });
+        }
+    });
+    println!(
+        "image copied to 4 engines (images push, in parallel) in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // 1. Per-run overhead.
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("a.py"), "print(1)\n").unwrap();
+    let one = |engine: &[String]| -> (f64, f64) {
+        let t = Instant::now();
+        let out = Command::new(&bin)
+            .args(["exec", "--json", "--workspace"])
+            .arg(ws.path())
+            .args(engine)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        let wall = t.elapsed().as_secs_f64() * 1000.0;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("exec --json");
+        (v["durations"]["total_ms"].as_f64().unwrap(), wall)
+    };
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("local unix socket", vec![]),
+        ("TCP (netns)", vec!["--engine".into(), fleet.url(1)]),
+        ("mutual TLS (netns)", {
+            let mut a = vec!["--engine".into(), fleet.tls_url(4)];
+            a.extend(fleet.tls_args());
+            a
+        }),
+    ];
+    println!("\n| engine | run total_ms (median of {reps}) | wall ms incl. connect (median) |");
+    println!("|---|---|---|");
+    for (name, engine) in &cases {
+        let (mut tot, mut wall) = (Vec::new(), Vec::new());
+        one(engine);
+        for _ in 0..reps {
+            let (a, b) = one(engine);
+            tot.push(a);
+            wall.push(b);
+        }
+        println!("| {name} | {:.0} | {:.0} |", median(tot), median(wall));
+    }
+
+    // 2. Batch over 1 vs 3 engines, same total slots.
+    let d = tempfile::tempdir().unwrap();
+    let tasks: String = (0..n)
+        .map(|i| format!("{{\"id\":\"t{i}\",\"runner\":\"python3 -c 'print({i})'\"}}\n"))
+        .collect();
+    std::fs::write(d.path().join("tasks.jsonl"), tasks).unwrap();
+    let batch = |engines: &[String], out: &str| -> f64 {
+        let _ = std::fs::remove_file(d.path().join(out));
+        let t = Instant::now();
+        let mut c = Command::new(&bin);
+        c.current_dir(d.path()).args([
+            "batch",
+            "tasks.jsonl",
+            "--out",
+            out,
+            "--jobs",
+            "4",
+            "--retries",
+            "0",
+        ]);
+        for e in engines {
+            c.args(["--engine", e]);
+        }
+        let ok = c.stderr(Stdio::null()).status().unwrap().success();
+        assert!(ok, "batch failed");
+        t.elapsed().as_secs_f64()
+    };
+    let single = vec![format!("{}#slots=4", fleet.url(1))];
+    let three = vec![
+        format!("{}#slots=2", fleet.url(1)),
+        format!("{}#slots=1", fleet.url(2)),
+        format!("{}#slots=1", fleet.url(3)),
+    ];
+    let (mut t1, mut t3) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        t1.push(batch(&single, &format!("r1-{round}.jsonl")));
+        t3.push(batch(&three, &format!("r3-{round}.jsonl")));
+    }
+    let (m1, m3) = (median(t1.clone()), median(t3.clone()));
+    println!("\n| {n} tasks, --jobs 4 | rounds (s) | median (s) |");
+    println!("|---|---|---|");
+    println!("| 1 engine, 4 slots | {t1:.1?} | {m1:.1} |");
+    println!("| 3 engines, 2+1+1 slots | {t3:.1?} | {m3:.1} |");
+    println!("distribution overhead: {:+.1} %", (m3 / m1 - 1.0) * 100.0);
+
+    // 3. Recovery from a killed engine and from a cut link.
+    let slow: String = (0..16)
+        .map(|i| format!("{{\"id\":\"s{i}\",\"runner\":\"sleep 2\"}}\n"))
+        .collect();
+    std::fs::write(d.path().join("slow.jsonl"), slow).unwrap();
+    println!("\n| fault on engine 2 of 2, mid-batch | fault → first re-run result (s) | batch total (s) |");
+    println!("|---|---|---|");
+    for fault in ["kill", "cut"] {
+        let out = d.path().join(format!("{fault}.jsonl"));
+        let t0 = Instant::now();
+        let mut child = Command::new(&bin)
+            .current_dir(d.path())
+            .args(["batch", "slow.jsonl", "--out"])
+            .arg(&out)
+            .args(["--engine", &format!("{}#slots=2", fleet.url(1))])
+            .args(["--engine", &format!("{}#slots=2", fleet.url(2))])
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        fleet.sh(&[fault, "2"]);
+        let tf = Instant::now();
+        let mut recovered = None;
+        while child.try_wait().unwrap().is_none() && tf.elapsed() < Duration::from_secs(120) {
+            if recovered.is_none() {
+                let text = std::fs::read_to_string(&out).unwrap_or_default();
+                if text.lines().any(|l| !l.contains("\"attempts\":1,")) {
+                    recovered = Some(tf.elapsed().as_secs_f64());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        println!(
+            "| {fault} | {} | {:.1} |",
+            recovered.map_or("-".into(), |r| format!("{r:.1}")),
+            t0.elapsed().as_secs_f64()
+        );
+        if fault == "cut" {
+            fleet.sh(&["mend", "2"]);
+        }
+    }
+}
