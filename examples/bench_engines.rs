@@ -192,7 +192,7 @@ fn main() {
         format!("{}#slots=1", fleet.url(3)),
     ];
     let (mut t1, mut t3) = (Vec::new(), Vec::new());
-    for round in 0..2 {
+    for round in 0..3 {
         t1.push(batch(&single, &format!("r1-{round}.jsonl")));
         t3.push(batch(&three, &format!("r3-{round}.jsonl")));
     }
@@ -208,9 +208,11 @@ fn main() {
         .map(|i| format!("{{\"id\":\"s{i}\",\"runner\":\"sleep 2\"}}\n"))
         .collect();
     std::fs::write(d.path().join("slow.jsonl"), slow).unwrap();
-    println!("\n| fault on engine 2 of 2, mid-batch | fault → first re-run result (s) | batch total (s) |");
+    println!("\n| fault on one of 2 engines, mid-batch (16 × sleep 2, 2+2 slots) | fault → first re-run result (s) | batch total (s) |");
     println!("|---|---|---|");
-    for fault in ["kill", "cut"] {
+    // Each fault on an engine of its own: a killed engine stays dead.
+    for (fault, victim) in [("kill", 2usize), ("cut", 3)] {
+        let victim_arg = victim.to_string();
         let out = d.path().join(format!("{fault}.jsonl"));
         let t0 = Instant::now();
         let mut child = Command::new(&bin)
@@ -218,13 +220,13 @@ fn main() {
             .args(["batch", "slow.jsonl", "--out"])
             .arg(&out)
             .args(["--engine", &format!("{}#slots=2", fleet.url(1))])
-            .args(["--engine", &format!("{}#slots=2", fleet.url(2))])
+            .args(["--engine", &format!("{}#slots=2", fleet.url(victim))])
             .stderr(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_secs(3));
-        fleet.sh(&[fault, "2"]);
+        fleet.sh(&[fault, &victim_arg]);
         let tf = Instant::now();
         let mut recovered = None;
         while child.try_wait().unwrap().is_none() && tf.elapsed() < Duration::from_secs(120) {
@@ -244,7 +246,7 @@ fn main() {
             t0.elapsed().as_secs_f64()
         );
         if fault == "cut" {
-            fleet.sh(&["mend", "2"]);
+            fleet.sh(&["mend", &victim_arg]);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Reporting: the JSON Lines transcript ([`transcript`]) and what the
 //! terminal shows ([`ui`]).
 
+pub mod junit;
 pub mod term;
 pub mod transcript;
 pub mod ui;

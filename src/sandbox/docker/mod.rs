@@ -543,7 +543,16 @@ impl Sandbox for DockerSandbox {
                 .await
         };
         let t_rm = Instant::now();
-        let removed = removal.now().await;
+        // A lost engine will not answer a removal either: waiting for it
+        // would only delay the retry elsewhere. The removal goes on in the
+        // background (and `autodev clean` finds what it could not remove).
+        let removed = match &result {
+            Err(SandboxError::LostHost { .. }) => {
+                drop(removal);
+                return result;
+            }
+            _ => removal.now().await,
+        };
         durations.remove_ms = ms(t_rm.elapsed());
         durations.total_ms = ms(t0.elapsed().saturating_sub(waited));
         if let Err(e) = &removed {

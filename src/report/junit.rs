@@ -1,0 +1,167 @@
+//! Per-test results read from a JUnit XML report (pytest `--junitxml`,
+//! `go-junit-report`, cargo-nextest, node's junit reporter all write it).
+//!
+//! The report comes out of the sandbox as untrusted bytes, capped in size
+//! before it is parsed; anything unreadable gives no result and a reason,
+//! never a guess.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest report read, in bytes; a bigger one is not parsed.
+pub const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
+/// Failing tests listed by name (the counts cover all of them).
+const MAX_LISTED: usize = 50;
+/// Characters kept of a failure's first line.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Counts of a report, and the tests that did not pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestReport {
+    /// Test cases in the report.
+    pub total: u32,
+    /// Passed.
+    pub passed: u32,
+    /// Failed an assertion.
+    pub failed: u32,
+    /// Ended in an error.
+    pub errors: u32,
+    /// Skipped.
+    pub skipped: u32,
+    /// The first failing or erroring tests, with the first line of their message.
+    pub failing: Vec<TestFailure>,
+}
+
+/// One test that did not pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestFailure {
+    /// `class.name` (or the name alone).
+    pub name: String,
+    /// The first line of the failure message.
+    pub message: String,
+}
+
+/// Reads a JUnit XML report.
+pub fn parse(xml: &[u8]) -> Result<TestReport, String> {
+    if xml.len() > MAX_REPORT_BYTES {
+        return Err(format!(
+            "the report is over the {MAX_REPORT_BYTES}-byte cap; it was not read"
+        ));
+    }
+    let text = std::str::from_utf8(xml).map_err(|_| "the report is not UTF-8".to_string())?;
+    let doc = roxmltree::Document::parse(text)
+        .map_err(|e| format!("the report is not valid XML: {e}"))?;
+    let root = doc.root_element().tag_name().name();
+    if root != "testsuites" && root != "testsuite" {
+        return Err(format!(
+            "the report's root is <{root}>, not <testsuites> or <testsuite>"
+        ));
+    }
+    let mut r = TestReport::default();
+    for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
+        r.total += 1;
+        let child = |tag: &str| case.children().find(|c| c.has_tag_name(tag));
+        let (kind, node) = if let Some(n) = child("failure") {
+            (Some(&mut r.failed), Some(n))
+        } else if let Some(n) = child("error") {
+            (Some(&mut r.errors), Some(n))
+        } else if child("skipped").is_some() {
+            r.skipped += 1;
+            continue;
+        } else {
+            r.passed += 1;
+            continue;
+        };
+        if let Some(k) = kind {
+            *k += 1;
+        }
+        if r.failing.len() < MAX_LISTED {
+            let name = match (case.attribute("classname"), case.attribute("name")) {
+                (Some(c), Some(n)) if !c.is_empty() => format!("{c}.{n}"),
+                (_, Some(n)) => n.to_string(),
+                _ => "(unnamed)".to_string(),
+            };
+            let message = node
+                .and_then(|n| {
+                    n.attribute("message")
+                        .filter(|m| !m.trim().is_empty())
+                        .or_else(|| n.text())
+                })
+                .and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()))
+                .unwrap_or("")
+                .chars()
+                .take(MAX_MESSAGE_CHARS)
+                .collect();
+            r.failing.push(TestFailure { name, message });
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PYTEST: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="5">
+<testcase classname="test_calc" name="test_add" time="0.001"/>
+<testcase classname="test_calc" name="test_sub" time="0.001">
+  <failure message="AssertionError: assert -1 == 5&#10;+  where -1 = add(2, 3)">def test_sub(): ...</failure>
+</testcase>
+<testcase classname="test_calc" name="test_div"><error message="">ZeroDivisionError: division by zero
+more</error></testcase>
+<testcase classname="test_calc" name="test_skip"><skipped message="later"/></testcase>
+<testcase classname="" name="test_plain"/>
+</testsuite></testsuites>"#;
+
+    #[test]
+    fn pytest_report_counts_and_names_the_failures() {
+        let r = parse(PYTEST.as_bytes()).unwrap();
+        assert_eq!(
+            (r.total, r.passed, r.failed, r.errors, r.skipped),
+            (5, 2, 1, 1, 1)
+        );
+        assert_eq!(
+            r.failing,
+            [
+                TestFailure {
+                    name: "test_calc.test_sub".into(),
+                    message: "AssertionError: assert -1 == 5".into()
+                },
+                TestFailure {
+                    name: "test_calc.test_div".into(),
+                    message: "ZeroDivisionError: division by zero".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_suite_is_zero_tests_not_an_error() {
+        let r = parse(br#"<testsuite name="x" tests="0"></testsuite>"#).unwrap();
+        assert_eq!(r.total, 0);
+    }
+
+    #[test]
+    fn bad_reports_are_reasons_never_panics() {
+        assert!(parse(b"<testsuite><testcase")
+            .unwrap_err()
+            .contains("not valid XML"));
+        assert!(parse(b"\xff\xfe").unwrap_err().contains("UTF-8"));
+        assert!(parse(b"<html/>").unwrap_err().contains("<html>"));
+        let huge = vec![b' '; MAX_REPORT_BYTES + 1];
+        assert!(parse(&huge).unwrap_err().contains("cap"));
+        // An entity bomb is refused by the parser, not expanded.
+        let bomb = br#"<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;"><!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;"><!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;">]><testsuite><testcase name="&f;&f;&f;&f;&f;&f;&f;&f;"/></testsuite>"#;
+        let _ = parse(bomb);
+    }
+
+    #[test]
+    fn listed_failures_are_capped_but_counted() {
+        let cases: String = (0..200)
+            .map(|i| format!(r#"<testcase name="t{i}"><failure message="m"/></testcase>"#))
+            .collect();
+        let r = parse(format!("<testsuite>{cases}</testsuite>").as_bytes()).unwrap();
+        assert_eq!(r.failed, 200);
+        assert_eq!(r.failing.len(), MAX_LISTED);
+    }
+}
