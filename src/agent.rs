@@ -88,6 +88,8 @@ pub struct RunSummary {
     pub verdict: Verdict,
     /// Exit code of the final test run.
     pub exit_code: Option<i64>,
+    /// Per-test results of the final test run; `null` without a report.
+    pub tests: Option<crate::report::junit::TestReport>,
     /// Why the loop stopped.
     pub stop_reason: StopReason,
     /// Test runs inside the loop.
@@ -212,6 +214,9 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         let reply = self.ask(0, CODER_RULES, initial).await?;
         let mut report = self.apply(0, &reply)?;
         self.commit(0, "autodev: initial generation")?;
+        // A first reply without a single PATCH block is told to the model
+        // instead of being tested: there is nothing of its to test.
+        let mut no_patch = patch::parse(&reply).is_empty();
 
         let mut changed_since_test = true;
         let mut last: Option<Outcome> = None;
@@ -219,6 +224,21 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         let mut iterations = 0;
         for i in 1..=cfg.max_iters {
             iterations = i;
+            if std::mem::take(&mut no_patch) {
+                self.ui
+                    .say("the model's reply held no PATCH block; asking again (nothing to test)");
+                let prompt = self.no_patch_prompt()?;
+                let reply = self.ask(i, CODER_RULES, prompt).await?;
+                if patch::parse(&reply).is_empty() {
+                    self.ui.say("the model returned no patch again; stopping");
+                    stop = StopReason::NoPatch;
+                    break;
+                }
+                report = self.apply(i, &reply)?;
+                changed_since_test = true;
+                self.commit(i, &format!("autodev: iteration {i}"))?;
+                continue;
+            }
             self.ui.say(&format!(
                 "\n── iteration {i}/{} ── running: {}",
                 cfg.max_iters, cfg.runner
@@ -263,6 +283,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             passed: fin.verdict == Verdict::Passed,
             verdict: fin.verdict,
             exit_code: fin.exit_code,
+            tests: fin.tests.clone(),
             stop_reason: stop,
             iterations,
             model_calls: self.calls,
@@ -357,15 +378,20 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         spec.command = self.cfg.runner.clone();
         let mut sink = self.ui.sink();
         let result = self.sandbox.run(&spec, sink.as_mut(), self.cancel).await;
-        let outcome = match result {
+        let mut outcome = match result {
             Ok(o) => o,
             Err(e) => return Err(e.into()),
         };
+        // A pass over an empty workspace tested nothing the model wrote.
+        if outcome.verdict == Verdict::Passed && !workspace::has_files(&self.cfg.workspace)? {
+            outcome.verdict = Verdict::NoTests;
+            outcome.tests_note = Some("the workspace holds no file: nothing was tested".into());
+        }
         self.tr.event(
             "test",
             json!({
                 "iteration": iteration, "verdict": outcome.verdict, "exit_code": outcome.exit_code,
-                "durations": outcome.durations,
+                "durations": outcome.durations, "tests": outcome.tests, "tests_note": outcome.tests_note,
                 "stdout_tail": cut_middle(&outcome.stdout.text, TRANSCRIPT_OUTPUT_CHARS),
                 "stderr_tail": cut_middle(&outcome.stderr.text, TRANSCRIPT_OUTPUT_CHARS),
                 "stdout_bytes": outcome.stdout.total_bytes, "stdout_dropped": outcome.stdout.dropped_bytes,
@@ -389,6 +415,10 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 "a process was killed for using more than the {} MiB memory limit: reduce memory use",
                 limits.memory >> 20
             ),
+            Verdict::NoTests => format!(
+                "the test command exited 0 but nothing was tested ({}): write the code and its tests as PATCH blocks, where the test command finds them",
+                o.tests_note.as_deref().unwrap_or("its report holds no test")
+            ),
             _ => format!(
                 "the test command exited with code {}",
                 o.exit_code.map_or_else(|| "?".into(), |c| c.to_string())
@@ -404,6 +434,16 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             "Task:\n{}\n\nTest command: {}\n\nThe tests did not pass: {what}.\n",
             cfg.task, cfg.runner
         );
+        if let Some(t) = o.tests.as_ref().filter(|t| !t.failing.is_empty()) {
+            prompt.push_str(&format!(
+                "\n{} of {} tests failed or errored:\n",
+                t.failed + t.errors,
+                t.total
+            ));
+            for f in &t.failing {
+                prompt.push_str(&format!("- {}: {}\n", f.name, f.message));
+            }
+        }
         if !refused.is_empty() {
             prompt.push_str("\nThese PATCH blocks of your last reply were NOT applied:\n");
             for r in refused {
@@ -416,6 +456,21 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             workspace::file_context(&cfg.workspace, cfg.context_chars)?
         ));
         Ok(prompt)
+    }
+}
+
+impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
+    fn no_patch_prompt(&self) -> Result<String, AgentError> {
+        let cfg = self.cfg;
+        Ok(format!(
+            "Task:\n{}\n\nTest command (run in the project root): {}\n\nYour last reply held no PATCH block, so nothing was written and nothing was tested. Reply with the files as PATCH blocks.\n\nCurrent files:\n{}",
+            cfg.task,
+            cfg.runner,
+            match workspace::file_context(&cfg.workspace, cfg.context_chars)? {
+                c if c.is_empty() => "(none yet)\n".to_string(),
+                c => c,
+            }
+        ))
     }
 }
 
@@ -493,6 +548,42 @@ mod tests {
         // Tests ran twice in the loop; the final check reused the passing run.
         assert_eq!(s.calls().len(), 2);
         assert_eq!(s.calls()[0].command, "python3 -m unittest");
+    }
+
+    #[tokio::test]
+    async fn a_first_reply_without_patch_is_told_to_the_model_not_tested() {
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&["Here is my plan, no code yet.", "PATCH::a.py\nx\nENDPATCH"]);
+        let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
+        let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
+            .await
+            .unwrap();
+        assert!(sum.passed, "{sum:?}");
+        assert_eq!(sum.model_calls, 2);
+        // One test run: after the second reply, never on the empty workspace.
+        assert_eq!(s.calls().len(), 1);
+        // Twice without a patch: the run stops, never having tested nothing.
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&["no code", "still no code"]);
+        let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
+        let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
+            .await
+            .unwrap();
+        assert!(!sum.passed);
+        assert_eq!(sum.stop_reason, StopReason::NoPatch);
+    }
+
+    #[tokio::test]
+    async fn a_pass_on_an_empty_workspace_is_no_tests() {
+        let d = tempfile::tempdir().unwrap();
+        // The only file the model writes is refused: the workspace stays empty.
+        let m = replay(&["PATCH::../a.py\nx\nENDPATCH", "PATCH::../b.py\nx\nENDPATCH"]);
+        let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
+        let mut c = cfg(d.path());
+        c.max_iters = 1;
+        let sum = go(&m, &s, &c, &mut Transcript::disabled()).await.unwrap();
+        assert!(!sum.passed);
+        assert_eq!(sum.verdict, Verdict::NoTests);
     }
 
     #[tokio::test]

@@ -314,6 +314,10 @@ pub struct SandboxArgs {
     /// Refuse to copy a workspace larger than this.
     #[arg(long, default_value = "64m", value_parser = size("--max-copy"))]
     pub max_copy: u64,
+    /// JUnit XML report the test command writes, a path inside the sandbox, read after it
+    /// ends for per-test results; `none` to not look. Default: the image's autodev.junit label.
+    #[arg(long)]
+    pub junit: Option<String>,
     /// OCI runtime, e.g. runsc (gVisor) for stronger isolation.
     #[arg(long)]
     pub runtime: Option<String>,
@@ -355,6 +359,20 @@ impl SandboxArgs {
         };
         l.validate()?;
         Ok(l)
+    }
+
+    /// Where to look for the JUnit report.
+    pub fn junit(&self) -> Result<crate::sandbox::Junit, ConfigError> {
+        use crate::sandbox::Junit;
+        match self.junit.as_deref() {
+            None => Ok(Junit::FromImage),
+            Some("none") => Ok(Junit::Off),
+            Some(p) if p.starts_with('/') && !p.contains('\0') => Ok(Junit::At(p.to_string())),
+            Some(p) => Err(ConfigError::OutOfRange {
+                what: "--junit",
+                reason: format!("{p:?} must be an absolute path inside the sandbox, or none"),
+            }),
+        }
     }
 
     /// What to leave out of the copy.

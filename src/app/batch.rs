@@ -23,6 +23,7 @@ pub(super) async fn batch_cmd(
     defaults.env = args.sandbox.env.clone();
     defaults.copy = args.sandbox.copy_options();
     defaults.labels = args.sandbox.label.clone();
+    defaults.junit = args.sandbox.junit()?;
     if args.jobs == Some(0) {
         return Err(UsageError("--jobs must be at least 1".into()).into());
     }

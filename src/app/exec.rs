@@ -20,6 +20,7 @@ pub(super) async fn exec_cmd(args: ExecArgs, cancel: &CancellationToken) -> Resu
     spec.env = args.sandbox.env.clone();
     spec.copy = args.sandbox.copy_options();
     spec.labels = args.sandbox.label.clone();
+    spec.junit = args.sandbox.junit()?;
     // A typo in the path is a usage error whether or not a daemon answers;
     // the full walk (excludes, size cap) happens once, in the sandbox.
     if !spec.workspace.is_dir() {

@@ -78,6 +78,7 @@ pub(super) async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result
     spec.env = args.sandbox.env.clone();
     spec.copy = args.sandbox.copy_options();
     spec.labels = args.sandbox.label.clone();
+    spec.junit = args.sandbox.junit()?;
     let sandbox = super::connect(&args.sandbox.engines)
         .await
         .map_err(AgentError::from)?;

@@ -454,6 +454,7 @@ async fn attempt_task<S: Sandbox>(
             .await?;
             result.verdict = summary.verdict.into();
             result.exit_code = summary.exit_code;
+            result.tests = summary.tests;
             result.iterations = summary.iterations;
             result.tokens = summary.tokens;
         }

@@ -30,6 +30,8 @@ pub enum TaskVerdict {
     OomKilled,
     /// Infrastructure failed after all retries; not a failure of the code.
     SandboxError,
+    /// The tests exited 0 but the report holds no test: judged, not passed.
+    NoTests,
     /// The model API failed (loop tasks).
     ModelError,
     /// The task line could not be used.
@@ -44,6 +46,7 @@ impl From<Verdict> for TaskVerdict {
             Verdict::TimedOut => TaskVerdict::TimedOut,
             Verdict::OomKilled => TaskVerdict::OomKilled,
             Verdict::SandboxError => TaskVerdict::SandboxError,
+            Verdict::NoTests => TaskVerdict::NoTests,
         }
     }
 }
@@ -57,6 +60,7 @@ impl TaskVerdict {
                 | TaskVerdict::Failed
                 | TaskVerdict::TimedOut
                 | TaskVerdict::OomKilled
+                | TaskVerdict::NoTests
         )
     }
 }
@@ -103,6 +107,12 @@ pub struct TaskResult {
     /// What went wrong, for errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Per-test results of the (last) test run; `null` without a report.
+    #[serde(default)]
+    pub tests: Option<crate::report::junit::TestReport>,
+    /// Why `tests` is null, when a report was looked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_note: Option<String>,
 }
 
 impl TaskResult {
@@ -140,6 +150,8 @@ impl TaskResult {
             output_dropped_bytes: 0,
             refused: Vec::new(),
             error: None,
+            tests: None,
+            tests_note: None,
         }
     }
 }
@@ -331,6 +343,8 @@ pub(super) fn fill(result: &mut TaskResult, o: &Outcome) {
     result.stderr_tail = tail(&o.stderr.text);
     result.output_dropped_bytes = o.stdout.dropped_bytes + o.stderr.dropped_bytes;
     result.error = None;
+    result.tests = o.tests.clone();
+    result.tests_note = o.tests_note.clone();
 }
 
 fn tail(text: &str) -> String {

@@ -64,6 +64,8 @@ pub fn outcome(verdict: Verdict, exit_code: i64, stdout: &str) -> Outcome {
         stderr: Captured::default(),
         durations: Durations::default(),
         error: None,
+        tests: None,
+        tests_note: None,
     }
 }
 

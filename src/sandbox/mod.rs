@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::report::junit::TestReport;
 pub use any::AnySandbox;
 pub use capture::{Capture, Captured};
 pub use error::SandboxError;
@@ -41,6 +42,8 @@ pub enum Verdict {
     OomKilled,
     /// The infrastructure failed (daemon, image, copy); says nothing about the code.
     SandboxError,
+    /// The command exited 0, but its test report holds no test: nothing was tested.
+    NoTests,
 }
 
 impl Verdict {
@@ -52,6 +55,7 @@ impl Verdict {
             Verdict::TimedOut => "timed_out",
             Verdict::OomKilled => "oom_killed",
             Verdict::SandboxError => "sandbox_error",
+            Verdict::NoTests => "no_tests",
         }
     }
 
@@ -63,6 +67,7 @@ impl Verdict {
             Verdict::TimedOut => 124,
             Verdict::SandboxError => 125,
             Verdict::OomKilled => 137,
+            Verdict::NoTests => 5,
         }
     }
 }
@@ -90,7 +95,25 @@ pub struct RunSpec {
     pub copy: CopyOptions,
     /// Extra labels for the container (e.g. the batch task id).
     pub labels: Vec<(String, String)>,
+    /// Where the test command writes a JUnit XML report, if anywhere.
+    pub junit: Junit,
 }
+
+/// Where to find the JUnit XML report of a run (a path inside the sandbox).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Junit {
+    /// Where the image's `autodev.junit` label says (none if it has none).
+    #[default]
+    FromImage,
+    /// At this path.
+    At(String),
+    /// Do not look for one.
+    Off,
+}
+
+/// The label by which an image names the report path its test tools write
+/// to (the python image sets pytest's `--junitxml` to it through `PYTEST_ADDOPTS`).
+pub const JUNIT_LABEL: &str = "autodev.junit";
 
 impl RunSpec {
     /// A spec with default limits and copy options.
@@ -107,6 +130,7 @@ impl RunSpec {
             env: Vec::new(),
             copy: CopyOptions::default(),
             labels: Vec::new(),
+            junit: Junit::FromImage,
         }
     }
 }
@@ -142,6 +166,12 @@ pub struct Outcome {
     /// Why the run counts as a sandbox error, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Per-test results from the JUnit report; `null` when there is none.
+    #[serde(default)]
+    pub tests: Option<TestReport>,
+    /// Why `tests` is null, when a report was looked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_note: Option<String>,
 }
 
 impl Outcome {
@@ -154,6 +184,8 @@ impl Outcome {
             stderr: Captured::default(),
             durations: Durations::default(),
             error: Some(err.to_string()),
+            tests: None,
+            tests_note: None,
         }
     }
 }
@@ -262,6 +294,7 @@ mod tests {
             Verdict::TimedOut,
             Verdict::OomKilled,
             Verdict::SandboxError,
+            Verdict::NoTests,
         ];
         let mut codes: Vec<u8> = all.iter().map(|v| v.exit_code()).collect();
         codes.sort();

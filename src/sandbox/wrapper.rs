@@ -85,24 +85,49 @@ fn shell_quote(a: &str) -> String {
     }
 }
 
-/// The wrapper script. `tar` is found through a fixed `PATH` so `--env
-/// PATH=...` cannot break the copy; the command then runs with the
-/// environment the user gave.
-const WRAPPER: &str = r#"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin tar -x -f - -C /workspace --no-same-owner >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
+/// The wrapper script. `tar` and `head` are found through a fixed `PATH` so
+/// `--env PATH=...` cannot break the copy; the command then runs with the
+/// environment the user gave. Without a report to collect, the wrapper
+/// becomes the command (`exec`); with one, it waits for the command, then
+/// sends the report (a regular file, not a link, at most the cap) on stderr
+/// between nonce markers and exits with the command's status.
+const WRAPPER: &str = r#"P=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+PATH=$P tar -x -f - -C /workspace --no-same-owner >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
 printf '%s:ready\n' "$1" >&2
-shift
-if [ "$1" = sh ]; then exec /bin/sh -c "$2" </dev/null; fi
-shift
-exec "$@" </dev/null"#;
+n=$1 j=$2
+shift 2
+if [ -z "$j" ]; then
+  if [ "$1" = sh ]; then exec /bin/sh -c "$2" </dev/null; fi
+  shift
+  exec "$@" </dev/null
+fi
+if [ "$1" = sh ]; then /bin/sh -c "$2" </dev/null; else shift; "$@" </dev/null; fi
+rc=$?
+if [ -f "$j" ] && [ ! -L "$j" ]; then
+  printf '\036%s:report-begin\n' "$n" >&2
+  PATH=$P head -c REPORT_CAP "$j" >&2
+  printf '\036%s:report-end\n' "$n" >&2
+else
+  printf '\036%s:report-none\n' "$n" >&2
+fi
+exit $rc"#;
 
-/// The container's command line for `command`, announcing readiness with `nonce`.
-pub fn container_cmd(nonce: &str, command: &Command) -> Vec<String> {
+/// The container's command line for `command`, announcing readiness with
+/// `nonce`, and sending back the report at `report` (a path inside the
+/// container) when one is asked for.
+pub fn container_cmd(nonce: &str, report: Option<&str>, command: &Command) -> Vec<String> {
+    // One byte over the cap tells a report that was cut from one that fits.
+    let script = WRAPPER.replace(
+        "REPORT_CAP",
+        &(crate::report::junit::MAX_REPORT_BYTES + 1).to_string(),
+    );
     let mut cmd: Vec<String> = vec![
         "/bin/sh".into(),
         "-c".into(),
-        WRAPPER.into(),
+        script,
         "autodev-wrapper".into(),
         nonce.into(),
+        report.unwrap_or("").into(),
     ];
     match command {
         Command::Shell(s) => cmd.extend(["sh".to_string(), s.clone()]),
@@ -201,6 +226,137 @@ impl ReadyDemux {
     }
 }
 
+/// What came of the report the wrapper sends after the command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The wrapper never got to it (the run was killed: timeout, memory).
+    NotSent,
+    /// There was no regular file at the report path.
+    Absent,
+    /// The report's bytes (possibly one over the cap: then it was cut).
+    Received(Vec<u8>),
+    /// The report began but never ended (the container died mid-report),
+    /// or other output flooded it.
+    Cut,
+}
+
+/// Starts every report marker: ASCII's record separator, which output
+/// hardly ever ends with, so holding back a possible marker start almost
+/// never delays a byte of live output (a newline would, at every line).
+const RS: char = '\u{1e}';
+
+/// After the ready marker, when a report is expected: splits the command's
+/// stderr from the report the wrapper sends once the command has ended.
+/// Bytes that could be the start of a marker are held back until the next
+/// chunk shows whether they are.
+#[derive(Debug)]
+pub struct ReportDemux {
+    begin: Vec<u8>,
+    none: Vec<u8>,
+    end: Vec<u8>,
+    carry: Vec<u8>,
+    report: Vec<u8>,
+    state: ReportState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportState {
+    Command,
+    Report,
+    Done(bool),
+    Flooded,
+}
+
+impl ReportDemux {
+    /// A demux for the report markers of `nonce`.
+    pub fn new(nonce: &str) -> Self {
+        ReportDemux {
+            begin: format!("{RS}{nonce}:report-begin\n").into_bytes(),
+            none: format!("{RS}{nonce}:report-none\n").into_bytes(),
+            end: format!("{RS}{nonce}:report-end\n").into_bytes(),
+            carry: Vec::new(),
+            report: Vec::new(),
+            state: ReportState::Command,
+        }
+    }
+
+    /// Feeds a chunk of the command's stderr; returns what of it is the command's.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        match self.state {
+            ReportState::Command => {}
+            ReportState::Report => return self.feed_report(chunk),
+            ReportState::Done(_) | ReportState::Flooded => return chunk.to_vec(),
+        }
+        let mut data = std::mem::take(&mut self.carry);
+        data.extend_from_slice(chunk);
+        let begin = find(&data, &self.begin);
+        let none = find(&data, &self.none);
+        match (begin, none) {
+            (Some(b), n) if n.is_none_or(|n| b < n) => {
+                let rest = data.split_off(b + self.begin.len());
+                data.truncate(b);
+                self.state = ReportState::Report;
+                let mut after = self.feed_report(&rest);
+                data.append(&mut after);
+                data
+            }
+            (_, Some(n)) => {
+                let rest = data.split_off(n + self.none.len());
+                data.truncate(n);
+                data.extend_from_slice(&rest);
+                self.state = ReportState::Done(false);
+                data
+            }
+            _ => {
+                let keep = [&self.begin, &self.none]
+                    .iter()
+                    .map(|m| partial_suffix(&data, m))
+                    .max()
+                    .unwrap_or(0);
+                self.carry = data.split_off(data.len() - keep);
+                data
+            }
+        }
+    }
+
+    fn feed_report(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let from = self.report.len().saturating_sub(self.end.len());
+        self.report.extend_from_slice(bytes);
+        if let Some(pos) = find(&self.report[from..], &self.end).map(|p| p + from) {
+            let after = self.report.split_off(pos + self.end.len());
+            self.report.truncate(pos);
+            self.state = ReportState::Done(true);
+            return after;
+        }
+        // The wrapper sends at most the cap plus one byte; more means other
+        // output is mixed in, and the report cannot be trusted.
+        if self.report.len() > crate::report::junit::MAX_REPORT_BYTES + 64 * 1024 {
+            self.report = Vec::new();
+            self.state = ReportState::Flooded;
+        }
+        Vec::new()
+    }
+
+    /// At the end of the stream: the command's held-back bytes, and the report.
+    pub fn finish(self) -> (Vec<u8>, Report) {
+        let report = match self.state {
+            ReportState::Command => Report::NotSent,
+            ReportState::Report | ReportState::Flooded => Report::Cut,
+            ReportState::Done(false) => Report::Absent,
+            ReportState::Done(true) => Report::Received(self.report),
+        };
+        (self.carry, report)
+    }
+}
+
+/// The length of the longest end of `data` that begins `marker` (without being all of it).
+fn partial_suffix(data: &[u8], marker: &[u8]) -> usize {
+    (1..marker.len().min(data.len() + 1))
+        .rev()
+        .find(|k| data.ends_with(&marker[..*k]))
+        .unwrap_or(0)
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -236,6 +392,63 @@ mod tests {
         );
     }
 
+    fn feed(d: &mut ReportDemux, stream: &[u8], step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in stream.chunks(step) {
+            out.extend(d.push(c));
+        }
+        out
+    }
+
+    #[test]
+    fn the_report_is_split_from_the_commands_output_at_every_chunk_boundary() {
+        let stream =
+            b"tests ran\nno newline at the end\x1en1:report-begin\n<testsuite/>\x1en1:report-end\n";
+        for step in 1..stream.len() {
+            let mut d = ReportDemux::new("n1");
+            let mut out = feed(&mut d, stream, step);
+            let (rest, report) = d.finish();
+            out.extend(rest);
+            assert_eq!(out, b"tests ran\nno newline at the end", "step {step}");
+            assert_eq!(
+                report,
+                Report::Received(b"<testsuite/>".to_vec()),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_of_output_is_never_held_back() {
+        let mut d = ReportDemux::new("n1");
+        assert_eq!(d.push(b"oops\n"), b"oops\n");
+        assert_eq!(d.push(b"half a line"), b"half a line");
+    }
+
+    #[test]
+    fn no_report_a_killed_run_and_a_forged_marker() {
+        let mut d = ReportDemux::new("n1");
+        let out = feed(&mut d, b"out\n\x1en1:report-none\n", 3);
+        assert_eq!(out, b"out\n");
+        assert_eq!(d.finish().1, Report::Absent);
+        // Killed before the wrapper could send anything; held-back bytes come out.
+        let mut d = ReportDemux::new("n1");
+        let mut out = d.push(b"partial\n");
+        let (rest, report) = d.finish();
+        out.extend(rest);
+        assert_eq!((out, report), (b"partial\n".to_vec(), Report::NotSent));
+        // Another nonce is just output.
+        let mut d = ReportDemux::new("n1");
+        let out = feed(&mut d, b"\x1en2:report-begin\nx\n", 4);
+        let (rest, report) = d.finish();
+        assert_eq!([out, rest].concat(), b"\x1en2:report-begin\nx\n");
+        assert_eq!(report, Report::NotSent);
+        // Begun but never ended.
+        let mut d = ReportDemux::new("n1");
+        feed(&mut d, b"\x1en1:report-begin\n<testsu", 5);
+        assert_eq!(d.finish().1, Report::Cut);
+    }
+
     #[test]
     fn marker_is_found_after_a_flood_of_setup_output() {
         let mut d = ReadyDemux::new("n1");
@@ -267,10 +480,14 @@ mod tests {
     #[test]
     fn one_argument_is_a_shell_line_several_an_argv() {
         let one = Command::from_args(&["echo 'a b' | wc -c".into()]);
+        assert_eq!(
+            container_cmd("n", Some("/tmp/r.xml"), &one)[5],
+            "/tmp/r.xml"
+        );
         assert_eq!(one, Command::Shell("echo 'a b' | wc -c".into()));
         let many = Command::from_args(&["python3".into(), "-c".into(), "print(\"a b\")".into()]);
         assert_eq!(
-            container_cmd("n", &many)[5..],
+            container_cmd("n", None, &many)[6..],
             ["argv", "python3", "-c", "print(\"a b\")"]
         );
         assert_eq!(many.to_string(), r#"python3 -c 'print("a b")'"#);
@@ -278,7 +495,10 @@ mod tests {
             Command::Argv(vec!["echo".into(), "it's".into(), "".into()]).to_string(),
             r#"echo 'it'\''s' ''"#
         );
-        assert_eq!(container_cmd("n", &one)[5..], ["sh", "echo 'a b' | wc -c"]);
+        assert_eq!(
+            container_cmd("n", None, &one)[6..],
+            ["sh", "echo 'a b' | wc -c"]
+        );
     }
 
     #[test]

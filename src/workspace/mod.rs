@@ -92,6 +92,22 @@ pub enum WorkspaceError {
     },
 }
 
+/// Whether the folder holds at least one regular file (autodev's marker and
+/// `.git` aside), without following links.
+pub fn has_files(root: &Path) -> Result<bool, WorkspaceError> {
+    let m = copy::manifest(
+        root,
+        &CopyOptions {
+            excludes: vec![],
+            include_git: false,
+        },
+        u64::MAX,
+    )?;
+    Ok(m.entries
+        .iter()
+        .any(|e| matches!(e.kind, EntryKind::File(_))))
+}
+
 pub(crate) fn io_err<'a>(
     op: &'static str,
     path: &'a Path,

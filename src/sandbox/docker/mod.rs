@@ -35,8 +35,10 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::wrapper::{Demuxed, ReadyDemux};
+use super::wrapper::{Demuxed, ReadyDemux, Report, ReportDemux};
+use super::Junit;
 use super::{Capture, Durations, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::report::junit::{self, TestReport};
 use crate::workspace::{self, Manifest};
 pub use engine::EngineSpec;
 use feed::ChannelWriter;
@@ -60,6 +62,8 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct DockerSandbox {
     docker: Docker,
     name: String,
+    /// Report paths declared by images, by image name.
+    junit_paths: std::sync::Arc<std::sync::Mutex<HashMap<String, Option<String>>>>,
 }
 
 /// A created container, not started yet.
@@ -67,6 +71,7 @@ pub struct DockerSandbox {
 pub struct DockerPrepared {
     removal: Removal,
     nonce: String,
+    report: Option<String>,
     spec: RunSpec,
     manifest: Manifest,
     t0: Instant,
@@ -87,6 +92,7 @@ impl DockerSandbox {
         Ok(DockerSandbox {
             docker: spec.connect().await?,
             name: spec.name(),
+            junit_paths: Default::default(),
         })
     }
 
@@ -200,13 +206,46 @@ impl DockerSandbox {
         }
     }
 
+    /// The report path the image declares (its `autodev.junit` label),
+    /// looked up once per image.
+    async fn image_junit(&self, image: &str) -> Result<Option<String>, SandboxError> {
+        if let Some(hit) = self
+            .junit_paths
+            .lock()
+            .ok()
+            .and_then(|m| m.get(image).cloned())
+        {
+            return Ok(hit);
+        }
+        let found = match self.docker.inspect_image(image).await {
+            Ok(info) => info
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(super::JUNIT_LABEL).cloned())
+                .filter(|p| p.starts_with('/')),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Err(SandboxError::image_missing(image, &self.name)),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 400,
+                message,
+            }) => return Err(SandboxError::Refused { detail: message }),
+            Err(e) => return Err(self.err("inspect image", e)),
+        };
+        if let Ok(mut m) = self.junit_paths.lock() {
+            m.insert(image.to_string(), found.clone());
+        }
+        Ok(found)
+    }
+
     async fn create(
         &self,
         spec: &RunSpec,
         run_id: &str,
         nonce: &str,
+        report: Option<&str>,
     ) -> Result<String, SandboxError> {
-        let body = policy::container_body(spec, run_id, nonce);
+        let body = policy::container_body(spec, run_id, nonce, report);
         let opts = CreateContainerOptions {
             name: Some(format!("autodev-{run_id}")),
             ..Default::default()
@@ -255,7 +294,7 @@ impl DockerSandbox {
 
     async fn drive(
         &self,
-        (id, nonce): (&str, &str),
+        (id, nonce, report_path): (&str, &str, Option<&str>),
         spec: &RunSpec,
         manifest: Manifest,
         sink: &mut dyn OutputSink,
@@ -311,6 +350,7 @@ impl DockerSandbox {
         let mut out = Capture::new(limits.output_limit);
         let mut err = Capture::new(limits.output_limit);
         let mut demux = ReadyDemux::new(nonce);
+        let mut reports = report_path.map(|_| ReportDemux::new(nonce));
         let mut ready_at: Option<Instant> = None;
         let mut timed_out = false;
         let mut stream_error = None;
@@ -346,6 +386,10 @@ impl DockerSandbox {
                                 rest
                             }
                             Demuxed::Command(bytes) => bytes,
+                        };
+                        let bytes = match reports.as_mut() {
+                            Some(r) => r.push(&bytes),
+                            None => bytes,
                         };
                         if !bytes.is_empty() {
                             err.push(&bytes);
@@ -400,6 +444,7 @@ impl DockerSandbox {
                     ))
                 }
             }
+            let (tests, tests_note) = finish_report(reports, report_path, &mut err, sink);
             return Ok(Outcome {
                 verdict: Verdict::TimedOut,
                 exit_code: None,
@@ -407,6 +452,8 @@ impl DockerSandbox {
                 stderr: err.finish(),
                 durations: *durations,
                 error: None,
+                tests,
+                tests_note,
             });
         }
         if let Some(e) = stream_error {
@@ -420,15 +467,19 @@ impl DockerSandbox {
             return Err(SandboxError::CopyFailed(demux.copy_failure()));
         }
 
-        let (exit_code, oom) = self.exit_status(id).await?;
+        let (exit_code, oom) = self.exit_status(id, &lost).await?;
+        let (tests, tests_note) = finish_report(reports, report_path, &mut err, sink);
         // A child killed for memory while the parent still exits 0 must not
-        // count as a pass: the OOM flag wins over the exit code.
+        // count as a pass: the OOM flag wins over the exit code. Nor does a
+        // run whose report holds no test: nothing was tested.
         let verdict = if oom {
             Verdict::OomKilled
-        } else if exit_code == 0 {
-            Verdict::Passed
-        } else {
+        } else if exit_code != 0 {
             Verdict::Failed
+        } else if tests.as_ref().is_some_and(|t| t.total == 0) {
+            Verdict::NoTests
+        } else {
+            Verdict::Passed
         };
         Ok(Outcome {
             verdict,
@@ -437,6 +488,8 @@ impl DockerSandbox {
             stderr: err.finish(),
             durations: *durations,
             error: None,
+            tests,
+            tests_note,
         })
     }
 
@@ -461,14 +514,23 @@ impl DockerSandbox {
     /// Exit code and OOM flag. One inspect usually suffices: the output
     /// stream closes when the container's process exits; the daemon may take
     /// a moment longer to record the exit, and then we wait for it.
-    async fn exit_status(&self, id: &str) -> Result<(i64, bool), SandboxError> {
+    async fn exit_status(
+        &self,
+        id: &str,
+        lost: &CancellationToken,
+    ) -> Result<(i64, bool), SandboxError> {
         let mut waited = false;
         loop {
+            // The output may have ended just before a link was cut: the
+            // inspect must not hang on it either.
             let info = self
-                .docker
-                .inspect_container(id, None::<InspectContainerOptions>)
-                .await
-                .map_err(|e| self.err("inspect container", e))?;
+                .guarded(
+                    "inspect container",
+                    lost,
+                    self.docker
+                        .inspect_container(id, None::<InspectContainerOptions>),
+                )
+                .await?;
             let state = info.state.unwrap_or_default();
             if state.running != Some(true) || waited {
                 let code = match state.exit_code {
@@ -500,12 +562,20 @@ impl Sandbox for DockerSandbox {
             fastrand::u64(..),
             fastrand::u64(..)
         );
+        let report = match &spec.junit {
+            Junit::Off => None,
+            Junit::At(p) => Some(p.clone()),
+            Junit::FromImage => self.image_junit(&spec.image).await?,
+        };
         // Not raced against cancellation: a create abandoned mid-request
         // would still be carried out by the daemon and leave a container.
-        let id = self.create(spec, &run_id, &nonce).await?;
+        let id = self
+            .create(spec, &run_id, &nonce, report.as_deref())
+            .await?;
         Ok(DockerPrepared {
             removal: Removal::new(self.docker.clone(), id),
             nonce,
+            report,
             spec: spec.clone(),
             manifest,
             create_ms: ms(t0.elapsed()),
@@ -522,6 +592,7 @@ impl Sandbox for DockerSandbox {
         let DockerPrepared {
             mut removal,
             nonce,
+            report,
             spec,
             manifest,
             t0,
@@ -539,8 +610,15 @@ impl Sandbox for DockerSandbox {
             Err(SandboxError::Interrupted)
         } else {
             let id = removal.id.clone();
-            self.drive((&id, &nonce), &spec, manifest, sink, cancel, &mut durations)
-                .await
+            self.drive(
+                (&id, &nonce, report.as_deref()),
+                &spec,
+                manifest,
+                sink,
+                cancel,
+                &mut durations,
+            )
+            .await
         };
         let t_rm = Instant::now();
         // A lost engine will not answer a removal either: waiting for it
@@ -580,10 +658,12 @@ impl Sandbox for DockerSandbox {
         self.check_host(spec).await?;
         // A trial create, never started: the engine checks every setting
         // (runtime, CPUs, tmpfs options) the real runs will use.
-        let id = self.create(spec, &new_run_id(), "preflight").await?;
-        remove(&self.docker, &id)
-            .await
-            .map_err(|detail| self.lost("remove container", detail))
+        let id = self.create(spec, &new_run_id(), "preflight", None).await?;
+        // The check is the create; a slow removal (seen on an engine busy
+        // right after an image import) is not a reason to refuse the batch.
+        // What it leaves, if anything, carries the labels `clean` looks for.
+        let _ = remove(&self.docker, &id).await;
+        Ok(())
     }
 
     async fn clean(&self, labels: &[(String, String)]) -> Result<usize, SandboxError> {
@@ -692,6 +772,36 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(last)
+}
+
+/// The per-test results of a run, or why there are none; the command's
+/// held-back stderr goes where the rest of it went.
+fn finish_report(
+    reports: Option<ReportDemux>,
+    path: Option<&str>,
+    err: &mut Capture,
+    sink: &mut dyn OutputSink,
+) -> (Option<TestReport>, Option<String>) {
+    let (Some(reports), Some(path)) = (reports, path) else {
+        return (None, None);
+    };
+    let (rest, report) = reports.finish();
+    if !rest.is_empty() {
+        err.push(&rest);
+        sink.stderr(&rest);
+    }
+    let why = match report {
+        Report::Received(bytes) => match junit::parse(&bytes) {
+            Ok(r) => return (Some(r), None),
+            Err(why) => format!("report {path}: {why}"),
+        },
+        Report::Absent => {
+            format!("no report at {path}: the test command wrote none (or not as a regular file)")
+        }
+        Report::NotSent => "the run ended before its report could be read".into(),
+        Report::Cut => format!("report {path} was cut off before its end"),
+    };
+    (None, Some(why))
 }
 
 fn new_run_id() -> String {

@@ -28,7 +28,12 @@ fn network_mode(n: Network) -> &'static str {
 }
 
 /// Builds the container definition: every isolation setting lives here.
-pub(super) fn container_body(spec: &RunSpec, run_id: &str, nonce: &str) -> ContainerCreateBody {
+pub(super) fn container_body(
+    spec: &RunSpec,
+    run_id: &str,
+    nonce: &str,
+    report: Option<&str>,
+) -> ContainerCreateBody {
     let l = &spec.limits;
     let (uid, gid) = l.user.split_once(':').unwrap_or((&l.user, &l.user));
     let tmpfs = HashMap::from([
@@ -76,7 +81,7 @@ pub(super) fn container_body(spec: &RunSpec, run_id: &str, nonce: &str) -> Conta
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(wrapper::container_cmd(nonce, &spec.command)),
+        cmd: Some(wrapper::container_cmd(nonce, report, &spec.command)),
         // The image's entrypoint must not get between us and the wrapper.
         entrypoint: Some(vec![]),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
@@ -103,7 +108,7 @@ mod tests {
     #[test]
     fn body_is_locked_down_by_default() {
         let spec = RunSpec::new("/tmp", "true", "img");
-        let b = container_body(&spec, "r1", "n");
+        let b = container_body(&spec, "r1", "n", None);
         let h = b.host_config.unwrap();
         assert_eq!(h.readonly_rootfs, Some(true));
         assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));

@@ -41,6 +41,23 @@ impl Member {
         let out = self.out_until.lock().unwrap_or_else(|p| p.into_inner());
         out.is_none_or(|until| now >= until)
     }
+
+    /// An engine coming back into rotation must answer a ping first: a cut
+    /// link costs a ping's timeout then, not a whole run's heartbeat.
+    async fn ready(&self) -> bool {
+        let was_out = self
+            .out_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !was_out {
+            return true;
+        }
+        let alive = self.sandbox.ping().await;
+        *self.out_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            (!alive).then(|| Instant::now() + OUT_OF_ROTATION);
+        alive
+    }
 }
 
 /// Several Docker engines used as one sandbox.
@@ -166,6 +183,9 @@ impl Sandbox for DockerPool {
         let mut last = None;
         while let Some(index) = self.pick(&tried) {
             tried.push(index);
+            if !self.members[index].ready().await {
+                continue;
+            }
             self.members[index].load.fetch_add(1, Ordering::SeqCst);
             let load = Load {
                 members: self.members.clone(),
