@@ -77,8 +77,12 @@ pub struct ExecArgs {
     /// Limits and isolation.
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// Run again what this result ran (an `exec --json` object or a batch result line):
+    /// same image ID, limits and command, on --workspace; says whether verdict and output match.
+    #[arg(long, conflicts_with = "command")]
+    pub rerun: Option<PathBuf>,
     /// Command run in /workspace: one argument runs with /bin/sh -c; several run as given, without a shell.
-    #[arg(last = true, required = true, num_args = 1..)]
+    #[arg(last = true, required_unless_present = "rerun", num_args = 1..)]
     pub command: Vec<String>,
 }
 

@@ -217,3 +217,94 @@ async fn batch_results_carry_the_test_counts() {
     assert_eq!(by("none")["verdict"], "no_tests");
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_records_what_ran_and_reruns_the_same() {
+    let _sb = require_docker!();
+    let label = common::test_label("rerun");
+    let ws = common::workspace(&[("a.py", "print(sum(range(10)))\n")]);
+    let out = Command::new(common::bin())
+        .env("GREETING", "hi")
+        .args(["exec", "--json", "--workspace"])
+        .arg(ws.path())
+        .args([
+            "--image",
+            &common::image(),
+            "--memory",
+            "256m",
+            "-e",
+            "GREETING",
+        ])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .args(["--", "python3", "a.py"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["record"];
+    assert!(
+        r["image_id"].as_str().unwrap().starts_with("sha256:"),
+        "{r}"
+    );
+    assert_eq!(
+        r["env_names"],
+        serde_json::json!(["GREETING"]),
+        "names only, never values"
+    );
+    assert!(
+        !r.to_string().contains("\"hi\""),
+        "a variable's value in the record: {r}"
+    );
+    assert_eq!(r["command"], serde_json::json!(["python3", "a.py"]));
+    assert_eq!(r["limits"]["memory"], 256 << 20);
+    assert_eq!(r["workspace_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(r["autodev_version"], env!("CARGO_PKG_VERSION"));
+    let file = ws
+        .path()
+        .join("..")
+        .join(format!("result-{}.json", label.1));
+    std::fs::write(&file, &out.stdout).unwrap();
+
+    let rerun = |ws: &Path| {
+        Command::new(common::bin())
+            .env("GREETING", "hi")
+            .args(["exec", "--json", "--workspace"])
+            .arg(ws)
+            .args(["--label", &format!("{}={}", label.0, label.1)])
+            .arg("--rerun")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let same = rerun(ws.path());
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    let s: Value = serde_json::from_slice(&same.stdout).unwrap();
+    assert_eq!(
+        (&s["same_verdict"], &s["same_output"], &s["same_workspace"]),
+        (&Value::Bool(true), &Value::Bool(true), &Value::Bool(true)),
+        "{s}"
+    );
+    // Another workspace: the rerun says so, and the output differs.
+    std::fs::write(ws.path().join("a.py"), "print(46)\n").unwrap();
+    let other = rerun(ws.path());
+    assert_eq!(other.status.code(), Some(1));
+    let o: Value = serde_json::from_slice(&other.stdout).unwrap();
+    assert_eq!(
+        (&o["same_verdict"], &o["same_output"], &o["same_workspace"]),
+        (&Value::Bool(true), &Value::Bool(false), &Value::Bool(false)),
+        "{o}"
+    );
+    let _ = std::fs::remove_file(&file);
+    common::assert_no_leak(&label);
+}

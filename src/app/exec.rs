@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
+use super::UsageError;
 use crate::cli::{exit, ExecArgs};
-use crate::sandbox::{NullSink, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, StdioSink};
+use crate::sandbox::{
+    NullSink, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, StdioSink,
+};
 use crate::workspace::WorkspaceError;
 
 pub(super) async fn exec_cmd(args: ExecArgs, cancel: &CancellationToken) -> Result<ExitCode> {
@@ -21,6 +24,10 @@ pub(super) async fn exec_cmd(args: ExecArgs, cancel: &CancellationToken) -> Resu
     spec.copy = args.sandbox.copy_options();
     spec.labels = args.sandbox.label.clone();
     spec.junit = args.sandbox.junit()?;
+    let original = match &args.rerun {
+        Some(path) => Some(rerun_spec(path, &mut spec)?),
+        None => None,
+    };
     // A typo in the path is a usage error whether or not a daemon answers;
     // the full walk (excludes, size cap) happens once, in the sandbox.
     if !spec.workspace.is_dir() {
@@ -40,6 +47,9 @@ pub(super) async fn exec_cmd(args: ExecArgs, cancel: &CancellationToken) -> Resu
         },
         Err(e) => Err(e),
     };
+    if let (Some(orig), Ok(outcome)) = (&original, &result) {
+        return report_rerun(orig, outcome, &spec, args.json);
+    }
     match result {
         Ok(outcome) => {
             if args.json {
@@ -57,4 +67,86 @@ pub(super) async fn exec_cmd(args: ExecArgs, cancel: &CancellationToken) -> Resu
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// What a rerun compares against: the original's verdict and record.
+struct Original {
+    verdict: String,
+    record: RunRecord,
+}
+
+/// Fills `spec` from the record in `path` (an `exec --json` object or a
+/// batch result line): its image by ID, limits and command; the values of
+/// the variables it passed come from this environment.
+fn rerun_spec(path: &std::path::Path, spec: &mut RunSpec) -> Result<Original> {
+    let bad = |why: String| UsageError(format!("--rerun {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let [line] = lines.as_slice() else {
+        return Err(bad(format!(
+            "holds {} JSON lines; give a file with one result",
+            lines.len()
+        ))
+        .into());
+    };
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    let record: RunRecord = serde_json::from_value(v["record"].clone()).map_err(|_| {
+        bad("holds no run record (it comes from `exec --json` or a batch result line)".into())
+    })?;
+    spec.image = record
+        .image_id
+        .clone()
+        .unwrap_or_else(|| record.image.clone());
+    spec.limits = record.limits.clone();
+    spec.command = record.command.clone();
+    spec.env = record
+        .env_names
+        .iter()
+        .map(|k| {
+            std::env::var(k)
+                .map(|v| (k.clone(), v))
+                .map_err(|_| bad(format!("the original run was given ${k}; set it here too")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Original {
+        verdict: v["verdict"].as_str().unwrap_or_default().to_string(),
+        record,
+    })
+}
+
+fn report_rerun(orig: &Original, now: &Outcome, spec: &RunSpec, json: bool) -> Result<ExitCode> {
+    let tree = crate::workspace::manifest(&spec.workspace, &spec.copy, spec.limits.max_copy_bytes)
+        .and_then(|m| crate::workspace::tree_hash(&m))
+        .ok();
+    let same_verdict = orig.verdict == now.verdict.as_str();
+    let same_output = now
+        .record
+        .as_ref()
+        .is_some_and(|r| r.output_sha256 == orig.record.output_sha256);
+    let same_workspace = tree.is_some() && tree == orig.record.workspace_sha256;
+    if json {
+        crate::outln!(
+            "{}",
+            serde_json::json!({
+                "same_verdict": same_verdict, "same_output": same_output,
+                "same_workspace": same_workspace, "original_verdict": orig.verdict,
+                "rerun": now,
+            })
+        );
+    } else {
+        let word = |same: bool| if same { "same" } else { "different" };
+        crate::errln!(
+            "autodev: rerun {} (original {}): verdict {}, output {}, workspace {}",
+            now.verdict,
+            orig.verdict,
+            word(same_verdict),
+            word(same_output),
+            word(same_workspace)
+        );
+    }
+    Ok(ExitCode::from(if same_verdict && same_output {
+        exit::OK
+    } else {
+        exit::FAILED
+    }))
 }

@@ -113,6 +113,9 @@ pub struct TaskResult {
     /// Why `tests` is null, when a report was looked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_note: Option<String>,
+    /// Exactly what the (last) test run ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::sandbox::RunRecord>,
 }
 
 impl TaskResult {
@@ -152,6 +155,7 @@ impl TaskResult {
             error: None,
             tests: None,
             tests_note: None,
+            record: None,
         }
     }
 }
@@ -345,6 +349,7 @@ pub(super) fn fill(result: &mut TaskResult, o: &Outcome) {
     result.error = None;
     result.tests = o.tests.clone();
     result.tests_note = o.tests_note.clone();
+    result.record = o.record.clone();
 }
 
 fn tail(text: &str) -> String {
@@ -389,6 +394,79 @@ mod tests {
         // a: n=2,c=1 → pass@1 0.5, pass@2 1; b: 1, 1.
         assert!((s.pass_at_k[&1] - 0.75).abs() < 1e-12);
         assert!((s.pass_at_k[&2] - 1.0).abs() < 1e-12);
+    }
+
+    /// A result line's fields are an interface (evaluation hosts parse them):
+    /// changing them must be a decision, made here.
+    #[test]
+    fn the_result_line_schema_is_pinned() {
+        let mut r = TaskResult::invalid(3, Some("a".into()), 1, "why".into());
+        r.refused = vec!["x".into()];
+        r.tests = Some(crate::report::junit::TestReport::default());
+        r.tests_note = Some("n".into());
+        let o = crate::sandbox::fake::outcome(Verdict::Passed, 0, "ok");
+        let spec = crate::sandbox::RunSpec::new("/w", "true", "img");
+        r.record = Some(crate::sandbox::RunRecord::new(&spec, None, None, "e", &o));
+        let v = serde_json::to_value(&r).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "attempts",
+                "durations",
+                "elapsed_ms",
+                "error",
+                "exit_code",
+                "id",
+                "iterations",
+                "line",
+                "output_dropped_bytes",
+                "record",
+                "refused",
+                "sample",
+                "stderr_tail",
+                "stdout_tail",
+                "tests",
+                "tests_note",
+                "tokens",
+                "verdict"
+            ]
+        );
+        let mut record: Vec<&str> = v["record"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        record.sort();
+        assert_eq!(
+            record,
+            [
+                "autodev_version",
+                "command",
+                "engine",
+                "env_names",
+                "image",
+                "image_id",
+                "limits",
+                "output_sha256",
+                "workspace_sha256"
+            ]
+        );
+        let tests: Vec<&str> = v["tests"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tests,
+            ["errors", "failed", "failing", "passed", "skipped", "total"]
+        );
+        // A line written by this version reads back as itself.
+        let back: TaskResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub fn outcome(verdict: Verdict, exit_code: i64, stdout: &str) -> Outcome {
         error: None,
         tests: None,
         tests_note: None,
+        record: None,
     }
 }
 

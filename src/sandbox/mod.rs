@@ -151,7 +151,7 @@ pub struct Durations {
 }
 
 /// The result of a run that the sandbox carried out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// How it ended.
     pub verdict: Verdict,
@@ -172,6 +172,66 @@ pub struct Outcome {
     /// Why `tests` is null, when a report was looked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_note: Option<String>,
+    /// Exactly what ran, to reproduce and compare it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RunRecord>,
+}
+
+/// Exactly what ran: enough to run it again and tell whether the result
+/// is the same (`autodev exec --rerun`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The image as named.
+    pub image: String,
+    /// The image's ID (its content digest), when the engine gave one.
+    pub image_id: Option<String>,
+    /// Limits and isolation settings, the runtime among them.
+    pub limits: Limits,
+    /// What ran.
+    pub command: Command,
+    /// Names of the environment variables passed in (never their values).
+    pub env_names: Vec<String>,
+    /// Hash of the workspace tree as copied in (see `workspace::write_tar`).
+    pub workspace_sha256: Option<String>,
+    /// Hash of the captured stdout and stderr.
+    pub output_sha256: String,
+    /// The autodev that ran it.
+    pub autodev_version: String,
+    /// The engine it ran on.
+    pub engine: String,
+}
+
+impl RunRecord {
+    /// The record of `outcome`, a run of `spec`.
+    pub fn new(
+        spec: &RunSpec,
+        image_id: Option<String>,
+        workspace_sha256: Option<String>,
+        engine: &str,
+        outcome: &Outcome,
+    ) -> Self {
+        RunRecord {
+            image: spec.image.clone(),
+            image_id,
+            limits: spec.limits.clone(),
+            command: spec.command.clone(),
+            env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),
+            workspace_sha256,
+            output_sha256: output_hash(outcome),
+            autodev_version: env!("CARGO_PKG_VERSION").to_string(),
+            engine: engine.to_string(),
+        }
+    }
+}
+
+/// Hash of a run's captured output: stdout, a NUL, stderr.
+pub fn output_hash(o: &Outcome) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(o.stdout.text.as_bytes());
+    h.update([0]);
+    h.update(o.stderr.text.as_bytes());
+    crate::workspace::hex(&h.finalize())
 }
 
 impl Outcome {
@@ -186,6 +246,7 @@ impl Outcome {
             error: Some(err.to_string()),
             tests: None,
             tests_note: None,
+            record: None,
         }
     }
 }

@@ -9,6 +9,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::{io_err, CopyOptions, WorkspaceError, MARKER};
 
 /// Kind of a packed entry.
@@ -142,16 +144,24 @@ const TAR_RECORD: u64 = 10240;
 
 /// Writes the manifest as a tar archive to `out`. Files are opened with
 /// `O_NOFOLLOW` so a file swapped for a link after the walk is refused.
-pub fn write_tar<W: Write>(m: &Manifest, out: W) -> Result<(), WorkspaceError> {
+///
+/// Returns the tree's hash (hex SHA-256 over each entry's path, kind, mode
+/// and content or link target, in manifest order; times and owners left
+/// out), so a result records exactly which files it judged.
+pub fn write_tar<W: Write>(m: &Manifest, out: W) -> Result<String, WorkspaceError> {
     let mut counted = CountingWriter {
         inner: out,
         count: 0,
     };
+    let mut tree = Sha256::new();
     {
         let mut b = tar::Builder::new(&mut counted);
         b.follow_symlinks(false);
         for e in &m.entries {
             let host = m.root.join(&e.rel);
+            tree.update(e.rel.as_os_str().as_encoded_bytes());
+            tree.update([0]);
+            tree.update(e.mode.to_le_bytes());
             let mut h = tar::Header::new_gnu();
             h.set_mode(e.mode);
             h.set_mtime(e.mtime);
@@ -160,11 +170,15 @@ pub fn write_tar<W: Write>(m: &Manifest, out: W) -> Result<(), WorkspaceError> {
             let tar_io = io_err("packing", &host);
             match &e.kind {
                 EntryKind::Dir => {
+                    tree.update(b"d");
                     h.set_entry_type(tar::EntryType::Directory);
                     h.set_size(0);
                     b.append_data(&mut h, &e.rel, io::empty()).map_err(tar_io)?;
                 }
                 EntryKind::Symlink(target) => {
+                    tree.update(b"l");
+                    tree.update(target.as_os_str().as_encoded_bytes());
+                    tree.update([0]);
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_size(0);
                     b.append_link(&mut h, &e.rel, target).map_err(tar_io)?;
@@ -177,9 +191,12 @@ pub fn write_tar<W: Write>(m: &Manifest, out: W) -> Result<(), WorkspaceError> {
                         .map_err(io_err("opening", &host))?;
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_size(*size);
+                    tree.update(b"f");
+                    tree.update(size.to_le_bytes());
                     let mut reader = ExactReader {
                         inner: f.take(*size),
                         left: *size,
+                        hash: &mut tree,
                     };
                     b.append_data(&mut h, &e.rel, &mut reader).map_err(|err| {
                         if err.kind() == io::ErrorKind::UnexpectedEof {
@@ -202,7 +219,17 @@ pub fn write_tar<W: Write>(m: &Manifest, out: W) -> Result<(), WorkspaceError> {
         .write_all(&vec![0u8; pad as usize])
         .and_then(|_| counted.flush())
         .map_err(io_err("packing", &m.root))?;
-    Ok(())
+    Ok(hex(&tree.finalize()))
+}
+
+/// The tree hash [`write_tar`] returns, without packing anything.
+pub fn tree_hash(m: &Manifest) -> Result<String, WorkspaceError> {
+    write_tar(m, io::sink())
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct CountingWriter<W> {
@@ -221,13 +248,15 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
-/// Reads exactly `left` bytes or fails, so a shrinking file cannot corrupt the archive.
-struct ExactReader<R> {
+/// Reads exactly `left` bytes or fails, so a shrinking file cannot corrupt
+/// the archive; hashes what it reads.
+struct ExactReader<'h, R> {
     inner: R,
     left: u64,
+    hash: &'h mut Sha256,
 }
 
-impl<R: Read> Read for ExactReader<R> {
+impl<R: Read> Read for ExactReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
             return Ok(0);
@@ -236,6 +265,7 @@ impl<R: Read> Read for ExactReader<R> {
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
         }
+        self.hash.update(&buf[..n]);
         self.left -= n as u64;
         Ok(n)
     }
@@ -334,6 +364,31 @@ pub(crate) mod tests {
         .unwrap_err();
         assert!(matches!(err, WorkspaceError::TooLarge { .. }), "{err}");
         assert!(err.to_string().contains("--exclude"));
+    }
+
+    #[test]
+    fn the_tree_hash_follows_content_and_modes_not_times() {
+        let d = tree();
+        let m = || manifest(d.path(), &CopyOptions::default(), 1 << 20).unwrap();
+        let first = tree_hash(&m()).unwrap();
+        assert_eq!(first.len(), 64);
+        let f = d.path().join("src/pkg/a.py");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(
+            tree_hash(&m()).unwrap(),
+            first,
+            "a new mtime changed the hash"
+        );
+        let mut buf = Vec::new();
+        assert_eq!(write_tar(&m(), &mut buf).unwrap(), first);
+        fs::write(&f, "print(2)\n").unwrap();
+        assert_ne!(tree_hash(&m()).unwrap(), first);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use context::{file_context, CONTEXT_MAX_FILE_BYTES};
-pub use copy::{copy_tree, manifest, write_tar, Entry, EntryKind, Manifest};
+pub use copy::{copy_tree, hex, manifest, tree_hash, write_tar, Entry, EntryKind, Manifest};
 pub use export::export_zip;
 pub use git::git_commit;
 

@@ -37,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::wrapper::{Demuxed, ReadyDemux, Report, ReportDemux};
 use super::Junit;
-use super::{Capture, Durations, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
+use super::{
+    Capture, Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, Verdict,
+};
 use crate::report::junit::{self, TestReport};
 use crate::workspace::{self, Manifest};
 pub use engine::EngineSpec;
@@ -62,8 +64,14 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct DockerSandbox {
     docker: Docker,
     name: String,
-    /// Report paths declared by images, by image name.
-    junit_paths: std::sync::Arc<std::sync::Mutex<HashMap<String, Option<String>>>>,
+    /// What runs need of each image, by image name.
+    images: std::sync::Arc<std::sync::Mutex<HashMap<String, ImageFacts>>>,
+}
+
+#[derive(Debug, Clone)]
+struct ImageFacts {
+    id: Option<String>,
+    junit: Option<String>,
 }
 
 /// A created container, not started yet.
@@ -72,6 +80,7 @@ pub struct DockerPrepared {
     removal: Removal,
     nonce: String,
     report: Option<String>,
+    image_id: Option<String>,
     spec: RunSpec,
     manifest: Manifest,
     t0: Instant,
@@ -92,7 +101,7 @@ impl DockerSandbox {
         Ok(DockerSandbox {
             docker: spec.connect().await?,
             name: spec.name(),
-            junit_paths: Default::default(),
+            images: Default::default(),
         })
     }
 
@@ -206,23 +215,21 @@ impl DockerSandbox {
         }
     }
 
-    /// The report path the image declares (its `autodev.junit` label),
-    /// looked up once per image.
-    async fn image_junit(&self, image: &str) -> Result<Option<String>, SandboxError> {
-        if let Some(hit) = self
-            .junit_paths
-            .lock()
-            .ok()
-            .and_then(|m| m.get(image).cloned())
-        {
+    /// What a run needs to know of its image (its ID, for the record, and
+    /// the report path its label declares), looked up once per image.
+    async fn image_facts(&self, image: &str) -> Result<ImageFacts, SandboxError> {
+        if let Some(hit) = self.images.lock().ok().and_then(|m| m.get(image).cloned()) {
             return Ok(hit);
         }
-        let found = match self.docker.inspect_image(image).await {
-            Ok(info) => info
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|l| l.get(super::JUNIT_LABEL).cloned())
-                .filter(|p| p.starts_with('/')),
+        let facts = match self.docker.inspect_image(image).await {
+            Ok(info) => ImageFacts {
+                junit: info
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(super::JUNIT_LABEL).cloned())
+                    .filter(|p| p.starts_with('/')),
+                id: info.id,
+            },
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => return Err(SandboxError::image_missing(image, &self.name)),
@@ -232,10 +239,10 @@ impl DockerSandbox {
             }) => return Err(SandboxError::Refused { detail: message }),
             Err(e) => return Err(self.err("inspect image", e)),
         };
-        if let Ok(mut m) = self.junit_paths.lock() {
-            m.insert(image.to_string(), found.clone());
+        if let Ok(mut m) = self.images.lock() {
+            m.insert(image.to_string(), facts.clone());
         }
-        Ok(found)
+        Ok(facts)
     }
 
     async fn create(
@@ -292,6 +299,7 @@ impl DockerSandbox {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn drive(
         &self,
         (id, nonce, report_path): (&str, &str, Option<&str>),
@@ -300,6 +308,7 @@ impl DockerSandbox {
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
         durations: &mut Durations,
+        tree: &mut Option<String>,
     ) -> Result<Outcome, SandboxError> {
         // One heartbeat for the whole run, attach and start included: a cut
         // link shows no error, calls just hang.
@@ -406,6 +415,11 @@ impl DockerSandbox {
         }
         let ended = Instant::now();
         feeder.abort();
+        // The packer is done once the wrapper has unpacked everything.
+        let mut packer = packer;
+        if let Some(Ok(Ok(hash))) = futures_util::FutureExt::now_or_never(&mut packer) {
+            *tree = Some(hash);
+        }
         let ready = ready_at.unwrap_or(ended);
         durations.copy_in_ms = ms(ready - started);
         durations.run_ms = ms(ended - ready);
@@ -454,6 +468,7 @@ impl DockerSandbox {
                 error: None,
                 tests,
                 tests_note,
+                record: None,
             });
         }
         if let Some(e) = stream_error {
@@ -461,7 +476,7 @@ impl DockerSandbox {
         }
         if ready_at.is_none() {
             // The packer's own error says more than tar's complaint about a cut stream.
-            if let Ok(Err(e)) = packer.await {
+            if let Some(Ok(Err(e))) = futures_util::FutureExt::now_or_never(&mut packer) {
                 return Err(SandboxError::Workspace(e));
             }
             return Err(SandboxError::CopyFailed(demux.copy_failure()));
@@ -490,6 +505,7 @@ impl DockerSandbox {
             error: None,
             tests,
             tests_note,
+            record: None,
         })
     }
 
@@ -562,10 +578,11 @@ impl Sandbox for DockerSandbox {
             fastrand::u64(..),
             fastrand::u64(..)
         );
+        let facts = self.image_facts(&spec.image).await?;
         let report = match &spec.junit {
             Junit::Off => None,
             Junit::At(p) => Some(p.clone()),
-            Junit::FromImage => self.image_junit(&spec.image).await?,
+            Junit::FromImage => facts.junit.clone(),
         };
         // Not raced against cancellation: a create abandoned mid-request
         // would still be carried out by the daemon and leave a container.
@@ -576,6 +593,7 @@ impl Sandbox for DockerSandbox {
             removal: Removal::new(self.docker.clone(), id),
             nonce,
             report,
+            image_id: facts.id,
             spec: spec.clone(),
             manifest,
             create_ms: ms(t0.elapsed()),
@@ -593,6 +611,7 @@ impl Sandbox for DockerSandbox {
             mut removal,
             nonce,
             report,
+            image_id,
             spec,
             manifest,
             t0,
@@ -606,6 +625,7 @@ impl Sandbox for DockerSandbox {
             create_ms,
             ..Durations::default()
         };
+        let mut tree = None;
         let result = if cancel.is_cancelled() {
             Err(SandboxError::Interrupted)
         } else {
@@ -617,6 +637,7 @@ impl Sandbox for DockerSandbox {
                 sink,
                 cancel,
                 &mut durations,
+                &mut tree,
             )
             .await
         };
@@ -642,6 +663,7 @@ impl Sandbox for DockerSandbox {
         }
         result.map(|mut o| {
             o.durations = durations;
+            o.record = Some(RunRecord::new(&spec, image_id, tree, &self.name, &o));
             o
         })
     }
