@@ -8,6 +8,7 @@
 
 pub mod any;
 pub mod capture;
+pub mod demux;
 pub mod docker;
 mod error;
 pub mod fake;

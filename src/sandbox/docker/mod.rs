@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::wrapper::{Demuxed, ReadyDemux, Report, ReportDemux};
+use super::demux::{Demuxed, ReadyDemux, Report, ReportDemux};
 use super::Junit;
 use super::{
     Capture, Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, Verdict,

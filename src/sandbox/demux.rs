@@ -1,0 +1,345 @@
+//! Reading what the wrapper ([`super::wrapper`]) says on the container's
+//! stderr, apart from what the command says: the ready marker before the
+//! command, and after it the run's resource use and its test report. Every
+//! marker holds the run's nonce, which the code under test never sees.
+
+/// Stderr kept while waiting for the ready marker (tar's complaints).
+const SETUP_CAP: usize = 64 * 1024;
+
+/// What a chunk of stderr turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Demuxed {
+    /// Still the wrapper's own output; nothing for the user yet.
+    Setup,
+    /// The marker was seen: the workspace is in place. These bytes after it
+    /// are the command's.
+    Ready(Vec<u8>),
+    /// The command's output.
+    Command(Vec<u8>),
+}
+
+/// Splits the wrapper's stderr from the command's at the ready marker.
+#[derive(Debug)]
+pub struct ReadyDemux {
+    nonce: String,
+    marker: Vec<u8>,
+    setup: Vec<u8>,
+    ready: bool,
+}
+
+impl ReadyDemux {
+    /// A demux waiting for `nonce`'s marker.
+    pub fn new(nonce: &str) -> Self {
+        ReadyDemux {
+            nonce: nonce.to_string(),
+            marker: format!("{nonce}:ready\n").into_bytes(),
+            setup: Vec::new(),
+            ready: false,
+        }
+    }
+
+    /// Whether the marker has been seen.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Feeds one chunk of stderr.
+    pub fn push(&mut self, chunk: &[u8]) -> Demuxed {
+        if self.ready {
+            return Demuxed::Command(chunk.to_vec());
+        }
+        self.setup.extend_from_slice(chunk);
+        if let Some(pos) = find(&self.setup, &self.marker) {
+            self.ready = true;
+            let rest = self.setup.split_off(pos + self.marker.len());
+            self.setup.clear();
+            return Demuxed::Ready(rest);
+        }
+        if self.setup.len() > SETUP_CAP {
+            // Keep the tail: a marker split across chunks must still be found.
+            self.setup.drain(..self.setup.len() - SETUP_CAP);
+        }
+        Demuxed::Setup
+    }
+
+    /// Why the copy failed, from what the wrapper printed before it gave up,
+    /// with a hint that matches the cause.
+    pub fn copy_failure(&self) -> String {
+        let text = String::from_utf8_lossy(&self.setup)
+            .replace(&format!("{}:copy-failed", self.nonce), "");
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let said = lines.join("; ");
+        let lower = said.to_ascii_lowercase();
+        if said.is_empty() {
+            "the container exited before the workspace was unpacked: the image needs /bin/sh and tar".into()
+        } else if ["no space left", "wrote only", "cannot write"]
+            .iter()
+            .any(|m| lower.contains(m))
+        {
+            // GNU tar reports a full tmpfs as a short write.
+            format!("{said} (raise --workspace-size)")
+        } else if lower.contains("not found") || lower.contains("exec /bin/sh failed") {
+            format!("{said} (the image needs /bin/sh and tar)")
+        } else {
+            said
+        }
+    }
+}
+
+/// What came of the report the wrapper sends after the command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The wrapper never got to it (the run was killed: timeout, memory).
+    NotSent,
+    /// There was no regular file at the report path.
+    Absent,
+    /// The report's bytes (possibly one over the cap: then it was cut).
+    Received(Vec<u8>),
+    /// The report began but never ended (the container died mid-report),
+    /// or other output flooded it.
+    Cut,
+}
+
+/// Starts every report marker: ASCII's record separator, which output
+/// hardly ever ends with, so holding back a possible marker start almost
+/// never delays a byte of live output (a newline would, at every line).
+const RS: char = '\u{1e}';
+
+/// After the ready marker, when a report is expected: splits the command's
+/// stderr from the report the wrapper sends once the command has ended.
+/// Bytes that could be the start of a marker are held back until the next
+/// chunk shows whether they are.
+#[derive(Debug)]
+pub struct ReportDemux {
+    begin: Vec<u8>,
+    none: Vec<u8>,
+    end: Vec<u8>,
+    carry: Vec<u8>,
+    report: Vec<u8>,
+    state: ReportState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportState {
+    Command,
+    Report,
+    Done(bool),
+    Flooded,
+}
+
+impl ReportDemux {
+    /// A demux for the report markers of `nonce`.
+    pub fn new(nonce: &str) -> Self {
+        ReportDemux {
+            begin: format!("{RS}{nonce}:report-begin\n").into_bytes(),
+            none: format!("{RS}{nonce}:report-none\n").into_bytes(),
+            end: format!("{RS}{nonce}:report-end\n").into_bytes(),
+            carry: Vec::new(),
+            report: Vec::new(),
+            state: ReportState::Command,
+        }
+    }
+
+    /// Feeds a chunk of the command's stderr; returns what of it is the command's.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        match self.state {
+            ReportState::Command => {}
+            ReportState::Report => return self.feed_report(chunk),
+            ReportState::Done(_) | ReportState::Flooded => return chunk.to_vec(),
+        }
+        let mut data = std::mem::take(&mut self.carry);
+        data.extend_from_slice(chunk);
+        let begin = find(&data, &self.begin);
+        let none = find(&data, &self.none);
+        match (begin, none) {
+            (Some(b), n) if n.is_none_or(|n| b < n) => {
+                let rest = data.split_off(b + self.begin.len());
+                data.truncate(b);
+                self.state = ReportState::Report;
+                let mut after = self.feed_report(&rest);
+                data.append(&mut after);
+                data
+            }
+            (_, Some(n)) => {
+                let rest = data.split_off(n + self.none.len());
+                data.truncate(n);
+                data.extend_from_slice(&rest);
+                self.state = ReportState::Done(false);
+                data
+            }
+            _ => {
+                let keep = [&self.begin, &self.none]
+                    .iter()
+                    .map(|m| partial_suffix(&data, m))
+                    .max()
+                    .unwrap_or(0);
+                self.carry = data.split_off(data.len() - keep);
+                data
+            }
+        }
+    }
+
+    fn feed_report(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let from = self.report.len().saturating_sub(self.end.len());
+        self.report.extend_from_slice(bytes);
+        if let Some(pos) = find(&self.report[from..], &self.end).map(|p| p + from) {
+            let after = self.report.split_off(pos + self.end.len());
+            self.report.truncate(pos);
+            self.state = ReportState::Done(true);
+            return after;
+        }
+        // The wrapper sends at most the cap plus one byte; more means other
+        // output is mixed in, and the report cannot be trusted.
+        if self.report.len() > crate::report::junit::MAX_REPORT_BYTES + 64 * 1024 {
+            self.report = Vec::new();
+            self.state = ReportState::Flooded;
+        }
+        Vec::new()
+    }
+
+    /// At the end of the stream: the command's held-back bytes, and the report.
+    pub fn finish(self) -> (Vec<u8>, Report) {
+        let report = match self.state {
+            ReportState::Command => Report::NotSent,
+            ReportState::Report | ReportState::Flooded => Report::Cut,
+            ReportState::Done(false) => Report::Absent,
+            ReportState::Done(true) => Report::Received(self.report),
+        };
+        (self.carry, report)
+    }
+}
+
+/// The length of the longest end of `data` that begins `marker` (without being all of it).
+fn partial_suffix(data: &[u8], marker: &[u8]) -> usize {
+    (1..marker.len().min(data.len() + 1))
+        .rev()
+        .find(|k| data.ends_with(&marker[..*k]))
+        .unwrap_or(0)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_markers_do_not_count_and_nothing_after_the_real_one_is_judged() {
+        let mut d = ReadyDemux::new("autodev-abc");
+        // Another run's nonce, a marker without its newline, a prefix of ours.
+        assert_eq!(d.push(b"autodev-xyz:ready\n"), Demuxed::Setup);
+        assert_eq!(d.push(b"autodev-ab:ready\n"), Demuxed::Setup);
+        assert_eq!(d.push(b"autodev-abc:ready"), Demuxed::Setup);
+        assert!(!d.is_ready());
+        // The real marker, split across chunks, with the command's first bytes after it.
+        let mut d = ReadyDemux::new("autodev-abc");
+        assert_eq!(d.push(b"tar: warning\nautodev-a"), Demuxed::Setup);
+        assert_eq!(
+            d.push(b"bc:ready\nhello"),
+            Demuxed::Ready(b"hello".to_vec())
+        );
+        assert!(d.is_ready());
+        // The command printing a marker (forged or even the real one) is just output.
+        assert_eq!(
+            d.push(b"autodev-abc:ready\n"),
+            Demuxed::Command(b"autodev-abc:ready\n".to_vec())
+        );
+        assert_eq!(
+            d.push(b"autodev-abc:copy-failed\n"),
+            Demuxed::Command(b"autodev-abc:copy-failed\n".to_vec())
+        );
+    }
+
+    fn feed(d: &mut ReportDemux, stream: &[u8], step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in stream.chunks(step) {
+            out.extend(d.push(c));
+        }
+        out
+    }
+
+
+    #[test]
+    fn the_report_is_split_from_the_commands_output_at_every_chunk_boundary() {
+        let stream =
+            b"tests ran\nno newline at the end\x1en1:report-begin\n<testsuite/>\x1en1:report-end\n";
+        for step in 1..stream.len() {
+            let mut d = ReportDemux::new("n1");
+            let mut out = feed(&mut d, stream, step);
+            let (rest, report) = d.finish();
+            out.extend(rest);
+            assert_eq!(out, b"tests ran\nno newline at the end", "step {step}");
+            assert_eq!(
+                report,
+                Report::Received(b"<testsuite/>".to_vec()),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_of_output_is_never_held_back() {
+        let mut d = ReportDemux::new("n1");
+        assert_eq!(d.push(b"oops\n"), b"oops\n");
+        assert_eq!(d.push(b"half a line"), b"half a line");
+    }
+
+    #[test]
+    fn no_report_a_killed_run_and_a_forged_marker() {
+        let mut d = ReportDemux::new("n1");
+        let out = feed(&mut d, b"out\n\x1en1:report-none\n", 3);
+        assert_eq!(out, b"out\n");
+        assert_eq!(d.finish().1, Report::Absent);
+        // Killed before the wrapper could send anything; held-back bytes come out.
+        let mut d = ReportDemux::new("n1");
+        let mut out = d.push(b"partial\n");
+        let (rest, report) = d.finish();
+        out.extend(rest);
+        assert_eq!((out, report), (b"partial\n".to_vec(), Report::NotSent));
+        // Another nonce is just output.
+        let mut d = ReportDemux::new("n1");
+        let out = feed(&mut d, b"\x1en2:report-begin\nx\n", 4);
+        let (rest, report) = d.finish();
+        assert_eq!([out, rest].concat(), b"\x1en2:report-begin\nx\n");
+        assert_eq!(report, Report::NotSent);
+        // Begun but never ended.
+        let mut d = ReportDemux::new("n1");
+        feed(&mut d, b"\x1en1:report-begin\n<testsu", 5);
+        assert_eq!(d.finish().1, Report::Cut);
+    }
+
+    #[test]
+    fn marker_is_found_after_a_flood_of_setup_output() {
+        let mut d = ReadyDemux::new("n1");
+        for _ in 0..100 {
+            assert_eq!(d.push(&[b'x'; 4096]), Demuxed::Setup);
+        }
+        assert_eq!(d.push(b"n"), Demuxed::Setup);
+        assert_eq!(d.push(b"1:ready\n"), Demuxed::Ready(Vec::new()));
+    }
+
+    #[test]
+    fn copy_failures_get_the_hint_that_fits() {
+        let fail = |text: &[u8]| {
+            let mut d = ReadyDemux::new("n");
+            d.push(text);
+            d.copy_failure()
+        };
+        let full = fail(b"tar: big: Cannot write: No space left on device\n\nn:copy-failed\n");
+        assert!(full.ends_with("(raise --workspace-size)"), "{full}");
+        assert!(!full.contains("copy-failed"), "{full}");
+        let short = fail(b"tar: big.txt: Wrote only 4608 of 10240 bytes\n");
+        assert!(short.ends_with("(raise --workspace-size)"), "{short}");
+        let no_tar = fail(b"autodev-wrapper: 1: tar: not found\n\nn:copy-failed\n");
+        assert!(no_tar.contains("needs /bin/sh and tar"), "{no_tar}");
+        assert!(!no_tar.contains("workspace-size"), "{no_tar}");
+        assert!(fail(b"").contains("needs /bin/sh and tar"));
+    }
+}
