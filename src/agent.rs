@@ -392,7 +392,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             json!({
                 "iteration": iteration, "verdict": outcome.verdict, "exit_code": outcome.exit_code,
                 "durations": outcome.durations, "tests": outcome.tests, "tests_note": outcome.tests_note,
-                "record": outcome.record,
+                "record": outcome.record, "resources": outcome.resources,
                 "stdout_tail": cut_middle(&outcome.stdout.text, TRANSCRIPT_OUTPUT_CHARS),
                 "stderr_tail": cut_middle(&outcome.stderr.text, TRANSCRIPT_OUTPUT_CHARS),
                 "stdout_bytes": outcome.stdout.total_bytes, "stdout_dropped": outcome.stdout.dropped_bytes,

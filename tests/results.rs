@@ -308,3 +308,36 @@ async fn a_result_records_what_ran_and_reruns_the_same() {
     let _ = std::fs::remove_file(&file);
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn every_result_says_what_the_run_used() {
+    let _sb = require_docker!();
+    let label = common::test_label("usage");
+    let ws = common::workspace(&[("a.txt", "x\n")]);
+    // 60 MB held while spinning the CPU for half a second.
+    let (code, v) = exec_json(
+        ws.path(),
+        &label,
+        "python3 -c 'import time; x = bytearray(60 << 20); s = time.time()\nwhile time.time() - s < 0.5: pass\nprint(len(x))'",
+    );
+    assert_eq!(code, Some(0), "{v}");
+    let r = &v["resources"];
+    assert!(r["peak_memory_bytes"].as_u64().unwrap() >= 60 << 20, "{r}");
+    assert!(r["cpu_ms"].as_u64().unwrap() >= 300, "{r}");
+    assert_eq!(r["oom_kills"], 0, "{r}");
+    assert_eq!(r["output_bytes"], 9, "{r}");
+    // A child killed for memory while the main process exits 0.
+    let out = Command::new(common::bin())
+        .args(["exec", "--json", "--memory", "64m", "--workspace"])
+        .arg(ws.path())
+        .args(["--image", &common::image()])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .args(["--", "python3 -c 'x = bytearray(200 << 20)'; exit 0"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "oom_killed", "{v}");
+    assert!(v["resources"]["oom_kills"].as_u64().unwrap() >= 1, "{v}");
+    common::assert_no_leak(&label);
+}

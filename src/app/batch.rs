@@ -122,6 +122,18 @@ fn batch_report(s: &batch::Summary, out: &Path) -> String {
     if let Some(note) = &s.pass_at_k_note {
         text.push_str(&format!("\n  {note}"));
     }
+    if s.cpu_ms_total > 0 {
+        text.push_str(&format!(
+            "\n  CPU time of the tests {:.1}s",
+            s.cpu_ms_total as f64 / 1000.0
+        ));
+    }
+    if let Some((id, ms)) = &s.slowest {
+        text.push_str(&format!("; slowest {id} ({:.1}s)", *ms as f64 / 1000.0));
+    }
+    if let Some((id, bytes)) = &s.hungriest {
+        text.push_str(&format!("; most memory {id} ({} MiB)", bytes >> 20));
+    }
     text.push_str(&format!(
         "\n  wall time {:.1}s, {:.2} tasks/s{}",
         s.wall_seconds,

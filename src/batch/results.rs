@@ -116,6 +116,9 @@ pub struct TaskResult {
     /// Exactly what the (last) test run ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<crate::sandbox::RunRecord>,
+    /// What the (last) test run used; `null` when it never ran.
+    #[serde(default)]
+    pub resources: Option<crate::sandbox::Resources>,
 }
 
 impl TaskResult {
@@ -156,6 +159,7 @@ impl TaskResult {
             tests: None,
             tests_note: None,
             record: None,
+            resources: None,
         }
     }
 }
@@ -190,6 +194,12 @@ pub struct Summary {
     /// Why pass@k stops at a smaller k than some ids' sample count allows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pass_at_k_note: Option<String>,
+    /// CPU time of all test runs, in milliseconds.
+    pub cpu_ms_total: u64,
+    /// The task that took longest (id, ms).
+    pub slowest: Option<(String, u64)>,
+    /// The task with the highest peak memory (id, bytes).
+    pub hungriest: Option<(String, u64)>,
 }
 
 /// Unbiased pass@k for one problem with `n` samples of which `c` passed
@@ -218,6 +228,18 @@ pub fn summarize(results: &[TaskResult]) -> Summary {
     let (mut judged, mut passed) = (0usize, 0usize);
     for r in results {
         *s.verdicts.entry(r.verdict).or_default() += 1;
+        let id = || r.id.clone().unwrap_or_else(|| format!("line {}", r.line));
+        if s.slowest.as_ref().is_none_or(|(_, ms)| r.elapsed_ms > *ms) && r.attempts > 0 {
+            s.slowest = Some((id(), r.elapsed_ms));
+        }
+        if let Some(u) = r.resources {
+            s.cpu_ms_total += u.cpu_ms.unwrap_or(0);
+            if let Some(peak) = u.peak_memory_bytes {
+                if s.hungriest.as_ref().is_none_or(|(_, b)| peak > *b) {
+                    s.hungriest = Some((id(), peak));
+                }
+            }
+        }
         if r.verdict.is_judgement() {
             judged += 1;
             let ok = r.verdict == TaskVerdict::Passed;
@@ -350,6 +372,7 @@ pub(super) fn fill(result: &mut TaskResult, o: &Outcome) {
     result.tests = o.tests.clone();
     result.tests_note = o.tests_note.clone();
     result.record = o.record.clone();
+    result.resources = o.resources;
 }
 
 fn tail(text: &str) -> String {
@@ -424,6 +447,7 @@ mod tests {
                 "output_dropped_bytes",
                 "record",
                 "refused",
+                "resources",
                 "sample",
                 "stderr_tail",
                 "stdout_tail",

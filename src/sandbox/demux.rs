@@ -93,7 +93,8 @@ impl ReadyDemux {
 /// What came of the report the wrapper sends after the command.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Report {
-    /// The wrapper never got to it (the run was killed: timeout, memory).
+    /// The wrapper never got to it (the run was killed: timeout, memory),
+    /// or none was asked for.
     NotSent,
     /// There was no regular file at the report path.
     Absent,
@@ -104,20 +105,48 @@ pub enum Report {
     Cut,
 }
 
-/// Starts every report marker: ASCII's record separator, which output
+/// What the container's cgroup said once the command had ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Peak memory of the container, in bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time (user and system) of the container, in nanoseconds.
+    pub cpu_ns: Option<u64>,
+    /// Processes the kernel killed for memory inside the container.
+    pub oom_kills: Option<u64>,
+}
+
+impl Usage {
+    /// Reads `PEAK CPU OOM` (each a number or `-`).
+    fn parse(line: &[u8]) -> Option<Usage> {
+        let text = std::str::from_utf8(line).ok()?;
+        let mut f = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+        let u = Usage {
+            peak_memory_bytes: f.next()?,
+            cpu_ns: f.next()?,
+            oom_kills: f.next()?,
+        };
+        f.next().is_none().then_some(u)
+    }
+}
+
+/// Starts every trailer marker: ASCII's record separator, which output
 /// hardly ever ends with, so holding back a possible marker start almost
 /// never delays a byte of live output (a newline would, at every line).
 const RS: char = '\u{1e}';
 
-/// After the ready marker, when a report is expected: splits the command's
-/// stderr from the report the wrapper sends once the command has ended.
-/// Bytes that could be the start of a marker are held back until the next
-/// chunk shows whether they are.
+/// After the ready marker: splits the command's stderr from the trailer the
+/// wrapper sends once the command has ended (its resource use, then the
+/// test report when one is asked for). Bytes that could be the start of a
+/// marker are held back until the next chunk shows whether they are.
 #[derive(Debug)]
 pub struct ReportDemux {
+    usage_mark: Vec<u8>,
     begin: Vec<u8>,
     none: Vec<u8>,
     end: Vec<u8>,
+    expect_report: bool,
+    usage: Option<Usage>,
     carry: Vec<u8>,
     report: Vec<u8>,
     state: ReportState,
@@ -132,12 +161,15 @@ enum ReportState {
 }
 
 impl ReportDemux {
-    /// A demux for the report markers of `nonce`.
-    pub fn new(nonce: &str) -> Self {
+    /// A demux for the trailer markers of `nonce`.
+    pub fn new(nonce: &str, expect_report: bool) -> Self {
         ReportDemux {
+            usage_mark: format!("{RS}{nonce}:usage ").into_bytes(),
             begin: format!("{RS}{nonce}:report-begin\n").into_bytes(),
             none: format!("{RS}{nonce}:report-none\n").into_bytes(),
             end: format!("{RS}{nonce}:report-end\n").into_bytes(),
+            expect_report,
+            usage: None,
             carry: Vec::new(),
             report: Vec::new(),
             state: ReportState::Command,
@@ -153,32 +185,62 @@ impl ReportDemux {
         }
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(chunk);
-        let begin = find(&data, &self.begin);
-        let none = find(&data, &self.none);
-        match (begin, none) {
-            (Some(b), n) if n.is_none_or(|n| b < n) => {
-                let rest = data.split_off(b + self.begin.len());
-                data.truncate(b);
-                self.state = ReportState::Report;
-                let mut after = self.feed_report(&rest);
-                data.append(&mut after);
-                data
-            }
-            (_, Some(n)) => {
-                let rest = data.split_off(n + self.none.len());
-                data.truncate(n);
-                data.extend_from_slice(&rest);
-                self.state = ReportState::Done(false);
-                data
-            }
-            _ => {
-                let keep = [&self.begin, &self.none]
-                    .iter()
-                    .map(|m| partial_suffix(&data, m))
-                    .max()
-                    .unwrap_or(0);
-                self.carry = data.split_off(data.len() - keep);
-                data
+        let mut out = Vec::new();
+        loop {
+            let usage = if self.usage.is_none() {
+                find(&data, &self.usage_mark)
+            } else {
+                None
+            };
+            let begin = find(&data, &self.begin);
+            let none = find(&data, &self.none);
+            let first = [usage, begin, none].into_iter().flatten().min();
+            match first {
+                Some(p) if Some(p) == usage => {
+                    let from = p + self.usage_mark.len();
+                    let Some(nl) = data[from..].iter().position(|b| *b == b'\n') else {
+                        // The usage line is not whole yet.
+                        self.carry = data.split_off(p);
+                        out.append(&mut data);
+                        return out;
+                    };
+                    self.usage = Some(Usage::parse(&data[from..from + nl]).unwrap_or_default());
+                    let rest = data.split_off(from + nl + 1);
+                    data.truncate(p);
+                    out.append(&mut data);
+                    data = rest;
+                    if !self.expect_report {
+                        self.state = ReportState::Done(false);
+                        out.append(&mut data);
+                        return out;
+                    }
+                }
+                Some(p) if Some(p) == begin => {
+                    let rest = data.split_off(p + self.begin.len());
+                    data.truncate(p);
+                    out.append(&mut data);
+                    self.state = ReportState::Report;
+                    out.append(&mut self.feed_report(&rest));
+                    return out;
+                }
+                Some(p) => {
+                    let rest = data.split_off(p + self.none.len());
+                    data.truncate(p);
+                    out.append(&mut data);
+                    out.extend_from_slice(&rest);
+                    self.state = ReportState::Done(false);
+                    return out;
+                }
+                None => {
+                    let keep = [&self.usage_mark, &self.begin, &self.none]
+                        .iter()
+                        .map(|m| partial_suffix(&data, m))
+                        .max()
+                        .unwrap_or(0);
+                    self.carry = data.split_off(data.len() - keep);
+                    out.append(&mut data);
+                    return out;
+                }
             }
         }
     }
@@ -201,15 +263,17 @@ impl ReportDemux {
         Vec::new()
     }
 
-    /// At the end of the stream: the command's held-back bytes, and the report.
-    pub fn finish(self) -> (Vec<u8>, Report) {
+    /// At the end of the stream: the command's held-back bytes, the report,
+    /// and the resource use (`None` when the wrapper never got to say it).
+    pub fn finish(self) -> (Vec<u8>, Report, Option<Usage>) {
         let report = match self.state {
             ReportState::Command => Report::NotSent,
             ReportState::Report | ReportState::Flooded => Report::Cut,
+            ReportState::Done(false) if !self.expect_report => Report::NotSent,
             ReportState::Done(false) => Report::Absent,
             ReportState::Done(true) => Report::Received(self.report),
         };
-        (self.carry, report)
+        (self.carry, report, self.usage)
     }
 }
 
@@ -224,7 +288,6 @@ fn partial_suffix(data: &[u8], marker: &[u8]) -> usize {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -265,17 +328,25 @@ mod tests {
         out
     }
 
-
     #[test]
     fn the_report_is_split_from_the_commands_output_at_every_chunk_boundary() {
         let stream =
-            b"tests ran\nno newline at the end\x1en1:report-begin\n<testsuite/>\x1en1:report-end\n";
+            b"tests ran\nno newline at the end\x1en1:usage 5087232 29616102 1\n\x1en1:report-begin\n<testsuite/>\x1en1:report-end\n";
         for step in 1..stream.len() {
-            let mut d = ReportDemux::new("n1");
+            let mut d = ReportDemux::new("n1", true);
             let mut out = feed(&mut d, stream, step);
-            let (rest, report) = d.finish();
+            let (rest, report, usage) = d.finish();
             out.extend(rest);
             assert_eq!(out, b"tests ran\nno newline at the end", "step {step}");
+            assert_eq!(
+                usage,
+                Some(Usage {
+                    peak_memory_bytes: Some(5087232),
+                    cpu_ns: Some(29616102),
+                    oom_kills: Some(1)
+                }),
+                "step {step}"
+            );
             assert_eq!(
                 report,
                 Report::Received(b"<testsuite/>".to_vec()),
@@ -286,31 +357,46 @@ mod tests {
 
     #[test]
     fn a_line_of_output_is_never_held_back() {
-        let mut d = ReportDemux::new("n1");
+        let mut d = ReportDemux::new("n1", true);
         assert_eq!(d.push(b"oops\n"), b"oops\n");
         assert_eq!(d.push(b"half a line"), b"half a line");
     }
 
     #[test]
     fn no_report_a_killed_run_and_a_forged_marker() {
-        let mut d = ReportDemux::new("n1");
+        let mut d = ReportDemux::new("n1", true);
         let out = feed(&mut d, b"out\n\x1en1:report-none\n", 3);
         assert_eq!(out, b"out\n");
         assert_eq!(d.finish().1, Report::Absent);
+        // Without a report asked for: the usage line alone, with unknown values.
+        let mut d = ReportDemux::new("n1", false);
+        let out = feed(&mut d, b"out\n\x1en1:usage - 12 -\nlate", 2);
+        let (rest, report, usage) = d.finish();
+        assert_eq!([out, rest].concat(), b"out\nlate");
+        assert_eq!(report, Report::NotSent);
+        assert_eq!(
+            usage,
+            Some(Usage {
+                peak_memory_bytes: None,
+                cpu_ns: Some(12),
+                oom_kills: None
+            })
+        );
         // Killed before the wrapper could send anything; held-back bytes come out.
-        let mut d = ReportDemux::new("n1");
+        let mut d = ReportDemux::new("n1", true);
         let mut out = d.push(b"partial\n");
-        let (rest, report) = d.finish();
+        let (rest, report, usage) = d.finish();
         out.extend(rest);
         assert_eq!((out, report), (b"partial\n".to_vec(), Report::NotSent));
+        assert_eq!(usage, None);
         // Another nonce is just output.
-        let mut d = ReportDemux::new("n1");
+        let mut d = ReportDemux::new("n1", true);
         let out = feed(&mut d, b"\x1en2:report-begin\nx\n", 4);
-        let (rest, report) = d.finish();
+        let (rest, report, _) = d.finish();
         assert_eq!([out, rest].concat(), b"\x1en2:report-begin\nx\n");
         assert_eq!(report, Report::NotSent);
         // Begun but never ended.
-        let mut d = ReportDemux::new("n1");
+        let mut d = ReportDemux::new("n1", true);
         feed(&mut d, b"\x1en1:report-begin\n<testsu", 5);
         assert_eq!(d.finish().1, Report::Cut);
     }

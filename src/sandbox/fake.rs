@@ -67,6 +67,7 @@ pub fn outcome(verdict: Verdict, exit_code: i64, stdout: &str) -> Outcome {
         tests: None,
         tests_note: None,
         record: None,
+        resources: None,
     }
 }
 

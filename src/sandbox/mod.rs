@@ -176,6 +176,38 @@ pub struct Outcome {
     /// Exactly what ran, to reproduce and compare it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<RunRecord>,
+    /// What the run used.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+}
+
+/// What a run used, read from the container's cgroup once the command had
+/// ended; a value the cgroup did not give (or a run killed first) is `null`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Peak memory of the container, in bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time, user and system, in milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Processes killed for memory inside the container (a child killed
+    /// while the main process lives counts too).
+    pub oom_kills: Option<u64>,
+    /// Bytes the command wrote, both streams, kept or not.
+    pub output_bytes: u64,
+}
+
+impl Outcome {
+    /// Fills `resources` from the cgroup's figures and the captures.
+    pub fn with_usage(mut self, usage: Option<demux::Usage>) -> Self {
+        let u = usage.unwrap_or_default();
+        self.resources = Some(Resources {
+            peak_memory_bytes: u.peak_memory_bytes,
+            cpu_ms: u.cpu_ns.map(|n| n / 1_000_000),
+            oom_kills: u.oom_kills,
+            output_bytes: self.stdout.total_bytes + self.stderr.total_bytes,
+        });
+        self
+    }
 }
 
 /// Exactly what ran: enough to run it again and tell whether the result
@@ -248,6 +280,7 @@ impl Outcome {
             tests: None,
             tests_note: None,
             record: None,
+            resources: None,
         }
     }
 }

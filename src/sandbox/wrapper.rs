@@ -87,28 +87,35 @@ fn shell_quote(a: &str) -> String {
 
 /// The wrapper script. `tar` and `head` are found through a fixed `PATH` so
 /// `--env PATH=...` cannot break the copy; the command then runs with the
-/// environment the user gave. Without a report to collect, the wrapper
-/// becomes the command (`exec`); with one, it waits for the command, then
-/// sends the report (a regular file, not a link, at most the cap) on stderr
-/// between nonce markers and exits with the command's status.
+/// environment the user gave, stdin closed. When it has ended, the wrapper
+/// reads the container's cgroup (v1 or v2: peak memory, CPU time, OOM
+/// kills) and, when asked, the test report (a regular file, not a link, at
+/// most the cap), sends them on stderr after nonce markers, and exits with
+/// the command's status.
 const WRAPPER: &str = r#"P=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 PATH=$P tar -x -f - -C /workspace --no-same-owner >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
 printf '%s:ready\n' "$1" >&2
 n=$1 j=$2
 shift 2
-if [ -z "$j" ]; then
-  if [ "$1" = sh ]; then exec /bin/sh -c "$2" </dev/null; fi
-  shift
-  exec "$@" </dev/null
-fi
 if [ "$1" = sh ]; then /bin/sh -c "$2" </dev/null; else shift; "$@" </dev/null; fi
 rc=$?
-if [ -f "$j" ] && [ ! -L "$j" ]; then
-  printf '\036%s:report-begin\n' "$n" >&2
-  PATH=$P head -c REPORT_CAP "$j" >&2
-  printf '\036%s:report-end\n' "$n" >&2
-else
-  printf '\036%s:report-none\n' "$n" >&2
+g=/sys/fs/cgroup m=- c=- o=-
+[ -r $g/memory/memory.max_usage_in_bytes ] && read -r m < $g/memory/memory.max_usage_in_bytes
+[ -r $g/memory.peak ] && read -r m < $g/memory.peak
+[ -r $g/cpuacct/cpuacct.usage ] && read -r c < $g/cpuacct/cpuacct.usage
+if [ -r $g/cpu.stat ]; then while read -r k v; do [ "$k" = usage_usec ] && c=$((v * 1000)); done < $g/cpu.stat; fi
+for f in $g/memory/memory.oom_control $g/memory.events; do
+  if [ -r "$f" ]; then while read -r k v; do [ "$k" = oom_kill ] && o=$v; done < "$f"; fi
+done
+printf '\036%s:usage %s %s %s\n' "$n" "$m" "$c" "$o" >&2
+if [ -n "$j" ]; then
+  if [ -f "$j" ] && [ ! -L "$j" ]; then
+    printf '\036%s:report-begin\n' "$n" >&2
+    PATH=$P head -c REPORT_CAP "$j" >&2
+    printf '\036%s:report-end\n' "$n" >&2
+  else
+    printf '\036%s:report-none\n' "$n" >&2
+  fi
 fi
 exit $rc"#;
 

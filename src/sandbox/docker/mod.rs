@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::demux::{Demuxed, ReadyDemux, Report, ReportDemux};
+use super::demux::{Demuxed, ReadyDemux, Report, ReportDemux, Usage};
 use super::Junit;
 use super::{
     Capture, Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, Verdict,
@@ -359,7 +359,7 @@ impl DockerSandbox {
         let mut out = Capture::new(limits.output_limit);
         let mut err = Capture::new(limits.output_limit);
         let mut demux = ReadyDemux::new(nonce);
-        let mut reports = report_path.map(|_| ReportDemux::new(nonce));
+        let mut trailer = ReportDemux::new(nonce, report_path.is_some());
         let mut ready_at: Option<Instant> = None;
         let mut timed_out = false;
         let mut stream_error = None;
@@ -396,10 +396,7 @@ impl DockerSandbox {
                             }
                             Demuxed::Command(bytes) => bytes,
                         };
-                        let bytes = match reports.as_mut() {
-                            Some(r) => r.push(&bytes),
-                            None => bytes,
-                        };
+                        let bytes = trailer.push(&bytes);
                         if !bytes.is_empty() {
                             err.push(&bytes);
                             sink.stderr(&bytes);
@@ -415,11 +412,22 @@ impl DockerSandbox {
         }
         let ended = Instant::now();
         feeder.abort();
-        // The packer is done once the wrapper has unpacked everything.
-        let mut packer = packer;
-        if let Some(Ok(Ok(hash))) = futures_util::FutureExt::now_or_never(&mut packer) {
-            *tree = Some(hash);
-        }
+        // The packer is done once the wrapper has unpacked everything (or
+        // the copy failed); it is never waited for.
+        let packed = if packer.is_finished() {
+            packer.await.ok()
+        } else {
+            packer.abort();
+            None
+        };
+        let packed_err = match packed {
+            Some(Ok(hash)) => {
+                *tree = Some(hash);
+                None
+            }
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
         let ready = ready_at.unwrap_or(ended);
         durations.copy_in_ms = ms(ready - started);
         durations.run_ms = ms(ended - ready);
@@ -458,7 +466,7 @@ impl DockerSandbox {
                     ))
                 }
             }
-            let (tests, tests_note) = finish_report(reports, report_path, &mut err, sink);
+            let (tests, tests_note, _) = finish_report(trailer, report_path, &mut err, sink);
             return Ok(Outcome {
                 verdict: Verdict::TimedOut,
                 exit_code: None,
@@ -469,21 +477,23 @@ impl DockerSandbox {
                 tests,
                 tests_note,
                 record: None,
-            });
+                resources: None,
+            }
+            .with_usage(None));
         }
         if let Some(e) = stream_error {
             return Err(self.lost("output streaming", e.to_string()));
         }
         if ready_at.is_none() {
             // The packer's own error says more than tar's complaint about a cut stream.
-            if let Some(Ok(Err(e))) = futures_util::FutureExt::now_or_never(&mut packer) {
+            if let Some(e) = packed_err {
                 return Err(SandboxError::Workspace(e));
             }
             return Err(SandboxError::CopyFailed(demux.copy_failure()));
         }
 
         let (exit_code, oom) = self.exit_status(id, &lost).await?;
-        let (tests, tests_note) = finish_report(reports, report_path, &mut err, sink);
+        let (tests, tests_note, usage) = finish_report(trailer, report_path, &mut err, sink);
         // A child killed for memory while the parent still exits 0 must not
         // count as a pass: the OOM flag wins over the exit code. Nor does a
         // run whose report holds no test: nothing was tested.
@@ -506,7 +516,9 @@ impl DockerSandbox {
             tests,
             tests_note,
             record: None,
-        })
+            resources: None,
+        }
+        .with_usage(usage))
     }
 
     async fn wait(&self, id: &str) -> Result<i64, SandboxError> {
@@ -799,22 +811,22 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), String> {
 /// The per-test results of a run, or why there are none; the command's
 /// held-back stderr goes where the rest of it went.
 fn finish_report(
-    reports: Option<ReportDemux>,
+    trailer: ReportDemux,
     path: Option<&str>,
     err: &mut Capture,
     sink: &mut dyn OutputSink,
-) -> (Option<TestReport>, Option<String>) {
-    let (Some(reports), Some(path)) = (reports, path) else {
-        return (None, None);
-    };
-    let (rest, report) = reports.finish();
+) -> (Option<TestReport>, Option<String>, Option<Usage>) {
+    let (rest, report, usage) = trailer.finish();
     if !rest.is_empty() {
         err.push(&rest);
         sink.stderr(&rest);
     }
+    let Some(path) = path else {
+        return (None, None, usage);
+    };
     let why = match report {
         Report::Received(bytes) => match junit::parse(&bytes) {
-            Ok(r) => return (Some(r), None),
+            Ok(r) => return (Some(r), None, usage),
             Err(why) => format!("report {path}: {why}"),
         },
         Report::Absent => {
@@ -823,7 +835,7 @@ fn finish_report(
         Report::NotSent => "the run ended before its report could be read".into(),
         Report::Cut => format!("report {path} was cut off before its end"),
     };
-    (None, Some(why))
+    (None, Some(why), usage)
 }
 
 fn new_run_id() -> String {
