@@ -86,6 +86,15 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// Which iteration's files a run ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Keep {
+    /// The last iteration's (as the model left them).
+    Last,
+    /// The best tested iteration's, if the last one is worse.
+    Best,
+}
+
 /// Model provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Provider {
@@ -134,6 +143,12 @@ pub struct RunArgs {
     /// Commit the workspace to its own git repository after each applied patch set.
     #[arg(long)]
     pub git: bool,
+    /// With --git, commit only iterations strictly better than the last commit.
+    #[arg(long, requires = "git")]
+    pub git_only_improving: bool,
+    /// At the end keep the best iteration's files (best) or the last one's (last).
+    #[arg(long, value_enum, default_value_t = Keep::Last)]
+    pub keep: Keep,
     /// Provider (default: replay with --replay, ollama when USE_OLLAMA=1, else openai).
     #[arg(long, value_enum)]
     pub provider: Option<Provider>,

@@ -121,8 +121,8 @@ async fn buggy_add_fails_gets_patched_and_passes() {
     assert_eq!(
         kinds(&ev),
         [
-            "start", "git", "prompt", "reply", "patches", "git", "test", "prompt", "reply",
-            "patches", "git", "test", "export", "final"
+            "start", "git", "prompt", "reply", "patches", "test", "git", "prompt", "reply",
+            "patches", "test", "git", "export", "final"
         ]
     );
     let tests: Vec<&Value> = ev.iter().filter(|e| e["event"] == "test").collect();
@@ -149,10 +149,19 @@ async fn buggy_add_fails_gets_patched_and_passes() {
         .current_dir(d.path())
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&log.stdout),
-        "autodev: iteration 1\nautodev: initial generation\nautodev: baseline (before the model)\n"
+    let log = String::from_utf8_lossy(&log.stdout);
+    let subjects: Vec<&str> = log.lines().collect();
+    assert_eq!(subjects.len(), 3, "{log}");
+    // Each commit holds what was tested, with the result in its message.
+    assert!(
+        subjects[0].starts_with("autodev: iteration 1 (passed"),
+        "{log}"
     );
+    assert!(
+        subjects[1].starts_with("autodev: initial generation (failed"),
+        "{log}"
+    );
+    assert_eq!(subjects[2], "autodev: baseline (before the model)");
     // The baseline holds exactly the seed; autodev's marker is never committed.
     let files = Command::new("git")
         .args(["-C", "ws", "ls-tree", "-r", "--name-only", "HEAD~2"])
@@ -530,10 +539,14 @@ async fn git_skips_nested_repositories_and_commits_a_baseline_first() {
         .current_dir(&ws)
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&log.stdout),
-        "autodev: initial generation\nautodev: baseline (before the model)\n"
+    let log = String::from_utf8_lossy(&log.stdout);
+    let subjects: Vec<&str> = log.lines().collect();
+    assert_eq!(subjects.len(), 2, "{log}");
+    assert!(
+        subjects[0].starts_with("autodev: initial generation ("),
+        "{log}"
     );
+    assert_eq!(subjects[1], "autodev: baseline (before the model)");
     let files = Command::new("git")
         .args(["ls-tree", "-r", "--name-only", "HEAD"])
         .current_dir(&ws)

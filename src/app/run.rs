@@ -136,6 +136,8 @@ pub(super) async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result
         context_chars: args.max_context_chars,
         failure_chars: args.max_failure_chars,
         git: args.git,
+        git_only_improving: args.git_only_improving,
+        keep_best: args.keep == crate::cli::Keep::Best,
         zip: (!args.no_zip).then(|| args.zip.clone()),
         apply: ApplyOptions {
             max_file_bytes: args.max_file_size,

@@ -439,6 +439,8 @@ async fn attempt_task<S: Sandbox>(
                 context_chars: 20_000,
                 failure_chars: 8_000,
                 git: false,
+                git_only_improving: false,
+                keep_best: false,
                 zip: None,
                 apply: ApplyOptions::default(),
             };

@@ -92,6 +92,36 @@ pub enum WorkspaceError {
     },
 }
 
+/// Puts back the files saved in `saved` (by [`copy_tree`]): everything in
+/// `root` but `.git` and autodev's marker is removed first.
+pub fn restore(root: &Path, saved: &Path) -> Result<(), WorkspaceError> {
+    let entries = std::fs::read_dir(root).map_err(io_err("reading", root))?;
+    for e in entries {
+        let e = e.map_err(io_err("reading", root))?;
+        let name = e.file_name();
+        if name == ".git" || name == MARKER {
+            continue;
+        }
+        let path = e.path();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .map_err(io_err("removing", &path))?;
+    }
+    copy_tree(
+        saved,
+        root,
+        &CopyOptions {
+            excludes: vec![],
+            include_git: false,
+        },
+    )?;
+    Ok(())
+}
+
 /// Whether the folder holds at least one regular file (autodev's marker and
 /// `.git` aside), without following links.
 pub fn has_files(root: &Path) -> Result<bool, WorkspaceError> {

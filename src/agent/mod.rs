@@ -19,25 +19,17 @@ use serde_json::json;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+mod guard;
+mod prompts;
+
+use guard::{Change, Score};
+pub use prompts::{CODER_RULES, REVIEWER_RULES};
+
 use crate::model::{Message, ModelClient, ModelError, Usage};
 use crate::patch::{self, ApplyOptions, ApplyReport, Refusal};
 use crate::report::{cut_middle, Transcript, Ui};
 use crate::sandbox::{Command, Outcome, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::workspace::{self, WorkspaceError};
-
-/// Rules for the first request.
-pub const CODER_RULES: &str = "You are an expert software engineer working in a sandbox. \
-Propose initial minimal codebase + tests. Return only PATCH blocks (no explanation).\n\
-Each PATCH block holds one whole file, in this exact form:\n\
-PATCH::relative/path/to/file\n<the complete file content>\nENDPATCH\n\
-Paths are relative to the project root. Never use absolute paths or `..`.";
-
-/// Rules for every repair request.
-pub const REVIEWER_RULES: &str = "You are an expert reviewer fixing a project whose tests fail. \
-Read the failure and the current files, find the cause, and fix the code (not the tests, unless \
-they are wrong). Return ONLY PATCH blocks, each holding one whole file:\n\
-PATCH::relative/path/to/file\n<the complete file content>\nENDPATCH\n\
-Paths are relative to the project root. Never use absolute paths or `..`.";
 
 /// Characters of each captured stream kept in a transcript event.
 const TRANSCRIPT_OUTPUT_CHARS: usize = 4000;
@@ -61,6 +53,10 @@ pub struct AgentConfig {
     pub failure_chars: usize,
     /// Commit after each applied patch set.
     pub git: bool,
+    /// With `git`, commit only iterations strictly better than the last commit.
+    pub git_only_improving: bool,
+    /// At the end, restore the best iteration's files if the last is worse.
+    pub keep_best: bool,
     /// Export the final workspace here.
     pub zip: Option<PathBuf>,
     /// Limits for applying patches.
@@ -104,6 +100,24 @@ pub struct RunSummary {
     pub zip: Option<PathBuf>,
     /// Where the transcript is.
     pub transcript: Option<PathBuf>,
+    /// With `keep_best`: the iteration whose files were restored, when the
+    /// last one was worse.
+    pub kept_iteration: Option<u32>,
+}
+
+/// What the guard keeps between iterations.
+#[derive(Default)]
+struct Guard {
+    /// The commit message of changes not tested yet.
+    pending: Option<String>,
+    /// The score of the last commit.
+    committed: Option<Score>,
+    /// The last tested run.
+    prev: Option<Outcome>,
+    /// What the last tested iteration changed.
+    change: Option<Change>,
+    /// The best tested iteration: score, iteration, its files, its outcome.
+    best: Option<(Score, u32, tempfile::TempDir, Outcome)>,
 }
 
 /// Why a run could not go on.
@@ -213,7 +227,10 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         self.commit(0, "autodev: baseline (before the model)")?;
         let reply = self.ask(0, CODER_RULES, initial).await?;
         let mut report = self.apply(0, &reply)?;
-        self.commit(0, "autodev: initial generation")?;
+        let mut g = Guard {
+            pending: Some("autodev: initial generation".into()),
+            ..Guard::default()
+        };
         // A first reply without a single PATCH block is told to the model
         // instead of being tested: there is nothing of its to test.
         let mut no_patch = patch::parse(&reply).is_empty();
@@ -227,7 +244,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             if std::mem::take(&mut no_patch) {
                 self.ui
                     .say("the model's reply held no PATCH block; asking again (nothing to test)");
-                let prompt = self.no_patch_prompt()?;
+                let prompt = prompts::no_patch(cfg)?;
                 let reply = self.ask(i, CODER_RULES, prompt).await?;
                 if patch::parse(&reply).is_empty() {
                     self.ui.say("the model returned no patch again; stopping");
@@ -236,7 +253,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 }
                 report = self.apply(i, &reply)?;
                 changed_since_test = true;
-                self.commit(i, &format!("autodev: iteration {i}"))?;
+                g.pending = Some(format!("autodev: iteration {i}"));
                 continue;
             }
             self.ui.say(&format!(
@@ -245,12 +262,13 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             ));
             let outcome = self.test(i).await?;
             changed_since_test = false;
+            self.after_test(i, &outcome, &mut g)?;
             if outcome.verdict == Verdict::Passed {
                 stop = StopReason::Passed;
                 last = Some(outcome);
                 break;
             }
-            let prompt = self.repair_prompt(&outcome, &report.refused)?;
+            let prompt = self.repair_prompt(&outcome, &report.refused, g.change.as_ref())?;
             last = Some(outcome);
             let reply = self.ask(i, REVIEWER_RULES, prompt).await?;
             if patch::parse(&reply).is_empty() {
@@ -260,25 +278,49 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             }
             report = self.apply(i, &reply)?;
             changed_since_test = !report.applied.is_empty();
-            self.commit(i, &format!("autodev: iteration {i}"))?;
+            if changed_since_test {
+                g.pending = Some(format!("autodev: iteration {i}"));
+            }
         }
 
+        // The original tool always ran the tests once more at the end; when
+        // nothing changed since the last run that run's verdict stands.
+        let mut fin = match last {
+            Some(o) if !changed_since_test => o,
+            _ => {
+                self.ui
+                    .say(&format!("\n── final check ── running: {}", cfg.runner));
+                let o = self.test(cfg.max_iters + 1).await?;
+                self.after_test(cfg.max_iters + 1, &o, &mut g)?;
+                o
+            }
+        };
+        let mut kept_iteration = None;
+        if cfg.keep_best {
+            if let Some((score, at, files, outcome)) = g.best.take() {
+                if score > Score::of(&fin) {
+                    workspace::restore(&cfg.workspace, files.path())?;
+                    self.ui.say(&format!(
+                        "kept the best iteration ({at}: {}) instead of the last ({})",
+                        Score::counts(&outcome),
+                        Score::counts(&fin)
+                    ));
+                    self.tr.event(
+                        "keep_best",
+                        json!({"iteration": at, "best": Score::counts(&outcome), "last": Score::counts(&fin)}),
+                    );
+                    self.commit(at, &format!("autodev: back to iteration {at}, the best"))?;
+                    kept_iteration = Some(at);
+                    fin = outcome;
+                }
+            }
+        }
         if let Some(zip) = &cfg.zip {
             let files = workspace::export_zip(&cfg.workspace, zip, &cfg.sandbox.copy)?;
             self.tr.event("export", json!({"zip": zip, "files": files}));
             self.ui
                 .say(&format!("exported {files} files to {}", zip.display()));
         }
-        // The original tool always ran the tests once more at the end; when
-        // nothing changed since the last run that run's verdict stands.
-        let fin = match last {
-            Some(o) if !changed_since_test => o,
-            _ => {
-                self.ui
-                    .say(&format!("\n── final check ── running: {}", cfg.runner));
-                self.test(cfg.max_iters + 1).await?
-            }
-        };
         let summary = RunSummary {
             passed: fin.verdict == Verdict::Passed,
             verdict: fin.verdict,
@@ -291,6 +333,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             elapsed_ms: ms(t0),
             zip: cfg.zip.clone(),
             transcript: self.tr.path().map(|p| p.to_path_buf()),
+            kept_iteration,
         };
         self.tr
             .event("final", serde_json::to_value(&summary).unwrap_or_default());
@@ -403,75 +446,75 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         Ok(outcome)
     }
 
-    fn repair_prompt(&self, o: &Outcome, refused: &[Refusal]) -> Result<String, AgentError> {
-        let cfg = self.cfg;
-        let limits = &cfg.sandbox.limits;
-        let what = match o.verdict {
-            Verdict::TimedOut => format!(
-                "the tests were killed after the {} wall-clock limit: look for infinite loops, deadlocks, \
-                 slow algorithms or reads from standard input",
-                humantime::format_duration(limits.timeout)
-            ),
-            Verdict::OomKilled => format!(
-                "a process was killed for using more than the {} MiB memory limit: reduce memory use",
-                limits.memory >> 20
-            ),
-            Verdict::NoTests => format!(
-                "the test command exited 0 but nothing was tested ({}): write the code and its tests as PATCH blocks, where the test command finds them",
-                o.tests_note.as_deref().unwrap_or("its report holds no test")
-            ),
-            _ => format!(
-                "the test command exited with code {}",
-                o.exit_code.map_or_else(|| "?".into(), |c| c.to_string())
-            ),
-        };
-        let mut failure = String::new();
-        failure.push_str(&o.stderr.text);
-        if !o.stderr.text.is_empty() && !o.stdout.text.is_empty() {
-            failure.push('\n');
+    /// After a test run: tell what it fixed and broke, commit the changes
+    /// it tested (with their counts; with `--git-only-improving` only when
+    /// strictly better than the last commit), and keep the best iteration's
+    /// files for `--keep best`.
+    fn after_test(&mut self, i: u32, o: &Outcome, g: &mut Guard) -> Result<(), AgentError> {
+        let score = Score::of(o);
+        g.change = g.prev.as_ref().and_then(|prev| guard::compare(prev, o));
+        if let Some(c) = &g.change {
+            if !c.broke.is_empty() {
+                self.ui.say(&format!(
+                    "regression: {} test(s) that passed before now fail: {}",
+                    c.broke.len(),
+                    c.broke.join(", ")
+                ));
+            }
+            self.tr.event(
+                "progress",
+                json!({"iteration": i, "fixed": c.fixed, "broke": c.broke,
+                       "regression": !c.broke.is_empty()}),
+            );
         }
-        failure.push_str(&o.stdout.text);
-        let mut prompt = format!(
-            "Task:\n{}\n\nTest command: {}\n\nThe tests did not pass: {what}.\n",
-            cfg.task, cfg.runner
-        );
-        if let Some(t) = o.tests.as_ref().filter(|t| !t.failing.is_empty()) {
-            prompt.push_str(&format!(
-                "\n{} of {} tests failed or errored:\n",
-                t.failed + t.errors,
-                t.total
-            ));
-            for f in &t.failing {
-                prompt.push_str(&format!("- {}: {}\n", f.name, f.message));
+        if let Some(msg) = g.pending.take() {
+            if !self.cfg.git_only_improving || g.committed.is_none_or(|c| score > c) {
+                let mut counts = Score::counts(o);
+                if let Some(c) = &g.change {
+                    counts.push_str(&format!(
+                        ", fixed {}, broke {}",
+                        c.fixed.len(),
+                        c.broke.len()
+                    ));
+                }
+                self.commit(i, &format!("{msg} ({counts})"))?;
+                g.committed = Some(score);
+            } else if self.cfg.git {
+                self.ui.say(&format!(
+                    "git: not committing iteration {i}: not better than the last commit"
+                ));
             }
         }
-        if !refused.is_empty() {
-            prompt.push_str("\nThese PATCH blocks of your last reply were NOT applied:\n");
-            for r in refused {
-                prompt.push_str(&format!("- {:?}: {}\n", r.path, r.detail));
-            }
+        if self.cfg.keep_best && g.best.as_ref().is_none_or(|b| score > b.0) {
+            let files = tempfile::Builder::new()
+                .prefix("autodev-best-")
+                .tempdir()
+                .map_err(|source| WorkspaceError::Io {
+                    op: "keeping the best iteration in",
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            workspace::copy_tree(
+                &self.cfg.workspace,
+                files.path(),
+                &workspace::CopyOptions {
+                    excludes: vec![],
+                    include_git: false,
+                },
+            )?;
+            g.best = Some((score, i, files, o.clone()));
         }
-        prompt.push_str(&format!(
-            "\nFailure output (stderr, then stdout):\n{}\n\nCurrent files:\n{}",
-            cut_middle(&failure, cfg.failure_chars),
-            workspace::file_context(&cfg.workspace, cfg.context_chars)?
-        ));
-        Ok(prompt)
+        g.prev = Some(o.clone());
+        Ok(())
     }
-}
 
-impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
-    fn no_patch_prompt(&self) -> Result<String, AgentError> {
-        let cfg = self.cfg;
-        Ok(format!(
-            "Task:\n{}\n\nTest command (run in the project root): {}\n\nYour last reply held no PATCH block, so nothing was written and nothing was tested. Reply with the files as PATCH blocks.\n\nCurrent files:\n{}",
-            cfg.task,
-            cfg.runner,
-            match workspace::file_context(&cfg.workspace, cfg.context_chars)? {
-                c if c.is_empty() => "(none yet)\n".to_string(),
-                c => c,
-            }
-        ))
+    fn repair_prompt(
+        &self,
+        o: &Outcome,
+        refused: &[Refusal],
+        change: Option<&Change>,
+    ) -> Result<String, AgentError> {
+        prompts::repair(self.cfg, o, refused, change)
     }
 }
 
@@ -497,6 +540,8 @@ mod tests {
             context_chars: 20_000,
             failure_chars: 8_000,
             git: false,
+            git_only_improving: false,
+            keep_best: false,
             zip: None,
             apply: ApplyOptions::default(),
         }
@@ -585,6 +630,108 @@ mod tests {
         let sum = go(&m, &s, &c, &mut Transcript::disabled()).await.unwrap();
         assert!(!sum.passed);
         assert_eq!(sum.verdict, Verdict::NoTests);
+    }
+
+    fn with_tests(v: Verdict, total: u32, failing: &[&str]) -> Outcome {
+        let mut o = outcome(v, i64::from(v != Verdict::Passed), "");
+        o.tests = Some(crate::report::junit::TestReport {
+            total,
+            passed: total - failing.len() as u32,
+            failed: failing.len() as u32,
+            failing: failing
+                .iter()
+                .map(|n| crate::report::junit::TestFailure {
+                    name: n.to_string(),
+                    message: "assert".into(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        o
+    }
+
+    #[tokio::test]
+    async fn a_regression_is_told_not_committed_when_only_improving_and_undone_with_keep_best() {
+        let d = tempfile::tempdir().unwrap();
+        // v1 fails test_add; v2 fixes it but breaks test_sub (and one more);
+        // v3 is as bad. The best files are v1's... then v2's, by score.
+        let m = replay(&[
+            "PATCH::calc.py\nv1\nENDPATCH",
+            "PATCH::calc.py\nv2\nENDPATCH",
+            "PATCH::calc.py\nv3\nENDPATCH",
+        ]);
+        let s = FakeSandbox::new(|spec, _| {
+            let v = std::fs::read_to_string(spec.workspace.join("calc.py")).unwrap_or_default();
+            Ok(match v.trim() {
+                "v1" => with_tests(Verdict::Failed, 4, &["t.test_add"]),
+                "v2" => with_tests(Verdict::Failed, 4, &["t.test_sub", "t.test_mul"]),
+                _ => with_tests(
+                    Verdict::Failed,
+                    4,
+                    &["t.test_sub", "t.test_mul", "t.test_div"],
+                ),
+            })
+        });
+        let mut c = cfg(d.path());
+        c.max_iters = 2;
+        c.git = true;
+        c.git_only_improving = true;
+        c.keep_best = true;
+        let logs = tempfile::tempdir().unwrap();
+        let tp = logs.path().join("t.jsonl");
+        let mut tr = Transcript::open(&tp).unwrap();
+        let sum = go(&m, &s, &c, &mut tr).await.unwrap();
+        assert!(!sum.passed);
+        // The last files (v3) were worse than v1's: v1's are back.
+        assert_eq!(sum.kept_iteration, Some(1));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("calc.py")).unwrap(),
+            "v1\n"
+        );
+        let text = std::fs::read_to_string(&tp).unwrap();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let progress: Vec<&serde_json::Value> =
+            events.iter().filter(|e| e["event"] == "progress").collect();
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert!(!progress.is_empty(), "{kinds:?}");
+        assert_eq!(progress[0]["regression"], true, "{progress:?}");
+        assert_eq!(
+            progress[0]["broke"],
+            serde_json::json!(["t.test_mul", "t.test_sub"])
+        );
+        assert_eq!(progress[0]["fixed"], serde_json::json!(["t.test_add"]));
+        // The repair prompt after v2 names the broken tests first.
+        let prompts: Vec<&serde_json::Value> =
+            events.iter().filter(|e| e["event"] == "prompt").collect();
+        let p2 = prompts[2]["messages"][1]["content"].as_str().unwrap();
+        assert!(
+            p2.contains("REGRESSION") && p2.contains("t.test_sub"),
+            "{p2}"
+        );
+        // Only improving commits: the baseline and v1 (v2 and v3 were not
+        // better); going back to v1 changes nothing committed.
+        let repo = git2::Repository::open(d.path()).unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_head().unwrap();
+        let msgs: Vec<String> = walk
+            .map(|id| {
+                let c = repo.find_commit(id.unwrap()).unwrap();
+                c.summary().unwrap().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "autodev: initial generation (3/4 tests passed, 1 failed)",
+                "autodev: baseline (before the model)"
+            ]
+        );
     }
 
     #[tokio::test]
