@@ -218,6 +218,10 @@ pub struct BatchArgs {
     /// (sandbox_error results always run again), e.g. --rerun failed,timed_out.
     #[arg(long, value_delimiter = ',', value_parser = verdict, requires = "resume")]
     pub rerun: Vec<TaskVerdict>,
+    /// Run again, one at a time, the tasks that timed out while starved of CPU (they used far
+    /// less CPU than their wall time allowed: the host was busy, not the code slow).
+    #[arg(long)]
+    pub retry_starved: bool,
     /// Let task lines loosen the command line's limits (more memory, CPU, time; a
     /// network; another runtime or user). Without it a task may only tighten them.
     #[arg(long)]
@@ -318,6 +322,9 @@ pub struct SandboxArgs {
     /// Wall-clock limit, e.g. 180s or 3m.
     #[arg(long, default_value = "180s", value_parser = duration("--timeout"))]
     pub timeout: std::time::Duration,
+    /// CPU time the run may use, all processes together (e.g. 60s); the wall clock still applies.
+    #[arg(long, value_parser = duration("--cpu-time"))]
+    pub cpu_time: Option<std::time::Duration>,
     /// Network: none (default) or bridge.
     #[arg(long, default_value = "none", value_parser = network)]
     pub network: Network,
@@ -375,6 +382,7 @@ impl SandboxArgs {
             max_copy_bytes: self.max_copy,
             user: self.user.clone(),
             runtime: self.runtime.clone(),
+            cpu_time: self.cpu_time,
         };
         l.validate()?;
         Ok(l)

@@ -341,3 +341,83 @@ async fn every_result_says_what_the_run_used() {
     assert!(v["resources"]["oom_kills"].as_u64().unwrap() >= 1, "{v}");
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_time_is_its_own_limit_and_starved_timeouts_are_told_and_retried() {
+    let _sb = require_docker!();
+    let label = common::test_label("cpu-time");
+    let ws = common::workspace(&[("a.txt", "x\n")]);
+    // A CPU-bound loop hits --cpu-time long before the wall clock.
+    let out = Command::new(common::bin())
+        .args([
+            "exec",
+            "--json",
+            "--cpu-time",
+            "1s",
+            "--timeout",
+            "60s",
+            "--workspace",
+        ])
+        .arg(ws.path())
+        .args(["--image", &common::image()])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .args(["--", "python3 -c 'while True: pass'"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(124), "{v}");
+    assert_eq!(
+        (&v["verdict"], &v["timed_out_by"]),
+        (&Value::from("timed_out"), &Value::from("cpu_time")),
+        "{v}"
+    );
+    // Sleeping past the wall clock uses no CPU: starved, not slow.
+    let out = Command::new(common::bin())
+        .args(["exec", "--json", "--timeout", "2s", "--workspace"])
+        .arg(ws.path())
+        .args(["--image", &common::image()])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .args(["--", "sleep 30"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "timed_out", "{v}");
+    assert_eq!(v["starved"], true, "{v}");
+    // A batch runs a starved timeout again, alone; the new line counts.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("t.jsonl"),
+        "{\"id\":\"sleepy\",\"runner\":\"sleep 30\",\"limits\":{\"timeout\":\"2s\"}}\n",
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .current_dir(d.path())
+        .args([
+            "batch",
+            "t.jsonl",
+            "--out",
+            "r.jsonl",
+            "--json",
+            "--retry-starved",
+        ])
+        .args(["--image", &common::image()])
+        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = std::fs::read_to_string(d.path().join("r.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        2,
+        "the starved task ran again: {lines}"
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["total"], 1, "one result per task: {s}");
+    common::assert_no_leak(&label);
+}

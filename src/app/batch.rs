@@ -32,6 +32,7 @@ pub(super) async fn batch_cmd(
         out: args.out.clone(),
         jobs: 0,
         retries: args.retries,
+        retry_starved: args.retry_starved,
         prefetch: args.prefetch.unwrap_or(1),
         resume: args.resume,
         defaults,

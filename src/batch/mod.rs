@@ -16,7 +16,7 @@ mod results;
 mod scratch;
 mod task;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub struct BatchConfig {
     pub jobs: usize,
     /// Extra attempts for a task that ends in `sandbox_error`.
     pub retries: u32,
+    /// Run again, one at a time, tasks that timed out starved of CPU.
+    pub retry_starved: bool,
     /// Tasks prepared ahead of a free slot.
     pub prefetch: usize,
     /// Skip tasks already in the results file.
@@ -236,6 +238,15 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         slots: Arc::new(tokio::sync::Semaphore::new(jobs)),
         stop: stop.clone(),
     };
+    let by_key: HashMap<String, Task> = if cfg.retry_starved {
+        tasks
+            .iter()
+            .map(|t| (task_key(&t.id, t.sample), t.clone()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut starved = Vec::new();
     let mut pending = tasks.into_iter();
     let mut set: JoinSet<Option<TaskResult>> = JoinSet::new();
     let mut ran = 0;
@@ -260,6 +271,9 @@ pub async fn run<S: Sandbox + Clone + 'static>(
                 let Some(joined) = joined else { break };
                 // A panicking task loses only its own result; the batch goes on.
                 if let Ok(Some(r)) = joined {
+                    if r.starved == Some(true) {
+                        starved.extend(by_key.get(&r.key()).cloned());
+                    }
                     write_result(&mut out, &cfg.out, &r)?;
                     ran += 1;
                     *counts.entry(r.verdict).or_default() += 1;
@@ -269,6 +283,32 @@ pub async fn run<S: Sandbox + Clone + 'static>(
             _ = stop.cancelled(), if !draining => {
                 draining = true;
                 progress.draining(set.len());
+            }
+        }
+    }
+    // Tasks that timed out starved of CPU say nothing about their code:
+    // run them again alone, where nothing competes with them. The new line
+    // supersedes the old one.
+    if !stop.is_cancelled() && !starved.is_empty() {
+        let alone = Gate {
+            slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            stop: stop.clone(),
+        };
+        for task in starved {
+            let r = run_task(
+                &sandbox,
+                task,
+                cfg.retries,
+                cfg.scratch.as_deref(),
+                kill,
+                &alone,
+            )
+            .await;
+            if let Some(r) = r {
+                write_result(&mut out, &cfg.out, &r)?;
+                ran += 1;
+                *counts.entry(r.verdict).or_default() += 1;
+                progress.task_done(&r, &counts);
             }
         }
     }
@@ -498,6 +538,7 @@ mod tests {
             retries: 2,
             prefetch: 1,
             resume: false,
+            retry_starved: false,
             defaults: defaults(),
             scratch: None,
             allow_task_overrides: false,
@@ -576,6 +617,7 @@ mod tests {
             retries: 0,
             prefetch: 0,
             resume: false,
+            retry_starved: false,
             defaults: defaults(),
             scratch: Some(d.path().join("nonexistent")),
             allow_task_overrides: false,

@@ -119,6 +119,12 @@ pub struct TaskResult {
     /// What the (last) test run used; `null` when it never ran.
     #[serde(default)]
     pub resources: Option<crate::sandbox::Resources>,
+    /// For `timed_out`: the limit that ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_out_by: Option<crate::sandbox::TimeLimit>,
+    /// For a wall-clock timeout: whether the run was starved of CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starved: Option<bool>,
 }
 
 impl TaskResult {
@@ -160,6 +166,8 @@ impl TaskResult {
             tests_note: None,
             record: None,
             resources: None,
+            timed_out_by: None,
+            starved: None,
         }
     }
 }
@@ -373,6 +381,8 @@ pub(super) fn fill(result: &mut TaskResult, o: &Outcome) {
     result.tests_note = o.tests_note.clone();
     result.record = o.record.clone();
     result.resources = o.resources;
+    result.timed_out_by = o.timed_out_by;
+    result.starved = o.starved;
 }
 
 fn tail(text: &str) -> String {

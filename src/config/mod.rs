@@ -98,6 +98,10 @@ pub struct Limits {
     pub user: String,
     /// OCI runtime, e.g. `runsc` for gVisor; `None` is the daemon's default.
     pub runtime: Option<String>,
+    /// CPU time (user and system, all processes together) the run may use;
+    /// `None`: only the wall clock limits it.
+    #[serde(with = "opt_duration")]
+    pub cpu_time: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -114,6 +118,7 @@ impl Default for Limits {
             max_copy_bytes: 64 * MIB,
             user: "1000:1000".to_string(),
             runtime: None,
+            cpu_time: None,
         }
     }
 }
@@ -151,6 +156,12 @@ impl Limits {
         }
         if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
             return range("--timeout", "must be more than 0s and at most 7 days");
+        }
+        if self
+            .cpu_time
+            .is_some_and(|c| c < Duration::from_millis(100) || c > MAX_TIMEOUT)
+        {
+            return range("--cpu-time", "must be at least 100ms and at most 7 days");
         }
         for (what, v) in [
             ("--memory", self.memory),
@@ -259,6 +270,26 @@ pub fn valid_env_key(k: &str) -> bool {
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Serde adapter for an optional duration, written like `timeout`.
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::humantime_serde_compat::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::humantime_serde_compat")] Duration);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
 }
 
 /// Serde adapter so durations read as "180s" in task files and config.

@@ -24,6 +24,7 @@ pub const KEYS: &[&str] = &[
     "max_copy_bytes",
     "user",
     "runtime",
+    "cpu_time",
 ];
 
 /// Why a task's limits cannot be used.
@@ -164,6 +165,15 @@ fn check_floor(cli: &Limits, task: &Limits) -> Result<(), OverrideError> {
     if task.timeout > cli.timeout {
         let f = |d| humantime::format_duration(d).to_string();
         return loosens("timeout", f(task.timeout), f(cli.timeout));
+    }
+    let cpu = |c: Option<std::time::Duration>| {
+        c.map_or("none".into(), |d| humantime::format_duration(d).to_string())
+    };
+    if cli
+        .cpu_time
+        .is_some_and(|c| task.cpu_time.is_none_or(|t| t > c))
+    {
+        return loosens("cpu_time", cpu(task.cpu_time), cpu(cli.cpu_time));
     }
     if task.network == Network::Bridge && cli.network == Network::None {
         return loosens("network", "bridge".into(), "none".into());

@@ -141,6 +141,8 @@ const RS: char = '\u{1e}';
 /// marker are held back until the next chunk shows whether they are.
 #[derive(Debug)]
 pub struct ReportDemux {
+    cpu_mark: Vec<u8>,
+    cpu_exceeded: bool,
     usage_mark: Vec<u8>,
     begin: Vec<u8>,
     none: Vec<u8>,
@@ -164,6 +166,8 @@ impl ReportDemux {
     /// A demux for the trailer markers of `nonce`.
     pub fn new(nonce: &str, expect_report: bool) -> Self {
         ReportDemux {
+            cpu_mark: format!("{RS}{nonce}:cpu-time\n").into_bytes(),
+            cpu_exceeded: false,
             usage_mark: format!("{RS}{nonce}:usage ").into_bytes(),
             begin: format!("{RS}{nonce}:report-begin\n").into_bytes(),
             none: format!("{RS}{nonce}:report-none\n").into_bytes(),
@@ -185,6 +189,11 @@ impl ReportDemux {
         }
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(chunk);
+        // The CPU-time watchdog's word comes while the command runs.
+        if let Some(p) = find(&data, &self.cpu_mark) {
+            data.drain(p..p + self.cpu_mark.len());
+            self.cpu_exceeded = true;
+        }
         let mut out = Vec::new();
         loop {
             let usage = if self.usage.is_none() {
@@ -232,7 +241,7 @@ impl ReportDemux {
                     return out;
                 }
                 None => {
-                    let keep = [&self.usage_mark, &self.begin, &self.none]
+                    let keep = [&self.cpu_mark, &self.usage_mark, &self.begin, &self.none]
                         .iter()
                         .map(|m| partial_suffix(&data, m))
                         .max()
@@ -261,6 +270,11 @@ impl ReportDemux {
             self.state = ReportState::Flooded;
         }
         Vec::new()
+    }
+
+    /// Whether the CPU-time watchdog killed the run.
+    pub fn cpu_exceeded(&self) -> bool {
+        self.cpu_exceeded
     }
 
     /// At the end of the stream: the command's held-back bytes, the report,
@@ -353,6 +367,16 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    #[test]
+    fn the_cpu_time_watchdog_is_heard_and_cut_out() {
+        let mut d = ReportDemux::new("n1", false);
+        let out = feed(&mut d, b"busy\n\x1en1:cpu-time\n", 3);
+        assert!(d.cpu_exceeded());
+        let (rest, _, usage) = d.finish();
+        assert_eq!([out, rest].concat(), b"busy\n");
+        assert_eq!(usage, None);
     }
 
     #[test]

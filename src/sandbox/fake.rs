@@ -68,6 +68,8 @@ pub fn outcome(verdict: Verdict, exit_code: i64, stdout: &str) -> Outcome {
         tests_note: None,
         record: None,
         resources: None,
+        timed_out_by: None,
+        starved: None,
     }
 }
 

@@ -179,6 +179,23 @@ pub struct Outcome {
     /// What the run used.
     #[serde(default)]
     pub resources: Option<Resources>,
+    /// For `timed_out`: which limit ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_out_by: Option<TimeLimit>,
+    /// For a wall-clock timeout: whether the run got far less CPU than the
+    /// wall clock allowed (a busy host, not slow code); `null` if unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starved: Option<bool>,
+}
+
+/// The limit that ended a `timed_out` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeLimit {
+    /// `--timeout`, the wall clock.
+    WallClock,
+    /// `--cpu-time`, CPU seconds of all processes together.
+    CpuTime,
 }
 
 /// What a run used, read from the container's cgroup once the command had
@@ -281,6 +298,8 @@ impl Outcome {
             tests_note: None,
             record: None,
             resources: None,
+            timed_out_by: None,
+            starved: None,
         }
     }
 }

@@ -95,15 +95,36 @@ fn shell_quote(a: &str) -> String {
 const WRAPPER: &str = r#"P=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 PATH=$P tar -x -f - -C /workspace --no-same-owner >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
 printf '%s:ready\n' "$1" >&2
-n=$1 j=$2
-shift 2
+n=$1 j=$2 l=$3
+shift 3
+g=/sys/fs/cgroup
+# Whole-container CPU time, in ns: cgroup v1 or v2.
+cpu() {
+  u=-
+  [ -r $g/cpuacct/cpuacct.usage ] && read -r u < $g/cpuacct/cpuacct.usage
+  if [ -r $g/cpu.stat ]; then while read -r k v; do [ "$k" = usage_usec ] && u=$((v * 1000)); done < $g/cpu.stat; fi
+}
+if [ -n "$l" ]; then
+  (
+    while PATH=$P sleep 0.2; do
+      cpu
+      if [ "$u" != - ] && [ "$u" -gt "$l" ]; then
+        printf '\036%s:cpu-time\n' "$n" >&2
+        kill -KILL -1
+        exit 0
+      fi
+    done
+  ) &
+  w=$!
+fi
 if [ "$1" = sh ]; then /bin/sh -c "$2" </dev/null; else shift; "$@" </dev/null; fi
 rc=$?
-g=/sys/fs/cgroup m=- c=- o=-
+[ -n "$l" ] && kill "$w" 2>/dev/null
+m=- o=-
 [ -r $g/memory/memory.max_usage_in_bytes ] && read -r m < $g/memory/memory.max_usage_in_bytes
 [ -r $g/memory.peak ] && read -r m < $g/memory.peak
-[ -r $g/cpuacct/cpuacct.usage ] && read -r c < $g/cpuacct/cpuacct.usage
-if [ -r $g/cpu.stat ]; then while read -r k v; do [ "$k" = usage_usec ] && c=$((v * 1000)); done < $g/cpu.stat; fi
+cpu
+c=$u
 for f in $g/memory/memory.oom_control $g/memory.events; do
   if [ -r "$f" ]; then while read -r k v; do [ "$k" = oom_kill ] && o=$v; done < "$f"; fi
 done
@@ -120,9 +141,15 @@ fi
 exit $rc"#;
 
 /// The container's command line for `command`, announcing readiness with
-/// `nonce`, and sending back the report at `report` (a path inside the
-/// container) when one is asked for.
-pub fn container_cmd(nonce: &str, report: Option<&str>, command: &Command) -> Vec<String> {
+/// `nonce`, sending back the report at `report` (a path inside the
+/// container) when one is asked for, and killing everything once the
+/// container has used `cpu_limit_ns` of CPU time.
+pub fn container_cmd(
+    nonce: &str,
+    report: Option<&str>,
+    cpu_limit_ns: Option<u64>,
+    command: &Command,
+) -> Vec<String> {
     // One byte over the cap tells a report that was cut from one that fits.
     let script = WRAPPER.replace(
         "REPORT_CAP",
@@ -135,6 +162,7 @@ pub fn container_cmd(nonce: &str, report: Option<&str>, command: &Command) -> Ve
         "autodev-wrapper".into(),
         nonce.into(),
         report.unwrap_or("").into(),
+        cpu_limit_ns.map(|n| n.to_string()).unwrap_or_default(),
     ];
     match command {
         Command::Shell(s) => cmd.extend(["sh".to_string(), s.clone()]),
@@ -154,14 +182,14 @@ mod tests {
     fn one_argument_is_a_shell_line_several_an_argv() {
         let one = Command::from_args(&["echo 'a b' | wc -c".into()]);
         assert_eq!(
-            container_cmd("n", Some("/tmp/r.xml"), &one)[5],
+            container_cmd("n", Some("/tmp/r.xml"), None, &one)[5],
             "/tmp/r.xml"
         );
         assert_eq!(one, Command::Shell("echo 'a b' | wc -c".into()));
         let many = Command::from_args(&["python3".into(), "-c".into(), "print(\"a b\")".into()]);
         assert_eq!(
-            container_cmd("n", None, &many)[6..],
-            ["argv", "python3", "-c", "print(\"a b\")"]
+            container_cmd("n", None, Some(1000), &many)[6..],
+            ["1000", "argv", "python3", "-c", "print(\"a b\")"]
         );
         assert_eq!(many.to_string(), r#"python3 -c 'print("a b")'"#);
         assert_eq!(
@@ -169,8 +197,8 @@ mod tests {
             r#"echo 'it'\''s' ''"#
         );
         assert_eq!(
-            container_cmd("n", None, &one)[6..],
-            ["sh", "echo 'a b' | wc -c"]
+            container_cmd("n", None, None, &one)[6..],
+            ["", "sh", "echo 'a b' | wc -c"]
         );
     }
 

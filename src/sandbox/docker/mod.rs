@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use super::demux::{Demuxed, ReadyDemux, Report, ReportDemux, Usage};
 use super::Junit;
 use super::{
-    Capture, Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, Verdict,
+    Capture, Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, TimeLimit,
+    Verdict,
 };
 use crate::report::junit::{self, TestReport};
 use crate::workspace::{self, Manifest};
@@ -58,6 +59,9 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long one heartbeat ping may take.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A run that timed out having used less than this share of the CPU time
+/// its wall clock and `--cpus` allowed was starved (by a busy host), not slow.
+const STARVED_SHARE: f64 = 0.25;
 
 /// A [`Sandbox`] on one Docker engine.
 #[derive(Debug, Clone)]
@@ -433,6 +437,12 @@ impl DockerSandbox {
         durations.run_ms = ms(ended - ready);
 
         if timed_out {
+            // Before the kill: how much CPU did the run get? Far less than
+            // the wall clock allowed means the host was busy, not the code slow.
+            let starved = self.cpu_ns(id).await.map(|used| {
+                let allowed = spec.limits.timeout.as_nanos() as f64 * spec.limits.cpus;
+                (used as f64) < allowed * STARVED_SHARE
+            });
             // Kill now so the clock stops; removal (forced) follows in `run`.
             // If the daemon cannot kill it, the verdict is the daemon's fault.
             let kill = tokio::time::timeout(
@@ -468,6 +478,8 @@ impl DockerSandbox {
             }
             let (tests, tests_note, _) = finish_report(trailer, report_path, &mut err, sink);
             return Ok(Outcome {
+                timed_out_by: Some(TimeLimit::WallClock),
+                starved,
                 verdict: Verdict::TimedOut,
                 exit_code: None,
                 stdout: out.finish(),
@@ -493,11 +505,14 @@ impl DockerSandbox {
         }
 
         let (exit_code, oom) = self.exit_status(id, &lost).await?;
+        let cpu_exceeded = trailer.cpu_exceeded();
         let (tests, tests_note, usage) = finish_report(trailer, report_path, &mut err, sink);
         // A child killed for memory while the parent still exits 0 must not
         // count as a pass: the OOM flag wins over the exit code. Nor does a
         // run whose report holds no test: nothing was tested.
-        let verdict = if oom {
+        let verdict = if cpu_exceeded {
+            Verdict::TimedOut
+        } else if oom {
             Verdict::OomKilled
         } else if exit_code != 0 {
             Verdict::Failed
@@ -507,6 +522,8 @@ impl DockerSandbox {
             Verdict::Passed
         };
         Ok(Outcome {
+            timed_out_by: cpu_exceeded.then_some(TimeLimit::CpuTime),
+            starved: None,
             verdict,
             exit_code: Some(exit_code),
             stdout: out.finish(),
@@ -536,6 +553,20 @@ impl DockerSandbox {
             // bollard turns a non-zero exit into an error; it is a status here.
             Ok(Some(Err(BollardError::DockerContainerWaitError { code, .. }))) => Ok(code),
             Ok(Some(Err(e))) => Err(self.err("wait", e)),
+        }
+    }
+
+    /// The container's CPU time so far, in ns, from the engine's stats.
+    async fn cpu_ns(&self, id: &str) -> Option<u64> {
+        let opts = bollard::query_parameters::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stats = self.docker.stats(id, Some(opts));
+        let first = tokio::time::timeout(HEARTBEAT_TIMEOUT, stats.next()).await;
+        match first {
+            Ok(Some(Ok(s))) => s.cpu_stats?.cpu_usage?.total_usage,
+            _ => None,
         }
     }
 

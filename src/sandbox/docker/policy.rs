@@ -81,7 +81,13 @@ pub(super) fn container_body(
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(wrapper::container_cmd(nonce, report, &spec.command)),
+        cmd: Some(wrapper::container_cmd(
+            nonce,
+            report,
+            l.cpu_time
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            &spec.command,
+        )),
         // The image's entrypoint must not get between us and the wrapper.
         entrypoint: Some(vec![]),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
