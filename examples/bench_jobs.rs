@@ -5,7 +5,8 @@
 //! quarter of the CPU it gets alone; `--retry-starved` (on in both runs)
 //! re-runs, alone, a task that timed out starved of CPU.
 //!
-//! Usage: cargo build --release && cargo run --release --example bench_jobs -- [N] [TIMEOUT_S]
+//! Usage: cargo build --release && cargo run --release --example bench_jobs -- [N] [TIMEOUT_S] [BURN]
+//! (BURN: loop iterations of the CPU-heavy tasks, default 30M, about 2 s alone).
 //! Env: AUTODEV_BIN (default target/release/autodev).
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ fn main() {
         .collect();
     let n = args.first().copied().unwrap_or(48) as usize;
     let timeout = args.get(1).copied().unwrap_or(6);
+    let burn = args.get(2).copied().unwrap_or(30_000_000);
     let bin = std::env::var("AUTODEV_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
@@ -29,11 +31,11 @@ fn main() {
         bin.display()
     );
     let d = tempfile::tempdir().unwrap();
-    // Every fourth task is wrong; every third burns about 1.5 s of CPU alone.
+    // Every fourth task is wrong; every third burns BURN loop iterations.
     let tasks: String = (0..n)
         .map(|i| {
             let body = if i % 4 == 0 { "return a - b" } else { "return a + b" };
-            let burn = if i % 3 == 0 { 3_000_000 } else { 1_000 };
+            let burn = if i % 3 == 0 { burn } else { 1_000 };
             let src = format!(
                 "def add(a, b):\n    {body}\n\ns = 0\nfor k in range({burn}):\n    s += k\nassert add(2, 3) == 5\nprint('ok')\n"
             );
@@ -45,21 +47,27 @@ fn main() {
         .collect();
     std::fs::write(d.path().join("tasks.jsonl"), tasks).unwrap();
     let mut verdicts: Vec<BTreeMap<String, String>> = Vec::new();
-    println!("{n} tasks, --timeout {timeout}s, --retry-starved, 1 engine (this host's 2 cores)\n");
-    println!("| --jobs | wall (s) | passed | failed | timed_out | re-run starved |");
-    println!("|---|---|---|---|---|---|");
-    for jobs in [1, 8] {
-        let out = format!("r{jobs}.jsonl");
+    println!("{n} tasks, --timeout {timeout}s, 1 engine (this host's 2 cores)\n");
+    println!(
+        "| --jobs | --retry-starved | wall (s) | passed | failed | timed_out | re-run starved |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (jobs, retry) in [(1, true), (8, true), (8, false)] {
+        let out = format!("r{jobs}-{retry}.jsonl");
         let t = Instant::now();
-        let ok = Command::new(&bin)
-            .current_dir(d.path())
-            .args(["batch", "tasks.jsonl", "--out", &out, "--retry-starved"])
+        let mut c = Command::new(&bin);
+        c.current_dir(d.path())
+            .args(["batch", "tasks.jsonl", "--out", &out])
             .args([
                 "--jobs",
                 &jobs.to_string(),
                 "--timeout",
                 &format!("{timeout}s"),
-            ])
+            ]);
+        if retry {
+            c.arg("--retry-starved");
+        }
+        let ok = c
             .stderr(Stdio::null())
             .stdout(Stdio::null())
             .status()
@@ -82,25 +90,28 @@ fn main() {
         }
         let count = |w: &str| last.values().filter(|v| *v == w).count();
         println!(
-            "| {jobs} | {wall:.1} | {} | {} | {} | {reruns} |",
+            "| {jobs} | {} | {wall:.1} | {} | {} | {} | {reruns} |",
+            if retry { "yes" } else { "no" },
             count("passed"),
             count("failed"),
             count("timed_out")
         );
         verdicts.push(last);
     }
-    let differ: Vec<&String> = verdicts[0]
-        .iter()
-        .filter(|(id, v)| verdicts[1].get(*id) != Some(v))
-        .map(|(id, _)| id)
-        .collect();
-    println!(
-        "\nidentical verdicts: {}/{n}{}",
-        n - differ.len(),
-        if differ.is_empty() {
-            String::new()
-        } else {
-            format!(" (differ: {differ:?})")
-        }
-    );
+    for (k, what) in [(1, "--jobs 8 --retry-starved"), (2, "--jobs 8 without it")] {
+        let differ: Vec<&String> = verdicts[0]
+            .iter()
+            .filter(|(id, v)| verdicts[k].get(*id) != Some(v))
+            .map(|(id, _)| id)
+            .collect();
+        println!(
+            "\n{what} vs --jobs 1: identical verdicts {}/{n}{}",
+            n - differ.len(),
+            if differ.is_empty() {
+                String::new()
+            } else {
+                format!(" (differ: {differ:?})")
+            }
+        );
+    }
 }
