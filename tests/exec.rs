@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Sandboxed;
+
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -320,8 +322,7 @@ async fn output_flood_is_truncated_with_head_and_tail_and_bounded_memory() {
                 "--timeout",
                 "120s",
             ])
-            .args(["--image", &common::image()])
-            .args(["--label", &format!("{}={}", label.0, label.1)])
+            .sandboxed(&label)
             .arg("--workspace")
             .arg(ws.path())
             .args(["--", cmd])

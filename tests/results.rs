@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Sandboxed;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -150,8 +152,7 @@ async fn a_model_that_writes_nothing_never_passes_a_run() {
             "--transcript",
             "t.jsonl",
         ])
-        .args(["--image", &common::image()])
-        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .sandboxed(&label)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -331,8 +332,7 @@ async fn every_result_says_what_the_run_used() {
     let out = Command::new(common::bin())
         .args(["exec", "--json", "--memory", "64m", "--workspace"])
         .arg(ws.path())
-        .args(["--image", &common::image()])
-        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .sandboxed(&label)
         .args(["--", "python3 -c 'x = bytearray(200 << 20)'; exit 0"])
         .output()
         .unwrap();
@@ -360,8 +360,7 @@ async fn cpu_time_is_its_own_limit_and_starved_timeouts_are_told_and_retried() {
             "--workspace",
         ])
         .arg(ws.path())
-        .args(["--image", &common::image()])
-        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .sandboxed(&label)
         .args(["--", "python3 -c 'while True: pass'"])
         .output()
         .unwrap();
@@ -376,8 +375,7 @@ async fn cpu_time_is_its_own_limit_and_starved_timeouts_are_told_and_retried() {
     let out = Command::new(common::bin())
         .args(["exec", "--json", "--timeout", "2s", "--workspace"])
         .arg(ws.path())
-        .args(["--image", &common::image()])
-        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .sandboxed(&label)
         .args(["--", "sleep 30"])
         .output()
         .unwrap();
@@ -401,8 +399,7 @@ async fn cpu_time_is_its_own_limit_and_starved_timeouts_are_told_and_retried() {
             "--json",
             "--retry-starved",
         ])
-        .args(["--image", &common::image()])
-        .args(["--label", &format!("{}={}", label.0, label.1)])
+        .sandboxed(&label)
         .output()
         .unwrap();
     assert_eq!(

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Sandboxed;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -495,8 +497,7 @@ async fn model_settings_are_checked_before_anything_runs() {
                 "--no-zip",
                 "--no-transcript",
             ])
-            .args(["--image", &common::image()])
-            .args(["--label", &format!("{}={}", label.0, label.1)])
+            .sandboxed(&label)
             .args(&all)
             .output()
             .unwrap();

@@ -409,18 +409,21 @@ mod tests {
         assert!(pass_at_k(2, 1, 3).is_nan());
     }
 
-    #[test]
-    fn summary_leaves_sandbox_errors_out_of_rates() {
-        let mk = |id: &str, v| TaskResult {
+    fn result(id: &str, v: TaskVerdict) -> TaskResult {
+        TaskResult {
             verdict: v,
             ..TaskResult::invalid(1, Some(id.into()), 0, String::new())
-        };
+        }
+    }
+
+    #[test]
+    fn summary_leaves_sandbox_errors_out_of_rates() {
         let s = summarize(&[
-            mk("a", TaskVerdict::Passed),
-            mk("a", TaskVerdict::Failed),
-            mk("b", TaskVerdict::Passed),
-            mk("b", TaskVerdict::Passed),
-            mk("c", TaskVerdict::SandboxError),
+            result("a", TaskVerdict::Passed),
+            result("a", TaskVerdict::Failed),
+            result("b", TaskVerdict::Passed),
+            result("b", TaskVerdict::Passed),
+            result("c", TaskVerdict::SandboxError),
         ]);
         assert_eq!(s.pass_rate, Some(0.75));
         assert_eq!(s.verdicts[&TaskVerdict::SandboxError], 1);
@@ -514,15 +517,11 @@ mod tests {
 
     #[test]
     fn pass_at_k_says_when_k_was_cut() {
-        let mk = |id: &str, v| TaskResult {
-            verdict: v,
-            ..TaskResult::invalid(1, Some(id.into()), 0, String::new())
-        };
         let s = summarize(&[
-            mk("a", TaskVerdict::Passed),
-            mk("a", TaskVerdict::Failed),
-            mk("a", TaskVerdict::Failed),
-            mk("b", TaskVerdict::Passed),
+            result("a", TaskVerdict::Passed),
+            result("a", TaskVerdict::Failed),
+            result("a", TaskVerdict::Failed),
+            result("b", TaskVerdict::Passed),
         ]);
         assert_eq!(s.pass_at_k.keys().copied().collect::<Vec<_>>(), [1]);
         let note = s.pass_at_k_note.unwrap();

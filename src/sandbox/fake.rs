@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Captured, Durations, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
+use super::{Captured, Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
 
 type Responder = dyn Fn(&RunSpec, usize) -> Result<Outcome, SandboxError> + Send + Sync;
 
@@ -53,24 +53,12 @@ impl FakeSandbox {
 
 /// An outcome with the given verdict, exit code and stdout.
 pub fn outcome(verdict: Verdict, exit_code: i64, stdout: &str) -> Outcome {
-    Outcome {
-        verdict,
-        exit_code: Some(exit_code),
-        stdout: Captured {
-            text: stdout.to_string(),
-            total_bytes: stdout.len() as u64,
-            dropped_bytes: 0,
-        },
-        stderr: Captured::default(),
-        durations: Durations::default(),
-        error: None,
-        tests: None,
-        tests_note: None,
-        record: None,
-        resources: None,
-        timed_out_by: None,
-        starved: None,
-    }
+    let out = Captured {
+        text: stdout.to_string(),
+        total_bytes: stdout.len() as u64,
+        dropped_bytes: 0,
+    };
+    Outcome::new(verdict, Some(exit_code), out, Captured::default())
 }
 
 impl Sandbox for FakeSandbox {

@@ -285,21 +285,39 @@ pub fn output_hash(o: &Outcome) -> String {
 }
 
 impl Outcome {
-    /// The outcome reported for a run the sandbox could not carry out.
-    pub fn from_error(err: &SandboxError) -> Self {
+    /// An outcome with this verdict, exit code and output, and nothing else known yet.
+    pub fn new(
+        verdict: Verdict,
+        exit_code: Option<i64>,
+        stdout: Captured,
+        stderr: Captured,
+    ) -> Self {
         Outcome {
-            verdict: Verdict::SandboxError,
-            exit_code: None,
-            stdout: Captured::default(),
-            stderr: Captured::default(),
+            verdict,
+            exit_code,
+            stdout,
+            stderr,
             durations: Durations::default(),
-            error: Some(err.to_string()),
+            error: None,
             tests: None,
             tests_note: None,
             record: None,
             resources: None,
             timed_out_by: None,
             starved: None,
+        }
+    }
+
+    /// The outcome reported for a run the sandbox could not carry out.
+    pub fn from_error(err: &SandboxError) -> Self {
+        Outcome {
+            error: Some(err.to_string()),
+            ..Outcome::new(
+                Verdict::SandboxError,
+                None,
+                Captured::default(),
+                Captured::default(),
+            )
         }
     }
 }

@@ -94,6 +94,20 @@ pub fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
     d
 }
 
+/// `--image` (the test image) and `--label` (this test's) for a command
+/// of the binary, so its containers are the test's to find and count.
+pub trait Sandboxed {
+    /// Adds the test image and `label`.
+    fn sandboxed(&mut self, label: &(String, String)) -> &mut Self;
+}
+
+impl Sandboxed for Command {
+    fn sandboxed(&mut self, label: &(String, String)) -> &mut Self {
+        self.args(["--image", &image()])
+            .args(["--label", &format!("{}={}", label.0, label.1)])
+    }
+}
+
 /// The built binary.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_autodev"))

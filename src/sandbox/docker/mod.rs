@@ -480,16 +480,10 @@ impl DockerSandbox {
             return Ok(Outcome {
                 timed_out_by: Some(TimeLimit::WallClock),
                 starved,
-                verdict: Verdict::TimedOut,
-                exit_code: None,
-                stdout: out.finish(),
-                stderr: err.finish(),
                 durations: *durations,
-                error: None,
                 tests,
                 tests_note,
-                record: None,
-                resources: None,
+                ..Outcome::new(Verdict::TimedOut, None, out.finish(), err.finish())
             }
             .with_usage(None));
         }
@@ -523,17 +517,10 @@ impl DockerSandbox {
         };
         Ok(Outcome {
             timed_out_by: cpu_exceeded.then_some(TimeLimit::CpuTime),
-            starved: None,
-            verdict,
-            exit_code: Some(exit_code),
-            stdout: out.finish(),
-            stderr: err.finish(),
             durations: *durations,
-            error: None,
             tests,
             tests_note,
-            record: None,
-            resources: None,
+            ..Outcome::new(verdict, Some(exit_code), out.finish(), err.finish())
         }
         .with_usage(usage))
     }
