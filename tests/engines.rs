@@ -102,7 +102,7 @@ fn a_batch_spreads_over_three_engines_and_survives_one_killed_mid_batch() {
     let child = batch(d.path(), &label, &engines, &[]).spawn().unwrap();
     // Kill engine 2 while it is running tasks of ours.
     common::wait_until("engine 2 runs a task", Duration::from_secs(60), || {
-        !fleet.containers_with(2, &label).is_empty()
+        !fleet.running_with(2, &label).is_empty()
     });
     fleet.kill(2);
     let t = Instant::now();
@@ -144,7 +144,7 @@ fn a_cut_link_is_noticed_within_the_heartbeat_and_its_tasks_run_elsewhere() {
         .collect();
     let child = batch(d.path(), &label, &engines, &[]).spawn().unwrap();
     common::wait_until("engine 2 runs a task", Duration::from_secs(60), || {
-        !fleet.containers_with(2, &label).is_empty()
+        !fleet.running_with(2, &label).is_empty()
     });
     fleet.cut(2);
     let t = Instant::now();

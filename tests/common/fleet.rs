@@ -116,10 +116,20 @@ impl Fleet {
         self.script("mend", &[&i.to_string()]);
     }
 
-    /// Containers labelled `label` on engine `i`.
+    /// Containers labelled `label` on engine `i`, running or not.
     pub fn containers_with(&self, i: usize, label: &(String, String)) -> Vec<String> {
+        self.ps(i, label, "-aq")
+    }
+
+    /// Running containers labelled `label` on engine `i` (a batch's trial
+    /// create before the first task is never started, so it is not one).
+    pub fn running_with(&self, i: usize, label: &(String, String)) -> Vec<String> {
+        self.ps(i, label, "-q")
+    }
+
+    fn ps(&self, i: usize, label: &(String, String), flags: &str) -> Vec<String> {
         let out = Command::new("docker")
-            .args(["-H", &self.socket(i), "ps", "-aq", "--filter"])
+            .args(["-H", &self.socket(i), "ps", flags, "--filter"])
             .arg(format!("label={}={}", label.0, label.1))
             .output()
             .expect("docker ps runs");

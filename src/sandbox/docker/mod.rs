@@ -148,7 +148,10 @@ impl DockerSandbox {
 
     /// Whether the engine has `image`.
     pub async fn has_image(&self, image: &str) -> Result<bool, SandboxError> {
-        match self.docker.inspect_image(image).await {
+        match self
+            .alive("inspect image", self.docker.inspect_image(image))
+            .await?
+        {
             Ok(_) => Ok(true),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
@@ -159,7 +162,10 @@ impl DockerSandbox {
 
     /// The engine's CPU count, for a default number of slots.
     pub async fn cpus(&self) -> Result<usize, SandboxError> {
-        let info = self.docker.info().await.map_err(|e| self.err("info", e))?;
+        let info = self
+            .alive("info", self.docker.info())
+            .await?
+            .map_err(|e| self.err("info", e))?;
         Ok(info
             .ncpu
             .and_then(|n| usize::try_from(n).ok())
@@ -178,7 +184,10 @@ impl DockerSandbox {
     /// Limits the engine's host cannot give are refused before a run:
     /// Docker itself refuses too many CPUs, but takes any memory limit.
     pub async fn check_host(&self, spec: &RunSpec) -> Result<(), SandboxError> {
-        let info = self.docker.info().await.map_err(|e| self.err("info", e))?;
+        let info = self
+            .alive("info", self.docker.info())
+            .await?
+            .map_err(|e| self.err("info", e))?;
         let exceeds = |what, asked: String, has: String| SandboxError::ExceedsHost {
             engine: self.name.clone(),
             what,
@@ -203,6 +212,24 @@ impl DockerSandbox {
         Ok(())
     }
 
+    /// Awaits an API call for as long as the engine answers pings: a call
+    /// to an engine whose link was cut would otherwise wait for the client's
+    /// two-minute timeout.
+    async fn alive<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<T, SandboxError> {
+        let lost = CancellationToken::new();
+        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
+        tokio::select! {
+            r = call => Ok(r),
+            _ = lost.cancelled() => Err(self.lost(op, format!(
+                "no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
     /// Awaits an API call, but gives up as soon as the engine stops
     /// answering pings (`lost` fires).
     async fn guarded<T>(
@@ -225,7 +252,10 @@ impl DockerSandbox {
         if let Some(hit) = self.images.lock().ok().and_then(|m| m.get(image).cloned()) {
             return Ok(hit);
         }
-        let facts = match self.docker.inspect_image(image).await {
+        let facts = match self
+            .alive("inspect image", self.docker.inspect_image(image))
+            .await?
+        {
             Ok(info) => ImageFacts {
                 junit: info
                     .config
@@ -726,8 +756,9 @@ impl Sandbox for DockerSandbox {
             if pass > 0 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            let ids = list_managed(&self.docker, labels)
-                .await
+            let ids = self
+                .alive("list containers", list_managed(&self.docker, labels))
+                .await?
                 .map_err(|e| self.err("list containers", e))?;
             for id in ids {
                 if remove(&self.docker, &id).await.is_ok() {
