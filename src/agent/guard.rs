@@ -10,7 +10,12 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
-use crate::sandbox::{Outcome, Verdict};
+use serde_json::json;
+
+use super::{AgentError, Loop};
+use crate::model::ModelClient;
+use crate::sandbox::{Outcome, Sandbox, Verdict};
+use crate::workspace::{self, WorkspaceError};
 
 /// How good a test run was: a pass beats everything, then more tests
 /// passed, then fewer failed.
@@ -85,11 +90,125 @@ pub fn compare(before: &Outcome, after: &Outcome) -> Option<Change> {
     })
 }
 
+/// What the guard keeps between iterations.
+#[derive(Default)]
+pub(super) struct Guard {
+    /// The commit message of changes not tested yet.
+    pub(super) pending: Option<String>,
+    /// The score of the last commit.
+    pub(super) committed: Option<Score>,
+    /// The last tested run.
+    pub(super) prev: Option<Outcome>,
+    /// What the last tested iteration changed.
+    pub(super) change: Option<Change>,
+    /// The best tested iteration: score, iteration, its files, its outcome.
+    pub(super) best: Option<(Score, u32, tempfile::TempDir, Outcome)>,
+}
+
+impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
+    /// After a test run: tell what it fixed and broke, commit the changes
+    /// it tested (with their counts; with `--git-only-improving` only when
+    /// strictly better than the last commit), and keep the best iteration's
+    /// files for `--keep best`.
+    pub(super) fn after_test(
+        &mut self,
+        i: u32,
+        o: &Outcome,
+        g: &mut Guard,
+    ) -> Result<(), AgentError> {
+        let score = Score::of(o);
+        g.change = g.prev.as_ref().and_then(|prev| compare(prev, o));
+        if let Some(c) = &g.change {
+            if !c.broke.is_empty() {
+                self.ui.say(&format!(
+                    "regression: {} test(s) that passed before now fail: {}",
+                    c.broke.len(),
+                    c.broke.join(", ")
+                ));
+            }
+            self.tr.event(
+                "progress",
+                json!({"iteration": i, "fixed": c.fixed, "broke": c.broke,
+                       "regression": !c.broke.is_empty()}),
+            );
+        }
+        if let Some(msg) = g.pending.take() {
+            if !self.cfg.git_only_improving || g.committed.is_none_or(|c| score > c) {
+                let mut counts = Score::counts(o);
+                if let Some(c) = &g.change {
+                    counts.push_str(&format!(
+                        ", fixed {}, broke {}",
+                        c.fixed.len(),
+                        c.broke.len()
+                    ));
+                }
+                self.commit(i, &format!("{msg} ({counts})"))?;
+                g.committed = Some(score);
+            } else if self.cfg.git {
+                self.ui.say(&format!(
+                    "git: not committing iteration {i}: not better than the last commit"
+                ));
+            }
+        }
+        if self.cfg.keep_best && g.best.as_ref().is_none_or(|b| score > b.0) {
+            let files = tempfile::Builder::new()
+                .prefix("autodev-best-")
+                .tempdir()
+                .map_err(|source| WorkspaceError::Io {
+                    op: "keeping the best iteration in",
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            workspace::copy_tree(
+                &self.cfg.workspace,
+                files.path(),
+                &workspace::CopyOptions {
+                    excludes: vec![],
+                    include_git: false,
+                },
+            )?;
+            g.best = Some((score, i, files, o.clone()));
+        }
+        g.prev = Some(o.clone());
+        Ok(())
+    }
+
+    /// With `--keep best`: when the last tested files are worse than the
+    /// best iteration's, puts the best back (and commits it) and returns
+    /// its outcome and iteration instead.
+    pub(super) fn keep_best(
+        &mut self,
+        g: &mut Guard,
+        fin: Outcome,
+    ) -> Result<(Outcome, Option<u32>), AgentError> {
+        let Some((score, at, files, outcome)) = g.best.take() else {
+            return Ok((fin, None));
+        };
+        if !self.cfg.keep_best || score <= Score::of(&fin) {
+            return Ok((fin, None));
+        }
+        workspace::restore(&self.cfg.workspace, files.path())?;
+        self.ui.say(&format!(
+            "kept the best iteration ({at}: {}) instead of the last ({})",
+            Score::counts(&outcome),
+            Score::counts(&fin)
+        ));
+        self.tr.event(
+            "keep_best",
+            json!({"iteration": at, "best": Score::counts(&outcome), "last": Score::counts(&fin)}),
+        );
+        self.commit(at, &format!("autodev: back to iteration {at}, the best"))?;
+        Ok((outcome, Some(at)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{cfg, go, replay};
     use super::*;
     use crate::report::junit::{TestFailure, TestReport};
-    use crate::sandbox::fake::outcome;
+    use crate::report::Transcript;
+    use crate::sandbox::fake::{outcome, FakeSandbox};
 
     fn run(verdict: Verdict, total: u32, failing: &[&str]) -> Outcome {
         let mut o = outcome(verdict, i64::from(verdict != Verdict::Passed), "");
@@ -132,5 +251,107 @@ mod tests {
         assert!(Score::of(&one) > Score::of(&no_report));
         assert!(compare(&one, &no_report).is_none());
         assert_eq!(Score::counts(&two), "2/3 tests passed, 1 failed");
+    }
+
+    fn with_tests(v: Verdict, total: u32, failing: &[&str]) -> Outcome {
+        let mut o = outcome(v, i64::from(v != Verdict::Passed), "");
+        o.tests = Some(crate::report::junit::TestReport {
+            total,
+            passed: total - failing.len() as u32,
+            failed: failing.len() as u32,
+            failing: failing
+                .iter()
+                .map(|n| crate::report::junit::TestFailure {
+                    name: n.to_string(),
+                    message: "assert".into(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        o
+    }
+
+    #[tokio::test]
+    async fn a_regression_is_told_not_committed_when_only_improving_and_undone_with_keep_best() {
+        let d = tempfile::tempdir().unwrap();
+        // v1 fails test_add; v2 fixes it but breaks test_sub (and one more);
+        // v3 is as bad. The best files are v1's... then v2's, by score.
+        let m = replay(&[
+            "PATCH::calc.py\nv1\nENDPATCH",
+            "PATCH::calc.py\nv2\nENDPATCH",
+            "PATCH::calc.py\nv3\nENDPATCH",
+        ]);
+        let s = FakeSandbox::new(|spec, _| {
+            let v = std::fs::read_to_string(spec.workspace.join("calc.py")).unwrap_or_default();
+            Ok(match v.trim() {
+                "v1" => with_tests(Verdict::Failed, 4, &["t.test_add"]),
+                "v2" => with_tests(Verdict::Failed, 4, &["t.test_sub", "t.test_mul"]),
+                _ => with_tests(
+                    Verdict::Failed,
+                    4,
+                    &["t.test_sub", "t.test_mul", "t.test_div"],
+                ),
+            })
+        });
+        let mut c = cfg(d.path());
+        c.max_iters = 2;
+        c.git = true;
+        c.git_only_improving = true;
+        c.keep_best = true;
+        let logs = tempfile::tempdir().unwrap();
+        let tp = logs.path().join("t.jsonl");
+        let mut tr = Transcript::open(&tp).unwrap();
+        let sum = go(&m, &s, &c, &mut tr).await.unwrap();
+        assert!(!sum.passed);
+        // The last files (v3) were worse than v1's: v1's are back.
+        assert_eq!(sum.kept_iteration, Some(1));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("calc.py")).unwrap(),
+            "v1\n"
+        );
+        let text = std::fs::read_to_string(&tp).unwrap();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let progress: Vec<&serde_json::Value> =
+            events.iter().filter(|e| e["event"] == "progress").collect();
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert!(!progress.is_empty(), "{kinds:?}");
+        assert_eq!(progress[0]["regression"], true, "{progress:?}");
+        assert_eq!(
+            progress[0]["broke"],
+            serde_json::json!(["t.test_mul", "t.test_sub"])
+        );
+        assert_eq!(progress[0]["fixed"], serde_json::json!(["t.test_add"]));
+        // The repair prompt after v2 names the broken tests first.
+        let prompts: Vec<&serde_json::Value> =
+            events.iter().filter(|e| e["event"] == "prompt").collect();
+        let p2 = prompts[2]["messages"][1]["content"].as_str().unwrap();
+        assert!(
+            p2.contains("REGRESSION") && p2.contains("t.test_sub"),
+            "{p2}"
+        );
+        // Only improving commits: the baseline and v1 (v2 and v3 were not
+        // better); going back to v1 changes nothing committed.
+        let repo = git2::Repository::open(d.path()).unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_head().unwrap();
+        let msgs: Vec<String> = walk
+            .map(|id| {
+                let c = repo.find_commit(id.unwrap()).unwrap();
+                c.summary().unwrap().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "autodev: initial generation (3/4 tests passed, 1 failed)",
+                "autodev: baseline (before the model)"
+            ]
+        );
     }
 }

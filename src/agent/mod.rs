@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 mod guard;
 mod prompts;
 
-use guard::{Change, Score};
+use guard::{Change, Guard};
 pub use prompts::{CODER_RULES, REVIEWER_RULES};
 
 use crate::model::{Message, ModelClient, ModelError, Usage};
@@ -103,21 +103,6 @@ pub struct RunSummary {
     /// With `keep_best`: the iteration whose files were restored, when the
     /// last one was worse.
     pub kept_iteration: Option<u32>,
-}
-
-/// What the guard keeps between iterations.
-#[derive(Default)]
-struct Guard {
-    /// The commit message of changes not tested yet.
-    pending: Option<String>,
-    /// The score of the last commit.
-    committed: Option<Score>,
-    /// The last tested run.
-    prev: Option<Outcome>,
-    /// What the last tested iteration changed.
-    change: Option<Change>,
-    /// The best tested iteration: score, iteration, its files, its outcome.
-    best: Option<(Score, u32, tempfile::TempDir, Outcome)>,
 }
 
 /// Why a run could not go on.
@@ -285,7 +270,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
 
         // The original tool always ran the tests once more at the end; when
         // nothing changed since the last run that run's verdict stands.
-        let mut fin = match last {
+        let fin = match last {
             Some(o) if !changed_since_test => o,
             _ => {
                 self.ui
@@ -295,26 +280,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 o
             }
         };
-        let mut kept_iteration = None;
-        if cfg.keep_best {
-            if let Some((score, at, files, outcome)) = g.best.take() {
-                if score > Score::of(&fin) {
-                    workspace::restore(&cfg.workspace, files.path())?;
-                    self.ui.say(&format!(
-                        "kept the best iteration ({at}: {}) instead of the last ({})",
-                        Score::counts(&outcome),
-                        Score::counts(&fin)
-                    ));
-                    self.tr.event(
-                        "keep_best",
-                        json!({"iteration": at, "best": Score::counts(&outcome), "last": Score::counts(&fin)}),
-                    );
-                    self.commit(at, &format!("autodev: back to iteration {at}, the best"))?;
-                    kept_iteration = Some(at);
-                    fin = outcome;
-                }
-            }
-        }
+        let (fin, kept_iteration) = self.keep_best(&mut g, fin)?;
         if let Some(zip) = &cfg.zip {
             let files = workspace::export_zip(&cfg.workspace, zip, &cfg.sandbox.copy)?;
             self.tr.event("export", json!({"zip": zip, "files": files}));
@@ -446,68 +412,6 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         Ok(outcome)
     }
 
-    /// After a test run: tell what it fixed and broke, commit the changes
-    /// it tested (with their counts; with `--git-only-improving` only when
-    /// strictly better than the last commit), and keep the best iteration's
-    /// files for `--keep best`.
-    fn after_test(&mut self, i: u32, o: &Outcome, g: &mut Guard) -> Result<(), AgentError> {
-        let score = Score::of(o);
-        g.change = g.prev.as_ref().and_then(|prev| guard::compare(prev, o));
-        if let Some(c) = &g.change {
-            if !c.broke.is_empty() {
-                self.ui.say(&format!(
-                    "regression: {} test(s) that passed before now fail: {}",
-                    c.broke.len(),
-                    c.broke.join(", ")
-                ));
-            }
-            self.tr.event(
-                "progress",
-                json!({"iteration": i, "fixed": c.fixed, "broke": c.broke,
-                       "regression": !c.broke.is_empty()}),
-            );
-        }
-        if let Some(msg) = g.pending.take() {
-            if !self.cfg.git_only_improving || g.committed.is_none_or(|c| score > c) {
-                let mut counts = Score::counts(o);
-                if let Some(c) = &g.change {
-                    counts.push_str(&format!(
-                        ", fixed {}, broke {}",
-                        c.fixed.len(),
-                        c.broke.len()
-                    ));
-                }
-                self.commit(i, &format!("{msg} ({counts})"))?;
-                g.committed = Some(score);
-            } else if self.cfg.git {
-                self.ui.say(&format!(
-                    "git: not committing iteration {i}: not better than the last commit"
-                ));
-            }
-        }
-        if self.cfg.keep_best && g.best.as_ref().is_none_or(|b| score > b.0) {
-            let files = tempfile::Builder::new()
-                .prefix("autodev-best-")
-                .tempdir()
-                .map_err(|source| WorkspaceError::Io {
-                    op: "keeping the best iteration in",
-                    path: std::env::temp_dir(),
-                    source,
-                })?;
-            workspace::copy_tree(
-                &self.cfg.workspace,
-                files.path(),
-                &workspace::CopyOptions {
-                    excludes: vec![],
-                    include_git: false,
-                },
-            )?;
-            g.best = Some((score, i, files, o.clone()));
-        }
-        g.prev = Some(o.clone());
-        Ok(())
-    }
-
     fn repair_prompt(
         &self,
         o: &Outcome,
@@ -523,14 +427,14 @@ fn ms(t: Instant) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::replay::Replay;
     use crate::report::UiMode;
     use crate::sandbox::fake::{outcome, FakeSandbox};
     use std::path::Path;
 
-    fn cfg(ws: &Path) -> AgentConfig {
+    pub(super) fn cfg(ws: &Path) -> AgentConfig {
         AgentConfig {
             task: "make add work".into(),
             runner: "python3 -m unittest".into(),
@@ -547,7 +451,7 @@ mod tests {
         }
     }
 
-    fn replay(replies: &[&str]) -> Replay {
+    pub(super) fn replay(replies: &[&str]) -> Replay {
         let text: String = replies
             .iter()
             .map(|r| format!("=== REPLY ===\n{r}\n"))
@@ -555,7 +459,7 @@ mod tests {
         Replay::from_text(Path::new("test"), &text)
     }
 
-    async fn go(
+    pub(super) async fn go(
         m: &Replay,
         s: &FakeSandbox,
         c: &AgentConfig,
@@ -630,108 +534,6 @@ mod tests {
         let sum = go(&m, &s, &c, &mut Transcript::disabled()).await.unwrap();
         assert!(!sum.passed);
         assert_eq!(sum.verdict, Verdict::NoTests);
-    }
-
-    fn with_tests(v: Verdict, total: u32, failing: &[&str]) -> Outcome {
-        let mut o = outcome(v, i64::from(v != Verdict::Passed), "");
-        o.tests = Some(crate::report::junit::TestReport {
-            total,
-            passed: total - failing.len() as u32,
-            failed: failing.len() as u32,
-            failing: failing
-                .iter()
-                .map(|n| crate::report::junit::TestFailure {
-                    name: n.to_string(),
-                    message: "assert".into(),
-                })
-                .collect(),
-            ..Default::default()
-        });
-        o
-    }
-
-    #[tokio::test]
-    async fn a_regression_is_told_not_committed_when_only_improving_and_undone_with_keep_best() {
-        let d = tempfile::tempdir().unwrap();
-        // v1 fails test_add; v2 fixes it but breaks test_sub (and one more);
-        // v3 is as bad. The best files are v1's... then v2's, by score.
-        let m = replay(&[
-            "PATCH::calc.py\nv1\nENDPATCH",
-            "PATCH::calc.py\nv2\nENDPATCH",
-            "PATCH::calc.py\nv3\nENDPATCH",
-        ]);
-        let s = FakeSandbox::new(|spec, _| {
-            let v = std::fs::read_to_string(spec.workspace.join("calc.py")).unwrap_or_default();
-            Ok(match v.trim() {
-                "v1" => with_tests(Verdict::Failed, 4, &["t.test_add"]),
-                "v2" => with_tests(Verdict::Failed, 4, &["t.test_sub", "t.test_mul"]),
-                _ => with_tests(
-                    Verdict::Failed,
-                    4,
-                    &["t.test_sub", "t.test_mul", "t.test_div"],
-                ),
-            })
-        });
-        let mut c = cfg(d.path());
-        c.max_iters = 2;
-        c.git = true;
-        c.git_only_improving = true;
-        c.keep_best = true;
-        let logs = tempfile::tempdir().unwrap();
-        let tp = logs.path().join("t.jsonl");
-        let mut tr = Transcript::open(&tp).unwrap();
-        let sum = go(&m, &s, &c, &mut tr).await.unwrap();
-        assert!(!sum.passed);
-        // The last files (v3) were worse than v1's: v1's are back.
-        assert_eq!(sum.kept_iteration, Some(1));
-        assert_eq!(
-            std::fs::read_to_string(d.path().join("calc.py")).unwrap(),
-            "v1\n"
-        );
-        let text = std::fs::read_to_string(&tp).unwrap();
-        let events: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let progress: Vec<&serde_json::Value> =
-            events.iter().filter(|e| e["event"] == "progress").collect();
-        let kinds: Vec<&str> = events
-            .iter()
-            .map(|e| e["event"].as_str().unwrap())
-            .collect();
-        assert!(!progress.is_empty(), "{kinds:?}");
-        assert_eq!(progress[0]["regression"], true, "{progress:?}");
-        assert_eq!(
-            progress[0]["broke"],
-            serde_json::json!(["t.test_mul", "t.test_sub"])
-        );
-        assert_eq!(progress[0]["fixed"], serde_json::json!(["t.test_add"]));
-        // The repair prompt after v2 names the broken tests first.
-        let prompts: Vec<&serde_json::Value> =
-            events.iter().filter(|e| e["event"] == "prompt").collect();
-        let p2 = prompts[2]["messages"][1]["content"].as_str().unwrap();
-        assert!(
-            p2.contains("REGRESSION") && p2.contains("t.test_sub"),
-            "{p2}"
-        );
-        // Only improving commits: the baseline and v1 (v2 and v3 were not
-        // better); going back to v1 changes nothing committed.
-        let repo = git2::Repository::open(d.path()).unwrap();
-        let mut walk = repo.revwalk().unwrap();
-        walk.push_head().unwrap();
-        let msgs: Vec<String> = walk
-            .map(|id| {
-                let c = repo.find_commit(id.unwrap()).unwrap();
-                c.summary().unwrap().unwrap().to_string()
-            })
-            .collect();
-        assert_eq!(
-            msgs,
-            [
-                "autodev: initial generation (3/4 tests passed, 1 failed)",
-                "autodev: baseline (before the model)"
-            ]
-        );
     }
 
     #[tokio::test]

@@ -19,49 +19,31 @@
 
 pub mod engine;
 mod feed;
+mod health;
 pub mod policy;
 pub mod pool;
+mod removal;
+mod stream;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
-};
+use bollard::query_parameters::CreateContainerOptions;
 use bollard::Docker;
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::demux::{Demuxed, ReadyDemux, Report, ReportDemux, Usage};
 use super::Junit;
-use super::{
-    Capture, Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, TimeLimit,
-    Verdict,
-};
-use crate::report::junit::{self, TestReport};
+use super::{Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError};
 use crate::workspace::{self, Manifest};
 pub use engine::EngineSpec;
-use feed::ChannelWriter;
+use health::{Watchdog, HEARTBEAT_TIMEOUT};
 pub use policy::{MANAGED_LABEL, PID_LABEL, RUN_LABEL};
+use removal::{list_managed, remove, Removal};
 
-/// Bound on each clean-up call, so a wedged daemon cannot hang the tool past
-/// the run's own timeout by much.
-const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on a create: a daemon that takes longer is not well, and a create
 /// lost to a cut link must end.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A run longer than this pings the daemon at this interval, so a daemon that
-/// stops answering (or a cut link, which shows no error at all) is noticed
-/// long before the run's own timeout.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long one heartbeat ping may take.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A run that timed out having used less than this share of the CPU time
-/// its wall clock and `--cpus` allowed was starved (by a busy host), not slow.
-const STARVED_SHARE: f64 = 0.25;
 
 /// A [`Sandbox`] on one Docker engine.
 #[derive(Debug, Clone)]
@@ -70,6 +52,14 @@ pub struct DockerSandbox {
     name: String,
     /// What runs need of each image, by image name.
     images: std::sync::Arc<std::sync::Mutex<HashMap<String, ImageFacts>>>,
+    /// The engine host's CPU count and memory, asked once.
+    host: std::sync::Arc<tokio::sync::OnceCell<HostFacts>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HostFacts {
+    cpus: Option<i64>,
+    memory: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +96,7 @@ impl DockerSandbox {
             docker: spec.connect().await?,
             name: spec.name(),
             images: Default::default(),
+            host: Default::default(),
         })
     }
 
@@ -160,14 +151,30 @@ impl DockerSandbox {
         }
     }
 
+    /// The host's CPU count and memory: one `info` call per engine, shared
+    /// by the slot default and every limits check.
+    async fn host(&self) -> Result<HostFacts, SandboxError> {
+        self.host
+            .get_or_try_init(|| async {
+                let info = self
+                    .alive("info", self.docker.info())
+                    .await?
+                    .map_err(|e| self.err("info", e))?;
+                Ok(HostFacts {
+                    cpus: info.ncpu,
+                    memory: info.mem_total.and_then(|m| u64::try_from(m).ok()),
+                })
+            })
+            .await
+            .copied()
+    }
+
     /// The engine's CPU count, for a default number of slots.
     pub async fn cpus(&self) -> Result<usize, SandboxError> {
-        let info = self
-            .alive("info", self.docker.info())
+        Ok(self
+            .host()
             .await?
-            .map_err(|e| self.err("info", e))?;
-        Ok(info
-            .ncpu
+            .cpus
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(1)
             .max(1))
@@ -184,25 +191,21 @@ impl DockerSandbox {
     /// Limits the engine's host cannot give are refused before a run:
     /// Docker itself refuses too many CPUs, but takes any memory limit.
     pub async fn check_host(&self, spec: &RunSpec) -> Result<(), SandboxError> {
-        let info = self
-            .alive("info", self.docker.info())
-            .await?
-            .map_err(|e| self.err("info", e))?;
+        let host = self.host().await?;
         let exceeds = |what, asked: String, has: String| SandboxError::ExceedsHost {
             engine: self.name.clone(),
             what,
             asked,
             has,
         };
-        let mem = info.mem_total.and_then(|m| u64::try_from(m).ok());
-        if let Some(total) = mem.filter(|t| spec.limits.memory > *t) {
+        if let Some(total) = host.memory.filter(|t| spec.limits.memory > *t) {
             return Err(exceeds(
                 "--memory",
                 spec.limits.memory.to_string(),
                 format!("{total} bytes"),
             ));
         }
-        if let Some(n) = info.ncpu.filter(|n| spec.limits.cpus > *n as f64) {
+        if let Some(n) = host.cpus.filter(|n| spec.limits.cpus > *n as f64) {
             return Err(exceeds(
                 "--cpus",
                 spec.limits.cpus.to_string(),
@@ -210,40 +213,6 @@ impl DockerSandbox {
             ));
         }
         Ok(())
-    }
-
-    /// Awaits an API call for as long as the engine answers pings: a call
-    /// to an engine whose link was cut would otherwise wait for the client's
-    /// two-minute timeout.
-    async fn alive<T>(
-        &self,
-        op: &'static str,
-        call: impl std::future::Future<Output = T>,
-    ) -> Result<T, SandboxError> {
-        let lost = CancellationToken::new();
-        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
-        tokio::select! {
-            r = call => Ok(r),
-            _ = lost.cancelled() => Err(self.lost(op, format!(
-                "no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs()
-            ))),
-        }
-    }
-
-    /// Awaits an API call, but gives up as soon as the engine stops
-    /// answering pings (`lost` fires).
-    async fn guarded<T>(
-        &self,
-        op: &'static str,
-        lost: &CancellationToken,
-        call: impl std::future::Future<Output = Result<T, BollardError>>,
-    ) -> Result<T, SandboxError> {
-        tokio::select! {
-            r = call => r.map_err(|e| self.err(op, e)),
-            _ = lost.cancelled() => Err(self.lost(op, format!(
-                "no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs()
-            ))),
-        }
     }
 
     /// What a run needs to know of its image (its ID, for the record, and
@@ -330,293 +299,6 @@ impl DockerSandbox {
                 },
                 other => other,
             }),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn drive(
-        &self,
-        (id, nonce, report_path): (&str, &str, Option<&str>),
-        spec: &RunSpec,
-        manifest: Manifest,
-        sink: &mut dyn OutputSink,
-        cancel: &CancellationToken,
-        durations: &mut Durations,
-        tree: &mut Option<String>,
-    ) -> Result<Outcome, SandboxError> {
-        // One heartbeat for the whole run, attach and start included: a cut
-        // link shows no error, calls just hang.
-        let lost = CancellationToken::new();
-        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
-        let attach = self
-            .guarded(
-                "attach",
-                &lost,
-                self.docker.attach_container(
-                    id,
-                    Some(AttachContainerOptions {
-                        stdin: true,
-                        stdout: true,
-                        stderr: true,
-                        stream: true,
-                        logs: false,
-                        detach_keys: None,
-                    }),
-                ),
-            )
-            .await?;
-        let mut output = attach.output;
-        let mut input = attach.input;
-
-        let started = Instant::now();
-        self.guarded(
-            "start container",
-            &lost,
-            self.docker.start_container(id, None),
-        )
-        .await?;
-
-        // The tar is produced on a blocking thread and fed to the container's
-        // stdin through a small channel: memory stays bounded whatever the size.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-        let packer = tokio::task::spawn_blocking(move || {
-            workspace::write_tar(&manifest, ChannelWriter::new(tx))
-        });
-        let feeder = tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                input.write_all(&chunk).await?;
-            }
-            input.shutdown().await
-        });
-
-        let limits = &spec.limits;
-        let mut out = Capture::new(limits.output_limit);
-        let mut err = Capture::new(limits.output_limit);
-        let mut demux = ReadyDemux::new(nonce);
-        let mut trailer = ReportDemux::new(nonce, report_path.is_some());
-        let mut ready_at: Option<Instant> = None;
-        let mut timed_out = false;
-        let mut stream_error = None;
-        let deadline = tokio::time::sleep(limits.timeout);
-        tokio::pin!(deadline);
-
-        loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    feeder.abort();
-                    return Err(SandboxError::Interrupted);
-                }
-                _ = &mut deadline => {
-                    timed_out = true;
-                    break;
-                }
-                _ = lost.cancelled() => {
-                    feeder.abort();
-                    return Err(self.lost("the run", format!("no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs())));
-                }
-                item = output.next() => match item {
-                    None => break,
-                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
-                        out.push(&message);
-                        sink.stdout(&message);
-                    }
-                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                        let bytes = match demux.push(&message) {
-                            Demuxed::Setup => continue,
-                            Demuxed::Ready(rest) => {
-                                ready_at = Some(Instant::now());
-                                rest
-                            }
-                            Demuxed::Command(bytes) => bytes,
-                        };
-                        let bytes = trailer.push(&bytes);
-                        if !bytes.is_empty() {
-                            err.push(&bytes);
-                            sink.stderr(&bytes);
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        stream_error = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        let ended = Instant::now();
-        feeder.abort();
-        // The packer is done once the wrapper has unpacked everything (or
-        // the copy failed); it is never waited for.
-        let packed = if packer.is_finished() {
-            packer.await.ok()
-        } else {
-            packer.abort();
-            None
-        };
-        let packed_err = match packed {
-            Some(Ok(hash)) => {
-                *tree = Some(hash);
-                None
-            }
-            Some(Err(e)) => Some(e),
-            None => None,
-        };
-        let ready = ready_at.unwrap_or(ended);
-        durations.copy_in_ms = ms(ready - started);
-        durations.run_ms = ms(ended - ready);
-
-        if timed_out {
-            // Before the kill: how much CPU did the run get? Far less than
-            // the wall clock allowed means the host was busy, not the code slow.
-            let starved = self.cpu_ns(id).await.map(|used| {
-                let allowed = spec.limits.timeout.as_nanos() as f64 * spec.limits.cpus;
-                (used as f64) < allowed * STARVED_SHARE
-            });
-            // Kill now so the clock stops; removal (forced) follows in `run`.
-            // If the daemon cannot kill it, the verdict is the daemon's fault.
-            let kill = tokio::time::timeout(
-                CLEANUP_TIMEOUT,
-                self.docker.kill_container(
-                    id,
-                    Some(KillContainerOptions {
-                        signal: "SIGKILL".into(),
-                    }),
-                ),
-            )
-            .await;
-            match kill {
-                Ok(Ok(()))
-                | Ok(Err(BollardError::DockerResponseServerError {
-                    status_code: 409, ..
-                })) => {}
-                Ok(Err(e)) => {
-                    return Err(match self.err("kill at timeout", e) {
-                        lost @ SandboxError::LostHost { .. } => lost,
-                        other => SandboxError::KillFailed {
-                            engine: self.name.clone(),
-                            detail: other.to_string(),
-                        },
-                    })
-                }
-                Err(_) => {
-                    return Err(self.lost(
-                        "kill at timeout",
-                        format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()),
-                    ))
-                }
-            }
-            let (tests, tests_note, _) = finish_report(trailer, report_path, &mut err, sink);
-            return Ok(Outcome {
-                timed_out_by: Some(TimeLimit::WallClock),
-                starved,
-                durations: *durations,
-                tests,
-                tests_note,
-                ..Outcome::new(Verdict::TimedOut, None, out.finish(), err.finish())
-            }
-            .with_usage(None));
-        }
-        if let Some(e) = stream_error {
-            return Err(self.lost("output streaming", e.to_string()));
-        }
-        if ready_at.is_none() {
-            // The packer's own error says more than tar's complaint about a cut stream.
-            if let Some(e) = packed_err {
-                return Err(SandboxError::Workspace(e));
-            }
-            return Err(SandboxError::CopyFailed(demux.copy_failure()));
-        }
-
-        let (exit_code, oom) = self.exit_status(id, &lost).await?;
-        let cpu_exceeded = trailer.cpu_exceeded();
-        let (tests, tests_note, usage) = finish_report(trailer, report_path, &mut err, sink);
-        // A child killed for memory while the parent still exits 0 must not
-        // count as a pass: the OOM flag wins over the exit code. Nor does a
-        // run whose report holds no test: nothing was tested.
-        let verdict = if cpu_exceeded {
-            Verdict::TimedOut
-        } else if oom {
-            Verdict::OomKilled
-        } else if exit_code != 0 {
-            Verdict::Failed
-        } else if tests.as_ref().is_some_and(|t| t.total == 0) {
-            Verdict::NoTests
-        } else {
-            Verdict::Passed
-        };
-        Ok(Outcome {
-            timed_out_by: cpu_exceeded.then_some(TimeLimit::CpuTime),
-            durations: *durations,
-            tests,
-            tests_note,
-            ..Outcome::new(verdict, Some(exit_code), out.finish(), err.finish())
-        }
-        .with_usage(usage))
-    }
-
-    async fn wait(&self, id: &str) -> Result<i64, SandboxError> {
-        let mut stream = self.docker.wait_container(
-            id,
-            Some(WaitContainerOptions {
-                condition: "not-running".into(),
-            }),
-        );
-        let lost = |detail: String| self.lost("wait", detail);
-        match tokio::time::timeout(CLEANUP_TIMEOUT, stream.next()).await {
-            Err(_) => Err(lost("no exit status within 15s".into())),
-            Ok(None) => Err(lost("the wait stream ended without a status".into())),
-            Ok(Some(Ok(r))) => Ok(r.status_code),
-            // bollard turns a non-zero exit into an error; it is a status here.
-            Ok(Some(Err(BollardError::DockerContainerWaitError { code, .. }))) => Ok(code),
-            Ok(Some(Err(e))) => Err(self.err("wait", e)),
-        }
-    }
-
-    /// The container's CPU time so far, in ns, from the engine's stats.
-    async fn cpu_ns(&self, id: &str) -> Option<u64> {
-        let opts = bollard::query_parameters::StatsOptions {
-            stream: false,
-            one_shot: true,
-        };
-        let mut stats = self.docker.stats(id, Some(opts));
-        let first = tokio::time::timeout(HEARTBEAT_TIMEOUT, stats.next()).await;
-        match first {
-            Ok(Some(Ok(s))) => s.cpu_stats?.cpu_usage?.total_usage,
-            _ => None,
-        }
-    }
-
-    /// Exit code and OOM flag. One inspect usually suffices: the output
-    /// stream closes when the container's process exits; the daemon may take
-    /// a moment longer to record the exit, and then we wait for it.
-    async fn exit_status(
-        &self,
-        id: &str,
-        lost: &CancellationToken,
-    ) -> Result<(i64, bool), SandboxError> {
-        let mut waited = false;
-        loop {
-            // The output may have ended just before a link was cut: the
-            // inspect must not hang on it either.
-            let info = self
-                .guarded(
-                    "inspect container",
-                    lost,
-                    self.docker
-                        .inspect_container(id, None::<InspectContainerOptions>),
-                )
-                .await?;
-            let state = info.state.unwrap_or_default();
-            if state.running != Some(true) || waited {
-                let code = match state.exit_code {
-                    Some(c) => c,
-                    None => self.wait(id).await?,
-                };
-                return Ok((code, state.oom_killed.unwrap_or(false)));
-            }
-            self.wait(id).await?;
-            waited = true;
         }
     }
 }
@@ -770,154 +452,10 @@ impl Sandbox for DockerSandbox {
     }
 }
 
-/// Removes its container when told to, or, as a backstop, in the background
-/// when dropped first (a caller that drops a prepared run, or a future
-/// dropped mid-run, must not leave a container behind).
-#[derive(Debug)]
-struct Removal {
-    docker: Docker,
-    id: String,
-    armed: bool,
-}
-
-impl Removal {
-    fn new(docker: Docker, id: String) -> Self {
-        Removal {
-            docker,
-            id,
-            armed: true,
-        }
-    }
-
-    async fn now(&mut self) -> Result<(), String> {
-        self.armed = false;
-        remove(&self.docker, &self.id).await
-    }
-}
-
-impl Drop for Removal {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let docker = self.docker.clone();
-            let id = std::mem::take(&mut self.id);
-            handle.spawn(async move {
-                let _ = remove(&docker, &id).await;
-            });
-        }
-    }
-}
-
-async fn list_managed(
-    docker: &Docker,
-    labels: &[(String, String)],
-) -> Result<Vec<String>, BollardError> {
-    let mut wanted = vec![format!("{MANAGED_LABEL}=true")];
-    wanted.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
-    let filters = HashMap::from([("label".to_string(), wanted)]);
-    let list = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await?;
-    Ok(list.into_iter().filter_map(|c| c.id).collect())
-}
-
-/// Force-removes a container (killing it if needed), tolerating "already
-/// gone"; bounded in time, so a wedged engine cannot hold the caller.
-async fn remove(docker: &Docker, id: &str) -> Result<(), String> {
-    let opts = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
-    let mut last = String::new();
-    // One retry: removal can race with the daemon still tearing down the exit.
-    for _ in 0..2 {
-        match tokio::time::timeout(
-            CLEANUP_TIMEOUT,
-            docker.remove_container(id, Some(opts.clone())),
-        )
-        .await
-        {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            })) => return Ok(()),
-            Ok(Err(e)) => last = e.to_string(),
-            // A daemon that did not answer will not answer a retry either.
-            Err(_) => return Err(format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs())),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(last)
-}
-
-/// The per-test results of a run, or why there are none; the command's
-/// held-back stderr goes where the rest of it went.
-fn finish_report(
-    trailer: ReportDemux,
-    path: Option<&str>,
-    err: &mut Capture,
-    sink: &mut dyn OutputSink,
-) -> (Option<TestReport>, Option<String>, Option<Usage>) {
-    let (rest, report, usage) = trailer.finish();
-    if !rest.is_empty() {
-        err.push(&rest);
-        sink.stderr(&rest);
-    }
-    let Some(path) = path else {
-        return (None, None, usage);
-    };
-    let why = match report {
-        Report::Received(bytes) => match junit::parse(&bytes) {
-            Ok(r) => return (Some(r), None, usage),
-            Err(why) => format!("report {path}: {why}"),
-        },
-        Report::Absent => {
-            format!("no report at {path}: the test command wrote none (or not as a regular file)")
-        }
-        Report::NotSent => "the run ended before its report could be read".into(),
-        Report::Cut => format!("report {path} was cut off before its end"),
-    };
-    (None, Some(why), usage)
-}
-
 fn new_run_id() -> String {
     format!("{:08x}{:08x}", std::process::id(), fastrand::u32(..))
 }
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Pings the daemon every [`HEARTBEAT`] while a run lasts and fires `lost`
-/// when a ping fails or goes unanswered; stops when dropped.
-struct Watchdog(tokio::task::JoinHandle<()>);
-
-impl Watchdog {
-    fn spawn(docker: Docker, lost: CancellationToken) -> Self {
-        Watchdog(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(HEARTBEAT).await;
-                match tokio::time::timeout(HEARTBEAT_TIMEOUT, docker.ping()).await {
-                    Ok(Ok(_)) => {}
-                    _ => {
-                        lost.cancel();
-                        return;
-                    }
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

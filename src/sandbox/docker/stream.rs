@@ -1,0 +1,347 @@
+//! One started run: attach, start, stream the workspace in, demultiplex
+//! the output live, enforce the wall clock, and read the exit status, the
+//! test report and the resource use into an [`Outcome`].
+
+use std::time::Instant;
+
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters::{
+    AttachContainerOptions, InspectContainerOptions, KillContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::feed::ChannelWriter;
+use super::health::{Watchdog, HEARTBEAT_TIMEOUT};
+use super::removal::CLEANUP_TIMEOUT;
+use super::{ms, DockerSandbox};
+use crate::report::junit::{self, TestReport};
+use crate::sandbox::demux::{Demuxed, ReadyDemux, Report, ReportDemux, Usage};
+use crate::sandbox::{
+    Capture, Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict,
+};
+use crate::workspace::{self, Manifest};
+
+/// A run that timed out having used less than this share of the CPU time
+/// its wall clock and `--cpus` allowed was starved (by a busy host), not slow.
+const STARVED_SHARE: f64 = 0.25;
+
+impl DockerSandbox {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn drive(
+        &self,
+        (id, nonce, report_path): (&str, &str, Option<&str>),
+        spec: &RunSpec,
+        manifest: Manifest,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+        durations: &mut Durations,
+        tree: &mut Option<String>,
+    ) -> Result<Outcome, SandboxError> {
+        // One heartbeat for the whole run, attach and start included: a cut
+        // link shows no error, calls just hang.
+        let lost = CancellationToken::new();
+        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
+        let attach = self
+            .guarded(
+                "attach",
+                &lost,
+                self.docker.attach_container(
+                    id,
+                    Some(AttachContainerOptions {
+                        stdin: true,
+                        stdout: true,
+                        stderr: true,
+                        stream: true,
+                        logs: false,
+                        detach_keys: None,
+                    }),
+                ),
+            )
+            .await?;
+        let mut output = attach.output;
+        let mut input = attach.input;
+
+        let started = Instant::now();
+        self.guarded(
+            "start container",
+            &lost,
+            self.docker.start_container(id, None),
+        )
+        .await?;
+
+        // The tar is produced on a blocking thread and fed to the container's
+        // stdin through a small channel: memory stays bounded whatever the size.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let packer = tokio::task::spawn_blocking(move || {
+            workspace::write_tar(&manifest, ChannelWriter::new(tx))
+        });
+        let feeder = tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                input.write_all(&chunk).await?;
+            }
+            input.shutdown().await
+        });
+
+        let limits = &spec.limits;
+        let mut out = Capture::new(limits.output_limit);
+        let mut err = Capture::new(limits.output_limit);
+        let mut demux = ReadyDemux::new(nonce);
+        let mut trailer = ReportDemux::new(nonce, report_path.is_some());
+        let mut ready_at: Option<Instant> = None;
+        let mut timed_out = false;
+        let mut stream_error = None;
+        let deadline = tokio::time::sleep(limits.timeout);
+        tokio::pin!(deadline);
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    feeder.abort();
+                    return Err(SandboxError::Interrupted);
+                }
+                _ = &mut deadline => {
+                    timed_out = true;
+                    break;
+                }
+                _ = lost.cancelled() => {
+                    feeder.abort();
+                    return Err(self.lost("the run", format!("no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs())));
+                }
+                item = output.next() => match item {
+                    None => break,
+                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                        out.push(&message);
+                        sink.stdout(&message);
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                        let bytes = match demux.push(&message) {
+                            Demuxed::Setup => continue,
+                            Demuxed::Ready(rest) => {
+                                ready_at = Some(Instant::now());
+                                rest
+                            }
+                            Demuxed::Command(bytes) => bytes,
+                        };
+                        let bytes = trailer.push(&bytes);
+                        if !bytes.is_empty() {
+                            err.push(&bytes);
+                            sink.stderr(&bytes);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        stream_error = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let ended = Instant::now();
+        feeder.abort();
+        // The packer is done once the wrapper has unpacked everything (or
+        // the copy failed); it is never waited for.
+        let packed = if packer.is_finished() {
+            packer.await.ok()
+        } else {
+            packer.abort();
+            None
+        };
+        let packed_err = match packed {
+            Some(Ok(hash)) => {
+                *tree = Some(hash);
+                None
+            }
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        let ready = ready_at.unwrap_or(ended);
+        durations.copy_in_ms = ms(ready - started);
+        durations.run_ms = ms(ended - ready);
+
+        if timed_out {
+            // Before the kill: how much CPU did the run get? Far less than
+            // the wall clock allowed means the host was busy, not the code slow.
+            let starved = self.cpu_ns(id).await.map(|used| {
+                let allowed = spec.limits.timeout.as_nanos() as f64 * spec.limits.cpus;
+                (used as f64) < allowed * STARVED_SHARE
+            });
+            // Kill now so the clock stops; removal (forced) follows in `run`.
+            // If the daemon cannot kill it, the verdict is the daemon's fault.
+            let kill = tokio::time::timeout(
+                CLEANUP_TIMEOUT,
+                self.docker.kill_container(
+                    id,
+                    Some(KillContainerOptions {
+                        signal: "SIGKILL".into(),
+                    }),
+                ),
+            )
+            .await;
+            match kill {
+                Ok(Ok(()))
+                | Ok(Err(BollardError::DockerResponseServerError {
+                    status_code: 409, ..
+                })) => {}
+                Ok(Err(e)) => {
+                    return Err(match self.err("kill at timeout", e) {
+                        lost @ SandboxError::LostHost { .. } => lost,
+                        other => SandboxError::KillFailed {
+                            engine: self.name.clone(),
+                            detail: other.to_string(),
+                        },
+                    })
+                }
+                Err(_) => {
+                    return Err(self.lost(
+                        "kill at timeout",
+                        format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()),
+                    ))
+                }
+            }
+            let (tests, tests_note, _) = finish_report(trailer, report_path, &mut err, sink);
+            return Ok(Outcome {
+                timed_out_by: Some(TimeLimit::WallClock),
+                starved,
+                durations: *durations,
+                tests,
+                tests_note,
+                ..Outcome::new(Verdict::TimedOut, None, out.finish(), err.finish())
+            }
+            .with_usage(None));
+        }
+        if let Some(e) = stream_error {
+            return Err(self.lost("output streaming", e.to_string()));
+        }
+        if ready_at.is_none() {
+            // The packer's own error says more than tar's complaint about a cut stream.
+            if let Some(e) = packed_err {
+                return Err(SandboxError::Workspace(e));
+            }
+            return Err(SandboxError::CopyFailed(demux.copy_failure()));
+        }
+
+        let (exit_code, oom) = self.exit_status(id, &lost).await?;
+        let cpu_exceeded = trailer.cpu_exceeded();
+        let (tests, tests_note, usage) = finish_report(trailer, report_path, &mut err, sink);
+        // A child killed for memory while the parent still exits 0 must not
+        // count as a pass: the OOM flag wins over the exit code. Nor does a
+        // run whose report holds no test: nothing was tested.
+        let verdict = if cpu_exceeded {
+            Verdict::TimedOut
+        } else if oom {
+            Verdict::OomKilled
+        } else if exit_code != 0 {
+            Verdict::Failed
+        } else if tests.as_ref().is_some_and(|t| t.total == 0) {
+            Verdict::NoTests
+        } else {
+            Verdict::Passed
+        };
+        Ok(Outcome {
+            timed_out_by: cpu_exceeded.then_some(TimeLimit::CpuTime),
+            durations: *durations,
+            tests,
+            tests_note,
+            ..Outcome::new(verdict, Some(exit_code), out.finish(), err.finish())
+        }
+        .with_usage(usage))
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64, SandboxError> {
+        let mut stream = self.docker.wait_container(
+            id,
+            Some(WaitContainerOptions {
+                condition: "not-running".into(),
+            }),
+        );
+        let lost = |detail: String| self.lost("wait", detail);
+        match tokio::time::timeout(CLEANUP_TIMEOUT, stream.next()).await {
+            Err(_) => Err(lost("no exit status within 15s".into())),
+            Ok(None) => Err(lost("the wait stream ended without a status".into())),
+            Ok(Some(Ok(r))) => Ok(r.status_code),
+            // bollard turns a non-zero exit into an error; it is a status here.
+            Ok(Some(Err(BollardError::DockerContainerWaitError { code, .. }))) => Ok(code),
+            Ok(Some(Err(e))) => Err(self.err("wait", e)),
+        }
+    }
+
+    /// The container's CPU time so far, in ns, from the engine's stats.
+    async fn cpu_ns(&self, id: &str) -> Option<u64> {
+        let opts = bollard::query_parameters::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stats = self.docker.stats(id, Some(opts));
+        let first = tokio::time::timeout(HEARTBEAT_TIMEOUT, stats.next()).await;
+        match first {
+            Ok(Some(Ok(s))) => s.cpu_stats?.cpu_usage?.total_usage,
+            _ => None,
+        }
+    }
+
+    /// Exit code and OOM flag. One inspect usually suffices: the output
+    /// stream closes when the container's process exits; the daemon may take
+    /// a moment longer to record the exit, and then we wait for it.
+    async fn exit_status(
+        &self,
+        id: &str,
+        lost: &CancellationToken,
+    ) -> Result<(i64, bool), SandboxError> {
+        let mut waited = false;
+        loop {
+            // The output may have ended just before a link was cut: the
+            // inspect must not hang on it either.
+            let info = self
+                .guarded(
+                    "inspect container",
+                    lost,
+                    self.docker
+                        .inspect_container(id, None::<InspectContainerOptions>),
+                )
+                .await?;
+            let state = info.state.unwrap_or_default();
+            if state.running != Some(true) || waited {
+                let code = match state.exit_code {
+                    Some(c) => c,
+                    None => self.wait(id).await?,
+                };
+                return Ok((code, state.oom_killed.unwrap_or(false)));
+            }
+            self.wait(id).await?;
+            waited = true;
+        }
+    }
+}
+
+/// The per-test results of a run, or why there are none; the command's
+/// held-back stderr goes where the rest of it went.
+fn finish_report(
+    trailer: ReportDemux,
+    path: Option<&str>,
+    err: &mut Capture,
+    sink: &mut dyn OutputSink,
+) -> (Option<TestReport>, Option<String>, Option<Usage>) {
+    let (rest, report, usage) = trailer.finish();
+    if !rest.is_empty() {
+        err.push(&rest);
+        sink.stderr(&rest);
+    }
+    let Some(path) = path else {
+        return (None, None, usage);
+    };
+    let why = match report {
+        Report::Received(bytes) => match junit::parse(&bytes) {
+            Ok(r) => return (Some(r), None, usage),
+            Err(why) => format!("report {path}: {why}"),
+        },
+        Report::Absent => {
+            format!("no report at {path}: the test command wrote none (or not as a regular file)")
+        }
+        Report::NotSent => "the run ended before its report could be read".into(),
+        Report::Cut => format!("report {path} was cut off before its end"),
+    };
+    (None, Some(why), usage)
+}
