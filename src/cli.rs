@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::batch::TaskVerdict;
 use crate::config::{self, ConfigError, Limits, Network};
+use crate::sandbox::kube::PullPolicy;
 use crate::workspace::{CopyOptions, DEFAULT_EXCLUDES};
 
 /// Exit codes shared by every subcommand (README lists them).
@@ -51,6 +52,9 @@ pub enum Command {
     /// Build and manage sandbox images.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Kubernetes: prepare a namespace for runs.
+    #[command(subcommand)]
+    Kube(KubeCommand),
     /// Remove containers left behind by a crashed run (all of autodev's, or those with --label).
     Clean {
         /// Only containers that also carry this label KEY=VALUE (e.g. autodev.run=ID); repeatable.
@@ -282,9 +286,46 @@ pub enum ImagesCommand {
     },
 }
 
+/// `autodev kube ...`.
+#[derive(Debug, Subcommand)]
+pub enum KubeCommand {
+    /// Create the namespace and a NetworkPolicy that denies the network to runs without one,
+    /// then probe whether the cluster enforces it (the cluster comes from KUBECONFIG).
+    Setup {
+        /// Namespace to prepare.
+        #[arg(long, default_value = crate::sandbox::kube::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Image of the two probe pods (needs bash and timeout).
+        #[arg(long, default_value = config::DEFAULT_IMAGE)]
+        image: String,
+        /// When nodes pull the probe image.
+        #[arg(long, value_enum, default_value_t)]
+        image_pull_policy: PullPolicy,
+    },
+}
+
+/// Where sandboxes run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Docker engines (--engine, DOCKER_HOST or the local socket).
+    #[default]
+    Docker,
+    /// A Kubernetes cluster (KUBECONFIG, or in-cluster settings): one pod per run.
+    Kubernetes,
+}
+
 /// Which container engines to use.
 #[derive(Debug, Clone, Default, Args)]
 pub struct EngineArgs {
+    /// Where runs go.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: Backend,
+    /// Kubernetes: the namespace pods go to [default: autodev].
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Kubernetes: when nodes pull the image (Never for offline clusters) [default: if-not-present].
+    #[arg(long, value_enum)]
+    pub image_pull_policy: Option<PullPolicy>,
     /// Docker engine, unix:///path or tcp://host:port, with #slots=N for the runs it takes
     /// at once (default: its CPU count); repeatable. Default: DOCKER_HOST, else the local socket.
     #[arg(long = "engine")]
@@ -344,8 +385,9 @@ pub struct SandboxArgs {
     /// ends for per-test results; `none` to not look. Default: the image's autodev.junit label.
     #[arg(long)]
     pub junit: Option<String>,
-    /// OCI runtime, e.g. runsc (gVisor) for stronger isolation.
-    #[arg(long)]
+    /// OCI runtime, e.g. runsc (gVisor) for stronger isolation; with --backend kubernetes,
+    /// the pods' RuntimeClass (also --runtime-class).
+    #[arg(long, visible_alias = "runtime-class")]
     pub runtime: Option<String>,
     /// User inside the container, UID:GID (never root).
     #[arg(long, default_value = "1000:1000")]

@@ -11,6 +11,9 @@
 #   fleet.sh mend  TAG DIR NET I               bring it back up
 #   fleet.sh down  TAG DIR NET                 tear everything down
 #
+# With `up`, FLEET_DAEMON_JSON (default `{}`) is every engine's daemon.json,
+# and FLEET_BARE lists hosts that get a namespace but no engine.
+#
 # Engine I listens on unix://DIR/hI/docker.sock and tcp://NET.(10+I):2375
 # (2376 with mutual TLS; certificates in DIR/tls: ca.pem, cert.pem, key.pem
 # for the client, and the same CA for the engines).
@@ -89,7 +92,8 @@ up)
     ip -n "$h" addr add "$ip/24" dev eth0
     ip -n "$h" link set eth0 up
     mkdir -p "$d"
-    echo '{}' > "$d/daemon.json"
+    [[ " ${FLEET_BARE:-} " == *" $i "* ]] && continue
+    echo "${FLEET_DAEMON_JSON:-{\}}" > "$d/daemon.json"
     if [[ $tls == *" $i "* ]]; then
       listen="-H tcp://$ip:2376 --tlsverify --tlscacert $dir/tls/ca.pem --tlscert $dir/tls/server$i-cert.pem --tlskey $dir/tls/server$i-key.pem"
     else
@@ -104,6 +108,7 @@ up)
   done
   for i in $(seq 1 "$n"); do
     d=$dir/h$i
+    [[ " ${FLEET_BARE:-} " == *" $i "* ]] && continue
     for _ in $(seq 1 150); do
       docker -H "unix://$d/docker.sock" version >/dev/null 2>&1 && break
       sleep 0.2

@@ -59,7 +59,10 @@ pub(super) async fn batch_cmd(
     let sandbox = super::connect(&args.sandbox.engines).await?;
     // Default: every engine's slots (each engine's CPU count unless given).
     let cfg = BatchConfig {
-        jobs: args.jobs.unwrap_or_else(|| sandbox.total_slots()),
+        jobs: match args.jobs {
+            Some(j) => j,
+            None => sandbox.total_slots().await,
+        },
         ..cfg
     };
     let mut progress = BatchProgress::new();

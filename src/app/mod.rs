@@ -1,11 +1,12 @@
 //! Top-level wiring: builds the real parts for each subcommand, runs them and
 //! maps the result to an exit code. The only place `anyhow` is used.
 //!
-//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `images.rs`.
+//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `images.rs`, `kube.rs`.
 
 mod batch;
 mod exec;
 mod images;
+mod kube;
 mod run;
 
 use std::process::ExitCode;
@@ -14,13 +15,14 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::AgentError;
-use crate::cli::EngineArgs;
+use crate::cli::{Backend, EngineArgs};
 use crate::cli::{exit, Cli, Command};
 use crate::config::ConfigError;
 use crate::images::ImageError;
 use crate::model::ModelError;
 use crate::sandbox::docker::engine::{self, TlsFlags};
 use crate::sandbox::docker::pool::DockerPool;
+use crate::sandbox::kube::{KubeSandbox, KubeSettings};
 use crate::sandbox::{AnySandbox, Sandbox, SandboxError};
 use crate::workspace::WorkspaceError;
 
@@ -39,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             | crate::cli::ImagesCommand::List { engines, .. },
         )
         | Command::Clean { engines, .. } => engines.clone(),
+        Command::Kube(_) => EngineArgs::default(),
     };
     spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()), engines);
     match cli.command {
@@ -46,6 +49,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run_cmd(*args, &cancel).await,
         Command::Exec(args) => exec::exec_cmd(args, &cancel).await,
         Command::Images(cmd) => images::images_cmd(cmd).await,
+        Command::Kube(cmd) => kube::kube_cmd(cmd, &cancel).await,
         Command::Clean {
             label,
             scratch,
@@ -112,8 +116,28 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     exit::FAILED
 }
 
-/// Connects to the engines the flags (or `DOCKER_HOST`) name.
+/// Connects to the backend the flags name: Docker engines (the flags, or
+/// `DOCKER_HOST`), or the cluster `KUBECONFIG` names.
 pub(crate) async fn connect(args: &EngineArgs) -> Result<AnySandbox, SandboxError> {
+    if args.backend == Backend::Kubernetes {
+        if !args.engine.is_empty() {
+            return Err(SandboxError::Settings(
+                "--engine names Docker engines; with --backend kubernetes the cluster comes from KUBECONFIG".into(),
+            ));
+        }
+        let settings = KubeSettings {
+            namespace: args.namespace.clone(),
+            pull: args.image_pull_policy.unwrap_or_default(),
+        };
+        return KubeSandbox::connect(&settings, true)
+            .await
+            .map(|k| AnySandbox::Kube(Box::new(k)));
+    }
+    if args.namespace.is_some() || args.image_pull_policy.is_some() {
+        return Err(SandboxError::Settings(
+            "--namespace and --image-pull-policy are for --backend kubernetes".into(),
+        ));
+    }
     let tls = tls_flags(args);
     let specs = engine::engines(&args.engine, &tls, |k| std::env::var(k).ok())?;
     Ok(AnySandbox::Docker(DockerPool::connect(&specs).await?))

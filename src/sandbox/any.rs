@@ -4,6 +4,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::docker::pool::{DockerPool, PoolPrepared};
+use super::kube::{KubePrepared, KubeSandbox};
 use super::{Outcome, OutputSink, RunSpec, Sandbox, SandboxError};
 
 /// A sandbox backend.
@@ -11,6 +12,8 @@ use super::{Outcome, OutputSink, RunSpec, Sandbox, SandboxError};
 pub enum AnySandbox {
     /// One or more Docker engines.
     Docker(DockerPool),
+    /// A Kubernetes cluster.
+    Kube(Box<KubeSandbox>),
 }
 
 /// A run prepared by some backend.
@@ -18,6 +21,8 @@ pub enum AnySandbox {
 pub enum AnyPrepared {
     /// On a Docker engine.
     Docker(PoolPrepared),
+    /// A pod.
+    Kube(KubePrepared),
 }
 
 impl AnySandbox {
@@ -25,11 +30,10 @@ impl AnySandbox {
     pub fn as_docker(&self) -> Option<&DockerPool> {
         match self {
             AnySandbox::Docker(p) => Some(p),
+            AnySandbox::Kube(_) => None,
         }
     }
-}
 
-impl AnySandbox {
     /// Refuses limits a host cannot give (more memory or CPUs than it has),
     /// without creating anything: the cheap check before a single run.
     pub async fn check_limits(&self, spec: &RunSpec) -> Result<(), SandboxError> {
@@ -40,13 +44,15 @@ impl AnySandbox {
                 }
                 Ok(())
             }
+            AnySandbox::Kube(k) => k.check_limits(spec).await,
         }
     }
 
     /// Runs the hosts take at once, all together (the default `--jobs`).
-    pub fn total_slots(&self) -> usize {
+    pub async fn total_slots(&self) -> usize {
         match self {
             AnySandbox::Docker(p) => p.total_slots(),
+            AnySandbox::Kube(k) => k.total_slots().await,
         }
     }
 }
@@ -57,6 +63,7 @@ impl Sandbox for AnySandbox {
     async fn prepare(&self, spec: &RunSpec) -> Result<AnyPrepared, SandboxError> {
         match self {
             AnySandbox::Docker(p) => p.prepare(spec).await.map(AnyPrepared::Docker),
+            AnySandbox::Kube(k) => k.prepare(spec).await.map(AnyPrepared::Kube),
         }
     }
 
@@ -68,24 +75,37 @@ impl Sandbox for AnySandbox {
     ) -> Result<Outcome, SandboxError> {
         match (self, prepared) {
             (AnySandbox::Docker(s), AnyPrepared::Docker(p)) => s.start(p, sink, cancel).await,
+            (AnySandbox::Kube(s), AnyPrepared::Kube(p)) => s.start(p, sink, cancel).await,
+            // A run is only ever started by the backend that prepared it.
+            (s, p) => {
+                s.abandon(p).await;
+                Err(SandboxError::Settings(
+                    "a run prepared by one backend was started on another".into(),
+                ))
+            }
         }
     }
 
     async fn abandon(&self, prepared: AnyPrepared) {
         match (self, prepared) {
             (AnySandbox::Docker(s), AnyPrepared::Docker(p)) => s.abandon(p).await,
+            (AnySandbox::Kube(s), AnyPrepared::Kube(p)) => s.abandon(p).await,
+            // Dropped: each prepared run removes itself in the background.
+            (_, p) => drop(p),
         }
     }
 
     async fn preflight(&self, spec: &RunSpec) -> Result<(), SandboxError> {
         match self {
             AnySandbox::Docker(p) => p.preflight(spec).await,
+            AnySandbox::Kube(k) => k.preflight(spec).await,
         }
     }
 
     async fn clean(&self, labels: &[(String, String)]) -> Result<usize, SandboxError> {
         match self {
             AnySandbox::Docker(p) => p.clean(labels).await,
+            AnySandbox::Kube(k) => k.clean(labels).await,
         }
     }
 }

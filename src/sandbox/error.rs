@@ -17,6 +17,14 @@ pub enum SandboxError {
         /// What the connection attempt said.
         detail: String,
     },
+    /// The Kubernetes cluster did not answer.
+    #[error("cannot reach the Kubernetes cluster {cluster} ({detail}): check that it is up and that KUBECONFIG points to it")]
+    ClusterUnreachable {
+        /// The cluster's address.
+        cluster: String,
+        /// What was seen.
+        detail: String,
+    },
     /// The engine settings cannot be used (a malformed URL, a missing TLS file).
     #[error("{0}")]
     Settings(String),
@@ -118,6 +126,7 @@ impl SandboxError {
         matches!(
             self,
             SandboxError::Unreachable { .. }
+                | SandboxError::ClusterUnreachable { .. }
                 | SandboxError::CreateFailed { .. }
                 | SandboxError::CopyFailed(_)
                 | SandboxError::KillFailed { .. }
@@ -131,7 +140,9 @@ impl SandboxError {
     pub fn is_host_failure(&self) -> bool {
         matches!(
             self,
-            SandboxError::Unreachable { .. } | SandboxError::LostHost { .. }
+            SandboxError::Unreachable { .. }
+                | SandboxError::ClusterUnreachable { .. }
+                | SandboxError::LostHost { .. }
         )
     }
 

@@ -12,6 +12,9 @@ pub mod demux;
 pub mod docker;
 mod error;
 pub mod fake;
+mod feed;
+pub mod kube;
+pub mod output;
 pub mod wrapper;
 
 use std::future::Future;
@@ -111,6 +114,10 @@ pub enum Junit {
     /// Do not look for one.
     Off,
 }
+
+/// Where autodev's images have their test tools write the JUnit report;
+/// a backend that cannot read image labels looks there.
+pub const CONVENTIONAL_JUNIT: &str = "/tmp/autodev-junit.xml";
 
 /// The label by which an image names the report path its test tools write
 /// to (the python image sets pytest's `--junitxml` to it through `PYTEST_ADDOPTS`).
@@ -412,6 +419,35 @@ pub trait Sandbox: Send + Sync {
         &self,
         labels: &[(String, String)],
     ) -> impl Future<Output = Result<usize, SandboxError>> + Send;
+}
+
+/// Walks the workspace a run copies in, off the async threads.
+async fn walk(spec: &RunSpec) -> Result<crate::workspace::Manifest, SandboxError> {
+    let root = spec.workspace.clone();
+    let copy = spec.copy.clone();
+    let cap = spec.limits.max_copy_bytes;
+    tokio::task::spawn_blocking(move || crate::workspace::manifest(&root, &copy, cap))
+        .await
+        .map_err(|e| SandboxError::CopyFailed(format!("workspace walk panicked: {e}")))?
+        .map_err(SandboxError::from)
+}
+
+/// A run's id: this process's pid and a random part, unique across hosts.
+fn new_run_id() -> String {
+    format!("{:08x}{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// The secret the wrapper's markers carry, new for every run.
+fn new_nonce() -> String {
+    format!(
+        "autodev-{:016x}{:016x}",
+        fastrand::u64(..),
+        fastrand::u64(..)
+    )
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

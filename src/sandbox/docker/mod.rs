@@ -18,7 +18,6 @@
 //! Not done here: image builds (see `images`), retries (see `batch`).
 
 pub mod engine;
-mod feed;
 mod health;
 pub mod policy;
 pub mod pool;
@@ -33,9 +32,11 @@ use bollard::query_parameters::CreateContainerOptions;
 use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 
+use super::output::ReportAt;
 use super::Junit;
 use super::{Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError};
-use crate::workspace::{self, Manifest};
+use super::{ms, new_run_id};
+use crate::workspace::Manifest;
 pub use engine::EngineSpec;
 use health::{Watchdog, HEARTBEAT_TIMEOUT};
 pub use policy::{MANAGED_LABEL, PID_LABEL, RUN_LABEL};
@@ -73,7 +74,7 @@ struct ImageFacts {
 pub struct DockerPrepared {
     removal: Removal,
     nonce: String,
-    report: Option<String>,
+    report: ReportAt,
     image_id: Option<String>,
     spec: RunSpec,
     manifest: Manifest,
@@ -308,28 +309,18 @@ impl Sandbox for DockerSandbox {
 
     async fn prepare(&self, spec: &RunSpec) -> Result<DockerPrepared, SandboxError> {
         let t0 = Instant::now();
-        let root = spec.workspace.clone();
-        let copy = spec.copy.clone();
-        let cap = spec.limits.max_copy_bytes;
-        let manifest = tokio::task::spawn_blocking(move || workspace::manifest(&root, &copy, cap))
-            .await
-            .map_err(|e| SandboxError::CopyFailed(format!("workspace walk panicked: {e}")))??;
+        let manifest = super::walk(spec).await?;
         let run_id = new_run_id();
-        let nonce = format!(
-            "autodev-{:016x}{:016x}",
-            fastrand::u64(..),
-            fastrand::u64(..)
-        );
+        let nonce = super::new_nonce();
         let facts = self.image_facts(&spec.image).await?;
-        let report = match &spec.junit {
-            Junit::Off => None,
-            Junit::At(p) => Some(p.clone()),
-            Junit::FromImage => facts.junit.clone(),
+        let report = match (&spec.junit, &facts.junit) {
+            (Junit::At(p), _) | (Junit::FromImage, Some(p)) => ReportAt::Declared(p.clone()),
+            (Junit::Off, _) | (Junit::FromImage, None) => ReportAt::None,
         };
         // Not raced against cancellation: a create abandoned mid-request
         // would still be carried out by the daemon and leave a container.
         let id = self
-            .create(spec, &run_id, &nonce, report.as_deref())
+            .create(spec, &run_id, &nonce, report.path())
             .await?;
         Ok(DockerPrepared {
             removal: Removal::new(self.docker.clone(), id),
@@ -373,7 +364,7 @@ impl Sandbox for DockerSandbox {
         } else {
             let id = removal.id.clone();
             self.drive(
-                (&id, &nonce, report.as_deref()),
+                (&id, &nonce, &report),
                 &spec,
                 manifest,
                 sink,
@@ -450,12 +441,4 @@ impl Sandbox for DockerSandbox {
         }
         Ok(removed)
     }
-}
-
-fn new_run_id() -> String {
-    format!("{:08x}{:08x}", std::process::id(), fastrand::u32(..))
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

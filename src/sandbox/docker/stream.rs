@@ -12,15 +12,12 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::feed::ChannelWriter;
+use crate::sandbox::feed::ChannelWriter;
 use super::health::{Watchdog, HEARTBEAT_TIMEOUT};
 use super::removal::CLEANUP_TIMEOUT;
 use super::{ms, DockerSandbox};
-use crate::report::junit::{self, TestReport};
-use crate::sandbox::demux::{Demuxed, ReadyDemux, Report, ReportDemux, Usage};
-use crate::sandbox::{
-    Capture, Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict,
-};
+use crate::sandbox::output::{verdict, ReportAt, RunOutput};
+use crate::sandbox::{Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict};
 use crate::workspace::{self, Manifest};
 
 /// A run that timed out having used less than this share of the CPU time
@@ -31,7 +28,7 @@ impl DockerSandbox {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn drive(
         &self,
-        (id, nonce, report_path): (&str, &str, Option<&str>),
+        (id, nonce, report_at): (&str, &str, &ReportAt),
         spec: &RunSpec,
         manifest: Manifest,
         sink: &mut dyn OutputSink,
@@ -60,7 +57,7 @@ impl DockerSandbox {
                 ),
             )
             .await?;
-        let mut output = attach.output;
+        let mut stream = attach.output;
         let mut input = attach.input;
 
         let started = Instant::now();
@@ -85,11 +82,7 @@ impl DockerSandbox {
         });
 
         let limits = &spec.limits;
-        let mut out = Capture::new(limits.output_limit);
-        let mut err = Capture::new(limits.output_limit);
-        let mut demux = ReadyDemux::new(nonce);
-        let mut trailer = ReportDemux::new(nonce, report_path.is_some());
-        let mut ready_at: Option<Instant> = None;
+        let mut output = RunOutput::new(nonce, limits.output_limit, report_at.clone());
         let mut timed_out = false;
         let mut stream_error = None;
         let deadline = tokio::time::sleep(limits.timeout);
@@ -110,26 +103,13 @@ impl DockerSandbox {
                     feeder.abort();
                     return Err(self.lost("the run", format!("no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs())));
                 }
-                item = output.next() => match item {
+                item = stream.next() => match item {
                     None => break,
                     Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
-                        out.push(&message);
-                        sink.stdout(&message);
+                        output.stdout(&message, sink);
                     }
                     Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                        let bytes = match demux.push(&message) {
-                            Demuxed::Setup => continue,
-                            Demuxed::Ready(rest) => {
-                                ready_at = Some(Instant::now());
-                                rest
-                            }
-                            Demuxed::Command(bytes) => bytes,
-                        };
-                        let bytes = trailer.push(&bytes);
-                        if !bytes.is_empty() {
-                            err.push(&bytes);
-                            sink.stderr(&bytes);
-                        }
+                        output.stderr(&message, sink);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -157,6 +137,7 @@ impl DockerSandbox {
             Some(Err(e)) => Some(e),
             None => None,
         };
+        let ready_at = output.ready_at();
         let ready = ready_at.unwrap_or(ended);
         durations.copy_in_ms = ms(ready - started);
         durations.run_ms = ms(ended - ready);
@@ -201,14 +182,14 @@ impl DockerSandbox {
                     ))
                 }
             }
-            let (tests, tests_note, _) = finish_report(trailer, report_path, &mut err, sink);
+            let f = output.finish(sink);
             return Ok(Outcome {
                 timed_out_by: Some(TimeLimit::WallClock),
                 starved,
                 durations: *durations,
-                tests,
-                tests_note,
-                ..Outcome::new(Verdict::TimedOut, None, out.finish(), err.finish())
+                tests: f.tests,
+                tests_note: f.tests_note,
+                ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
             }
             .with_usage(None));
         }
@@ -220,34 +201,20 @@ impl DockerSandbox {
             if let Some(e) = packed_err {
                 return Err(SandboxError::Workspace(e));
             }
-            return Err(SandboxError::CopyFailed(demux.copy_failure()));
+            return Err(SandboxError::CopyFailed(output.copy_failure()));
         }
 
         let (exit_code, oom) = self.exit_status(id, &lost).await?;
-        let cpu_exceeded = trailer.cpu_exceeded();
-        let (tests, tests_note, usage) = finish_report(trailer, report_path, &mut err, sink);
-        // A child killed for memory while the parent still exits 0 must not
-        // count as a pass: the OOM flag wins over the exit code. Nor does a
-        // run whose report holds no test: nothing was tested.
-        let verdict = if cpu_exceeded {
-            Verdict::TimedOut
-        } else if oom {
-            Verdict::OomKilled
-        } else if exit_code != 0 {
-            Verdict::Failed
-        } else if tests.as_ref().is_some_and(|t| t.total == 0) {
-            Verdict::NoTests
-        } else {
-            Verdict::Passed
-        };
+        let f = output.finish(sink);
         Ok(Outcome {
-            timed_out_by: cpu_exceeded.then_some(TimeLimit::CpuTime),
+            verdict: verdict(exit_code, oom, &f),
+            timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
             durations: *durations,
-            tests,
-            tests_note,
-            ..Outcome::new(verdict, Some(exit_code), out.finish(), err.finish())
+            tests: f.tests,
+            tests_note: f.tests_note,
+            ..Outcome::new(Verdict::Passed, Some(exit_code), f.stdout, f.stderr)
         }
-        .with_usage(usage))
+        .with_usage(f.usage))
     }
 
     async fn wait(&self, id: &str) -> Result<i64, SandboxError> {
@@ -314,34 +281,4 @@ impl DockerSandbox {
             waited = true;
         }
     }
-}
-
-/// The per-test results of a run, or why there are none; the command's
-/// held-back stderr goes where the rest of it went.
-fn finish_report(
-    trailer: ReportDemux,
-    path: Option<&str>,
-    err: &mut Capture,
-    sink: &mut dyn OutputSink,
-) -> (Option<TestReport>, Option<String>, Option<Usage>) {
-    let (rest, report, usage) = trailer.finish();
-    if !rest.is_empty() {
-        err.push(&rest);
-        sink.stderr(&rest);
-    }
-    let Some(path) = path else {
-        return (None, None, usage);
-    };
-    let why = match report {
-        Report::Received(bytes) => match junit::parse(&bytes) {
-            Ok(r) => return (Some(r), None, usage),
-            Err(why) => format!("report {path}: {why}"),
-        },
-        Report::Absent => {
-            format!("no report at {path}: the test command wrote none (or not as a regular file)")
-        }
-        Report::NotSent => "the run ended before its report could be read".into(),
-        Report::Cut => format!("report {path} was cut off before its end"),
-    };
-    (None, Some(why), usage)
 }

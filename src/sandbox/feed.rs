@@ -3,18 +3,18 @@
 //! bounded whatever the workspace's size.
 
 /// Chunk size of the tar stream into the container.
-pub(super) const TAR_CHUNK: usize = 256 * 1024;
+pub(crate) const TAR_CHUNK: usize = 256 * 1024;
 
 type Bytes = Vec<u8>;
 
 /// A blocking `Write` that hands fixed-size chunks to an async channel.
-pub(super) struct ChannelWriter {
+pub(crate) struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<Bytes>,
     buf: Vec<u8>,
 }
 
 impl ChannelWriter {
-    pub(super) fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
         ChannelWriter {
             tx,
             buf: Vec::with_capacity(TAR_CHUNK),

@@ -1,0 +1,46 @@
+//! `autodev kube setup`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::KubeCommand;
+use crate::sandbox::kube::setup::{Enforcement, POLICY};
+use crate::sandbox::kube::{KubeSandbox, KubeSettings};
+use crate::sandbox::{RunSpec, SandboxError};
+
+pub(super) async fn kube_cmd(cmd: KubeCommand, cancel: &CancellationToken) -> Result<ExitCode> {
+    let KubeCommand::Setup {
+        namespace,
+        image,
+        image_pull_policy,
+    } = cmd;
+    let settings = KubeSettings {
+        namespace: Some(namespace.clone()),
+        pull: image_pull_policy,
+    };
+    let k = KubeSandbox::connect(&settings, false).await?;
+    let dir = tempfile::tempdir()?;
+    let spec = RunSpec::new(dir.path(), "true", image);
+    let report = tokio::select! {
+        r = k.setup(&spec) => r?,
+        _ = cancel.cancelled() => return Err(SandboxError::Interrupted.into()),
+    };
+    let said = |created| if created { "created" } else { "already there" };
+    crate::outln!("namespace {namespace}: {}", said(report.namespace_created));
+    crate::outln!("network policy {POLICY}: {}", said(report.policy_created));
+    let target = &report.probe_target;
+    match &report.enforcement {
+        Enforcement::Enforced => crate::outln!(
+            "network denial: enforced (a probe pod reached {target}; one under the policy could not)"
+        ),
+        Enforcement::NotEnforced => crate::outln!(
+            "network denial: NOT enforced: a probe pod under the policy reached {target}; this cluster's network plugin ignores NetworkPolicy, so runs here have the network"
+        ),
+        Enforcement::Unknown(why) => {
+            crate::outln!("network denial: could not tell: {why}")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

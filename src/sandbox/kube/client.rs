@@ -1,0 +1,308 @@
+//! Connecting to a cluster, and what autodev asks of it besides pods: its
+//! nodes' capacity, readiness and images (where the credentials may read
+//! nodes; a user allowed only pods gets fewer checks, not an error).
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, ListParams};
+
+use super::{KubeSandbox, PullPolicy};
+use crate::sandbox::{RunSpec, SandboxError};
+
+/// The namespace runs go to unless `--namespace` says otherwise.
+pub const DEFAULT_NAMESPACE: &str = "autodev";
+/// Bound on one API call: a cluster that takes longer is not well, and a
+/// call lost to a cut link must end.
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound on connecting: bad settings must be reported at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where and how runs go on a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct KubeSettings {
+    /// The namespace (default [`DEFAULT_NAMESPACE`]).
+    pub namespace: Option<String>,
+    /// When nodes pull the image.
+    pub pull: PullPolicy,
+}
+
+impl KubeSandbox {
+    /// Connects to the cluster `KUBECONFIG` (or `~/.kube/config`, or the
+    /// in-cluster settings) names, and checks that it answers and, unless
+    /// `need_namespace` is false, that the namespace exists; within about
+    /// two seconds either way.
+    pub async fn connect(s: &KubeSettings, need_namespace: bool) -> Result<Self, SandboxError> {
+        let config = kube::Config::infer().await.map_err(|e| {
+            SandboxError::Settings(format!(
+                "no usable Kubernetes configuration ({e}): set KUBECONFIG to a kubeconfig file, or run inside a cluster"
+            ))
+        })?;
+        let cluster = config.cluster_url.to_string();
+        let cluster = cluster.trim_end_matches('/').to_string();
+        let client = kube::Client::try_from(config).map_err(|e| {
+            SandboxError::Settings(format!("the Kubernetes configuration for {cluster} cannot be used: {e}"))
+        })?;
+        let namespace = s
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let me = KubeSandbox {
+            pods: Api::namespaced(client.clone(), &namespace),
+            client,
+            namespace,
+            pull: s.pull,
+            cluster,
+        };
+        let unreachable = |detail: String| SandboxError::ClusterUnreachable {
+            cluster: me.cluster.clone(),
+            detail,
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, me.client.apiserver_version()).await {
+            Err(_) => return Err(unreachable("no answer within 2s".into())),
+            Ok(Err(kube::Error::Api(st))) if st.code == 401 => {
+                return Err(SandboxError::Settings(format!(
+                    "the cluster {} refused these credentials: check the user in KUBECONFIG",
+                    me.cluster
+                )))
+            }
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Ok(Ok(_)) => {}
+        }
+        if need_namespace {
+            let namespaces: Api<Namespace> = Api::all(me.client.clone());
+            match tokio::time::timeout(CONNECT_TIMEOUT, namespaces.get_opt(&me.namespace)).await {
+                Err(_) => return Err(unreachable("no answer within 2s".into())),
+                Ok(Ok(None)) => return Err(me.no_namespace()),
+                // Credentials that may not read namespaces learn of a
+                // missing one at the first create, which says so too.
+                Ok(Ok(Some(_))) | Ok(Err(kube::Error::Api(_))) => {}
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            }
+        }
+        Ok(me)
+    }
+
+    pub(super) fn no_namespace(&self) -> SandboxError {
+        SandboxError::Settings(format!(
+            "namespace {ns} does not exist on {c}: create it with `autodev kube setup --namespace {ns}`",
+            ns = self.namespace,
+            c = self.cluster
+        ))
+    }
+
+    pub(super) fn lost(&self, op: &'static str, detail: String) -> SandboxError {
+        SandboxError::LostHost {
+            engine: self.cluster.clone(),
+            op,
+            detail,
+        }
+    }
+
+    /// One API call, bounded in time; failures other than the server's
+    /// refusals mean the cluster is out of reach.
+    pub(super) async fn call<T>(
+        &self,
+        op: &'static str,
+        f: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, SandboxError> {
+        match tokio::time::timeout(CALL_TIMEOUT, f).await {
+            Err(_) => Err(self.lost(
+                op,
+                format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
+            )),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(kube::Error::Api(s))) => Err(SandboxError::Backend {
+                engine: self.cluster.clone(),
+                op,
+                detail: s.message,
+            }),
+            Ok(Err(e)) => Err(self.lost(op, e.to_string())),
+        }
+    }
+
+    /// The pod named `name`, if it still exists.
+    pub(super) async fn pod(&self, name: &str) -> Result<Option<Pod>, SandboxError> {
+        self.call("read pod", self.pods.get_opt(name)).await
+    }
+
+    /// The cluster's nodes that are Ready; `None` when these credentials
+    /// may not list nodes.
+    async fn ready_nodes(&self) -> Result<Option<Vec<Node>>, SandboxError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        match tokio::time::timeout(CALL_TIMEOUT, nodes.list(&ListParams::default())).await {
+            Err(_) => Err(self.lost(
+                "list nodes",
+                format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
+            )),
+            Ok(Ok(list)) => Ok(Some(
+                list.items.into_iter().filter(|n| is_ready(n) == Some(true)).collect(),
+            )),
+            Ok(Err(kube::Error::Api(_))) => Ok(None),
+            Ok(Err(e)) => Err(self.lost("list nodes", e.to_string())),
+        }
+    }
+
+    /// Whether node `name` is Ready; `None` when unknown (the node cannot be
+    /// read, or has not said yet).
+    pub(super) async fn node_ready(&self, name: &str) -> Option<bool> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        match tokio::time::timeout(CALL_TIMEOUT, nodes.get_opt(name)).await {
+            Ok(Ok(Some(n))) => is_ready(&n),
+            Ok(Ok(None)) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Runs the cluster takes at once at these limits: one per whole
+    /// allocatable CPU of every Ready node (4 when nodes cannot be read).
+    pub async fn total_slots(&self) -> usize {
+        match self.ready_nodes().await {
+            Ok(Some(nodes)) => nodes
+                .iter()
+                .map(|n| allocatable(n, "cpu").map_or(1, |c| (c as usize).max(1)))
+                .sum::<usize>()
+                .max(1),
+            _ => 4,
+        }
+    }
+
+    /// Refuses limits no Ready node can give: such a pod would wait
+    /// unschedulable forever.
+    pub async fn check_limits(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+        let Some(nodes) = self.ready_nodes().await? else {
+            return Ok(());
+        };
+        if nodes.is_empty() {
+            return Err(SandboxError::ClusterUnreachable {
+                cluster: self.cluster.clone(),
+                detail: "no node is Ready".into(),
+            });
+        }
+        let most = |what| {
+            nodes
+                .iter()
+                .filter_map(|n| allocatable(n, what))
+                .fold(0.0_f64, f64::max)
+        };
+        let exceeds = |what, asked: String, has: String| SandboxError::ExceedsHost {
+            engine: format!("every node of {}", self.cluster),
+            what,
+            asked,
+            has,
+        };
+        let (cpu, mem) = (most("cpu"), most("memory"));
+        if cpu > 0.0 && spec.limits.cpus > cpu {
+            return Err(exceeds(
+                "--cpus",
+                spec.limits.cpus.to_string(),
+                format!("at most {cpu} CPUs"),
+            ));
+        }
+        if mem > 0.0 && spec.limits.memory as f64 > mem {
+            return Err(exceeds(
+                "--memory",
+                spec.limits.memory.to_string(),
+                format!("at most {mem} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// With `--image-pull-policy Never`, some Ready node must hold the image
+    /// (nodes list their images); the error names the nodes that lack it.
+    pub(super) async fn check_image(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+        if self.pull != PullPolicy::Never {
+            return Ok(());
+        }
+        let Some(nodes) = self.ready_nodes().await? else {
+            return Ok(());
+        };
+        let wanted = [spec.image.clone(), format!("docker.io/{}", spec.image)];
+        let lacking: Vec<String> = nodes
+            .iter()
+            .filter(|n| {
+                !n.status
+                    .as_ref()
+                    .and_then(|s| s.images.as_ref())
+                    .is_some_and(|imgs| {
+                        imgs.iter().any(|i| {
+                            i.names
+                                .iter()
+                                .flatten()
+                                .any(|name| wanted.iter().any(|w| w == name))
+                        })
+                    })
+            })
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        if !nodes.is_empty() && lacking.len() == nodes.len() {
+            return Err(SandboxError::ImageMissing {
+                image: spec.image.clone(),
+                engine: format!("nodes {}", lacking.join(", ")),
+                hint: "load it onto the nodes (e.g. `autodev images push --engine` to each node's engine), or allow pulls with --image-pull-policy IfNotPresent".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn is_ready(n: &Node) -> Option<bool> {
+    n.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status == "True")
+}
+
+fn allocatable(n: &Node, what: &str) -> Option<f64> {
+    let q = n.status.as_ref()?.allocatable.as_ref()?.get(what)?;
+    quantity(&q.0)
+}
+
+/// A Kubernetes quantity (`2`, `1500m`, `24Gi`, `123456Ki`, `1e3`) as a number.
+pub(super) fn quantity(q: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 14] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+    ];
+    for (s, f) in SUFFIXES {
+        if let Some(n) = q.strip_suffix(s) {
+            return n.parse::<f64>().ok().map(|n| n * f);
+        }
+    }
+    q.strip_suffix('E')
+        .and_then(|n| n.parse::<f64>().ok().map(|n| n * 1e18))
+        .or_else(|| q.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_read_as_kubernetes_writes_them() {
+        assert_eq!(quantity("2"), Some(2.0));
+        assert_eq!(quantity("1500m"), Some(1.5));
+        assert_eq!(quantity("24Gi"), Some(24.0 * 1073741824.0));
+        assert_eq!(quantity("123456Ki"), Some(123456.0 * 1024.0));
+        assert_eq!(quantity("1e3"), Some(1000.0));
+        assert_eq!(quantity("2E"), Some(2e18));
+        assert_eq!(quantity("x"), None);
+    }
+}

@@ -1,0 +1,388 @@
+//! One started pod: wait until it runs, attach, stream the workspace in,
+//! demultiplex the output live, enforce the wall clock, watch the node, and
+//! read the exit from the container's terminated state into an [`Outcome`].
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use kube::api::AttachParams;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{pod, removal, KubeSandbox};
+use crate::sandbox::feed::ChannelWriter;
+use crate::sandbox::output::{verdict, ReportAt, RunOutput};
+use crate::sandbox::{
+    ms, Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict,
+};
+use crate::workspace::{self, Manifest};
+
+/// GNU tar reading a pipe waits for whole records of this size; stdin
+/// cannot be closed to end the last one on servers before the v5
+/// WebSocket protocol, so the stream is padded to a whole record.
+const TAR_RECORD: usize = 10_240;
+/// Bound on a pod getting from created to running: scheduling (a busy
+/// cluster queues pods), pulling the image, starting the container.
+const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bound on the exit being recorded once the output has ended.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the node of a running pod is checked: a lost node shows as
+/// no error at all on the attach stream, or as its end.
+const NODE_CHECK: Duration = Duration::from_secs(2);
+/// Buffer between the WebSocket and the readers.
+const STREAM_BUF: usize = 64 * 1024;
+
+/// What a run learned about where it ran.
+#[derive(Debug, Default)]
+pub(super) struct Facts {
+    pub(super) node: Option<String>,
+    pub(super) image_id: Option<String>,
+    pub(super) tree: Option<String>,
+}
+
+impl KubeSandbox {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn drive(
+        &self,
+        name: &str,
+        (nonce, report): (&str, &ReportAt),
+        spec: &RunSpec,
+        manifest: Manifest,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+        durations: &mut Durations,
+        facts: &mut Facts,
+    ) -> Result<Outcome, SandboxError> {
+        let t0 = Instant::now();
+        let node = self.wait_running(name, spec, cancel, facts).await?;
+        // Scheduling and starting the container are part of creating it here.
+        durations.create_ms += ms(t0.elapsed());
+        let started = Instant::now();
+        let ap = AttachParams::default()
+            .container(pod::CONTAINER)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .max_stdin_buf_size(STREAM_BUF)
+            .max_stdout_buf_size(STREAM_BUF)
+            .max_stderr_buf_size(STREAM_BUF);
+        let mut attached = self.call("attach", self.pods.attach(name, &ap)).await?;
+        let broken = || SandboxError::CopyFailed("the attach stream lacks a channel".into());
+        let mut stdin = attached.stdin().ok_or_else(broken)?;
+        let mut stdout = attached.stdout().ok_or_else(broken)?;
+        let mut stderr = attached.stderr().ok_or_else(broken)?;
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let mut packer = tokio::task::spawn_blocking(move || {
+            workspace::write_tar(&manifest, ChannelWriter::new(tx))
+        });
+        let feeder = tokio::spawn(async move {
+            let mut sent = 0;
+            while let Some(chunk) = rx.recv().await {
+                stdin.write_all(&chunk).await?;
+                sent += chunk.len();
+            }
+            let pad = (TAR_RECORD - sent % TAR_RECORD) % TAR_RECORD;
+            stdin.write_all(&vec![0; pad]).await?;
+            stdin.flush().await?;
+            // Dropping stdin would close the whole stream on older servers.
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(stdin)
+        });
+
+        let limits = &spec.limits;
+        let mut output = RunOutput::new(nonce, limits.output_limit, report.clone());
+        let (mut obuf, mut ebuf) = (vec![0; STREAM_BUF], vec![0; STREAM_BUF]);
+        let (mut out_open, mut err_open) = (true, true);
+        let mut packed = None;
+        let mut timed_out = false;
+        let deadline = tokio::time::sleep(limits.timeout);
+        tokio::pin!(deadline);
+        let mut check = tokio::time::interval(NODE_CHECK);
+        check.tick().await;
+        let result = loop {
+            if !out_open && !err_open {
+                break Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break Err(SandboxError::Interrupted),
+                _ = &mut deadline => {
+                    timed_out = true;
+                    break Ok(());
+                }
+                r = &mut packer, if packed.is_none() => match r {
+                    Ok(Ok(hash)) => packed = Some(hash),
+                    Ok(Err(e)) => break Err(SandboxError::Workspace(e)),
+                    Err(e) => break Err(SandboxError::CopyFailed(format!("packing the workspace failed: {e}"))),
+                },
+                _ = check.tick() => {
+                    if self.node_ready(&node).await == Some(false) {
+                        break Err(self.lost("the run", format!("node {node} is no longer Ready")));
+                    }
+                }
+                n = stdout.read(&mut obuf), if out_open => match n {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => output.stdout(&obuf[..n], sink),
+                },
+                n = stderr.read(&mut ebuf), if err_open => match n {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(n) => output.stderr(&ebuf[..n], sink),
+                },
+            }
+        };
+        let ended = Instant::now();
+        feeder.abort();
+        packer.abort();
+        attached.abort();
+        result?;
+        facts.tree = packed;
+        let ready = output.ready_at().unwrap_or(ended);
+        durations.copy_in_ms = ms(ready - started);
+        durations.run_ms = ms(ended - ready);
+
+        if timed_out {
+            // Deleting the pod stops the clock; the caller's removal finds it gone.
+            let _ = removal::delete(&self.pods, name).await;
+            let f = output.finish(sink);
+            return Ok(Outcome {
+                timed_out_by: Some(TimeLimit::WallClock),
+                durations: *durations,
+                tests: f.tests,
+                tests_note: f.tests_note,
+                ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
+            }
+            .with_usage(None));
+        }
+        if output.ready_at().is_none() {
+            return Err(SandboxError::CopyFailed(output.copy_failure()));
+        }
+        let exit = self.wait_exit(name, &node).await?;
+        // The run is over when the cluster has recorded its exit.
+        durations.run_ms = ms(ready.elapsed());
+        let f = output.finish(sink);
+        if exit.reason.as_deref() == Some("DeadlineExceeded") {
+            // The cluster's backstop fired before autodev's own clock.
+            return Ok(Outcome {
+                timed_out_by: Some(TimeLimit::WallClock),
+                durations: *durations,
+                ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
+            }
+            .with_usage(None));
+        }
+        let oom = exit.reason.as_deref() == Some("OOMKilled")
+            || f.usage.and_then(|u| u.oom_kills).is_some_and(|n| n > 0);
+        Ok(Outcome {
+            verdict: verdict(exit.code, oom, &f),
+            timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
+            durations: *durations,
+            tests: f.tests,
+            tests_note: f.tests_note,
+            ..Outcome::new(Verdict::Passed, Some(exit.code), f.stdout, f.stderr)
+        }
+        .with_usage(f.usage))
+    }
+
+    /// Waits until the pod's container runs (it then waits on stdin);
+    /// returns its node. A pod that cannot start is a [`SandboxError`] with
+    /// the cluster's reason.
+    async fn wait_running(
+        &self,
+        name: &str,
+        spec: &RunSpec,
+        cancel: &CancellationToken,
+        facts: &mut Facts,
+    ) -> Result<String, SandboxError> {
+        let t0 = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        let mut checked = Instant::now();
+        let mut pending = String::from("not scheduled yet");
+        loop {
+            let pod = self.pod(name).await?.ok_or_else(|| {
+                self.lost("start", "the pod was deleted before it ran".into())
+            })?;
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            facts.node.clone_from(&node);
+            let status = pod.status.unwrap_or_default();
+            let cs = status
+                .container_statuses
+                .as_ref()
+                .and_then(|v| v.first().cloned());
+            if let Some(cs) = cs {
+                if !cs.image_id.is_empty() {
+                    facts.image_id = Some(cs.image_id.clone());
+                }
+                let state = cs.state.unwrap_or_default();
+                if state.running.is_some() {
+                    return Ok(node.unwrap_or_default());
+                }
+                if let Some(t) = state.terminated {
+                    return Err(SandboxError::CopyFailed(format!(
+                        "the container ended before the workspace was in ({}): the image needs /bin/sh and tar",
+                        said(t.reason.as_deref(), t.message.as_deref())
+                    )));
+                }
+                if let Some(w) = state.waiting {
+                    let why = said(w.reason.as_deref(), w.message.as_deref());
+                    match w.reason.as_deref().unwrap_or("") {
+                        "ErrImageNeverPull" | "ErrImagePull" | "ImagePullBackOff"
+                        | "InvalidImageName" => {
+                            let on = node.as_deref().unwrap_or("its node");
+                            return Err(SandboxError::ImageMissing {
+                                image: spec.image.clone(),
+                                engine: format!("{} node {on}", self.cluster),
+                                hint: format!("{why}; load it onto the nodes, or allow pulls with --image-pull-policy IfNotPresent"),
+                            });
+                        }
+                        "CreateContainerConfigError" => {
+                            return Err(SandboxError::Refused { detail: why })
+                        }
+                        "CreateContainerError" | "RunContainerError" => {
+                            return Err(SandboxError::CreateFailed {
+                                engine: self.cluster.clone(),
+                                detail: why,
+                            })
+                        }
+                        _ => pending = why,
+                    }
+                }
+            }
+            if status.phase.as_deref() == Some("Failed") {
+                return Err(SandboxError::CreateFailed {
+                    engine: self.cluster.clone(),
+                    detail: said(status.reason.as_deref(), status.message.as_deref()),
+                });
+            }
+            if let Some(c) = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            {
+                pending = said(c.reason.as_deref(), c.message.as_deref());
+            }
+            if let Some(n) = &node {
+                if checked.elapsed() >= NODE_CHECK {
+                    checked = Instant::now();
+                    if self.node_ready(n).await == Some(false) {
+                        return Err(self.lost("start", format!("node {n} is not Ready")));
+                    }
+                }
+            }
+            if t0.elapsed() >= START_TIMEOUT {
+                return Err(SandboxError::CreateFailed {
+                    engine: self.cluster.clone(),
+                    detail: format!(
+                        "the pod did not start within {}s: {pending}",
+                        START_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(SandboxError::Interrupted),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The container's exit once the kubelet has recorded it, or the pod's
+    /// failure (`DeadlineExceeded`); a node that stops being Ready first is lost.
+    async fn wait_exit(&self, name: &str, node: &str) -> Result<Exit, SandboxError> {
+        let t0 = Instant::now();
+        let mut checked = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let pod = self
+                .pod(name)
+                .await?
+                .ok_or_else(|| self.lost("wait", "the pod was deleted".into()))?;
+            if let Some(exit) = exit_of(&pod) {
+                return Ok(exit);
+            }
+            if checked.elapsed() >= NODE_CHECK {
+                checked = Instant::now();
+                if self.node_ready(node).await == Some(false) {
+                    return Err(self.lost("wait", format!("node {node} is no longer Ready")));
+                }
+            }
+            if t0.elapsed() >= EXIT_TIMEOUT {
+                return Err(self.lost(
+                    "wait",
+                    format!(
+                        "no exit recorded within {}s of the output's end",
+                        EXIT_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+
+/// How a pod's container ended.
+#[derive(Debug, PartialEq, Eq)]
+struct Exit {
+    code: i64,
+    reason: Option<String>,
+}
+
+fn exit_of(pod: &Pod) -> Option<Exit> {
+    let status = pod.status.as_ref()?;
+    let terminated: Option<&ContainerStateTerminated> = status
+        .container_statuses
+        .as_ref()
+        .and_then(|v| v.first())
+        .and_then(|cs| cs.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    if let Some(t) = terminated {
+        return Some(Exit {
+            code: i64::from(t.exit_code),
+            reason: t.reason.clone(),
+        });
+    }
+    (status.phase.as_deref() == Some("Failed")
+        && status.reason.as_deref() == Some("DeadlineExceeded"))
+    .then(|| Exit {
+        code: 137,
+        reason: Some("DeadlineExceeded".into()),
+    })
+}
+
+fn said(reason: Option<&str>, message: Option<&str>) -> String {
+    match (reason, message) {
+        (Some(r), Some(m)) if !m.is_empty() => format!("{r}: {m}"),
+        (Some(r), _) => r.to_string(),
+        (None, Some(m)) => m.to_string(),
+        (None, None) => "no reason given".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn exits_are_read_from_the_terminated_state_or_the_deadline() {
+        let oom = pod(serde_json::json!({"status": {"containerStatuses": [{
+            "name": "run", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}}));
+        assert_eq!(
+            exit_of(&oom),
+            Some(Exit {
+                code: 137,
+                reason: Some("OOMKilled".into())
+            })
+        );
+        let deadline = pod(serde_json::json!({"status": {"phase": "Failed", "reason": "DeadlineExceeded"}}));
+        assert_eq!(exit_of(&deadline).unwrap().reason.as_deref(), Some("DeadlineExceeded"));
+        let running = pod(serde_json::json!({"status": {"phase": "Running"}}));
+        assert_eq!(exit_of(&running), None);
+        assert_eq!(said(Some("ErrImageNeverPull"), Some("")), "ErrImageNeverPull");
+    }
+}
