@@ -2,6 +2,7 @@
 //! per-test labels and the leak check.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fleet;
 
 use std::path::{Path, PathBuf};
