@@ -29,12 +29,25 @@ fn autodev(cluster: &Cluster) -> Command {
 }
 
 /// `autodev exec --json` on the cluster; the parsed result and the process's output.
-fn exec(cluster: &Cluster, ws: &Path, label: &(String, String), extra: &[&str], cmd: &str) -> (Value, Output) {
+fn exec(
+    cluster: &Cluster,
+    ws: &Path,
+    label: &(String, String),
+    extra: &[&str],
+    cmd: &str,
+) -> (Value, Output) {
     let mut c = autodev(cluster);
-    c.args(["exec", "--json", "--backend", "kubernetes", "--image-pull-policy", "never"])
-        .arg("-w")
-        .arg(ws)
-        .args(["--label", &format!("{}={}", label.0, label.1)]);
+    c.args([
+        "exec",
+        "--json",
+        "--backend",
+        "kubernetes",
+        "--image-pull-policy",
+        "never",
+    ])
+    .arg("-w")
+    .arg(ws)
+    .args(["--label", &format!("{}={}", label.0, label.1)]);
     if !extra.contains(&"--image") {
         c.args(["--image", &common::image()]);
     }
@@ -68,11 +81,22 @@ fn kubernetes_backend_on_a_real_two_node_cluster() {
     // Setup: namespace, policy, and an honest answer about enforcement
     // (this cluster has no network plugin: the policy is not enforced).
     let out = autodev(&cluster)
-        .args(["kube", "setup", "--image", &common::image(), "--image-pull-policy", "never"])
+        .args([
+            "kube",
+            "setup",
+            "--image",
+            &common::image(),
+            "--image-pull-policy",
+            "never",
+        ])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(said.contains("namespace autodev: created"), "{said}");
     assert!(said.contains("network denial: NOT enforced"), "{said}");
 
@@ -86,14 +110,17 @@ fn kubernetes_backend_on_a_real_two_node_cluster() {
 
 fn verdicts(cluster: &Cluster) {
     let label = common::test_label("kube-verdicts");
-    let ws = common::workspace(&[(
-        "test_a.py",
-        "def test_ok():\n    assert 1 + 1 == 2\n",
-    )]);
+    let ws = common::workspace(&[("test_a.py", "def test_ok():\n    assert 1 + 1 == 2\n")]);
     let cases: [(&str, &[&str], &str, &str, i32); 6] = [
         ("passed", &[], "python3 -m pytest -q", "passed", 0),
         ("failed", &[], "echo boom >&2; exit 3", "failed", 1),
-        ("timed_out", &["--timeout", "3s"], "sleep 60", "timed_out", 124),
+        (
+            "timed_out",
+            &["--timeout", "3s"],
+            "sleep 60",
+            "timed_out",
+            124,
+        ),
         (
             "oom",
             &["--memory", "64m"],
@@ -101,7 +128,13 @@ fn verdicts(cluster: &Cluster) {
             "oom_killed",
             137,
         ),
-        ("no_tests", &[], "rm test_a.py; python3 -m pytest -q || true", "no_tests", 5),
+        (
+            "no_tests",
+            &[],
+            "rm test_a.py; python3 -m pytest -q || true",
+            "no_tests",
+            5,
+        ),
         (
             "sandbox_error",
             &["--image", "autodev/nosuch:latest"],
@@ -116,14 +149,20 @@ fn verdicts(cluster: &Cluster) {
         assert_eq!(out.status.code(), Some(code), "{name}: {v}");
         if name == "passed" {
             assert_eq!(v["tests"]["passed"], 1, "the report is read: {v}");
-            assert!(v["record"]["engine"].as_str().unwrap().contains("node-"), "{v}");
+            assert!(
+                v["record"]["engine"].as_str().unwrap().contains("node-"),
+                "{v}"
+            );
         }
         if name == "failed" {
             assert_eq!(v["stderr"]["text"], "boom\n", "{v}");
             assert_eq!(v["exit_code"], 3);
         }
         if name == "sandbox_error" {
-            assert!(v["error"].as_str().unwrap().contains("autodev/nosuch"), "{v}");
+            assert!(
+                v["error"].as_str().unwrap().contains("autodev/nosuch"),
+                "{v}"
+            );
         }
     }
     no_pod_left(cluster, &label);
@@ -140,7 +179,14 @@ fn lockdown(cluster: &Cluster) {
         head -c 300000 /dev/zero | tr '\\0' y";
     let out = autodev(cluster)
         .env("AUTODEV_HOST_SECRET", "leak")
-        .args(["exec", "--json", "--backend", "kubernetes", "--image-pull-policy", "never"])
+        .args([
+            "exec",
+            "--json",
+            "--backend",
+            "kubernetes",
+            "--image-pull-policy",
+            "never",
+        ])
         .arg("-w")
         .arg(ws.path())
         .sandboxed(&label)
@@ -153,14 +199,29 @@ fn lockdown(cluster: &Cluster) {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "1000", "non-root: {text}");
     assert_eq!(lines[1], "1000", "{text}");
-    assert!(text.contains("CapEff:\t0000000000000000"), "no capabilities: {text}");
+    assert!(
+        text.contains("CapEff:\t0000000000000000"),
+        "no capabilities: {text}"
+    );
     assert!(text.contains("NoNewPrivs:\t1"), "{text}");
     assert!(text.contains("Seccomp:\t2"), "seccomp filter: {text}");
-    assert!(text.contains("Read-only file system"), "read-only root: {text}");
-    assert!(text.contains(&format!("{}\n", 200 * 1024 * 1024)), "memory limit: {text}");
+    assert!(
+        text.contains("Read-only file system"),
+        "read-only root: {text}"
+    );
+    assert!(
+        text.contains(&format!("{}\n", 200 * 1024 * 1024)),
+        "memory limit: {text}"
+    );
     assert!(text.contains("secret=absent"), "host environment: {text}");
-    assert!(v["stdout"]["total_bytes"].as_u64().unwrap() > 300_000, "{v}");
-    assert!(v["stdout"]["dropped_bytes"].as_u64().unwrap() > 200_000, "output bounded: {v}");
+    assert!(
+        v["stdout"]["total_bytes"].as_u64().unwrap() > 300_000,
+        "{v}"
+    );
+    assert!(
+        v["stdout"]["dropped_bytes"].as_u64().unwrap() > 200_000,
+        "output bounded: {v}"
+    );
     assert!(text.len() < 70 * 1024, "output bounded: {}", text.len());
     no_pod_left(cluster, &label);
 }
@@ -181,7 +242,11 @@ fn bad_settings(cluster: &Cluster) {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}: {err}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}: {err}",
+            t.elapsed()
+        );
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         (out.status.code(), err)
     };
@@ -201,7 +266,10 @@ fn bad_settings(cluster: &Cluster) {
     assert!(err.contains("cannot reach the Kubernetes cluster"), "{err}");
     let (code, err) = run(&[], &["--namespace", "nosuch"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("autodev kube setup --namespace nosuch"), "{err}");
+    assert!(
+        err.contains("autodev kube setup --namespace nosuch"),
+        "{err}"
+    );
     let (code, err) = run(&[], &["--engine", "unix:///var/run/docker.sock"]);
     assert_eq!(code, Some(2), "{err}");
     let (code, err) = run(&[], &["--cpus", "64"]);
@@ -230,7 +298,16 @@ fn batch(cluster: &Cluster, dir: &Path, label: &(String, String)) -> Command {
     c.current_dir(dir)
         .args(["batch", "tasks.jsonl", "--out", "results.jsonl", "--json"])
         .args(["--backend", "kubernetes", "--image-pull-policy", "never"])
-        .args(["--cpus", "0.5", "--jobs", "4", "--retries", "4", "--timeout", "60s"])
+        .args([
+            "--cpus",
+            "0.5",
+            "--jobs",
+            "4",
+            "--retries",
+            "4",
+            "--timeout",
+            "60s",
+        ])
         .sandboxed(label);
     c
 }
@@ -260,9 +337,17 @@ fn batch_over_both_nodes(cluster: &Cluster) {
     let dir = tempfile::tempdir().unwrap();
     let want = tasks(dir.path(), 12, 1.0);
     let out = batch(cluster, dir.path(), &label).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (nodes, _) = exact(dir.path(), &want);
-    assert_eq!(nodes, HashSet::from(["node-1".to_string(), "node-2".to_string()]));
+    assert_eq!(
+        nodes,
+        HashSet::from(["node-1".to_string(), "node-2".to_string()])
+    );
     no_pod_left(cluster, &label);
 }
 
@@ -300,7 +385,9 @@ fn node_killed_mid_batch(cluster: &Cluster) {
     );
     no_pod_left(cluster, &label);
     // The surviving node's engine ends every container of the deleted pods.
-    common::wait_until("node-1 has no pod container", Duration::from_secs(60), || {
-        cluster.node_containers(1, NS).is_empty()
-    });
+    common::wait_until(
+        "node-1 has no pod container",
+        Duration::from_secs(60),
+        || cluster.node_containers(1, NS).is_empty(),
+    );
 }

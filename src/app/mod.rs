@@ -15,8 +15,8 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::AgentError;
-use crate::cli::{Backend, EngineArgs};
 use crate::cli::{exit, Cli, Command};
+use crate::cli::{Backend, EngineArgs};
 use crate::config::ConfigError;
 use crate::images::ImageError;
 use crate::model::ModelError;

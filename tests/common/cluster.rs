@@ -79,7 +79,11 @@ impl Cluster {
     }
 
     /// Pods in `namespace` carrying `label`, as (name, node, phase).
-    pub fn pods_with(&self, namespace: &str, label: &(String, String)) -> Vec<(String, String, String)> {
+    pub fn pods_with(
+        &self,
+        namespace: &str,
+        label: &(String, String),
+    ) -> Vec<(String, String, String)> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

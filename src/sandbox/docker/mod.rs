@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::ReportAt;
 use super::Junit;
-use super::{Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError};
 use super::{ms, new_run_id};
+use super::{Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError};
 use crate::workspace::Manifest;
 pub use engine::EngineSpec;
 use health::{Watchdog, HEARTBEAT_TIMEOUT};
@@ -319,9 +319,7 @@ impl Sandbox for DockerSandbox {
         };
         // Not raced against cancellation: a create abandoned mid-request
         // would still be carried out by the daemon and leave a container.
-        let id = self
-            .create(spec, &run_id, &nonce, report.path())
-            .await?;
+        let id = self.create(spec, &run_id, &nonce, report.path()).await?;
         Ok(DockerPrepared {
             removal: Removal::new(self.docker.clone(), id),
             nonce,

@@ -12,10 +12,10 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::feed::ChannelWriter;
 use super::health::{Watchdog, HEARTBEAT_TIMEOUT};
 use super::removal::CLEANUP_TIMEOUT;
 use super::{ms, DockerSandbox};
+use crate::sandbox::feed::ChannelWriter;
 use crate::sandbox::output::{verdict, ReportAt, RunOutput};
 use crate::sandbox::{Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict};
 use crate::workspace::{self, Manifest};

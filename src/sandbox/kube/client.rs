@@ -42,7 +42,9 @@ impl KubeSandbox {
         let cluster = config.cluster_url.to_string();
         let cluster = cluster.trim_end_matches('/').to_string();
         let client = kube::Client::try_from(config).map_err(|e| {
-            SandboxError::Settings(format!("the Kubernetes configuration for {cluster} cannot be used: {e}"))
+            SandboxError::Settings(format!(
+                "the Kubernetes configuration for {cluster} cannot be used: {e}"
+            ))
         })?;
         let namespace = s
             .namespace
@@ -108,10 +110,7 @@ impl KubeSandbox {
         f: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, SandboxError> {
         match tokio::time::timeout(CALL_TIMEOUT, f).await {
-            Err(_) => Err(self.lost(
-                op,
-                format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
-            )),
+            Err(_) => Err(self.lost(op, format!("no answer within {}s", CALL_TIMEOUT.as_secs()))),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(kube::Error::Api(s))) => Err(SandboxError::Backend {
                 engine: self.cluster.clone(),
@@ -137,7 +136,10 @@ impl KubeSandbox {
                 format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
             )),
             Ok(Ok(list)) => Ok(Some(
-                list.items.into_iter().filter(|n| is_ready(n) == Some(true)).collect(),
+                list.items
+                    .into_iter()
+                    .filter(|n| is_ready(n) == Some(true))
+                    .collect(),
             )),
             Ok(Err(kube::Error::Api(_))) => Ok(None),
             Ok(Err(e)) => Err(self.lost("list nodes", e.to_string())),

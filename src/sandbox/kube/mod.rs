@@ -165,7 +165,13 @@ impl Sandbox for KubeSandbox {
         };
         result.map(|mut o| {
             o.durations = durations;
-            o.record = Some(RunRecord::new(&spec, facts.image_id, facts.tree, &engine, &o));
+            o.record = Some(RunRecord::new(
+                &spec,
+                facts.image_id,
+                facts.tree,
+                &engine,
+                &o,
+            ));
             o
         })
     }

@@ -182,10 +182,7 @@ pub(super) fn pod_body(
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            mount("workspace", "/workspace"),
-            mount("tmp", "/tmp"),
-        ]),
+        volume_mounts: Some(vec![mount("workspace", "/workspace"), mount("tmp", "/tmp")]),
         ..Default::default()
     };
     Ok(Pod {
@@ -248,7 +245,10 @@ mod tests {
             Some(vec!["ALL".to_string()])
         );
         let psc = p.security_context.unwrap();
-        assert_eq!((psc.run_as_user, psc.run_as_group), (Some(1000), Some(1000)));
+        assert_eq!(
+            (psc.run_as_user, psc.run_as_group),
+            (Some(1000), Some(1000))
+        );
         assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
         assert_eq!(p.restart_policy.as_deref(), Some("Never"));
         assert_eq!(p.automount_service_account_token, Some(false));

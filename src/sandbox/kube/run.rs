@@ -198,9 +198,10 @@ impl KubeSandbox {
         let mut checked = Instant::now();
         let mut pending = String::from("not scheduled yet");
         loop {
-            let pod = self.pod(name).await?.ok_or_else(|| {
-                self.lost("start", "the pod was deleted before it ran".into())
-            })?;
+            let pod = self
+                .pod(name)
+                .await?
+                .ok_or_else(|| self.lost("start", "the pod was deleted before it ran".into()))?;
             let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
             facts.node.clone_from(&node);
             let status = pod.status.unwrap_or_default();
@@ -379,10 +380,17 @@ mod tests {
                 reason: Some("OOMKilled".into())
             })
         );
-        let deadline = pod(serde_json::json!({"status": {"phase": "Failed", "reason": "DeadlineExceeded"}}));
-        assert_eq!(exit_of(&deadline).unwrap().reason.as_deref(), Some("DeadlineExceeded"));
+        let deadline =
+            pod(serde_json::json!({"status": {"phase": "Failed", "reason": "DeadlineExceeded"}}));
+        assert_eq!(
+            exit_of(&deadline).unwrap().reason.as_deref(),
+            Some("DeadlineExceeded")
+        );
         let running = pod(serde_json::json!({"status": {"phase": "Running"}}));
         assert_eq!(exit_of(&running), None);
-        assert_eq!(said(Some("ErrImageNeverPull"), Some("")), "ErrImageNeverPull");
+        assert_eq!(
+            said(Some("ErrImageNeverPull"), Some("")),
+            "ErrImageNeverPull"
+        );
     }
 }

@@ -56,7 +56,10 @@ impl KubeSandbox {
             ..Default::default()
         };
         let namespace_created = self
-            .create_if_missing("create namespace", namespaces.create(&PostParams::default(), &ns))
+            .create_if_missing(
+                "create namespace",
+                namespaces.create(&PostParams::default(), &ns),
+            )
             .await?;
         let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
         let policy = NetworkPolicy {
@@ -78,7 +81,10 @@ impl KubeSandbox {
             }),
         };
         let policy_created = self
-            .create_if_missing("create network policy", policies.create(&PostParams::default(), &policy))
+            .create_if_missing(
+                "create network policy",
+                policies.create(&PostParams::default(), &policy),
+            )
             .await?;
         let target = self.probe_target();
         let enforcement = self.probe(spec, &target).await;
@@ -107,7 +113,10 @@ impl KubeSandbox {
     /// The API server's address as host:port: reachable from pods of any
     /// cluster that has not denied it.
     fn probe_target(&self) -> String {
-        let rest = self.cluster.split_once("://").map_or(&*self.cluster, |(_, r)| r);
+        let rest = self
+            .cluster
+            .split_once("://")
+            .map_or(&*self.cluster, |(_, r)| r);
         let authority = rest.split('/').next().unwrap_or(rest);
         let has_port = authority
             .rsplit_once(':')
@@ -143,7 +152,9 @@ impl KubeSandbox {
         match run(Network::None).await {
             Ok(o) if o.verdict == Verdict::Passed => Enforcement::NotEnforced,
             Ok(o) if o.verdict == Verdict::Failed => Enforcement::Enforced,
-            Ok(o) => Enforcement::Unknown(format!("the probe under the policy ended {}", o.verdict)),
+            Ok(o) => {
+                Enforcement::Unknown(format!("the probe under the policy ended {}", o.verdict))
+            }
             Err(e) => Enforcement::Unknown(format!("the probe pod failed: {e}")),
         }
     }
