@@ -2,12 +2,18 @@
 //! (`tests/fleet.sh`; needs root). Prints, in one run:
 //!
 //! 1. per-run overhead of `autodev exec -- true` on the local engine, over
-//!    TCP and over mutual TLS (median of R runs each, `total_ms` and wall);
+//!    TCP, over mutual TLS and as a Kubernetes pod (median of R runs each,
+//!    `total_ms` and wall);
 //! 2. an N-task batch over 1 engine vs over 3 engines with the same total
 //!    slots (the engines share this machine's cores, so the figure is the
 //!    cost of spreading, not a speed-up);
 //! 3. how long a batch takes to recover from an engine killed mid-batch,
-//!    and from a cut link: from the fault to the first re-run result.
+//!    from a cut link, and from a Kubernetes node killed mid-batch: from
+//!    the fault to the first re-run result.
+//!
+//! The Kubernetes rows need the binaries of `tests/kube/build.sh`
+//! (`AUTODEV_KUBE_BIN`, default target/kube-1.20.2/bin); without them they
+//! say so and are left out.
 //!
 //! Usage: cargo build --release && cargo run --release --example bench_engines -- [N] [R]
 //! Env: AUTODEV_BIN (default target/release/autodev).
@@ -65,6 +71,75 @@ impl Drop for Fleet {
     }
 }
 
+/// A two-node Kubernetes cluster (`tests/kube/cluster.sh`), named as a fleet is.
+struct Cluster {
+    tag: String,
+    dir: PathBuf,
+    net: String,
+}
+
+impl Cluster {
+    fn sh(&self, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kube/cluster.sh");
+        let f = self;
+        let ok = Command::new("bash")
+            .arg(script)
+            .arg(args[0])
+            .args([&f.tag, &f.dir.to_string_lossy().into_owned(), &f.net])
+            .args(&args[1..])
+            .stdout(Stdio::null())
+            .status()
+            .expect("bash runs")
+            .success();
+        assert!(ok, "cluster.sh {args:?} failed");
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.sh(&["down"]);
+    }
+}
+
+const KUBE: [&str; 4] = [
+    "--backend",
+    "kubernetes",
+    "--image-pull-policy",
+    "never",
+];
+
+/// The cluster, or why there is none.
+fn cluster(bin: &Path) -> Result<Cluster, String> {
+    let kbin = std::env::var("AUTODEV_KUBE_BIN").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kube-1.20.2/bin"),
+        PathBuf::from,
+    );
+    if !kbin.join("kubelet").exists() {
+        return Err(format!(
+            "no Kubernetes binaries in {} (tests/kube/build.sh)",
+            kbin.display()
+        ));
+    }
+    let c = Cluster {
+        tag: format!("kb{}", std::process::id() % 10_000),
+        dir: std::env::temp_dir().join(format!("autodev-bench-cluster-{}", std::process::id())),
+        net: "10.249.10".into(),
+    };
+    c.sh(&["up", &kbin.to_string_lossy(), "autodev/python:latest"]);
+    let ok = Command::new(bin)
+        .env("KUBECONFIG", c.kubeconfig())
+        .args(["kube", "setup", "--image-pull-policy", "never"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kube setup");
+    Ok(c)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -119,13 +194,27 @@ fn main() {
         "image copied to 4 engines (images push, in parallel) in {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    let t = Instant::now();
+    let cluster = cluster(&bin);
+    match &cluster {
+        Ok(_) => println!(
+            "Kubernetes 1.20.2, control plane + 2 nodes, up in {:.1}s",
+            t.elapsed().as_secs_f64()
+        ),
+        Err(why) => println!("Kubernetes rows left out: {why}"),
+    }
+    let kubeconfig = cluster.as_ref().map(|c| c.kubeconfig()).ok();
 
     // 1. Per-run overhead.
     let ws = tempfile::tempdir().unwrap();
     std::fs::write(ws.path().join("a.py"), "print(1)\n").unwrap();
     let one = |engine: &[String]| -> (f64, f64) {
         let t = Instant::now();
-        let out = Command::new(&bin)
+        let mut c = Command::new(&bin);
+        if let Some(k) = &kubeconfig {
+            c.env("KUBECONFIG", k);
+        }
+        let out = c
             .args(["exec", "--json", "--workspace"])
             .arg(ws.path())
             .args(engine)
@@ -136,7 +225,7 @@ fn main() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("exec --json");
         (v["durations"]["total_ms"].as_f64().unwrap(), wall)
     };
-    let cases: Vec<(&str, Vec<String>)> = vec![
+    let mut cases: Vec<(&str, Vec<String>)> = vec![
         ("local unix socket", vec![]),
         ("TCP (netns)", vec!["--engine".into(), fleet.url(1)]),
         ("mutual TLS (netns)", {
@@ -145,6 +234,12 @@ fn main() {
             a
         }),
     ];
+    if kubeconfig.is_some() {
+        cases.push((
+            "Kubernetes pod (netns)",
+            KUBE.iter().map(|a| a.to_string()).collect(),
+        ));
+    }
     println!("\n| engine | run total_ms (median of {reps}) | wall ms incl. connect (median) |");
     println!("|---|---|---|");
     for (name, engine) in &cases {
@@ -208,25 +303,43 @@ fn main() {
         .map(|i| format!("{{\"id\":\"s{i}\",\"runner\":\"sleep 2\"}}\n"))
         .collect();
     std::fs::write(d.path().join("slow.jsonl"), slow).unwrap();
-    println!("\n| fault on one of 2 engines, mid-batch (16 × sleep 2, 2+2 slots) | fault → first re-run result (s) | batch total (s) |");
+    println!("\n| fault on one of 2 hosts, mid-batch (16 × sleep 2, 4 at once) | fault → first re-run result (s) | batch total (s) |");
     println!("|---|---|---|");
-    // Each fault on an engine of its own: a killed engine stays dead.
-    for (fault, victim) in [("kill", 2usize), ("cut", 3)] {
+    // Each fault on a host of its own: a killed host stays dead.
+    let mut faults = vec![("kill engine", 2usize), ("cut engine link", 3)];
+    if cluster.is_ok() {
+        faults.push(("kill Kubernetes node", 2));
+    }
+    for (fault, victim) in faults {
         let victim_arg = victim.to_string();
-        let out = d.path().join(format!("{fault}.jsonl"));
+        let out = d.path().join(format!("{}.jsonl", fault.replace(' ', "-")));
         let t0 = Instant::now();
-        let mut child = Command::new(&bin)
-            .current_dir(d.path())
+        let mut c = Command::new(&bin);
+        c.current_dir(d.path())
             .args(["batch", "slow.jsonl", "--out"])
-            .arg(&out)
-            .args(["--engine", &format!("{}#slots=2", fleet.url(1))])
-            .args(["--engine", &format!("{}#slots=2", fleet.url(victim))])
+            .arg(&out);
+        match (&cluster, fault) {
+            (Ok(k), "kill Kubernetes node") => {
+                c.env("KUBECONFIG", k.kubeconfig())
+                    .args(KUBE)
+                    .args(["--cpus", "0.5", "--jobs", "4", "--retries", "4"]);
+            }
+            _ => {
+                c.args(["--engine", &format!("{}#slots=2", fleet.url(1))])
+                    .args(["--engine", &format!("{}#slots=2", fleet.url(victim))]);
+            }
+        }
+        let mut child = c
             .stderr(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_secs(3));
-        fleet.sh(&[fault, &victim_arg]);
+        std::thread::sleep(Duration::from_secs(5));
+        match (&cluster, fault) {
+            (Ok(k), "kill Kubernetes node") => k.sh(&["kill", &victim_arg]),
+            (_, "kill engine") => fleet.sh(&["kill", &victim_arg]),
+            _ => fleet.sh(&["cut", &victim_arg]),
+        }
         let tf = Instant::now();
         let mut recovered = None;
         while child.try_wait().unwrap().is_none() && tf.elapsed() < Duration::from_secs(120) {
@@ -245,7 +358,7 @@ fn main() {
             recovered.map_or("-".into(), |r| format!("{r:.1}")),
             t0.elapsed().as_secs_f64()
         );
-        if fault == "cut" {
+        if fault == "cut engine link" {
             fleet.sh(&["mend", &victim_arg]);
         }
     }

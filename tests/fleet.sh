@@ -22,6 +22,8 @@
 # with --bridge none deletes the host's docker0; these engines never run there.
 set -euo pipefail
 cmd=$1 tag=$2 dir=$3 net=$4
+# Teardown unmounts and deletes under DIR: it must be an absolute path of its own.
+case $dir in /?*/?*) ;; *) echo "fleet.sh: DIR must be an absolute path below a folder: $dir" >&2; exit 2 ;; esac
 hub=${tag}hub
 rootif=${tag}r
 

@@ -212,8 +212,9 @@ impl KubeSandbox {
         Ok(())
     }
 
-    /// With `--image-pull-policy Never`, some Ready node must hold the image
-    /// (nodes list their images); the error names the nodes that lack it.
+    /// With `--image-pull-policy Never`, every Ready node must hold the image
+    /// (a pod may land on any; nodes list their images); the error names
+    /// the nodes that lack it.
     pub(super) async fn check_image(&self, spec: &RunSpec) -> Result<(), SandboxError> {
         if self.pull != PullPolicy::Never {
             return Ok(());
@@ -239,7 +240,7 @@ impl KubeSandbox {
             })
             .filter_map(|n| n.metadata.name.clone())
             .collect();
-        if !nodes.is_empty() && lacking.len() == nodes.len() {
+        if !lacking.is_empty() {
             return Err(SandboxError::ImageMissing {
                 image: spec.image.clone(),
                 engine: format!("nodes {}", lacking.join(", ")),
