@@ -104,12 +104,7 @@ impl Drop for Cluster {
     }
 }
 
-const KUBE: [&str; 4] = [
-    "--backend",
-    "kubernetes",
-    "--image-pull-policy",
-    "never",
-];
+const KUBE: [&str; 4] = ["--backend", "kubernetes", "--image-pull-policy", "never"];
 
 /// The cluster, or why there is none.
 fn cluster(bin: &Path) -> Result<Cluster, String> {
@@ -320,9 +315,14 @@ fn main() {
             .arg(&out);
         match (&cluster, fault) {
             (Ok(k), "kill Kubernetes node") => {
-                c.env("KUBECONFIG", k.kubeconfig())
-                    .args(KUBE)
-                    .args(["--cpus", "0.5", "--jobs", "4", "--retries", "4"]);
+                c.env("KUBECONFIG", k.kubeconfig()).args(KUBE).args([
+                    "--cpus",
+                    "0.5",
+                    "--jobs",
+                    "4",
+                    "--retries",
+                    "4",
+                ]);
             }
             _ => {
                 c.args(["--engine", &format!("{}#slots=2", fleet.url(1))])

@@ -185,7 +185,7 @@ fn a_cut_link_is_noticed_within_the_heartbeat_and_its_tasks_run_elsewhere() {
 #[test]
 fn a_tls_engine_takes_only_clients_with_its_certificates() {
     let _one = serial();
-    let fleet = start_fleet(1, &[1]);
+    let fleet = start_fleet(2, &[1]);
     let label = common::test_label("fleet-tls");
     let ws = common::workspace(&[("a.txt", "x\n")]);
     let exec = |extra: &[String]| {
@@ -221,7 +221,32 @@ fn a_tls_engine_takes_only_clients_with_its_certificates() {
     let stderr = String::from_utf8_lossy(&m.stderr);
     assert_eq!(m.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
-    assert!(fleet.containers_with(1, &label).is_empty());
+    // One batch over a TLS engine and a plain one (`#tls=off`), exact.
+    let d = tempfile::tempdir().unwrap();
+    let want = tasks(d.path(), 8, 0.5);
+    let engines = [
+        format!("{}#slots=1", fleet.tls_url(1)),
+        format!("{}#slots=1&tls=off", fleet.url(2)),
+    ];
+    let tls = fleet.tls_args();
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let out = batch(d.path(), &label, &engines, &tls).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = results(d.path());
+    assert_exact(&got, &want);
+    let on: std::collections::HashSet<&str> = got
+        .iter()
+        .map(|r| r["record"]["engine"].as_str().unwrap())
+        .collect();
+    assert_eq!(on.len(), 2, "both engines ran tasks: {on:?}");
+    for i in [1, 2] {
+        assert!(fleet.containers_with(i, &label).is_empty(), "left on {i}");
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! An engine is named by a URL: `unix:///path/docker.sock`, or
 //! `tcp://host:port` (plain, or mutual TLS when certificates are given).
 //! `#slots=N` after it sets how many runs it takes at once (default: its CPU
-//! count). Without `--engine`, `DOCKER_HOST` is honoured the way the docker
+//! count); `#tls=off` keeps one TCP engine plain when certificates are
+//! given for the others (`#slots=2&tls=off` for both). Without `--engine`, `DOCKER_HOST` is honoured the way the docker
 //! CLI does (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`), and without
 //! that, the local socket.
 
@@ -184,28 +185,34 @@ fn resolve_tls(
     }))
 }
 
-/// Reads one engine URL (`unix:///path`, `tcp://host:port`, `#slots=N`).
+/// Reads one engine URL (`unix:///path`, `tcp://host:port`, then
+/// optionally `#slots=N`, `#tls=off` or both joined by `&`).
 pub fn parse(url: &str, tls: Option<&TlsFiles>) -> Result<EngineSpec, SandboxError> {
     let bad = |why: &str| {
         SandboxError::Settings(format!(
-            "invalid engine {url:?}: {why} (use unix:///path/docker.sock or tcp://host:port, optionally #slots=N)"
+            "invalid engine {url:?}: {why} (use unix:///path/docker.sock or tcp://host:port, optionally #slots=N, #tls=off or #slots=N&tls=off)"
         ))
     };
     let (addr, fragment) = match url.split_once('#') {
         Some((a, f)) => (a, Some(f)),
         None => (url, None),
     };
-    let slots = match fragment {
-        None => None,
-        Some(f) => {
-            let n = f
-                .strip_prefix("slots=")
-                .and_then(|n| n.parse::<usize>().ok())
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| bad("slots must be #slots=N with N from 1 to 1024"))?;
-            Some(n)
+    let mut slots = None;
+    let mut plain = false;
+    for option in fragment.into_iter().flat_map(|f| f.split('&')) {
+        match option.split_once('=') {
+            Some(("slots", n)) => {
+                slots = Some(
+                    n.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .ok_or_else(|| bad("slots must be #slots=N with N from 1 to 1024"))?,
+                )
+            }
+            Some(("tls", "off")) => plain = true,
+            _ => return Err(bad(&format!("unknown option {option:?}"))),
         }
-    };
+    }
     let address = if let Some(path) = addr.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(bad("a unix socket path must be absolute"));
@@ -223,7 +230,7 @@ pub fn parse(url: &str, tls: Option<&TlsFiles>) -> Result<EngineSpec, SandboxErr
         return Err(bad("unknown scheme"));
     };
     let tls = match address {
-        Address::Tcp(_) => tls.cloned(),
+        Address::Tcp(_) if !plain => tls.cloned(),
         _ => None,
     };
     Ok(EngineSpec {
@@ -302,6 +309,22 @@ mod tests {
         // Unix sockets never use TLS.
         let u = engines(&["unix:///s".into()], &TlsFlags::default(), env).unwrap();
         assert!(u[0].tls.is_none());
+    }
+
+    #[test]
+    fn one_invocation_mixes_tls_and_plain_engines() {
+        let all = TlsFlags {
+            ca: Some("ca.pem".into()),
+            cert: Some("cert.pem".into()),
+            key: Some("key.pem".into()),
+        };
+        let urls = ["tcp://a:2376".into(), "tcp://b:2375#slots=2&tls=off".into()];
+        let e = engines(&urls, &all, no_env).unwrap();
+        assert!(e[0].tls.is_some());
+        assert_eq!((e[1].tls.is_none(), e[1].slots), (true, Some(2)));
+        assert_eq!(e[1].name(), "tcp://b:2375");
+        assert!(parse("tcp://h:1#tls=on", None).is_err());
+        assert!(parse("tcp://h:1#tls=off&slots=x", None).is_err());
     }
 
     #[tokio::test]
