@@ -52,6 +52,9 @@ pub enum Command {
     /// Build and manage sandbox images.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Prove, on this host, each guarantee of the sandbox as configured (memory, processes,
+    /// timeout, network, read-only root, privileges, environment, output, clean-up).
+    Doctor(DoctorArgs),
     /// Kubernetes: prepare a namespace for runs.
     #[command(subcommand)]
     Kube(KubeCommand),
@@ -284,6 +287,17 @@ pub enum ImagesCommand {
         #[command(flatten)]
         engines: EngineArgs,
     },
+}
+
+/// `autodev doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the findings as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The sandbox to examine: the flags a run would get.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 /// `autodev kube ...`.

@@ -3,7 +3,8 @@
 //!
 //! Module map:
 //! - [`config`]: limits and settings, validated once.
-//! - [`sandbox`]: the `Sandbox` trait, the Docker executor, a fake for tests.
+//! - [`sandbox`]: the `Sandbox` trait, the Docker and Kubernetes executors, a fake for tests.
+//! - [`doctor`]: proving each guarantee of the sandbox on this host.
 //! - [`workspace`]: the host folder: copy manifest, tar stream, context, export.
 //! - [`images`]: building the sandbox images from `images/*/Dockerfile`.
 
@@ -12,6 +13,7 @@ pub mod app;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod images;
 pub mod model;
 pub mod patch;

@@ -102,6 +102,7 @@ fn kubernetes_backend_on_a_real_two_node_cluster() {
 
     verdicts(&cluster);
     lockdown(&cluster);
+    doctor(&cluster);
     bad_settings(&cluster);
     batch_over_both_nodes(&cluster);
     node_killed_mid_batch(&cluster);
@@ -224,6 +225,47 @@ fn lockdown(cluster: &Cluster) {
     );
     assert!(text.len() < 70 * 1024, "output bounded: {}", text.len());
     no_pod_left(cluster, &label);
+}
+
+/// The doctor tells this cluster's two gaps apart from what holds: no
+/// per-pod process limit, no policy-enforcing network plugin.
+fn doctor(cluster: &Cluster) {
+    let out = autodev(cluster)
+        .args([
+            "doctor",
+            "--json",
+            "--backend",
+            "kubernetes",
+            "--image-pull-policy",
+            "never",
+        ])
+        .args(["--image", &common::image()])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    let status = |check: &str| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == check)
+            .map(|f| f["status"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    for (check, want) in [
+        ("process limit", "broken"),
+        ("no network", "broken"),
+        ("memory limit", "held"),
+        ("wall-clock limit", "held"),
+        ("read-only root", "held"),
+        ("privileges", "held"),
+        ("output limit", "held"),
+        ("no leftovers", "held"),
+    ] {
+        assert_eq!(status(check), want, "{check}: {v}");
+    }
 }
 
 fn bad_settings(cluster: &Cluster) {

@@ -1,9 +1,10 @@
 //! Top-level wiring: builds the real parts for each subcommand, runs them and
 //! maps the result to an exit code. The only place `anyhow` is used.
 //!
-//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `images.rs`, `kube.rs`.
+//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `images.rs`, `kube.rs`, `doctor.rs`.
 
 mod batch;
+mod doctor;
 mod exec;
 mod images;
 mod kube;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let engines = match &cli.command {
         Command::Run(a) => a.sandbox.engines.clone(),
         Command::Exec(a) => a.sandbox.engines.clone(),
+        Command::Doctor(a) => a.sandbox.engines.clone(),
         Command::Batch(a) => a.sandbox.engines.clone(),
         Command::Images(
             crate::cli::ImagesCommand::Build { engines, .. }
@@ -48,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Batch(args) => batch::batch_cmd(args, &cancel, &kill).await,
         Command::Run(args) => run::run_cmd(*args, &cancel).await,
         Command::Exec(args) => exec::exec_cmd(args, &cancel).await,
+        Command::Doctor(args) => doctor::doctor_cmd(args, &cancel).await,
         Command::Images(cmd) => images::images_cmd(cmd).await,
         Command::Kube(cmd) => kube::kube_cmd(cmd, &cancel).await,
         Command::Clean {

@@ -86,6 +86,14 @@ impl KubeSandbox {
         Ok(me)
     }
 
+    /// The API server's version, for messages.
+    pub async fn version(&self) -> String {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.client.apiserver_version()).await {
+            Ok(Ok(v)) => format!("API server {}", v.git_version),
+            _ => "API server version unknown".into(),
+        }
+    }
+
     pub(super) fn no_namespace(&self) -> SandboxError {
         SandboxError::Settings(format!(
             "namespace {ns} does not exist on {c}: create it with `autodev kube setup --namespace {ns}`",

@@ -112,7 +112,7 @@ impl KubeSandbox {
 
     /// The API server's address as host:port: reachable from pods of any
     /// cluster that has not denied it.
-    fn probe_target(&self) -> String {
+    pub fn probe_target(&self) -> String {
         let rest = self
             .cluster
             .split_once("://")

@@ -1,0 +1,493 @@
+//! `autodev doctor`: proves, from the host side, that the sandbox as
+//! configured keeps each of its guarantees on this host, by running small
+//! hostile workloads through the real backend and reading their verdicts.
+//! A check that cannot decide says so; it never passes by default.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Network;
+use crate::sandbox::{
+    AnySandbox, Command, Junit, NullSink, Outcome, RunSpec, Sandbox, SandboxError, Verdict,
+};
+
+/// How a guarantee fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A hostile workload tried and the sandbox stopped it.
+    Held,
+    /// A hostile workload got through.
+    Broken,
+    /// The check could not decide.
+    Unknown,
+}
+
+/// One guarantee's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// What is guaranteed.
+    pub check: &'static str,
+    /// How it fared.
+    pub status: Status,
+    /// What was seen.
+    pub detail: String,
+    /// What to do, when it did not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn held(check: &'static str, detail: impl Into<String>) -> Self {
+        Finding {
+            check,
+            status: Status::Held,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+    fn broken(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Finding {
+            check,
+            status: Status::Broken,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    fn unknown(check: &'static str, detail: impl Into<String>) -> Self {
+        Finding {
+            check,
+            status: Status::Unknown,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+}
+
+/// Label on every doctor run, so the leftover check finds only its own.
+pub const DOCTOR_LABEL: &str = "autodev.doctor";
+
+/// Where the network probes aim: addresses the host (or cluster) listens
+/// on, which a run without network must not reach.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    /// `host:port` pairs.
+    pub addrs: Vec<String>,
+}
+
+/// Runs every check against `sandbox` with the settings of `base` (image,
+/// limits, network, runtime as the user gave them).
+pub async fn examine(
+    sandbox: &AnySandbox,
+    base: &RunSpec,
+    targets: &Targets,
+    cancel: &CancellationToken,
+) -> Result<Vec<Finding>, SandboxError> {
+    let run_id = format!("{}-{:x}", std::process::id(), fastrand::u32(..));
+    let mut base = base.clone();
+    base.junit = Junit::Off;
+    base.labels.push((DOCTOR_LABEL.into(), run_id.clone()));
+    let run = |command: String, tweak: &dyn Fn(&mut RunSpec)| {
+        let mut s = base.clone();
+        s.command = Command::Shell(command);
+        tweak(&mut s);
+        async move { sandbox.run(&s, &mut NullSink, cancel).await }
+    };
+    let mut found = Vec::new();
+
+    // The image: everything else depends on the wrapper's /bin/sh and tar.
+    sandbox.preflight(&base).await?;
+    match run("true".into(), &|_| {}).await {
+        Ok(o) if o.verdict == Verdict::Passed => found.push(Finding::held(
+            "image",
+            format!(
+                "{} has /bin/sh and tar; a run copies in and passes",
+                base.image
+            ),
+        )),
+        Ok(o) => found.push(Finding::broken(
+            "image",
+            format!("`true` ended {}", o.verdict),
+            "use an image with /bin/sh and tar (images/README)",
+        )),
+        Err(e) => return Err(e),
+    }
+
+    let l = &base.limits;
+    // Memory: a balloon a quarter over the limit must be killed.
+    let balloon = l.memory + l.memory / 4;
+    let found_mem = match run(
+        format!("a=$(head -c {balloon} /dev/zero | tr '\\0' x); echo ${{#a}}"),
+        &|s| s.limits.timeout = Duration::from_secs(60),
+    )
+    .await
+    {
+        Ok(o) if o.verdict == Verdict::OomKilled => Finding::held(
+            "memory limit",
+            format!(
+                "a {balloon}-byte balloon under --memory {} was oom_killed",
+                l.memory
+            ),
+        ),
+        Ok(o) if o.verdict == Verdict::Passed => Finding::broken(
+            "memory limit",
+            format!("a process held {balloon} bytes under --memory {}", l.memory),
+            "the engine or runtime does not enforce memory limits (cgroup memory controller?)",
+        ),
+        other => Finding::unknown("memory limit", ended(&other)),
+    };
+    found.push(found_mem);
+
+    // Processes: spawning past the limit must fail.
+    let want = l.pids + 50;
+    found.push(
+        match run(
+            format!(
+                "for i in $(seq 1 {want}); do sleep 30 & done 2>/dev/null; echo spawned; ls -d /proc/[0-9]* | wc -l; kill -9 -1"
+            ),
+            &|s| s.limits.timeout = Duration::from_secs(60),
+        )
+        .await
+        {
+            Ok(o) if o.stdout.text.starts_with("spawned") => {
+                let n: u32 = o.stdout.text.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+                if n > l.pids {
+                    Finding::broken(
+                        "process limit",
+                        format!("{n} processes ran under --pids {}", l.pids),
+                        "the engine does not enforce a per-sandbox process limit (Kubernetes: the kubelet's --pod-max-pids)",
+                    )
+                } else {
+                    Finding::held("process limit", format!("{n} processes at most under --pids {}", l.pids))
+                }
+            }
+            Ok(o) if matches!(o.verdict, Verdict::Failed | Verdict::TimedOut) => Finding::held(
+                "process limit",
+                format!("spawning {want} processes under --pids {} failed ({})", l.pids, o.verdict),
+            ),
+            other => Finding::unknown("process limit", ended(&other)),
+        },
+    );
+
+    // Wall clock: a tree that ignores SIGTERM must still end, entirely.
+    found.push(
+        match run(
+            "trap '' TERM; (trap '' TERM; sleep 1000) & sleep 1000".into(),
+            &|s| s.limits.timeout = Duration::from_secs(3),
+        )
+        .await
+        {
+            Ok(o) if o.verdict == Verdict::TimedOut => Finding::held(
+                "wall-clock limit",
+                "a SIGTERM-ignoring process tree was killed at --timeout 3s",
+            ),
+            Ok(o) => Finding::broken(
+                "wall-clock limit",
+                format!(
+                    "a SIGTERM-ignoring tree under --timeout 3s ended {}",
+                    o.verdict
+                ),
+                "report this: the timeout must kill the whole sandbox",
+            ),
+            other => Finding::unknown("wall-clock limit", ended(&other)),
+        },
+    );
+
+    // Lockdown: read-only root, no capabilities, no privilege gain, no host environment.
+    let lockdown = run(
+        "touch /autodev-doctor 2>&1; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; id -u; env"
+            .into(),
+        &|_| {},
+    )
+    .await;
+    let given: Vec<&str> = base.env.iter().map(|(k, _)| k.as_str()).collect();
+    found.extend(lockdown_findings(&lockdown, &given));
+
+    // Output: a flood four times the limit is kept within the limit.
+    let flood = l.output_limit * 4;
+    found.push(
+        match run(format!("head -c {flood} /dev/zero | tr '\\0' y"), &|_| {}).await {
+            Ok(o)
+                if o.stdout.total_bytes == flood
+                    && (o.stdout.text.len() as u64) <= l.output_limit + 1024 =>
+            {
+                Finding::held(
+                    "output limit",
+                    format!("{flood} bytes written, {} kept", o.stdout.text.len()),
+                )
+            }
+            Ok(o) if o.stdout.total_bytes == flood => Finding::broken(
+                "output limit",
+                format!(
+                    "{} bytes kept of a {flood}-byte flood under --output-limit {}",
+                    o.stdout.text.len(),
+                    l.output_limit
+                ),
+                "report this: captures must stay within --output-limit",
+            ),
+            other => Finding::unknown("output limit", ended(&other)),
+        },
+    );
+
+    found.push(network(
+        &run_network(&base, targets, sandbox, cancel).await,
+        base.limits.network,
+    ));
+
+    // Nothing of any run above may be left.
+    found.push(
+        match sandbox.clean(&[(DOCTOR_LABEL.into(), run_id)]).await {
+            Ok(0) => Finding::held("no leftovers", "every sandbox of these checks was removed"),
+            Ok(n) => Finding::broken(
+                "no leftovers",
+                format!("{n} sandbox(es) of these checks were still there"),
+                "report this: every sandbox must be removed on every path",
+            ),
+            Err(e) => Finding::unknown("no leftovers", e.to_string()),
+        },
+    );
+    Ok(found)
+}
+
+fn ended(r: &Result<Outcome, SandboxError>) -> String {
+    match r {
+        Ok(o) => format!("ended {} (exit {:?})", o.verdict, o.exit_code),
+        Err(e) => format!("could not run: {e}"),
+    }
+}
+
+/// The lockdown probe's findings; `given` are the variables passed on
+/// purpose (`--env`), which are not leaks.
+fn lockdown_findings(r: &Result<Outcome, SandboxError>, given: &[&str]) -> Vec<Finding> {
+    let o = match r {
+        Ok(o) if o.verdict == Verdict::Passed => o,
+        other => {
+            return ["read-only root", "privileges", "host environment"]
+                .into_iter()
+                .map(|c| Finding::unknown(c, ended(other)))
+                .collect()
+        }
+    };
+    let text = &o.stdout.text;
+    let mut f = Vec::new();
+    f.push(if text.contains("Read-only file system") {
+        Finding::held("read-only root", "writing / failed: read-only file system")
+    } else {
+        Finding::broken(
+            "read-only root",
+            "a run wrote to /",
+            "the engine ignored the read-only root filesystem",
+        )
+    });
+    let caps_none = text.contains("CapEff:\t0000000000000000");
+    let nnp = text.contains("NoNewPrivs:\t1");
+    let root = text.lines().any(|l| l.trim() == "0");
+    f.push(if caps_none && nnp && !root {
+        Finding::held("privileges", "non-root, no capabilities, no-new-privileges")
+    } else {
+        Finding::broken(
+            "privileges",
+            format!("capabilities dropped: {caps_none}, no-new-privileges: {nnp}, root: {root}"),
+            "the engine or runtime did not apply the security settings",
+        )
+    });
+    // Variables that images set to the same values as hosts do are not leaks.
+    const COMMON: [&str; 8] = [
+        "PATH", "HOME", "LANG", "HOSTNAME", "PWD", "SHLVL", "TERM", "_",
+    ];
+    let leaked: Vec<String> = std::env::vars()
+        .filter(|(k, v)| {
+            !COMMON.contains(&k.as_str())
+                && !given.contains(&k.as_str())
+                && !k.starts_with("LC_")
+                && v.len() >= 4
+        })
+        .filter(|(k, v)| text.lines().any(|l| l == format!("{k}={v}")))
+        .map(|(k, _)| k)
+        .collect();
+    f.push(if leaked.is_empty() {
+        Finding::held(
+            "host environment",
+            "no variable of this process reached the run",
+        )
+    } else {
+        Finding::broken(
+            "host environment",
+            format!("these reached the run: {}", leaked.join(", ")),
+            "report this: only --env may pass variables",
+        )
+    });
+    f
+}
+
+/// Whether a run with the given network could reach each target, and
+/// whether one with `bridge` could (the control).
+struct Reach {
+    control: Vec<(String, bool)>,
+    under_test: Vec<(String, bool)>,
+    error: Option<String>,
+}
+
+async fn run_network(
+    base: &RunSpec,
+    targets: &Targets,
+    sandbox: &AnySandbox,
+    cancel: &CancellationToken,
+) -> Reach {
+    let probe = |addrs: &[String]| {
+        addrs
+            .iter()
+            .map(|a| {
+                let (h, p) = a.rsplit_once(':').unwrap_or((a, "0"));
+                format!("if timeout 3 bash -c 'exec 3<>/dev/tcp/{h}/{p}' 2>/dev/null; then echo 'open {a}'; else echo 'shut {a}'; fi")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut reach = Reach {
+        control: Vec::new(),
+        under_test: Vec::new(),
+        error: None,
+    };
+    if targets.addrs.is_empty() {
+        reach.error = Some("no address to probe".into());
+        return reach;
+    }
+    for (network, into) in [(Network::Bridge, 0), (base.limits.network, 1)] {
+        let mut s = base.clone();
+        s.limits.network = network;
+        s.command = Command::Shell(probe(&targets.addrs));
+        match sandbox.run(&s, &mut NullSink, cancel).await {
+            Ok(o) if o.verdict == Verdict::Passed => {
+                let seen: Vec<(String, bool)> = o
+                    .stdout
+                    .text
+                    .lines()
+                    .filter_map(|l| {
+                        l.strip_prefix("open ")
+                            .map(|a| (a.to_string(), true))
+                            .or_else(|| l.strip_prefix("shut ").map(|a| (a.to_string(), false)))
+                    })
+                    .collect();
+                if into == 0 {
+                    reach.control = seen;
+                } else {
+                    reach.under_test = seen;
+                }
+            }
+            other => {
+                reach.error = Some(format!("the probe {}", ended(&other)));
+                return reach;
+            }
+        }
+    }
+    reach
+}
+
+fn network(r: &Reach, network: Network) -> Finding {
+    const CHECK: &str = "no network";
+    if let Some(e) = &r.error {
+        return Finding::unknown(CHECK, e.clone());
+    }
+    if let Some((a, _)) = r.under_test.iter().find(|(_, open)| *open) {
+        let fix = match network {
+            Network::Bridge => "--network bridge gives runs the network: drop it".to_string(),
+            Network::None => "the backend does not isolate the network (Kubernetes: a network plugin that enforces NetworkPolicy, see `autodev kube setup`)".to_string(),
+        };
+        return Finding::broken(CHECK, format!("a run reached {a}"), fix);
+    }
+    let reachable: Vec<&str> = r
+        .control
+        .iter()
+        .filter(|(_, open)| *open)
+        .map(|(a, _)| a.as_str())
+        .collect();
+    if reachable.is_empty() {
+        Finding::unknown(
+            CHECK,
+            "even a run with --network bridge reached none of the probe addresses",
+        )
+    } else {
+        Finding::held(
+            CHECK,
+            format!(
+                "{} reachable with a network, not from a run",
+                reachable.join(", ")
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reach(control: &[bool], under: &[bool]) -> Reach {
+        let pairs = |v: &[bool]| {
+            v.iter()
+                .enumerate()
+                .map(|(i, o)| (format!("h:{i}"), *o))
+                .collect()
+        };
+        Reach {
+            control: pairs(control),
+            under_test: pairs(under),
+            error: None,
+        }
+    }
+
+    fn probe_output(text: String) -> Result<Outcome, SandboxError> {
+        use crate::sandbox::Captured;
+        let stdout = Captured {
+            total_bytes: text.len() as u64,
+            text,
+            dropped_bytes: 0,
+        };
+        Ok(Outcome::new(
+            Verdict::Passed,
+            Some(0),
+            stdout,
+            Captured::default(),
+        ))
+    }
+
+    #[test]
+    fn a_host_variable_in_the_run_is_a_leak_unless_passed_on_purpose() {
+        let (k, v) = std::env::vars()
+            .find(|(k, v)| v.len() >= 4 && !v.contains('\n') && k.starts_with("CARGO"))
+            .expect("cargo sets CARGO_* variables for tests");
+        let text = format!("touch: Read-only file system\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n1000\n{k}={v}\n");
+        let f = lockdown_findings(&probe_output(text.clone()), &[]);
+        assert_eq!(f[0].status, Status::Held);
+        assert_eq!(f[1].status, Status::Held);
+        assert_eq!(f[2].status, Status::Broken, "{:?}", f[2]);
+        assert!(f[2].detail.contains(&k));
+        let passed = lockdown_findings(&probe_output(text), &[k.as_str()]);
+        assert_eq!(passed[2].status, Status::Held);
+        let root = lockdown_findings(&probe_output("0\n".into()), &[]);
+        assert_eq!(
+            (root[0].status, root[1].status),
+            (Status::Broken, Status::Broken)
+        );
+    }
+
+    #[test]
+    fn the_network_check_needs_a_control_to_call_it_held() {
+        assert_eq!(
+            network(&reach(&[true], &[false]), Network::None).status,
+            Status::Held
+        );
+        assert_eq!(
+            network(&reach(&[true], &[true]), Network::None).status,
+            Status::Broken
+        );
+        assert_eq!(
+            network(&reach(&[false], &[false]), Network::None).status,
+            Status::Unknown
+        );
+        let b = network(&reach(&[true], &[true]), Network::Bridge);
+        assert!(b.fix.unwrap().contains("--network bridge"));
+    }
+}
