@@ -17,6 +17,19 @@ pub fn image() -> String {
     std::env::var("AUTODEV_TEST_IMAGE").unwrap_or_else(|_| config::DEFAULT_IMAGE.to_string())
 }
 
+/// The OCI runtime the suites run under: `AUTODEV_TEST_RUNTIME` (CI's
+/// second lane sets `runsc`), else the engine's default.
+pub fn runtime() -> Option<String> {
+    std::env::var("AUTODEV_TEST_RUNTIME")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
+/// Whether the suites run under gVisor, where a few things differ (see README, "gVisor").
+pub fn gvisor() -> bool {
+    runtime().as_deref() == Some("runsc")
+}
+
 /// Connects to Docker and checks the test image; panics with the reason
 /// otherwise. Tests that need Docker are `#[ignore = "needs Docker ..."]`, so
 /// a plain `cargo test` lists them as ignored (visibly, never as passed) and
@@ -56,6 +69,7 @@ pub fn spec(ws: &Path, command: &str, label: &(String, String)) -> RunSpec {
     s.labels.push(label.clone());
     s.limits = Limits {
         timeout: std::time::Duration::from_secs(60),
+        runtime: runtime(),
         ..Limits::default()
     };
     s
@@ -105,7 +119,11 @@ pub trait Sandboxed {
 impl Sandboxed for Command {
     fn sandboxed(&mut self, label: &(String, String)) -> &mut Self {
         self.args(["--image", &image()])
-            .args(["--label", &format!("{}={}", label.0, label.1)])
+            .args(["--label", &format!("{}={}", label.0, label.1)]);
+        if let Some(r) = runtime() {
+            self.args(["--runtime", &r]);
+        }
+        self
     }
 }
 

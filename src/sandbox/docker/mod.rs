@@ -57,10 +57,12 @@ pub struct DockerSandbox {
     host: std::sync::Arc<tokio::sync::OnceCell<HostFacts>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct HostFacts {
     cpus: Option<i64>,
     memory: Option<u64>,
+    /// The OCI runtimes the engine has (empty if it did not say).
+    runtimes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,13 +163,17 @@ impl DockerSandbox {
                     .alive("info", self.docker.info())
                     .await?
                     .map_err(|e| self.err("info", e))?;
+                let mut runtimes: Vec<String> =
+                    info.runtimes.unwrap_or_default().into_keys().collect();
+                runtimes.sort();
                 Ok(HostFacts {
                     cpus: info.ncpu,
                     memory: info.mem_total.and_then(|m| u64::try_from(m).ok()),
+                    runtimes,
                 })
             })
             .await
-            .copied()
+            .cloned()
     }
 
     /// The engine's CPU count, for a default number of slots.
@@ -205,6 +211,17 @@ impl DockerSandbox {
                 spec.limits.memory.to_string(),
                 format!("{total} bytes"),
             ));
+        }
+        if let Some(r) = &spec.limits.runtime {
+            if !host.runtimes.is_empty() && !host.runtimes.contains(r) {
+                return Err(SandboxError::Refused {
+                    detail: format!(
+                        "runtime {r} is not registered with {} (it has: {}); add it to the daemon's \"runtimes\" in daemon.json and reload the daemon",
+                        self.name,
+                        host.runtimes.join(", ")
+                    ),
+                });
+            }
         }
         if let Some(n) = host.cpus.filter(|n| spec.limits.cpus > *n as f64) {
             return Err(exceeds(
