@@ -604,7 +604,7 @@ async fn limits_are_applied_to_the_container() {
     assert_eq!(h.network_mode.as_deref(), Some("none"));
     assert!(h.tmpfs.unwrap()["/tmp"].contains(&format!("size={}", 8 << 20)));
     assert_eq!(h.runtime, common::runtime().or(h.runtime.clone()));
-    let _ = sb.clean(&[label.clone()]).await;
+    let _ = sb.clean(std::slice::from_ref(&label)).await;
     common::assert_no_leak(&label);
 }
 
