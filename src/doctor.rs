@@ -209,6 +209,31 @@ pub async fn examine(
     let given: Vec<&str> = base.env.iter().map(|(k, _)| k.as_str()).collect();
     found.extend(lockdown_findings(&lockdown, &given));
 
+    // Namespaces: a new user namespace hands the code capabilities over
+    // kernel code that is otherwise out of its reach (a common exploit path).
+    found.push(
+        match run("unshare -U true 2>&1 && echo made-userns".into(), &|_| {}).await {
+            Ok(o) if o.stdout.text.contains("made-userns") => {
+                if l.runtime.as_deref() == Some("runsc") {
+                    Finding::held(
+                        "user namespaces",
+                        "created, but inside gVisor's own kernel, not the host's",
+                    )
+                } else {
+                    Finding::broken(
+                        "user namespaces",
+                        "a run created a user namespace",
+                        "the engine's seccomp profile allows unshare (Podman's default does): use Docker, or a profile that denies it",
+                    )
+                }
+            }
+            Ok(o) if o.verdict == Verdict::Failed => {
+                Finding::held("user namespaces", "creating a user namespace failed")
+            }
+            other => Finding::unknown("user namespaces", ended(&other)),
+        },
+    );
+
     // Output: a flood four times the limit is kept within the limit.
     let flood = l.output_limit * 4;
     found.push(

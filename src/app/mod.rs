@@ -263,7 +263,8 @@ mod tests {
             code(
                 SandboxError::Unreachable {
                     engine: "e".into(),
-                    detail: "x".into()
+                    detail: "x".into(),
+                    hint: "h".into(),
                 }
                 .into()
             ),

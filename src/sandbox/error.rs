@@ -10,12 +10,14 @@ use crate::workspace::WorkspaceError;
 #[non_exhaustive]
 pub enum SandboxError {
     /// The engine did not answer.
-    #[error("cannot reach the container engine {engine} ({detail}): start it (e.g. `systemctl start docker`), or pick another with --engine or DOCKER_HOST")]
+    #[error("cannot reach the container engine {engine} ({detail}): {hint}")]
     Unreachable {
         /// Which engine.
         engine: String,
         /// What the connection attempt said.
         detail: String,
+        /// What to do about it.
+        hint: String,
     },
     /// The Kubernetes cluster did not answer.
     #[error("cannot reach the Kubernetes cluster {cluster} ({detail}): check that it is up and that KUBECONFIG points to it")]
@@ -107,6 +109,10 @@ pub enum SandboxError {
     NotStarted,
 }
 
+/// What to do about a Docker engine that does not answer.
+pub const START_DOCKER: &str =
+    "start it (e.g. `systemctl start docker`), or pick another with --engine or DOCKER_HOST";
+
 impl SandboxError {
     /// Whether the error is in what the user asked for (exit code 2), not
     /// in the infrastructure.
@@ -175,6 +181,7 @@ mod tests {
             SandboxError::Unreachable {
                 engine: "e".into(),
                 detail: "d".into(),
+                hint: START_DOCKER.into(),
             },
             SandboxError::Settings("s".into()),
             SandboxError::image_missing("autodev/python:latest", "e"),

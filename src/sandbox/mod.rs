@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::report::junit::TestReport;
 pub use any::AnySandbox;
 pub use capture::{Capture, Captured};
-pub use error::SandboxError;
+pub use error::{SandboxError, START_DOCKER};
 pub use wrapper::Command;
 
 use crate::config::Limits;

@@ -1,12 +1,14 @@
 //! Which Docker engines to use and how to reach them.
 //!
 //! An engine is named by a URL: `unix:///path/docker.sock`, or
-//! `tcp://host:port` (plain, or mutual TLS when certificates are given).
+//! `tcp://host:port` (plain, or mutual TLS when certificates are given), or
+//! `podman`: Podman's API socket (rootful `/run/podman/podman.sock`, or the
+//! user's own under `$XDG_RUNTIME_DIR` when not root).
 //! `#slots=N` after it sets how many runs it takes at once (default: its CPU
 //! count); `#tls=off` keeps one TCP engine plain when certificates are
 //! given for the others (`#slots=2&tls=off` for both). Without `--engine`, `DOCKER_HOST` is honoured the way the docker
-//! CLI does (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`), and without
-//! that, the local socket.
+//! CLI does (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`), then Podman's
+//! `CONTAINER_HOST`, and without either, the local socket.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +54,8 @@ pub struct EngineSpec {
     pub slots: Option<usize>,
     /// Mutual TLS (TCP only).
     pub tls: Option<TlsFiles>,
+    /// Named as Podman's (for the hint when it does not answer).
+    pub podman: bool,
 }
 
 impl EngineSpec {
@@ -61,6 +65,7 @@ impl EngineSpec {
             address: Address::Local,
             slots: None,
             tls: None,
+            podman: false,
         }
     }
 
@@ -78,10 +83,23 @@ impl EngineSpec {
     /// [`CONNECT_TIMEOUT`] if nobody answers.
     pub(super) async fn connect(&self) -> Result<Docker, SandboxError> {
         let name = self.name();
+        let hint = match (&self.address, self.podman) {
+            (Address::Unix(p), true) => format!(
+                "start Podman's API service: `podman system service --time=0 unix://{}` (or `systemctl start podman.socket`; as a user, `systemctl --user start podman.socket`)",
+                p.display()
+            ),
+            _ => super::super::START_DOCKER.to_string(),
+        };
         let unreachable = |detail: String| SandboxError::Unreachable {
             engine: name.clone(),
             detail,
+            hint: hint.clone(),
         };
+        if let (Address::Unix(p), true) = (&self.address, self.podman) {
+            if !p.exists() {
+                return Err(unreachable(format!("no socket at {}", p.display())));
+            }
+        }
         let timeout = REQUEST_TIMEOUT.as_secs();
         let v = bollard::API_DEFAULT_VERSION;
         let docker = match (&self.address, &self.tls) {
@@ -134,13 +152,38 @@ pub fn engines(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<EngineSpec>, SandboxError> {
     let tls = resolve_tls(tls, &env)?;
+    let podman_socket = || match env("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        // Not root: the user's own service.
+        Some(dir) if not_root() => format!("unix://{dir}/podman/podman.sock"),
+        _ => "unix:///run/podman/podman.sock".to_string(),
+    };
+    let read = |url: &str, podman: bool| {
+        let (named, url) = match url.split_once('#') {
+            Some(("podman", rest)) => (true, format!("{}#{rest}", podman_socket())),
+            None if url == "podman" => (true, podman_socket()),
+            _ => (false, url.to_string()),
+        };
+        parse(&url, tls.as_ref()).map(|e| EngineSpec {
+            podman: podman || named,
+            ..e
+        })
+    };
     if urls.is_empty() {
-        return Ok(vec![match env("DOCKER_HOST").filter(|h| !h.is_empty()) {
-            Some(h) => parse(&h, tls.as_ref())?,
-            None => EngineSpec::local(),
-        }]);
+        if let Some(h) = env("DOCKER_HOST").filter(|h| !h.is_empty()) {
+            return Ok(vec![read(&h, false)?]);
+        }
+        if let Some(h) = env("CONTAINER_HOST").filter(|h| !h.is_empty()) {
+            return Ok(vec![read(&h, true)?]);
+        }
+        return Ok(vec![EngineSpec::local()]);
     }
-    urls.iter().map(|u| parse(u, tls.as_ref())).collect()
+    urls.iter().map(|u| read(u, false)).collect()
+}
+
+/// Whether this process runs as a user other than root.
+fn not_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() != 0 }
 }
 
 /// Certificates from the flags (all three, or none), else from
@@ -237,6 +280,7 @@ pub fn parse(url: &str, tls: Option<&TlsFiles>) -> Result<EngineSpec, SandboxErr
         address,
         slots,
         tls,
+        podman: false,
     })
 }
 
@@ -312,6 +356,31 @@ mod tests {
     }
 
     #[test]
+    fn podman_is_named_by_keyword_or_container_host() {
+        let e = engines(&["podman#slots=2".into()], &TlsFlags::default(), no_env).unwrap();
+        assert!(e[0].podman);
+        assert_eq!(e[0].slots, Some(2));
+        assert!(matches!(&e[0].address, Address::Unix(p) if p.ends_with("podman/podman.sock")));
+        let env = |k: &str| (k == "CONTAINER_HOST").then(|| "unix:///tmp/p.sock".to_string());
+        let c = engines(&[], &TlsFlags::default(), env).unwrap();
+        assert_eq!(
+            (c[0].podman, &c[0].address),
+            (true, &Address::Unix("/tmp/p.sock".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_podman_socket_says_how_to_start_the_service() {
+        let e = engines(&["podman".into()], &TlsFlags::default(), |k| {
+            (k == "XDG_RUNTIME_DIR").then(|| "/nonexistent".to_string())
+        })
+        .unwrap();
+        let err = e[0].connect().await.unwrap_err().to_string();
+        assert!(err.contains("podman system service"), "{err}");
+        assert!(!err.contains("systemctl start docker"), "{err}");
+    }
+
+    #[test]
     fn one_invocation_mixes_tls_and_plain_engines() {
         let all = TlsFlags {
             ca: Some("ca.pem".into()),
@@ -330,6 +399,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_tls_file_is_a_settings_error_before_any_connection() {
         let e = EngineSpec {
+            podman: false,
             address: Address::Tcp("127.0.0.1:9".into()),
             slots: None,
             tls: Some(TlsFiles {

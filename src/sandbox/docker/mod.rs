@@ -39,7 +39,7 @@ use super::{Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, Sandbox
 use crate::workspace::Manifest;
 pub use engine::EngineSpec;
 use health::{Watchdog, HEARTBEAT_TIMEOUT};
-pub use policy::{MANAGED_LABEL, PID_LABEL, RUN_LABEL};
+pub use policy::{Flavor, MANAGED_LABEL, PID_LABEL, RUN_LABEL};
 use removal::{list_managed, remove, Removal};
 
 /// Bound on a create: a daemon that takes longer is not well, and a create
@@ -55,6 +55,8 @@ pub struct DockerSandbox {
     images: std::sync::Arc<std::sync::Mutex<HashMap<String, ImageFacts>>>,
     /// The engine host's CPU count and memory, asked once.
     host: std::sync::Arc<tokio::sync::OnceCell<HostFacts>>,
+    /// Docker or Podman.
+    flavor: Flavor,
 }
 
 #[derive(Debug, Clone)]
@@ -95,12 +97,32 @@ impl DockerSandbox {
 
     /// Connects to one engine.
     pub async fn connect_to(spec: &EngineSpec) -> Result<Self, SandboxError> {
+        let docker = spec.connect().await?;
+        // The version call names the implementation; one that does not
+        // answer it is taken for Docker.
+        let flavor = match tokio::time::timeout(HEARTBEAT_TIMEOUT, docker.version()).await {
+            Ok(Ok(v))
+                if v.components
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name.contains("Podman")) =>
+            {
+                Flavor::Podman
+            }
+            _ => Flavor::Docker,
+        };
         Ok(DockerSandbox {
-            docker: spec.connect().await?,
+            docker,
             name: spec.name(),
             images: Default::default(),
             host: Default::default(),
+            flavor,
         })
+    }
+
+    /// Docker or Podman.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
     }
 
     /// Connects to the daemon at a unix socket path.
@@ -258,6 +280,12 @@ impl DockerSandbox {
                 status_code: 400,
                 message,
             }) => return Err(SandboxError::Refused { detail: message }),
+            // Podman answers a malformed name with a server error.
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if message.contains("invalid reference format") =>
+            {
+                return Err(SandboxError::Refused { detail: message })
+            }
             Err(e) => return Err(self.err("inspect image", e)),
         };
         if let Ok(mut m) = self.images.lock() {
@@ -273,7 +301,7 @@ impl DockerSandbox {
         nonce: &str,
         report: Option<&str>,
     ) -> Result<String, SandboxError> {
-        let body = policy::container_body(spec, run_id, nonce, report);
+        let body = policy::container_body(spec, run_id, nonce, report, self.flavor);
         let opts = CreateContainerOptions {
             name: Some(format!("autodev-{run_id}")),
             ..Default::default()

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 
 use super::super::wrapper;
 use super::super::RunSpec;
@@ -18,6 +18,22 @@ pub const PID_LABEL: &str = "autodev.pid";
 /// Files per tmpfs: without a cap, millions of empty files cost kernel memory
 /// that the size limit does not see.
 const TMPFS_INODES: u32 = 65_536;
+/// Open files per process under Podman.
+pub const PODMAN_NOFILE: i64 = 4096;
+/// Processes per user under Podman (a host-wide count per uid, so far above
+/// one run's `--pids`, which the cgroup enforces).
+pub const PODMAN_NPROC: i64 = 16384;
+
+/// Which implementation of the Docker Engine API answers: they differ in
+/// the container options they accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// Docker Engine.
+    #[default]
+    Docker,
+    /// Podman's Docker-compatible service (`podman system service`).
+    Podman,
+}
 
 /// Docker's name for a network mode.
 fn network_mode(n: Network) -> &'static str {
@@ -33,14 +49,25 @@ pub(super) fn container_body(
     run_id: &str,
     nonce: &str,
     report: Option<&str>,
+    flavor: Flavor,
 ) -> ContainerCreateBody {
     let l = &spec.limits;
     let (uid, gid) = l.user.split_once(':').unwrap_or((&l.user, &l.user));
-    let tmpfs = HashMap::from([
+    let workspace_owner = match flavor {
+        Flavor::Docker => format!(",nr_inodes={TMPFS_INODES},uid={uid},gid={gid},mode=0755"),
+        // Podman 4 takes neither a file cap nor uid/gid for a tmpfs; `U`
+        // gives it to the container's user instead. The size still holds.
+        Flavor::Podman => ",mode=0755,U".to_string(),
+    };
+    let tmp_inodes = match flavor {
+        Flavor::Docker => format!(",nr_inodes={TMPFS_INODES}"),
+        Flavor::Podman => String::new(),
+    };
+    let mut tmpfs = HashMap::from([
         (
             "/workspace".to_string(),
             format!(
-                "rw,nosuid,nodev,exec,size={},nr_inodes={TMPFS_INODES},uid={uid},gid={gid},mode=0755",
+                "rw,nosuid,nodev,exec,size={}{workspace_owner}",
                 l.workspace_size
             ),
         ),
@@ -48,9 +75,19 @@ pub(super) fn container_body(
             "/tmp".to_string(),
             // `exec`: test suites run helpers they write to a temp folder, and
             // /workspace is executable anyway.
-            format!("rw,nosuid,nodev,exec,size={},nr_inodes={TMPFS_INODES},mode=1777", l.tmp_size),
+            format!(
+                "rw,nosuid,nodev,exec,size={}{tmp_inodes},mode=1777",
+                l.tmp_size
+            ),
         ),
     ]);
+    if flavor == Flavor::Podman {
+        // With a read-only root, Podman mounts writable tmpfs of its own
+        // size on /var/tmp and /run; a read-only one takes the place of the
+        // first (the second holds Podman's init, which must stay reachable),
+        // and the memory limit bounds what is written to /run.
+        tmpfs.insert("/var/tmp".into(), "ro,nosuid,nodev,noexec,size=4k".into());
+    }
     let mut labels = HashMap::from([
         (MANAGED_LABEL.to_string(), "true".to_string()),
         (RUN_LABEL.to_string(), run_id.to_string()),
@@ -77,6 +114,18 @@ pub(super) fn container_body(
             config: None,
         }),
         runtime: l.runtime.clone(),
+        // Rootful Podman raises open files and processes to 1048576 and
+        // 4194304 unless told otherwise, which fails where root may not
+        // raise limits (no CAP_SYS_RESOURCE); Docker passes on its own.
+        ulimits: (flavor == Flavor::Podman).then(|| {
+            [("nofile", PODMAN_NOFILE), ("nproc", PODMAN_NPROC)]
+                .map(|(name, n)| ResourcesUlimits {
+                    name: Some(name.into()),
+                    soft: Some(n),
+                    hard: Some(n),
+                })
+                .to_vec()
+        }),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -114,7 +163,7 @@ mod tests {
     #[test]
     fn body_is_locked_down_by_default() {
         let spec = RunSpec::new("/tmp", "true", "img");
-        let b = container_body(&spec, "r1", "n", None);
+        let b = container_body(&spec, "r1", "n", None, Flavor::Docker);
         let h = b.host_config.unwrap();
         assert_eq!(h.readonly_rootfs, Some(true));
         assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
@@ -126,5 +175,9 @@ mod tests {
         assert_eq!(b.labels.unwrap()[MANAGED_LABEL], "true");
         assert_eq!(b.env, Some(vec![]));
         assert_eq!(b.user.as_deref(), Some("1000:1000"));
+        let p = container_body(&spec, "r1", "n", None, Flavor::Podman);
+        let t = p.host_config.unwrap().tmpfs.unwrap();
+        assert!(!t["/workspace"].contains("nr_inodes") && t["/workspace"].contains("size="));
+        assert!(t["/var/tmp"].starts_with("ro,"));
     }
 }

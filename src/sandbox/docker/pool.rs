@@ -209,6 +209,7 @@ impl Sandbox for DockerPool {
                 "all are out of rotation after failures; they are tried again {}s after failing",
                 OUT_OF_ROTATION.as_secs()
             ),
+            hint: "wait, or pick other engines with --engine".into(),
         }))
     }
 

@@ -206,6 +206,9 @@ impl DockerSandbox {
 
         let (exit_code, oom) = self.exit_status(id, &lost).await?;
         let f = output.finish(sink);
+        // The engine's flag, or the cgroup's count of OOM kills (a child
+        // killed while the command lived on, on an engine without the flag).
+        let oom = oom || f.usage.and_then(|u| u.oom_kills).is_some_and(|n| n > 0);
         Ok(Outcome {
             verdict: verdict(exit_code, oom, &f),
             timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
@@ -261,14 +264,24 @@ impl DockerSandbox {
         loop {
             // The output may have ended just before a link was cut: the
             // inspect must not hang on it either.
-            let info = self
-                .guarded(
+            let info = match self
+                .watched(
                     "inspect container",
                     lost,
                     self.docker
                         .inspect_container(id, None::<InspectContainerOptions>),
                 )
-                .await?;
+                .await?
+            {
+                Ok(info) => info,
+                // Podman 4 reports states Docker's schema lacks ("stopped"):
+                // the exit code then comes from a wait, and an OOM kill from
+                // the cgroup's count, which the verdict reads too.
+                Err(BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. }) => {
+                    return Ok((self.wait(id).await?, false))
+                }
+                Err(e) => return Err(self.err("inspect container", e)),
+            };
             let state = info.state.unwrap_or_default();
             if state.running != Some(true) || waited {
                 let code = match state.exit_code {
