@@ -12,30 +12,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::fleet::Fleet;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The fleets share two cores: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `n` tasks: each sleeps `secs`, and every fourth fails (exit 1).
-fn tasks(dir: &Path, n: usize, secs: f64) -> HashMap<String, &'static str> {
-    let mut want = HashMap::new();
-    let lines: String = (0..n)
-        .map(|i| {
-            let fails = i % 4 == 0;
-            want.insert(format!("t{i}"), if fails { "failed" } else { "passed" });
-            format!(
-                "{}\n",
-                json!({"id": format!("t{i}"), "runner": format!("sleep {secs}; exit {}", u8::from(fails))})
-            )
-        })
-        .collect();
-    std::fs::write(dir.join("tasks.jsonl"), lines).unwrap();
-    want
 }
 
 fn results(dir: &Path) -> Vec<Value> {
@@ -95,7 +78,7 @@ fn a_batch_spreads_over_three_engines_and_survives_one_killed_mid_batch() {
     let fleet = start_fleet(3, &[]);
     let label = common::test_label("fleet-kill");
     let d = tempfile::tempdir().unwrap();
-    let want = tasks(d.path(), 30, 1.5);
+    let want = common::sleep_tasks(d.path(), 30, 1.5);
     let engines: Vec<String> = (1..=3)
         .map(|i| format!("{}#slots=2", fleet.url(i)))
         .collect();
@@ -138,7 +121,7 @@ fn a_cut_link_is_noticed_within_the_heartbeat_and_its_tasks_run_elsewhere() {
     let fleet = start_fleet(2, &[]);
     let label = common::test_label("fleet-cut");
     let d = tempfile::tempdir().unwrap();
-    let want = tasks(d.path(), 12, 3.0);
+    let want = common::sleep_tasks(d.path(), 12, 3.0);
     let engines: Vec<String> = (1..=2)
         .map(|i| format!("{}#slots=2", fleet.url(i)))
         .collect();
@@ -223,7 +206,7 @@ fn a_tls_engine_takes_only_clients_with_its_certificates() {
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
     // One batch over a TLS engine and a plain one (`#tls=off`), exact.
     let d = tempfile::tempdir().unwrap();
-    let want = tasks(d.path(), 8, 0.5);
+    let want = common::sleep_tasks(d.path(), 8, 0.5);
     let engines = [
         format!("{}#slots=1", fleet.tls_url(1)),
         format!("{}#slots=1&tls=off", fleet.url(2)),

@@ -29,18 +29,8 @@ rootif=${tag}r
 
 ns() { echo "${tag}h$1"; }
 
-# Runs a command in namespace $1 with the cgroup v1 hierarchies mounted
-# again (`ip netns exec` remounts /sys and loses them; dockerd needs them).
-nsrun() {
-  local n=$1; shift
-  exec ip netns exec "$n" sh -c '
-    mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup
-    for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
-      mkdir -p /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c
-    done
-    mkdir -p /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
-    exec "$@"' sh "$@"
-}
+# Runs a command in a namespace, cgroups mounted (tests/nsrun.sh).
+nsrun() { bash "$(dirname "$0")/nsrun.sh" "$@"; }
 
 # Kills every process of engine $1: those in its namespace, and the
 # containers and shims, which live in namespaces of their own but under

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::Sandboxed;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const NS: &str = "autodev";
 
@@ -318,23 +318,6 @@ fn bad_settings(cluster: &Cluster) {
     assert_eq!(code, Some(2), "more CPUs than any node: {err}");
 }
 
-/// `n` tasks: each sleeps `secs`, every fourth fails.
-fn tasks(dir: &Path, n: usize, secs: f64) -> HashMap<String, &'static str> {
-    let mut want = HashMap::new();
-    let lines: String = (0..n)
-        .map(|i| {
-            let fails = i % 4 == 0;
-            want.insert(format!("t{i}"), if fails { "failed" } else { "passed" });
-            format!(
-                "{}\n",
-                json!({"id": format!("t{i}"), "runner": format!("sleep {secs}; exit {}", u8::from(fails))})
-            )
-        })
-        .collect();
-    std::fs::write(dir.join("tasks.jsonl"), lines).unwrap();
-    want
-}
-
 fn batch(cluster: &Cluster, dir: &Path, label: &(String, String)) -> Command {
     let mut c = autodev(cluster);
     c.current_dir(dir)
@@ -377,7 +360,7 @@ fn exact(dir: &Path, want: &HashMap<String, &'static str>) -> (HashSet<String>, 
 fn batch_over_both_nodes(cluster: &Cluster) {
     let label = common::test_label("kube-batch");
     let dir = tempfile::tempdir().unwrap();
-    let want = tasks(dir.path(), 12, 1.0);
+    let want = common::sleep_tasks(dir.path(), 12, 1.0);
     let out = batch(cluster, dir.path(), &label).output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -396,7 +379,7 @@ fn batch_over_both_nodes(cluster: &Cluster) {
 fn node_killed_mid_batch(cluster: &Cluster) {
     let label = common::test_label("kube-node-kill");
     let dir = tempfile::tempdir().unwrap();
-    let want = tasks(dir.path(), 16, 3.0);
+    let want = common::sleep_tasks(dir.path(), 16, 3.0);
     let mut child = batch(cluster, dir.path(), &label).spawn().unwrap();
     // Kill node 2 once it is running some of the batch's pods.
     common::wait_until("pods run on node-2", Duration::from_secs(90), || {

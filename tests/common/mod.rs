@@ -127,6 +127,28 @@ impl Sandboxed for Command {
     }
 }
 
+/// Writes `dir/tasks.jsonl` with `n` tasks that sleep `secs`, every fourth
+/// failing (exit 1); returns the verdict each must get.
+pub fn sleep_tasks(
+    dir: &Path,
+    n: usize,
+    secs: f64,
+) -> std::collections::HashMap<String, &'static str> {
+    let mut want = std::collections::HashMap::new();
+    let lines: String = (0..n)
+        .map(|i| {
+            let fails = i % 4 == 0;
+            want.insert(format!("t{i}"), if fails { "failed" } else { "passed" });
+            format!(
+                "{}\n",
+                serde_json::json!({"id": format!("t{i}"), "runner": format!("sleep {secs}; exit {}", u8::from(fails))})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("tasks.jsonl"), lines).expect("write tasks");
+    want
+}
+
 /// The built binary.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_autodev"))

@@ -27,16 +27,7 @@ cp=$net.13
 k=$dir/k8s
 token=autodev-test-token
 
-nsrun() {
-  local n=$1; shift
-  ip netns exec "$n" sh -c '
-    mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup
-    for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
-      mkdir -p /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c
-    done
-    mkdir -p /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
-    exec "$@"' sh "$@"
-}
+nsrun() { bash "$here/../nsrun.sh" "$@"; }
 
 api() {
   curl -sf --max-time 5 --cacert "$k/ca.pem" -H "Authorization: Bearer $token" "https://$cp:6443$1"

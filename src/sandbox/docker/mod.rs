@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::ReportAt;
 use super::Junit;
-use super::{ms, new_run_id};
-use super::{Durations, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError};
+use super::{ms, new_run_id, RunClock};
+use super::{Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError};
 use crate::workspace::Manifest;
 pub use engine::EngineSpec;
 use health::{Watchdog, HEARTBEAT_TIMEOUT};
@@ -82,8 +82,7 @@ pub struct DockerPrepared {
     image_id: Option<String>,
     spec: RunSpec,
     manifest: Manifest,
-    t0: Instant,
-    create_ms: u64,
+    clock: RunClock,
 }
 
 impl DockerSandbox {
@@ -353,7 +352,7 @@ impl Sandbox for DockerSandbox {
     type Prepared = DockerPrepared;
 
     async fn prepare(&self, spec: &RunSpec) -> Result<DockerPrepared, SandboxError> {
-        let t0 = Instant::now();
+        let clock = RunClock::new();
         let manifest = super::walk(spec).await?;
         let run_id = new_run_id();
         let nonce = super::new_nonce();
@@ -372,8 +371,7 @@ impl Sandbox for DockerSandbox {
             image_id: facts.id,
             spec: spec.clone(),
             manifest,
-            create_ms: ms(t0.elapsed()),
-            t0,
+            clock: clock.created(),
         })
     }
 
@@ -390,17 +388,9 @@ impl Sandbox for DockerSandbox {
             image_id,
             spec,
             manifest,
-            t0,
-            create_ms,
+            clock,
         } = p;
-        // Time spent waiting between prepare and start (for a slot) is not the run's.
-        let waited = t0
-            .elapsed()
-            .saturating_sub(Duration::from_millis(create_ms));
-        let mut durations = Durations {
-            create_ms,
-            ..Durations::default()
-        };
+        let (mut durations, total) = clock.start();
         let mut tree = None;
         let result = if cancel.is_cancelled() {
             Err(SandboxError::Interrupted)
@@ -429,7 +419,7 @@ impl Sandbox for DockerSandbox {
             _ => removal.now().await,
         };
         durations.remove_ms = ms(t_rm.elapsed());
-        durations.total_ms = ms(t0.elapsed().saturating_sub(waited));
+        durations.total_ms = total.ms();
         if let Err(e) = &removed {
             crate::errln!(
                 "autodev: warning: could not remove container {} on {}: {e}; run `autodev clean`",

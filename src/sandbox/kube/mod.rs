@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::ReportAt;
 use super::{
-    walk, Durations, Junit, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError,
+    walk, Junit, Outcome, OutputSink, RunClock, RunRecord, RunSpec, Sandbox, SandboxError,
     CONVENTIONAL_JUNIT,
 };
 use crate::workspace::Manifest;
@@ -65,8 +65,7 @@ pub struct KubePrepared {
     report: ReportAt,
     spec: RunSpec,
     manifest: Manifest,
-    t0: Instant,
-    create_ms: u64,
+    clock: RunClock,
 }
 
 impl KubeSandbox {
@@ -85,7 +84,7 @@ impl Sandbox for KubeSandbox {
     type Prepared = KubePrepared;
 
     async fn prepare(&self, spec: &RunSpec) -> Result<KubePrepared, SandboxError> {
-        let t0 = Instant::now();
+        let clock = RunClock::new();
         let manifest = walk(spec).await?;
         let run_id = super::new_run_id();
         let nonce = super::new_nonce();
@@ -105,8 +104,7 @@ impl Sandbox for KubeSandbox {
             report,
             spec: spec.clone(),
             manifest,
-            create_ms: super::ms(t0.elapsed()),
-            t0,
+            clock: clock.created(),
         })
     }
 
@@ -122,16 +120,9 @@ impl Sandbox for KubeSandbox {
             report,
             spec,
             manifest,
-            t0,
-            create_ms,
+            clock,
         } = p;
-        let waited = t0
-            .elapsed()
-            .saturating_sub(Duration::from_millis(create_ms));
-        let mut durations = Durations {
-            create_ms,
-            ..Durations::default()
-        };
+        let (mut durations, total) = clock.start();
         let mut facts = run::Facts::default();
         let result = if cancel.is_cancelled() {
             Err(SandboxError::Interrupted)
@@ -151,7 +142,7 @@ impl Sandbox for KubeSandbox {
         let t_rm = Instant::now();
         let removed = removal.now().await;
         durations.remove_ms = super::ms(t_rm.elapsed());
-        durations.total_ms = super::ms(t0.elapsed().saturating_sub(waited));
+        durations.total_ms = total.ms();
         if let Err(e) = &removed {
             crate::errln!(
                 "autodev: warning: could not delete pod {} in {}: {e}; run `autodev clean --backend kubernetes`",
