@@ -1,5 +1,7 @@
 //! Building the sandbox images from `images/NAME/Dockerfile` through the
-//! Docker API, tagged `autodev/NAME:latest`.
+//! Docker API, tagged `autodev/NAME:latest`. The definitions are built into
+//! the binary, so an installed `autodev` needs no source tree; a folder
+//! (`--dir`, or `./images` in the source tree) takes their place when there.
 //!
 //! Each Dockerfile takes `ARG BASE`, so a host without a registry can build
 //! on a locally made base (see `scripts/offline-base.sh`). [`push`] copies
@@ -23,12 +25,12 @@ pub enum ImageError {
     #[error("no images folder at {0}: pass --dir PATH to the folder holding NAME/Dockerfile")]
     NoDir(PathBuf),
     /// The name has no Dockerfile.
-    #[error("no image named {name:?} in {dir} (available: {available})")]
+    #[error("no image named {name:?} in {place} (available: {available})")]
     Unknown {
         /// Requested name.
         name: String,
-        /// Folder searched.
-        dir: PathBuf,
+        /// Where it was looked for.
+        place: String,
         /// Names found.
         available: String,
     },
@@ -68,55 +70,121 @@ pub fn tag_for(name: &str) -> String {
     format!("autodev/{name}:latest")
 }
 
-/// The folder holding image definitions: `./images` when present, else the
-/// one shipped with the source tree this binary was built from.
-pub fn default_dir() -> PathBuf {
-    let local = PathBuf::from("images");
-    if local.join("python/Dockerfile").is_file() {
-        return local;
+/// The image definitions built into this binary: name and Dockerfile.
+const EMBEDDED: &[(&str, &str)] = &[("python", include_str!("../images/python/Dockerfile"))];
+
+/// Where image definitions come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Definitions {
+    /// A folder holding `NAME/Dockerfile` (and whatever else the build needs).
+    Dir(PathBuf),
+    /// The Dockerfiles built into this binary.
+    Embedded,
+}
+
+impl Definitions {
+    /// `--dir` when given; else `./images` when it holds definitions (the
+    /// source tree, where edits should count); else the built-in ones.
+    pub fn choose(dir: Option<PathBuf>) -> Self {
+        match dir {
+            Some(d) => Definitions::Dir(d),
+            None if Path::new("images/python/Dockerfile").is_file() => {
+                Definitions::Dir(PathBuf::from("images"))
+            }
+            None => Definitions::Embedded,
+        }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("images")
+
+    /// Names of the images defined, sorted.
+    pub fn available(&self) -> Result<Vec<String>, ImageError> {
+        let dir = match self {
+            Definitions::Embedded => {
+                let mut names: Vec<String> = EMBEDDED.iter().map(|(n, _)| n.to_string()).collect();
+                names.sort();
+                return Ok(names);
+            }
+            Definitions::Dir(dir) => dir,
+        };
+        let rd = std::fs::read_dir(dir).map_err(|_| ImageError::NoDir(dir.to_path_buf()))?;
+        let mut names: Vec<String> = rd
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("Dockerfile").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Where `name`'s definition is, for messages.
+    pub fn describe(&self, name: &str) -> String {
+        match self {
+            Definitions::Dir(dir) => dir.join(name).display().to_string(),
+            Definitions::Embedded => "the Dockerfile built into autodev".into(),
+        }
+    }
+
+    /// `name` among the definitions, or the error naming those there are.
+    pub fn check(&self, name: &str) -> Result<(), ImageError> {
+        let names = self.available()?;
+        if names.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        Err(ImageError::Unknown {
+            name: name.to_string(),
+            place: match self {
+                Definitions::Dir(d) => d.display().to_string(),
+                Definitions::Embedded => "the images built into autodev".into(),
+            },
+            available: names.join(", "),
+        })
+    }
+
+    /// The build context of `name`, as a tar.
+    fn context(&self, name: &str) -> Result<Vec<u8>, ImageError> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        let packed = match self {
+            Definitions::Dir(dir) => {
+                let folder = dir.join(name);
+                b.append_dir_all(".", &folder)
+                    .and_then(|_| b.into_inner())
+                    .map_err(|source| ImageError::Context {
+                        path: folder,
+                        source,
+                    })?
+            }
+            Definitions::Embedded => {
+                let text = EMBEDDED
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, t)| *t)
+                    .unwrap_or_default();
+                let mut header = tar::Header::new_gnu();
+                header.set_size(text.len() as u64);
+                header.set_mode(0o644);
+                header.set_cksum();
+                b.append_data(&mut header, "Dockerfile", text.as_bytes())
+                    .and_then(|_| b.into_inner())
+                    .map_err(|source| ImageError::Context {
+                        path: PathBuf::from("Dockerfile"),
+                        source,
+                    })?
+            }
+        };
+        Ok(packed)
+    }
 }
 
-/// Names of the images defined in `dir`, sorted.
-pub fn available(dir: &Path) -> Result<Vec<String>, ImageError> {
-    let rd = std::fs::read_dir(dir).map_err(|_| ImageError::NoDir(dir.to_path_buf()))?;
-    let mut names: Vec<String> = rd
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("Dockerfile").is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
-/// Builds `name` from `dir/name`, reporting build output lines to `progress`.
+/// Builds `name` from its definition, reporting build output lines to `progress`.
 pub async fn build(
     sandbox: &DockerSandbox,
-    dir: &Path,
+    defs: &Definitions,
     name: &str,
     base: Option<&str>,
     mut progress: impl FnMut(&str),
 ) -> Result<String, ImageError> {
-    let names = available(dir)?;
-    if !names.iter().any(|n| n == name) {
-        return Err(ImageError::Unknown {
-            name: name.to_string(),
-            dir: dir.to_path_buf(),
-            available: names.join(", "),
-        });
-    }
-    let folder = dir.join(name);
-    let context = {
-        let mut b = tar::Builder::new(Vec::new());
-        b.follow_symlinks(false);
-        b.append_dir_all(".", &folder)
-            .and_then(|_| b.into_inner())
-            .map_err(|source| ImageError::Context {
-                path: folder.clone(),
-                source,
-            })?
-    };
+    defs.check(name)?;
+    let context = defs.context(name)?;
     let tag = tag_for(name);
     let mut buildargs = HashMap::new();
     if let Some(base) = base {
@@ -211,5 +279,42 @@ pub async fn push(from: &DockerSandbox, to: &DockerSandbox, tag: &str) -> Result
             "the target engine does not list it after the import".into(),
         )),
         Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_definitions_match_the_source_tree_and_pack_as_a_context() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("images");
+        let here = Definitions::Dir(root.clone());
+        assert_eq!(
+            Definitions::Embedded.available().unwrap(),
+            here.available().unwrap()
+        );
+        // A definition needing more than its Dockerfile would build
+        // differently from the binary: the built-in context is the file alone.
+        for name in here.available().unwrap() {
+            let files: Vec<_> = std::fs::read_dir(root.join(&name))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(files, ["Dockerfile"], "images/{name}");
+        }
+        let ctx = Definitions::Embedded.context("python").unwrap();
+        let mut a = tar::Archive::new(&ctx[..]);
+        let mut entries = a.entries().unwrap();
+        let mut e = entries.next().unwrap().unwrap();
+        assert_eq!(e.path().unwrap().to_str(), Some("Dockerfile"));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+        assert!(text.contains("ARG BASE"));
+        let err = Definitions::Embedded
+            .check("nosuch")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("available: python"), "{err}");
     }
 }

@@ -1,13 +1,12 @@
 //! `autodev images build|push|list`.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use super::{connect, UsageError};
 use crate::cli::ImagesCommand;
-use crate::images;
+use crate::images::{self, Definitions};
 use crate::sandbox::docker::{engine, DockerSandbox};
 
 pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
@@ -19,8 +18,8 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
             quiet,
             engines,
         } => {
-            let dir = dir.unwrap_or_else(images::default_dir);
-            let names = chosen(&dir, name)?;
+            let defs = Definitions::choose(dir);
+            let names = chosen(&defs, name)?;
             let pool = connect(&engines).await?;
             let pool = pool.as_docker().ok_or_else(no_docker)?;
             // Every engine given builds its own copy: a fleet without a registry.
@@ -29,10 +28,10 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
                     crate::errln!(
                         "autodev: building {} from {} on {}",
                         images::tag_for(name),
-                        dir.join(name).display(),
+                        defs.describe(name),
                         sandbox.name()
                     );
-                    let tag = images::build(sandbox, &dir, name, base.as_deref(), |line| {
+                    let tag = images::build(sandbox, &defs, name, base.as_deref(), |line| {
                         if !quiet && !line.is_empty() {
                             crate::errln!("  {line}");
                         }
@@ -63,9 +62,9 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
                 }
                 None => DockerSandbox::connect().await?,
             };
-            let dir = dir.unwrap_or_else(images::default_dir);
+            let defs = Definitions::choose(dir);
             let mut tags = Vec::new();
-            for n in chosen(&dir, name.clone())? {
+            for n in chosen(&defs, name.clone())? {
                 let tag = images::tag_for(&n);
                 if source.has_image(&tag).await? {
                     tags.push(tag);
@@ -94,11 +93,11 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ImagesCommand::List { dir, engines } => {
-            let dir = dir.unwrap_or_else(images::default_dir);
+            let defs = Definitions::choose(dir);
             let pool = connect(&engines).await?;
             let pool = pool.as_docker().ok_or_else(no_docker)?;
             for sandbox in pool.engines() {
-                for name in images::available(&dir)? {
+                for name in defs.available()? {
                     let tag = images::tag_for(&name);
                     let state = if sandbox.has_image(&tag).await? {
                         "built"
@@ -119,15 +118,9 @@ fn no_docker() -> UsageError {
 
 /// The image names asked for (all defined ones when none); an unknown name
 /// is reported before anything says "building".
-fn chosen(dir: &Path, name: Option<String>) -> Result<Vec<String>, images::ImageError> {
-    let known = images::available(dir)?;
+fn chosen(defs: &Definitions, name: Option<String>) -> Result<Vec<String>, images::ImageError> {
     match name {
-        Some(n) if !known.contains(&n) => Err(images::ImageError::Unknown {
-            name: n,
-            dir: dir.to_path_buf(),
-            available: known.join(", "),
-        }),
-        Some(n) => Ok(vec![n]),
-        None => Ok(known),
+        Some(n) => defs.check(&n).map(|()| vec![n]),
+        None => defs.available(),
     }
 }

@@ -1,0 +1,49 @@
+//! `autodev images` through the real binary, from a folder with no
+//! `images/`: an installed binary builds from the definitions built into it.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+#[ignore = "needs Docker and the offline base image: run with --include-ignored"]
+fn an_installed_binary_builds_its_images_without_a_source_tree() {
+    let away = tempfile::tempdir().unwrap();
+    let list = Command::new(common::bin())
+        .current_dir(away.path())
+        .args(["images", "list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(
+        text.starts_with("python\tautodev/python:latest\t"),
+        "{text}"
+    );
+    let base =
+        std::env::var("AUTODEV_BASE_IMAGE").unwrap_or_else(|_| "autodev/base:bookworm".into());
+    let build = Command::new(common::bin())
+        .current_dir(away.path())
+        .args(["images", "build", "python", "--quiet", "--base", &base])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&build.stderr);
+    assert!(build.status.success(), "{err}");
+    assert!(
+        err.contains("from the Dockerfile built into autodev"),
+        "{err}"
+    );
+    assert!(err.contains("built autodev/python:latest"), "{err}");
+    let unknown = Command::new(common::bin())
+        .current_dir(away.path())
+        .args(["images", "build", "cobol"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(2), "{err}");
+    assert!(err.contains("available: python"), "{err}");
+}
