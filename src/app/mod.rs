@@ -43,7 +43,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             | crate::cli::ImagesCommand::List { engines, .. },
         )
         | Command::Clean { engines, .. } => engines.clone(),
-        Command::Kube(_) => EngineArgs::default(),
+        // What `kube setup`'s probe pods leave is cleaned where they ran.
+        Command::Kube(crate::cli::KubeCommand::Setup { namespace, .. }) => EngineArgs {
+            backend: Backend::Kubernetes,
+            namespace: Some(namespace.clone()),
+            ..EngineArgs::default()
+        },
     };
     spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()), engines);
     match cli.command {
