@@ -29,6 +29,10 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the node of a running pod is checked: a lost node shows as
 /// no error at all on the attach stream, or as its end.
 const NODE_CHECK: Duration = Duration::from_secs(2);
+/// Longest pause between two reads of a pod's status while waiting for it
+/// to run or to end: each is on the run's critical path, and the kubelet
+/// itself only looks every second.
+const POLL_MAX: Duration = Duration::from_millis(200);
 /// Buffer between the WebSocket and the readers.
 const STREAM_BUF: usize = 64 * 1024;
 
@@ -283,7 +287,7 @@ impl KubeSandbox {
                 _ = cancel.cancelled() => return Err(SandboxError::Interrupted),
                 _ = tokio::time::sleep(pause) => {}
             }
-            pause = (pause * 2).min(Duration::from_millis(500));
+            pause = (pause * 2).min(POLL_MAX);
         }
     }
 
@@ -317,7 +321,7 @@ impl KubeSandbox {
                 ));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
+            pause = (pause * 2).min(POLL_MAX);
         }
     }
 }
