@@ -115,15 +115,11 @@ impl Cluster {
 
     /// Containers of pods in `namespace` still on node `i`'s engine.
     pub fn node_containers(&self, i: usize, namespace: &str) -> Vec<String> {
-        let out = Command::new("docker")
-            .args(["-H", &self.engine(i), "ps", "-aq", "--filter"])
-            .arg(format!("label=io.kubernetes.pod.namespace={namespace}"))
-            .output()
-            .expect("docker ps runs");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        super::docker_ps(
+            Some(&self.engine(i)),
+            "-aq",
+            &format!("label=io.kubernetes.pod.namespace={namespace}"),
+        )
     }
 }
 

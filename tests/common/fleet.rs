@@ -128,16 +128,11 @@ impl Fleet {
     }
 
     fn ps(&self, i: usize, label: &(String, String), flags: &str) -> Vec<String> {
-        let out = Command::new("docker")
-            .args(["-H", &self.socket(i), "ps", flags, "--filter"])
-            .arg(format!("label={}={}", label.0, label.1))
-            .output()
-            .expect("docker ps runs");
-        assert!(out.status.success(), "docker ps on engine {i}");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        super::docker_ps(
+            Some(&self.socket(i)),
+            flags,
+            &format!("label={}={}", label.0, label.1),
+        )
     }
 }
 

@@ -75,21 +75,31 @@ pub fn spec(ws: &Path, command: &str, label: &(String, String)) -> RunSpec {
     s
 }
 
-/// Containers (any state) carrying this test label.
-pub fn containers_with(label: &(String, String)) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label={}={}", label.0, label.1),
-        ])
+/// Containers on `engine` (the default one when `None`) that match the
+/// `docker ps` filter `filter`, with `flags` (`-aq`: any state, `-q`: running).
+pub fn docker_ps(engine: Option<&str>, flags: &str, filter: &str) -> Vec<String> {
+    let mut c = Command::new("docker");
+    if let Some(e) = engine {
+        c.args(["-H", e]);
+    }
+    let out = c
+        .args(["ps", flags, "--filter", filter])
         .output()
         .expect("docker ps runs");
+    assert!(
+        out.status.success(),
+        "docker ps {engine:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// Containers (any state) carrying this test label.
+pub fn containers_with(label: &(String, String)) -> Vec<String> {
+    docker_ps(None, "-aq", &format!("label={}={}", label.0, label.1))
 }
 
 /// Panics if a container of this test is still there.
