@@ -34,6 +34,11 @@ use crate::workspace::{self, WorkspaceError};
 /// Characters of each captured stream kept in a transcript event.
 const TRANSCRIPT_OUTPUT_CHARS: usize = 4000;
 
+/// Characters of file context sent to the model, unless told otherwise.
+pub const DEFAULT_CONTEXT_CHARS: usize = 20_000;
+/// Characters of failure output sent to the model, unless told otherwise.
+pub const DEFAULT_FAILURE_CHARS: usize = 8_000;
+
 /// Settings of one `autodev run`.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -441,8 +446,8 @@ pub(super) mod tests {
             workspace: ws.to_path_buf(),
             max_iters: 3,
             sandbox: RunSpec::new(ws, "", "img"),
-            context_chars: 20_000,
-            failure_chars: 8_000,
+            context_chars: DEFAULT_CONTEXT_CHARS,
+            failure_chars: DEFAULT_FAILURE_CHARS,
             git: false,
             git_only_improving: false,
             keep_best: false,

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use results::{pass_at_k, read_results, summarize, Summary, TaskResult, TaskVerdict};
 pub use scratch::{clean_scratch, SCRATCH_PREFIX};
 
-use crate::agent::{self, AgentConfig, AgentError};
+use crate::agent::{self, AgentConfig, AgentError, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS};
 use crate::patch::{self, ApplyOptions};
 use crate::report::{Transcript, Ui, UiMode};
 use crate::sandbox::{NullSink, RunSpec, Sandbox, SandboxError};
@@ -476,8 +476,8 @@ async fn attempt_task<S: Sandbox>(
                 workspace: root.clone(),
                 max_iters: *max_iters,
                 sandbox: spec.clone(),
-                context_chars: 20_000,
-                failure_chars: 8_000,
+                context_chars: DEFAULT_CONTEXT_CHARS,
+                failure_chars: DEFAULT_FAILURE_CHARS,
                 git: false,
                 git_only_improving: false,
                 keep_best: false,

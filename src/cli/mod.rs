@@ -181,10 +181,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub model_attempts: u32,
     /// Characters of file context sent to the model.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = crate::agent::DEFAULT_CONTEXT_CHARS)]
     pub max_context_chars: usize,
     /// Characters of failure output sent to the model (head and tail kept).
-    #[arg(long, default_value_t = 8_000)]
+    #[arg(long, default_value_t = crate::agent::DEFAULT_FAILURE_CHARS)]
     pub max_failure_chars: usize,
     /// Largest file a patch may write.
     #[arg(long, default_value = "1MiB", value_parser = size("--max-file-size"))]

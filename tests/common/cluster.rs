@@ -49,18 +49,7 @@ impl Cluster {
     }
 
     fn script(&self, cmd: &str, extra: &[&str]) {
-        let out = Command::new("bash")
-            .arg(script())
-            .args([cmd, &self.tag, &self.dir.to_string_lossy(), &self.net])
-            .args(extra)
-            .output()
-            .expect("bash runs");
-        assert!(
-            out.status.success(),
-            "cluster.sh {cmd} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::host_script(&script(), cmd, (&self.tag, &self.dir, &self.net), extra);
     }
 
     /// The kubeconfig that reaches the cluster (namespace `autodev`).

@@ -37,17 +37,7 @@ impl Fleet {
     }
 
     fn script(&self, cmd: &str, extra: &[&str]) {
-        let out = Command::new("bash")
-            .arg(script())
-            .args([cmd, &self.tag, &self.dir.to_string_lossy(), &self.net])
-            .args(extra)
-            .output()
-            .expect("bash runs");
-        assert!(
-            out.status.success(),
-            "fleet.sh {cmd} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::host_script(&script(), cmd, (&self.tag, &self.dir, &self.net), extra);
     }
 
     /// `tcp://` URL of engine `i` (1-based).

@@ -159,6 +159,24 @@ pub fn sleep_tasks(
     want
 }
 
+/// Runs a test-host script (`fleet.sh`, `kube/cluster.sh`): `CMD TAG DIR NET EXTRA...`;
+/// panics with its output if it fails.
+pub fn host_script(script: &Path, cmd: &str, (tag, dir, net): (&str, &Path, &str), extra: &[&str]) {
+    let out = Command::new("bash")
+        .arg(script)
+        .args([cmd, tag, &dir.to_string_lossy(), net])
+        .args(extra)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{} {cmd} failed: {}{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The built binary.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_autodev"))

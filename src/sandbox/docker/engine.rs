@@ -13,7 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::Docker;
+use bollard::{ClientVersion, Docker};
+
+use super::Flavor;
+
+/// The local engine's socket.
+const LOCAL_SOCKET: &str = "unix:///var/run/docker.sock";
 
 use super::super::SandboxError;
 
@@ -79,9 +84,10 @@ impl EngineSpec {
         }
     }
 
-    /// Connects, negotiating the API version; fails within
-    /// [`CONNECT_TIMEOUT`] if nobody answers.
-    pub(super) async fn connect(&self) -> Result<Docker, SandboxError> {
+    /// Connects, negotiating the API version from one `/version` answer,
+    /// which also tells Docker from Podman; fails within [`CONNECT_TIMEOUT`]
+    /// if nobody answers.
+    pub(super) async fn connect(&self) -> Result<(Docker, Flavor), SandboxError> {
         let name = self.name();
         let hint = match (&self.address, self.podman) {
             (Address::Unix(p), true) => format!(
@@ -100,10 +106,48 @@ impl EngineSpec {
                 return Err(unreachable(format!("no socket at {}", p.display())));
             }
         }
+        let docker = self.client(bollard::API_DEFAULT_VERSION)?;
+        let version = match tokio::time::timeout(CONNECT_TIMEOUT, docker.version()).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        let flavor = if version
+            .components
+            .iter()
+            .flatten()
+            .any(|c| c.name.contains("Podman"))
+        {
+            Flavor::Podman
+        } else {
+            Flavor::Docker
+        };
+        // The older of the engine's API and this client's, as bollard's own
+        // negotiation picks it, without asking the engine a second time.
+        let server = version.api_version.as_deref().and_then(|v| {
+            let (major, minor) = v.split_once('.')?;
+            Some(ClientVersion {
+                major_version: major.parse().ok()?,
+                minor_version: minor.parse().ok()?,
+            })
+        });
+        match server {
+            Some(s) if s < *bollard::API_DEFAULT_VERSION => Ok((self.client(&s)?, flavor)),
+            _ => Ok((docker, flavor)),
+        }
+    }
+
+    /// A client for this engine speaking API version `v` (no I/O).
+    fn client(&self, v: &ClientVersion) -> Result<Docker, SandboxError> {
+        let name = self.name();
         let timeout = REQUEST_TIMEOUT.as_secs();
-        let v = bollard::API_DEFAULT_VERSION;
-        let docker = match (&self.address, &self.tls) {
-            (Address::Local, _) => Docker::connect_with_unix_defaults(),
+        match (&self.address, &self.tls) {
+            (Address::Local, _) => Docker::connect_with_unix(LOCAL_SOCKET, timeout, v),
             (Address::Unix(p), _) => Docker::connect_with_unix(&p.to_string_lossy(), timeout, v),
             (Address::Tcp(hp), None) => Docker::connect_with_http(hp, timeout, v),
             (Address::Tcp(hp), Some(t)) => {
@@ -120,16 +164,12 @@ impl EngineSpec {
         }
         .map_err(|e| match self.tls {
             Some(_) => SandboxError::Settings(format!("TLS set-up for {name} failed: {e}")),
-            None => unreachable(e.to_string()),
-        })?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
-            Ok(Ok(d)) => Ok(d),
-            Ok(Err(e)) => Err(unreachable(e.to_string())),
-            Err(_) => Err(unreachable(format!(
-                "no answer within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            ))),
-        }
+            None => SandboxError::Unreachable {
+                engine: name.clone(),
+                detail: e.to_string(),
+                hint: super::super::START_DOCKER.to_string(),
+            },
+        })
     }
 }
 

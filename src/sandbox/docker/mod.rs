@@ -96,20 +96,7 @@ impl DockerSandbox {
 
     /// Connects to one engine.
     pub async fn connect_to(spec: &EngineSpec) -> Result<Self, SandboxError> {
-        let docker = spec.connect().await?;
-        // The version call names the implementation; one that does not
-        // answer it is taken for Docker.
-        let flavor = match tokio::time::timeout(HEARTBEAT_TIMEOUT, docker.version()).await {
-            Ok(Ok(v))
-                if v.components
-                    .iter()
-                    .flatten()
-                    .any(|c| c.name.contains("Podman")) =>
-            {
-                Flavor::Podman
-            }
-            _ => Flavor::Docker,
-        };
+        let (docker, flavor) = spec.connect().await?;
         Ok(DockerSandbox {
             docker,
             name: spec.name(),

@@ -181,9 +181,24 @@ impl KubeSandbox {
     /// Refuses limits no Ready node can give: such a pod would wait
     /// unschedulable forever.
     pub async fn check_limits(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+        match self.ready_nodes().await? {
+            Some(nodes) => self.limits_on(&nodes, spec),
+            None => Ok(()),
+        }
+    }
+
+    /// Everything a run needs of the nodes, from one listing: the limits
+    /// fit some Ready node and, with `--image-pull-policy Never`, every
+    /// Ready node holds the image.
+    pub(super) async fn check_nodes(&self, spec: &RunSpec) -> Result<(), SandboxError> {
         let Some(nodes) = self.ready_nodes().await? else {
             return Ok(());
         };
+        self.limits_on(&nodes, spec)?;
+        self.image_on(&nodes, spec)
+    }
+
+    fn limits_on(&self, nodes: &[Node], spec: &RunSpec) -> Result<(), SandboxError> {
         if nodes.is_empty() {
             return Err(SandboxError::ClusterUnreachable {
                 cluster: self.cluster.clone(),
@@ -223,13 +238,10 @@ impl KubeSandbox {
     /// With `--image-pull-policy Never`, every Ready node must hold the image
     /// (a pod may land on any; nodes list their images); the error names
     /// the nodes that lack it.
-    pub(super) async fn check_image(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+    fn image_on(&self, nodes: &[Node], spec: &RunSpec) -> Result<(), SandboxError> {
         if self.pull != PullPolicy::Never {
             return Ok(());
         }
-        let Some(nodes) = self.ready_nodes().await? else {
-            return Ok(());
-        };
         let wanted = [spec.image.clone(), format!("docker.io/{}", spec.image)];
         let lacking: Vec<String> = nodes
             .iter()

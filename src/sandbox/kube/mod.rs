@@ -173,8 +173,7 @@ impl Sandbox for KubeSandbox {
     }
 
     async fn preflight(&self, spec: &RunSpec) -> Result<(), SandboxError> {
-        self.check_limits(spec).await?;
-        self.check_image(spec).await?;
+        self.check_nodes(spec).await?;
         // The server checks every setting (runtime class, resources,
         // security context) against its admission rules without creating anything.
         let body = pod::pod_body(
