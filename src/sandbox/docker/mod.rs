@@ -324,6 +324,14 @@ impl DockerSandbox {
                 status_code: 400,
                 message,
             }) => Err(SandboxError::Refused { detail: message }),
+            // Podman without its init (runs use one, as with Docker's --init).
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if message.contains("container-init binary not found") =>
+            {
+                Err(SandboxError::Refused {
+                    detail: format!("{message} (install Podman's init: the catatonit package)"),
+                })
+            }
             Err(e) => Err(match self.err("create container", e) {
                 SandboxError::Backend { detail, .. } => SandboxError::CreateFailed {
                     engine: self.name.clone(),
