@@ -71,7 +71,13 @@ pub fn tag_for(name: &str) -> String {
 }
 
 /// The image definitions built into this binary: name and Dockerfile.
-const EMBEDDED: &[(&str, &str)] = &[("python", include_str!("../images/python/Dockerfile"))];
+const EMBEDDED: &[(&str, &str)] = &[
+    ("go", include_str!("../images/go/Dockerfile")),
+    ("java", include_str!("../images/java/Dockerfile")),
+    ("node", include_str!("../images/node/Dockerfile")),
+    ("python", include_str!("../images/python/Dockerfile")),
+    ("rust", include_str!("../images/rust/Dockerfile")),
+];
 
 /// Where image definitions come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,6 +321,9 @@ mod tests {
             .check("nosuch")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("available: python"), "{err}");
+        assert!(
+            err.contains("available: go, java, node, python, rust"),
+            "{err}"
+        );
     }
 }

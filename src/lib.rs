@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod images;
 pub mod model;
 pub mod patch;
+pub mod profile;
 pub mod report;
 pub mod sandbox;
 pub mod workspace;
