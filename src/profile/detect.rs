@@ -6,9 +6,9 @@ use std::path::Path;
 
 use super::{Profile, Profiles};
 
-/// How deep and how wide detection looks: enough for `src/main/java/...`,
+/// How deep and how wide detection looks: enough for `src/main/java/org/x/`,
 /// bounded so a huge folder costs milliseconds, not a walk of the disk.
-const MAX_DEPTH: usize = 4;
+const MAX_DEPTH: usize = 8;
 const MAX_ENTRIES: usize = 5_000;
 
 /// What detection found.
