@@ -4,6 +4,8 @@
 //! Everything the executor enforces lives in [`Limits`]; the defaults are the
 //! locked-down ones, so forgetting a flag never loosens the sandbox.
 
+pub mod file;
+pub mod keys;
 pub mod overrides;
 
 use std::time::Duration;

@@ -1,0 +1,184 @@
+//! Every setting a configuration file or the environment may give: its name
+//! in a file (`section.key`), the command-line flag it stands for, and what
+//! a project file may do with it.
+//!
+//! A project file (`autodev.toml` in a workspace) arrives with code the user
+//! has not read, so it is treated like a batch task line: it may choose the
+//! image, the runner and the copy rules, and tighten limits, but it never
+//! chooses where code or the API key goes (engines, base URL, provider),
+//! never opens the network, never picks the runtime, never passes host
+//! environment variables in and never lets tasks loosen limits.
+
+/// What a project file may do with a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Project {
+    /// Anything a user file may.
+    Allowed,
+    /// Nothing; the text says why.
+    Forbidden(&'static str),
+    /// Only a value at most as loose as the one below it (user file or
+    /// default), compared as this kind of quantity.
+    Tighten(Measure),
+    /// Only this value.
+    Only(&'static str),
+}
+
+/// How two values of a limit compare: larger is looser for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Bytes, written like `512m`.
+    Size,
+    /// Time, written like `180s`.
+    Duration,
+    /// A plain number (cores, processes).
+    Number,
+}
+
+/// One setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// Its name in a file: `section.key`, or `key` at the top.
+    pub name: &'static str,
+    /// The command-line argument it gives a default to (clap's id: the
+    /// flag's name with `_` for `-`).
+    pub arg: &'static str,
+    /// What a project file may do with it.
+    pub project: Project,
+}
+
+const fn key(name: &'static str, arg: &'static str, project: Project) -> Key {
+    Key { name, arg, project }
+}
+
+use Measure::{Duration, Number, Size};
+use Project::{Allowed, Forbidden, Only, Tighten};
+
+const DESTINATION: &str = "it decides where your code or your API key goes";
+
+/// Every setting, in the order `config show` and `config init` list them.
+pub const KEYS: &[Key] = &[
+    key("profile", "profile", Allowed),
+    key("sandbox.image", "image", Allowed),
+    key("sandbox.cpus", "cpus", Tighten(Number)),
+    key("sandbox.memory", "memory", Tighten(Size)),
+    key("sandbox.pids", "pids", Tighten(Number)),
+    key("sandbox.timeout", "timeout", Tighten(Duration)),
+    key("sandbox.cpu_time", "cpu_time", Tighten(Duration)),
+    key("sandbox.network", "network", Only("none")),
+    key("sandbox.output_limit", "output_limit", Tighten(Size)),
+    key("sandbox.workspace_size", "workspace_size", Tighten(Size)),
+    key("sandbox.tmp_size", "tmp_size", Tighten(Size)),
+    key("sandbox.max_copy", "max_copy", Tighten(Size)),
+    key("sandbox.junit", "junit", Allowed),
+    key(
+        "sandbox.runtime",
+        "runtime",
+        Forbidden("the isolation runtime is yours to choose"),
+    ),
+    key("sandbox.user", "user", Allowed),
+    key(
+        "sandbox.env",
+        "env",
+        Forbidden("it would pass this machine's environment variables (your secrets) to the code"),
+    ),
+    key("sandbox.exclude", "exclude", Allowed),
+    key("sandbox.label", "label", Allowed),
+    key("sandbox.no_default_excludes", "no_default_excludes", Allowed),
+    key("sandbox.include_git", "include_git", Allowed),
+    key("engines.backend", "backend", Forbidden(DESTINATION)),
+    key("engines.engine", "engine", Forbidden(DESTINATION)),
+    key("engines.namespace", "namespace", Forbidden(DESTINATION)),
+    key(
+        "engines.image_pull_policy",
+        "image_pull_policy",
+        Forbidden(DESTINATION),
+    ),
+    key("engines.tls_ca", "tls_ca", Forbidden(DESTINATION)),
+    key("engines.tls_cert", "tls_cert", Forbidden(DESTINATION)),
+    key("engines.tls_key", "tls_key", Forbidden(DESTINATION)),
+    key("model.provider", "provider", Forbidden(DESTINATION)),
+    key("model.name", "model", Allowed),
+    key("model.base_url", "base_url", Forbidden(DESTINATION)),
+    key("model.timeout", "model_timeout", Allowed),
+    key("model.attempts", "model_attempts", Allowed),
+    key("model.max_reply_size", "max_reply_size", Allowed),
+    key("run.runner", "runner", Allowed),
+    key("run.max_iters", "max_iters", Allowed),
+    key("run.max_context_chars", "max_context_chars", Allowed),
+    key("run.max_failure_chars", "max_failure_chars", Allowed),
+    key("run.max_file_size", "max_file_size", Allowed),
+    key("run.keep", "keep", Allowed),
+    key("run.git", "git", Allowed),
+    key("run.git_only_improving", "git_only_improving", Allowed),
+    key("batch.jobs", "jobs", Allowed),
+    key("batch.retries", "retries", Allowed),
+    key("batch.prefetch", "prefetch", Allowed),
+    key("batch.retry_starved", "retry_starved", Allowed),
+    key(
+        "batch.allow_task_overrides",
+        "allow_task_overrides",
+        Forbidden("it would let task lines loosen your limits"),
+    ),
+];
+
+/// The fields a `[profiles.NAME]` table may hold.
+pub const PROFILE_FIELDS: &[&str] = &[
+    "image",
+    "runner",
+    "exclude",
+    "junit",
+    "prompt",
+    "markers",
+    "extensions",
+];
+
+/// The setting called `name` in a file.
+pub fn by_name(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// The sections and top-level keys a file may hold.
+pub fn sections() -> Vec<&'static str> {
+    let mut s: Vec<&str> = KEYS
+        .iter()
+        .map(|k| k.name.split_once('.').map_or(k.name, |(s, _)| s))
+        .chain(["profiles"])
+        .collect();
+    s.dedup();
+    s
+}
+
+/// The keys of `section`, without the section's name.
+pub fn in_section(section: &str) -> Vec<&'static str> {
+    KEYS.iter()
+        .filter_map(|k| k.name.split_once('.'))
+        .filter(|(s, _)| *s == section)
+        .map(|(_, k)| k)
+        .collect()
+}
+
+/// The environment variable for a setting: `AUTODEV_` and the flag's name.
+pub fn env_var(k: &Key) -> String {
+    format!("AUTODEV_{}", k.arg.to_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_args_are_unique_and_sections_listed() {
+        for (i, a) in KEYS.iter().enumerate() {
+            for b in &KEYS[i + 1..] {
+                assert_ne!(a.name, b.name);
+                assert_ne!(a.arg, b.arg);
+            }
+        }
+        assert_eq!(
+            sections(),
+            ["profile", "sandbox", "engines", "model", "run", "batch", "profiles"]
+        );
+        assert_eq!(in_section("batch")[0], "jobs");
+        assert_eq!(env_var(by_name("sandbox.max_copy").unwrap()), "AUTODEV_MAX_COPY");
+    }
+}
