@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use autodev::cli::exit;
+use autodev::cli::LoadError;
 use autodev::errln;
-use clap::Parser;
 
 fn main() -> ExitCode {
     // A bug must still end in one line, not a Rust panic message.
@@ -24,15 +24,14 @@ fn main() -> ExitCode {
             what.replace('\n', " ")
         );
     }));
-    let cli = match autodev::cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let loaded = match autodev::cli::load(&argv, &|k| std::env::var(k).ok(), &cwd) {
+        Ok(loaded) => loaded,
         // --help and --version print as clap formats them.
-        Err(e) if !e.use_stderr() => e.exit(),
+        Err(LoadError::Clap(e)) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            errln!(
-                "autodev: {}",
-                autodev::cli::one_line(&e.render().to_string())
-            );
+            errln!("autodev: {e}");
             return ExitCode::from(exit::USAGE);
         }
     };
@@ -46,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::SANDBOX);
         }
     };
-    let result = runtime.block_on(autodev::app::run(cli));
+    let result = runtime.block_on(autodev::app::run(loaded));
     // Background tasks (signal handler, stray readers) must not delay exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     let code = match result {

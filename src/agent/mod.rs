@@ -46,6 +46,9 @@ pub struct AgentConfig {
     pub task: String,
     /// Test command.
     pub runner: Command,
+    /// The profile's note on the language's layout and test conventions,
+    /// added to the rules of every request (empty: none).
+    pub conventions: String,
     /// The workspace folder on the host.
     pub workspace: PathBuf,
     /// Test-and-repair rounds at most.
@@ -317,7 +320,15 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         rules: &str,
         user: String,
     ) -> Result<String, AgentError> {
-        let messages = [Message::system(rules), Message::user(user)];
+        let system = if self.cfg.conventions.is_empty() {
+            rules.to_string()
+        } else {
+            format!(
+                "{rules}\n\nThis project's language and test conventions: {}",
+                self.cfg.conventions
+            )
+        };
+        let messages = [Message::system(&system), Message::user(user)];
         self.tr.event(
             "prompt",
             json!({"iteration": iteration, "messages": messages,
@@ -443,6 +454,7 @@ pub(super) mod tests {
         AgentConfig {
             task: "make add work".into(),
             runner: "python3 -m unittest".into(),
+            conventions: String::new(),
             workspace: ws.to_path_buf(),
             max_iters: 3,
             sandbox: RunSpec::new(ws, "", "img"),

@@ -10,18 +10,20 @@ use tokio_util::sync::CancellationToken;
 use super::UsageError;
 use crate::batch::{self, BatchConfig, TaskResult, TaskVerdict};
 use crate::cli::{exit, BatchArgs};
+use crate::profile::Profile;
 use crate::sandbox::RunSpec;
 
 pub(super) async fn batch_cmd(
     args: BatchArgs,
+    profile: &Profile,
     stop: &CancellationToken,
     kill: &CancellationToken,
 ) -> Result<ExitCode> {
     let limits = args.sandbox.limits()?;
-    let mut defaults = RunSpec::new("", "", &args.sandbox.image);
+    let mut defaults = RunSpec::new("", "", args.sandbox.image());
     defaults.limits = limits;
     defaults.env = args.sandbox.env.clone();
-    defaults.copy = args.sandbox.copy_options();
+    defaults.copy = args.sandbox.copy_options(&profile.exclude);
     defaults.labels = args.sandbox.label.clone();
     defaults.junit = args.sandbox.junit()?;
     if args.jobs == Some(0) {
@@ -39,6 +41,7 @@ pub(super) async fn batch_cmd(
         scratch: args.scratch.clone(),
         allow_task_overrides: args.allow_task_overrides,
         rerun: args.rerun.clone(),
+        conventions: profile.prompt.clone(),
     };
     // Not `is_file`: `-`-less pipes such as /dev/stdin or <(...) are fine too.
     match std::fs::metadata(&cfg.tasks) {

@@ -13,7 +13,7 @@ use crate::sandbox::{AnySandbox, RunSpec};
 pub(super) async fn doctor_cmd(args: DoctorArgs, cancel: &CancellationToken) -> Result<ExitCode> {
     let s = &args.sandbox;
     let dir = tempfile::tempdir()?;
-    let mut spec = RunSpec::new(dir.path(), "true", &s.image);
+    let mut spec = RunSpec::new(dir.path(), "true", s.image());
     spec.limits = s.limits()?;
     spec.env = s.env.clone();
     spec.labels = s.label.clone();

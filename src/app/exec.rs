@@ -7,21 +7,26 @@ use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
 use crate::cli::{exit, ExecArgs};
+use crate::profile::Profile;
 use crate::sandbox::{
     NullSink, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, StdioSink,
 };
 use crate::workspace::WorkspaceError;
 
-pub(super) async fn exec_cmd(args: ExecArgs, cancel: &CancellationToken) -> Result<ExitCode> {
+pub(super) async fn exec_cmd(
+    args: ExecArgs,
+    profile: &Profile,
+    cancel: &CancellationToken,
+) -> Result<ExitCode> {
     let limits = args.sandbox.limits()?;
     let mut spec = RunSpec::new(
         &args.workspace,
         crate::sandbox::Command::from_args(&args.command),
-        &args.sandbox.image,
+        args.sandbox.image(),
     );
     spec.limits = limits;
     spec.env = args.sandbox.env.clone();
-    spec.copy = args.sandbox.copy_options();
+    spec.copy = args.sandbox.copy_options(&profile.exclude);
     spec.labels = args.sandbox.label.clone();
     spec.junit = args.sandbox.junit()?;
     let original = match &args.rerun {

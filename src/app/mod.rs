@@ -1,9 +1,11 @@
 //! Top-level wiring: builds the real parts for each subcommand, runs them and
 //! maps the result to an exit code. The only place `anyhow` is used.
 //!
-//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `images.rs`, `kube.rs`, `doctor.rs`.
+//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `images.rs`, `kube.rs`, `doctor.rs`,
+//! `config.rs`.
 
 mod batch;
+mod config;
 mod doctor;
 mod exec;
 mod images;
@@ -16,7 +18,7 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::AgentError;
-use crate::cli::{exit, Cli, Command};
+use crate::cli::{exit, Command, Loaded, ProfileChoice};
 use crate::cli::{Backend, EngineArgs};
 use crate::config::ConfigError;
 use crate::images::ImageError;
@@ -27,11 +29,18 @@ use crate::sandbox::kube::{KubeSandbox, KubeSettings};
 use crate::sandbox::{AnySandbox, Sandbox, SandboxError};
 use crate::workspace::WorkspaceError;
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> Result<ExitCode> {
+/// Runs the command line, with every settings layer applied.
+pub async fn run(loaded: Loaded) -> Result<ExitCode> {
+    let Loaded { cli, settings } = loaded;
+    let profile = &settings.profile;
     let cancel = CancellationToken::new();
     let kill = CancellationToken::new();
     let batch = matches!(cli.command, Command::Batch(_));
+    if let (ProfileChoice::Detected(d), Command::Run(_) | Command::Exec(_)) =
+        (&settings.choice, &cli.command)
+    {
+        crate::errln!("autodev: {}", d.describe());
+    }
     let engines = match &cli.command {
         Command::Run(a) => a.sandbox.engines.clone(),
         Command::Exec(a) => a.sandbox.engines.clone(),
@@ -43,6 +52,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             | crate::cli::ImagesCommand::List { engines, .. },
         )
         | Command::Clean { engines, .. } => engines.clone(),
+        Command::Config(_) => EngineArgs::default(),
         // What `kube setup`'s probe pods leave is cleaned where they ran.
         Command::Kube(crate::cli::KubeCommand::Setup { namespace, .. }) => EngineArgs {
             backend: Backend::Kubernetes,
@@ -52,9 +62,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     };
     spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()), engines);
     match cli.command {
-        Command::Batch(args) => batch::batch_cmd(args, &cancel, &kill).await,
-        Command::Run(args) => run::run_cmd(*args, &cancel).await,
-        Command::Exec(args) => exec::exec_cmd(args, &cancel).await,
+        Command::Config(cmd) => config::config_cmd(cmd, &settings),
+        Command::Batch(args) => batch::batch_cmd(args, profile, &cancel, &kill).await,
+        Command::Run(args) => run::run_cmd(*args, profile, &cancel).await,
+        Command::Exec(args) => exec::exec_cmd(args, profile, &cancel).await,
         Command::Doctor(args) => doctor::doctor_cmd(args, &cancel).await,
         Command::Images(cmd) => images::images_cmd(cmd).await,
         Command::Kube(cmd) => kube::kube_cmd(cmd, &cancel).await,

@@ -13,20 +13,26 @@ use crate::agent::{self, AgentConfig, AgentError};
 use crate::cli::{exit, Provider, RunArgs};
 use crate::model::{AnyModel, ModelError, ModelSettings, ProviderKind, RetryPolicy};
 use crate::patch::ApplyOptions;
+use crate::profile::Profile;
 use crate::report::{Transcript, Ui, UiMode};
 use crate::sandbox::{RunSpec, Sandbox};
 use crate::workspace::{reset, WorkspaceError};
 
-pub(super) async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result<ExitCode> {
+pub(super) async fn run_cmd(
+    args: RunArgs,
+    profile: &Profile,
+    cancel: &CancellationToken,
+) -> Result<ExitCode> {
     // 1. Everything that can be checked without touching the disk or the
     //    network: flags, task, model settings (the replay file is read here).
     let limits = args.sandbox.limits()?;
     let task = read_task(&args.task)?;
-    if args.runner.trim().is_empty() {
-        return Err(UsageError(
-            "--runner is empty: give the test command, e.g. --runner \"python3 -m pytest -q\""
-                .into(),
-        )
+    let runner = args.runner.clone().unwrap_or_default();
+    if runner.trim().is_empty() {
+        return Err(UsageError(format!(
+            "--runner is empty: give the test command, e.g. --runner \"{}\"",
+            profile.runner
+        ))
         .into());
     }
     if args.force_reset && !args.reset {
@@ -73,10 +79,10 @@ pub(super) async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result
 
     // 2. The sandbox: daemon, image and a trial create with these limits,
     //    before any model call or deletion.
-    let mut spec = RunSpec::new(ws, args.runner.as_str(), &args.sandbox.image);
+    let mut spec = RunSpec::new(ws, runner.as_str(), args.sandbox.image());
     spec.limits = limits;
     spec.env = args.sandbox.env.clone();
-    spec.copy = args.sandbox.copy_options();
+    spec.copy = args.sandbox.copy_options(&profile.exclude);
     spec.labels = args.sandbox.label.clone();
     spec.junit = args.sandbox.junit()?;
     let sandbox = super::connect(&args.sandbox.engines)
@@ -129,7 +135,8 @@ pub(super) async fn run_cmd(args: RunArgs, cancel: &CancellationToken) -> Result
     let mut ui = Ui::new(mode);
     let cfg = AgentConfig {
         task,
-        runner: args.runner.as_str().into(),
+        runner: runner.as_str().into(),
+        conventions: profile.prompt.clone(),
         workspace: ws.clone(),
         max_iters: args.max_iters,
         sandbox: spec,

@@ -62,6 +62,8 @@ pub struct BatchConfig {
     pub allow_task_overrides: bool,
     /// Verdicts whose results `resume` runs again (besides `sandbox_error`).
     pub rerun: Vec<TaskVerdict>,
+    /// What the model is told of the language's conventions (a repair loop's tasks).
+    pub conventions: String,
 }
 
 /// A batch that could not run at all.
@@ -237,6 +239,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     let gate = Gate {
         slots: Arc::new(tokio::sync::Semaphore::new(jobs)),
         stop: stop.clone(),
+        conventions: Arc::from(cfg.conventions.as_str()),
     };
     let by_key: HashMap<String, Task> = if cfg.retry_starved {
         tasks
@@ -293,6 +296,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         let alone = Gate {
             slots: Arc::new(tokio::sync::Semaphore::new(1)),
             stop: stop.clone(),
+            conventions: gate.conventions.clone(),
         };
         for task in starved {
             let r = run_task(
@@ -378,14 +382,17 @@ async fn run_gated<S: Sandbox>(
     sandbox.start(prepared, &mut NullSink, kill).await
 }
 
-/// Runs one task to a result; `None` if it was interrupted.
-/// Run slots shared by a batch's tasks, and the token that stops new starts.
+/// What a batch's tasks share: run slots, the token that stops new starts,
+/// and what the model is told.
 #[derive(Clone)]
 struct Gate {
     slots: Arc<tokio::sync::Semaphore>,
     stop: CancellationToken,
+    /// The profile's conventions, told to the model of every repair loop.
+    conventions: Arc<str>,
 }
 
+/// Runs one task to a result; `None` if it was interrupted.
 async fn run_task<S: Sandbox>(
     sandbox: &S,
     task: Task,
@@ -473,6 +480,7 @@ async fn attempt_task<S: Sandbox>(
             let cfg = AgentConfig {
                 task: text.clone(),
                 runner: spec.command.clone(),
+                conventions: gate.conventions.to_string(),
                 workspace: root.clone(),
                 max_iters: *max_iters,
                 sandbox: spec.clone(),
@@ -543,6 +551,7 @@ mod tests {
             scratch: None,
             allow_task_overrides: false,
             rerun: Vec::new(),
+            conventions: String::new(),
         };
         let c = CancellationToken::new();
         let s = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())
@@ -622,6 +631,7 @@ mod tests {
             scratch: Some(d.path().join("nonexistent")),
             allow_task_overrides: false,
             rerun: Vec::new(),
+            conventions: String::new(),
         };
         let c = CancellationToken::new();
         let e = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())

@@ -7,10 +7,13 @@ use clap::{Args, Parser, Subcommand};
 use crate::config;
 use crate::sandbox::kube::PullPolicy;
 
+mod layered;
 mod parse;
 mod sandbox;
 
 use crate::batch::TaskVerdict;
+pub(crate) use layered::{built as built_command, find_arg};
+pub use layered::{load, LoadError, Loaded, Origin, ProfileChoice, Settings, Source};
 pub use parse::one_line;
 use parse::{duration, label_filter, size, verdict};
 pub use sandbox::{Backend, EngineArgs, SandboxArgs};
@@ -61,6 +64,9 @@ pub enum Command {
     /// Prove, on this host, each guarantee of the sandbox as configured (memory, processes,
     /// timeout, network, read-only root, privileges, environment, output, clean-up).
     Doctor(DoctorArgs),
+    /// Show the effective settings and where each comes from, or write a starting config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Kubernetes: prepare a namespace for runs.
     #[command(subcommand)]
     Kube(KubeCommand),
@@ -125,9 +131,10 @@ pub struct RunArgs {
     /// The task, or @FILE to read it from a file.
     #[arg(long)]
     pub task: String,
-    /// Test command, run with /bin/sh -c in the sandbox (e.g. "python3 -m pytest -q").
+    /// Test command, run with /bin/sh -c in the sandbox (e.g. "python3 -m pytest -q")
+    /// [default: the profile's].
     #[arg(long)]
-    pub runner: String,
+    pub runner: Option<String>,
     /// Workspace folder on the host (created if missing).
     #[arg(long, short = 'w', default_value = "workspace")]
     pub workspace: PathBuf,
@@ -306,6 +313,31 @@ pub struct DoctorArgs {
     pub sandbox: SandboxArgs,
 }
 
+/// `autodev config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print each setting's effective value and its source (default, profile, which file and
+    /// line, environment variable); secrets are never printed.
+    Show {
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// The project folder: where autodev.toml and the language are looked for.
+        #[arg(long, short = 'w', default_value = ".")]
+        workspace: PathBuf,
+    },
+    /// Write a commented starting file: the user's config file, or with --project an
+    /// autodev.toml in the current folder.
+    Init {
+        /// Write ./autodev.toml (only the settings a project file may hold).
+        #[arg(long)]
+        project: bool,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 /// `autodev kube ...`.
 #[derive(Debug, Subcommand)]
 pub enum KubeCommand {
@@ -364,10 +396,7 @@ mod tests {
     fn clap_errors_fit_on_one_line() {
         let e = Cli::try_parse_from(["autodev", "run"]).unwrap_err();
         let line = one_line(&e.render().to_string());
-        assert!(
-            line.contains("--task") && line.contains("--runner"),
-            "{line}"
-        );
+        assert!(line.contains("--task"), "{line}");
         assert!(!line.contains('\n') && !line.contains("Usage"), "{line}");
         let e = Cli::try_parse_from(["autodev", "exec", "--cpus", "-1", "--", "true"]);
         let a = match e.unwrap().command {

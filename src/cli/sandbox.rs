@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::parse::{duration, env_item, label_item, network, size};
-use crate::config::{self, ConfigError, Limits, Network};
+use crate::config::{self, defaults, ConfigError, Limits, Network};
 use crate::sandbox::kube::PullPolicy;
 use crate::workspace::{CopyOptions, DEFAULT_EXCLUDES};
 
@@ -54,38 +54,42 @@ pub struct SandboxArgs {
     /// Where containers run.
     #[command(flatten)]
     pub engines: EngineArgs,
-    /// Image to run in.
-    #[arg(long, default_value = config::DEFAULT_IMAGE)]
-    pub image: String,
+    /// Language profile: image, test command, copy excludes and model hints (python, node, go,
+    /// rust, java, or one a config file defines) [default: detected from the workspace].
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Image to run in [default: the profile's].
+    #[arg(long)]
+    pub image: Option<String>,
     /// CPU quota in cores.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value = defaults::CPUS, allow_negative_numbers = true)]
     pub cpus: f64,
     /// Memory limit (no swap on top), e.g. 512m.
-    #[arg(long, default_value = "512m", value_parser = size("--memory"))]
+    #[arg(long, default_value = defaults::MEMORY, value_parser = size("--memory"))]
     pub memory: u64,
     /// Maximum number of processes and threads.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value = defaults::PIDS)]
     pub pids: u32,
     /// Wall-clock limit, e.g. 180s or 3m.
-    #[arg(long, default_value = "180s", value_parser = duration("--timeout"))]
+    #[arg(long, default_value = defaults::TIMEOUT, value_parser = duration("--timeout"))]
     pub timeout: std::time::Duration,
     /// CPU time the run may use, all processes together (e.g. 60s); the wall clock still applies.
     #[arg(long, value_parser = duration("--cpu-time"))]
     pub cpu_time: Option<std::time::Duration>,
     /// Network: none (default) or bridge.
-    #[arg(long, default_value = "none", value_parser = network)]
+    #[arg(long, default_value = defaults::NETWORK, value_parser = network)]
     pub network: Network,
     /// Bytes of stdout and of stderr kept (head and tail), e.g. 1MiB.
-    #[arg(long, default_value = "1MiB", value_parser = size("--output-limit"))]
+    #[arg(long, default_value = defaults::OUTPUT_LIMIT, value_parser = size("--output-limit"))]
     pub output_limit: u64,
     /// Size of the writable /workspace tmpfs.
-    #[arg(long, default_value = "256m", value_parser = size("--workspace-size"))]
+    #[arg(long, default_value = defaults::WORKSPACE_SIZE, value_parser = size("--workspace-size"))]
     pub workspace_size: u64,
     /// Size of the writable /tmp tmpfs.
-    #[arg(long, default_value = "64m", value_parser = size("--tmp-size"))]
+    #[arg(long, default_value = defaults::TMP_SIZE, value_parser = size("--tmp-size"))]
     pub tmp_size: u64,
     /// Refuse to copy a workspace larger than this.
-    #[arg(long, default_value = "64m", value_parser = size("--max-copy"))]
+    #[arg(long, default_value = defaults::MAX_COPY, value_parser = size("--max-copy"))]
     pub max_copy: u64,
     /// JUnit XML report the test command writes, a path inside the sandbox, read after it
     /// ends for per-test results; `none` to not look. Default: the image's autodev.junit label.
@@ -96,7 +100,7 @@ pub struct SandboxArgs {
     #[arg(long, visible_alias = "runtime-class")]
     pub runtime: Option<String>,
     /// User inside the container, UID:GID (never root).
-    #[arg(long, default_value = "1000:1000")]
+    #[arg(long, default_value = defaults::USER)]
     pub user: String,
     /// Environment variable for the command, KEY=VALUE or KEY (taken from here); repeatable.
     #[arg(long = "env", short = 'e', value_parser = env_item)]
@@ -150,12 +154,22 @@ impl SandboxArgs {
         }
     }
 
-    /// What to leave out of the copy.
-    pub fn copy_options(&self) -> CopyOptions {
+    /// The image runs use.
+    pub fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or(config::DEFAULT_IMAGE)
+    }
+
+    /// What to leave out of the copy: the workspace's own defaults and the
+    /// profile's (unless --no-default-excludes), then --exclude.
+    pub fn copy_options(&self, profile: &[String]) -> CopyOptions {
         let mut excludes: Vec<String> = if self.no_default_excludes {
             Vec::new()
         } else {
-            DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect()
+            DEFAULT_EXCLUDES
+                .iter()
+                .map(|s| s.to_string())
+                .chain(profile.iter().cloned())
+                .collect()
         };
         excludes.extend(self.exclude.iter().cloned());
         CopyOptions {

@@ -118,13 +118,16 @@ impl FileLayer {
             let line = line_of(root.key(name).and_then(|k| k.span()));
             if name == "profiles" {
                 let table = item.as_table_like().ok_or_else(|| {
-                    fail(line, "profiles must be a table of [profiles.NAME] tables".into())
+                    fail(
+                        line,
+                        "profiles must be a table of [profiles.NAME] tables".into(),
+                    )
                 })?;
                 for (pname, pitem) in table.iter() {
                     let pline = line_of(table.key(pname).and_then(|k| k.span()));
-                    let t = pitem.as_table_like().ok_or_else(|| {
-                        fail(pline, format!("profiles.{pname} must be a table"))
-                    })?;
+                    let t = pitem
+                        .as_table_like()
+                        .ok_or_else(|| fail(pline, format!("profiles.{pname} must be a table")))?;
                     let patch = profile_patch(t, pname, &line_of, &fail)?;
                     layer.profiles.push((pname.to_string(), patch, pline));
                 }
@@ -134,7 +137,9 @@ impl FileLayer {
                 layer.push(k, item, line, scope, &fail)?;
                 continue;
             }
-            let Some(table) = item.as_table_like().filter(|_| keys::sections().contains(&name))
+            let Some(table) = item
+                .as_table_like()
+                .filter(|_| keys::sections().contains(&name))
             else {
                 return Err(fail(
                     line,
@@ -180,7 +185,7 @@ impl FileLayer {
             )
         })?;
         if scope == Scope::Project {
-            let user_file = user_file()
+            let user_file = user_file(&|k| std::env::var(k).ok())
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "your user config file".into());
             let elsewhere = format!(
@@ -282,11 +287,12 @@ fn profile_patch(
 
 /// The user's configuration file: `$XDG_CONFIG_HOME/autodev/config.toml`,
 /// else `~/.config/autodev/config.toml`.
-pub fn user_file() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+/// `env` reads the environment.
+pub fn user_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let base = env("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")))?;
     Some(base.join("autodev").join("config.toml"))
 }
 
@@ -318,7 +324,11 @@ mod tests {
                 ("sandbox.memory", Raw::Text("1g".into()), 4),
                 ("sandbox.cpus", Raw::Text("0.5".into()), 5),
                 ("sandbox.pids", Raw::Text("64".into()), 6),
-                ("sandbox.exclude", Raw::List(vec!["a/".into(), "b".into()]), 7),
+                (
+                    "sandbox.exclude",
+                    Raw::List(vec!["a/".into(), "b".into()]),
+                    7
+                ),
                 ("sandbox.include_git", Raw::Bool(true), 8),
                 ("run.max_iters", Raw::Text("3".into()), 10),
             ]
@@ -334,10 +344,19 @@ mod tests {
         let e = parse("[sandbox]\ncpus = 1\nmemroy = \"1g\"\n", Scope::User).unwrap_err();
         assert_eq!(e.line, 3);
         let msg = e.to_string();
-        assert!(msg.starts_with("c.toml:3: unknown key \"sandbox.memroy\"; valid in [sandbox]: image, cpus, memory"), "{msg}");
+        assert!(
+            msg.starts_with(
+                "c.toml:3: unknown key \"sandbox.memroy\"; valid in [sandbox]: image, cpus, memory"
+            ),
+            "{msg}"
+        );
         let e = parse("\n\nsandbx = 1\n", Scope::User).unwrap_err();
         assert_eq!(e.line, 3);
-        assert!(e.message.contains("valid at the top: profile, sandbox, engines"), "{e}");
+        assert!(
+            e.message
+                .contains("valid at the top: profile, sandbox, engines"),
+            "{e}"
+        );
         let e = parse("[sandbox]\nmemory = { a = 1 }\n", Scope::User).unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("must be a string"), "{e}");
@@ -345,7 +364,10 @@ mod tests {
         assert!(e.message.starts_with("not valid TOML"), "{e}");
         assert_eq!(e.line, 1);
         let e = parse("[profiles.go]\nimgae = \"x\"\n", Scope::User).unwrap_err();
-        assert!(e.message.contains("valid in a profile: image, runner"), "{e}");
+        assert!(
+            e.message.contains("valid in a profile: image, runner"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -364,6 +386,10 @@ mod tests {
             assert!(e.message.contains("remove the line"), "{e}");
             parse(text, Scope::User).unwrap();
         }
-        parse("[sandbox]\nnetwork = \"none\"\nimage = \"x\"\n", Scope::Project).unwrap();
+        parse(
+            "[sandbox]\nnetwork = \"none\"\nimage = \"x\"\n",
+            Scope::Project,
+        )
+        .unwrap();
     }
 }

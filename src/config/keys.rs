@@ -83,7 +83,11 @@ pub const KEYS: &[Key] = &[
     ),
     key("sandbox.exclude", "exclude", Allowed),
     key("sandbox.label", "label", Allowed),
-    key("sandbox.no_default_excludes", "no_default_excludes", Allowed),
+    key(
+        "sandbox.no_default_excludes",
+        "no_default_excludes",
+        Allowed,
+    ),
     key("sandbox.include_git", "include_git", Allowed),
     key("engines.backend", "backend", Forbidden(DESTINATION)),
     key("engines.engine", "engine", Forbidden(DESTINATION)),
@@ -179,6 +183,9 @@ mod tests {
             ["profile", "sandbox", "engines", "model", "run", "batch", "profiles"]
         );
         assert_eq!(in_section("batch")[0], "jobs");
-        assert_eq!(env_var(by_name("sandbox.max_copy").unwrap()), "AUTODEV_MAX_COPY");
+        assert_eq!(
+            env_var(by_name("sandbox.max_copy").unwrap()),
+            "AUTODEV_MAX_COPY"
+        );
     }
 }

@@ -13,8 +13,33 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Image used when none is given: built from `images/python`.
+/// Image used when no profile names one: built from `images/python`.
 pub const DEFAULT_IMAGE: &str = "autodev/python:latest";
+
+/// The default of each limit, as the command line writes it: the flags and
+/// [`Limits::default`] both read these.
+pub mod defaults {
+    /// `--cpus`.
+    pub const CPUS: &str = "1";
+    /// `--memory`.
+    pub const MEMORY: &str = "512m";
+    /// `--pids`.
+    pub const PIDS: &str = "256";
+    /// `--timeout`.
+    pub const TIMEOUT: &str = "180s";
+    /// `--network`.
+    pub const NETWORK: &str = "none";
+    /// `--output-limit`.
+    pub const OUTPUT_LIMIT: &str = "1MiB";
+    /// `--workspace-size`.
+    pub const WORKSPACE_SIZE: &str = "256m";
+    /// `--tmp-size`.
+    pub const TMP_SIZE: &str = "64m";
+    /// `--max-copy`.
+    pub const MAX_COPY: &str = "64m";
+    /// `--user`.
+    pub const USER: &str = "1000:1000";
+}
 
 /// A setting that cannot be used, with what to do about it.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -108,17 +133,19 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        // The texts are constants, proven to parse by a unit test.
+        let size = |what, v| parse_size(what, v).unwrap_or_default();
         Limits {
-            cpus: 1.0,
-            memory: 512 * MIB,
-            pids: 256,
-            timeout: Duration::from_secs(180),
-            output_limit: MIB,
-            network: Network::None,
-            workspace_size: 256 * MIB,
-            tmp_size: 64 * MIB,
-            max_copy_bytes: 64 * MIB,
-            user: "1000:1000".to_string(),
+            cpus: defaults::CPUS.parse().unwrap_or(1.0),
+            memory: size("--memory", defaults::MEMORY),
+            pids: defaults::PIDS.parse().unwrap_or(256),
+            timeout: parse_duration("--timeout", defaults::TIMEOUT).unwrap_or_default(),
+            output_limit: size("--output-limit", defaults::OUTPUT_LIMIT),
+            network: defaults::NETWORK.parse().unwrap_or_default(),
+            workspace_size: size("--workspace-size", defaults::WORKSPACE_SIZE),
+            tmp_size: size("--tmp-size", defaults::TMP_SIZE),
+            max_copy_bytes: size("--max-copy", defaults::MAX_COPY),
+            user: defaults::USER.to_string(),
             runtime: None,
             cpu_time: None,
         }
@@ -362,6 +389,13 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_locked_down() {
         let l = Limits::default();
+        assert_eq!(l.memory, 512 * MIB);
+        assert_eq!(l.timeout, Duration::from_secs(180));
+        assert_eq!((l.cpus, l.pids, l.output_limit), (1.0, 256, MIB));
+        assert_eq!(
+            (l.workspace_size, l.tmp_size, l.max_copy_bytes),
+            (256 * MIB, 64 * MIB, 64 * MIB)
+        );
         l.validate().unwrap();
         assert_eq!(l.network, Network::None);
         assert_ne!(l.user, "0:0");

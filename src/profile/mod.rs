@@ -21,7 +21,8 @@ pub struct Profile {
     pub image: String,
     /// Test command, run with `/bin/sh -c` in the workspace.
     pub runner: String,
-    /// Gitignore-style patterns left out of the copy (the default excludes).
+    /// Gitignore-style patterns left out of the copy, besides the workspace's
+    /// own defaults (`.git/`, `target/`, `node_modules/`, ...).
     pub exclude: Vec<String>,
     /// JUnit XML report the runner writes, if not the image's label.
     pub junit: Option<String>,
@@ -52,7 +53,7 @@ const BUILTIN: &[Builtin] = &[
         "python",
         crate::config::DEFAULT_IMAGE,
         "python3 -m pytest -q",
-        &["__pycache__/", ".venv/", ".pytest_cache/", ".mypy_cache/"],
+        &[".pytest_cache/", ".mypy_cache/", ".tox/"],
         "Python 3.11 with pytest. Put tests in test_*.py files (pytest or unittest style) next to \
          the code or under tests/; import modules by their path from the project root.",
         &["pyproject.toml", "setup.py", "setup.cfg", "requirements.txt"],
@@ -62,7 +63,7 @@ const BUILTIN: &[Builtin] = &[
         "node",
         "autodev/node:latest",
         "node --test",
-        &["node_modules/.cache/", "coverage/"],
+        &["coverage/", ".nyc_output/"],
         "Node.js 18, CommonJS unless package.json says \"type\": \"module\". Tests use the built-in \
          runner: `const test = require('node:test'); const assert = require('node:assert');` in \
          files named *.test.js (or under test/). No npm registry: only Node's standard library \
@@ -85,7 +86,7 @@ const BUILTIN: &[Builtin] = &[
         "rust",
         "autodev/rust:latest",
         "cargo test --offline",
-        &["target/"],
+        &[],
         "Rust 1.63 (edition 2021) with cargo; Cargo.toml at the root. Unit tests in #[cfg(test)] \
          modules, integration tests in tests/*.rs. No crates.io: only the standard library and \
          vendored crates.",
@@ -98,7 +99,7 @@ const BUILTIN: &[Builtin] = &[
         "mkdir -p /tmp/classes && javac -d /tmp/classes $(find . -name '*.java') && \
          java org.junit.runner.JUnitCore $(cd /tmp/classes && find . -name '*Test.class' | \
          sed 's|^\\./||; s|\\.class$||; s|/|.|g')",
-        &["target/", "build/", "*.class"],
+        &["build/", "*.class"],
         "Java 17 with JUnit 4 (org.junit.Test, org.junit.Assert), compiled with plain javac: no \
          Maven or Gradle, no other libraries. Every class whose name ends in Test is run as a \
          JUnit 4 test class; keep packages matching folders.",

@@ -1,0 +1,696 @@
+//! One settings pipeline: built-in defaults → the chosen profile → the user's
+//! file → the project's `autodev.toml` → `AUTODEV_*` variables → flags.
+//!
+//! Each layer below the flags becomes the *default* of the flag it stands
+//! for, so clap still parses every value (one parser per setting, the same
+//! messages), `--help` shows the effective defaults, and a flag given on the
+//! command line always wins. Values from files and the environment are
+//! checked by those parsers as they are read, so a bad one is reported with
+//! its file and line, not as a flag the user never typed.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use serde::Serialize;
+
+use super::{Cli, Command, ConfigCommand};
+use crate::config::file::{self, Entry, FileError, FileLayer, Raw, Scope, PROJECT_FILE};
+use crate::config::keys::{self, Key, Measure, Project};
+use crate::config::{parse_duration, parse_size};
+use crate::profile::{self, Detection, Profile, ProfileError, Profiles};
+
+/// Where a setting's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// autodev's built-in default.
+    Default,
+    /// The chosen profile.
+    Profile {
+        /// Its name.
+        name: String,
+    },
+    /// A configuration file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The line.
+        line: usize,
+    },
+    /// An environment variable.
+    Env {
+        /// Its name.
+        var: String,
+    },
+    /// The command line.
+    Flag,
+    /// Found from the workspace's files.
+    Detected {
+        /// What pointed to it, e.g. `go.mod`.
+        evidence: String,
+    },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::Profile { name } => write!(f, "profile {name}"),
+            Source::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Source::Env { var } => write!(f, "env {var}"),
+            Source::Flag => write!(f, "command line"),
+            Source::Detected { evidence } => write!(f, "detected ({evidence})"),
+        }
+    }
+}
+
+/// A setting's effective value and its source.
+#[derive(Debug, Clone, Serialize)]
+pub struct Origin {
+    /// The setting's name in a file.
+    pub key: &'static str,
+    /// Its value as text; `None` when unset.
+    pub value: Option<String>,
+    /// Where it comes from.
+    pub source: Source,
+}
+
+/// How the profile was chosen.
+#[derive(Debug, Clone)]
+pub enum ProfileChoice {
+    /// Named by a flag, a file or the environment.
+    Named(Source),
+    /// Found from the workspace's files.
+    Detected(Detection),
+    /// Nothing named or found one: the default.
+    Fallback,
+}
+
+/// The command line with every layer applied.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The parsed command line.
+    pub cli: Cli,
+    /// The profile and where every setting came from.
+    pub settings: Settings,
+}
+
+/// What the layers decided besides the command line's values.
+#[derive(Debug)]
+pub struct Settings {
+    /// The profile in effect.
+    pub profile: Profile,
+    /// How it was chosen.
+    pub choice: ProfileChoice,
+    /// Every setting's value and source, in [`keys::KEYS`] order.
+    pub origins: Vec<Origin>,
+    /// Every profile known.
+    pub profiles: Profiles,
+    /// The files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// Settings that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The command line itself (or `--help`, `--version`).
+    #[error("{}", super::one_line(&.0.render().to_string()))]
+    Clap(#[from] clap::Error),
+    /// A configuration file.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// An `AUTODEV_*` variable.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The profile.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+/// A value from one layer.
+#[derive(Debug, Clone)]
+struct Layered {
+    key: &'static Key,
+    value: Raw,
+    source: Source,
+}
+
+/// Parses `argv` with every layer applied; `env` reads the environment and
+/// `cwd` is where a project file is looked for when the command has no
+/// workspace.
+pub fn load(
+    argv: &[OsString],
+    env: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<Loaded, LoadError> {
+    // Stage one: the command line alone, for the workspace and --profile.
+    // Help and version are rendered by stage two, with the layered defaults.
+    let first = match Cli::try_parse_from(argv) {
+        Ok(cli) => Some(cli),
+        Err(e) if !e.use_stderr() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let place = first.as_ref().map(|c| place(c, cwd)).unwrap_or_default();
+    let flag_profile = first.as_ref().and_then(flag_profile);
+
+    let mut files = Vec::new();
+    let mut layers: Vec<Layered> = Vec::new();
+    let mut profiles = Profiles::default();
+    let user = match file::user_file(env) {
+        Some(p) => FileLayer::read(&p, Scope::User)?,
+        None => None,
+    };
+    let project = place
+        .project_dirs
+        .iter()
+        .map(|d| d.join(PROJECT_FILE))
+        .find(|p| p.is_file());
+    let project = match project {
+        Some(p) => FileLayer::read(&p, Scope::Project)?,
+        None => None,
+    };
+    let cmd = built();
+    for layer in [user.as_ref(), project.as_ref()].into_iter().flatten() {
+        files.push(layer.path.clone());
+        for e in &layer.entries {
+            check_value(&cmd, e.key, &e.value).map_err(|message| FileError {
+                path: layer.path.clone(),
+                line: e.line,
+                message,
+            })?;
+            layers.push(Layered {
+                key: e.key,
+                value: e.value.clone(),
+                source: Source::File {
+                    path: layer.path.clone(),
+                    line: e.line,
+                },
+            });
+        }
+        for (name, patch, line) in &layer.profiles {
+            profiles.apply(name, patch.clone()).map_err(|e| FileError {
+                path: layer.path.clone(),
+                line: *line,
+                message: e.to_string(),
+            })?;
+        }
+    }
+    if let Some(project) = &project {
+        check_tightening(&cmd, project, user.as_ref())?;
+    }
+    for key in keys::KEYS {
+        let var = keys::env_var(key);
+        let Some(text) = env(&var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let value = env_value(&cmd, key, &text);
+        check_value(&cmd, key, &value).map_err(|message| LoadError::Env {
+            var: var.clone(),
+            message,
+        })?;
+        layers.push(Layered {
+            key,
+            value,
+            source: Source::Env { var },
+        });
+    }
+
+    // The profile: a flag, else the highest layer naming one, else the
+    // workspace's files, else the default.
+    let named = flag_profile.map(|p| (p, Source::Flag)).or_else(|| {
+        layers
+            .iter()
+            .rev()
+            .find(|l| l.key.name == "profile")
+            .map(|l| (l.value.display(), l.source.clone()))
+    });
+    let (profile, choice) = match named {
+        Some((name, source)) => (profiles.get(&name)?.clone(), ProfileChoice::Named(source)),
+        None => match place
+            .detect_in
+            .as_deref()
+            .and_then(|d| profile::detect(d, &profiles))
+        {
+            Some(d) => (profiles.get(&d.chosen)?.clone(), ProfileChoice::Detected(d)),
+            None => (
+                profiles.get(profile::DEFAULT)?.clone(),
+                ProfileChoice::Fallback,
+            ),
+        },
+    };
+    let from_profile = Source::Profile {
+        name: profile.name.clone(),
+    };
+    let mut below: Vec<Layered> = [
+        ("sandbox.image", Some(profile.image.clone())),
+        ("run.runner", Some(profile.runner.clone())),
+        ("sandbox.junit", profile.junit.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| {
+        Some(Layered {
+            key: keys::by_name(name)?,
+            value: Raw::Text(v?),
+            source: from_profile.clone(),
+        })
+    })
+    .collect();
+    below.extend(layers);
+    let layers = below;
+
+    // Stage two: the layers as defaults, the command line on top.
+    let mut effective: BTreeMap<&'static str, &Layered> = BTreeMap::new();
+    for l in &layers {
+        effective.insert(l.key.arg, l);
+    }
+    let layered_cmd = with_defaults(Cli::command(), &effective);
+    let matches = layered_cmd.clone().try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.with_cmd(&layered_cmd))?;
+    let mut leaf = &matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    let origins = keys::KEYS
+        .iter()
+        .map(|key| {
+            if key.name == "profile" {
+                return Origin {
+                    key: key.name,
+                    value: Some(profile.name.clone()),
+                    source: match &choice {
+                        ProfileChoice::Named(s) => s.clone(),
+                        ProfileChoice::Detected(d) => Source::Detected {
+                            evidence: d.evidence.clone(),
+                        },
+                        ProfileChoice::Fallback => Source::Default,
+                    },
+                };
+            }
+            let given = leaf
+                .try_get_raw(key.arg)
+                .ok()
+                .flatten()
+                .filter(|_| leaf.value_source(key.arg) == Some(ValueSource::CommandLine));
+            if let Some(raw) = given {
+                let parts: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+                return Origin {
+                    key: key.name,
+                    value: Some(parts.join(", ")),
+                    source: Source::Flag,
+                };
+            }
+            match effective.get(key.arg) {
+                Some(l) => Origin {
+                    key: key.name,
+                    value: Some(l.value.display()),
+                    source: l.source.clone(),
+                },
+                None => Origin {
+                    key: key.name,
+                    value: clap_default(&cmd, key.arg),
+                    source: Source::Default,
+                },
+            }
+        })
+        .collect();
+    Ok(Loaded {
+        cli,
+        settings: Settings {
+            profile,
+            choice,
+            origins,
+            profiles,
+            files,
+        },
+    })
+}
+
+/// Where a command looks for `autodev.toml`, and for the project's language.
+#[derive(Debug, Default)]
+struct Place {
+    project_dirs: Vec<PathBuf>,
+    detect_in: Option<PathBuf>,
+}
+
+fn place(cli: &Cli, cwd: &Path) -> Place {
+    let (dirs, detect): (Vec<PathBuf>, Option<PathBuf>) = match &cli.command {
+        // A seed is the user's project; the workspace is where it goes.
+        Command::Run(a) => {
+            let mut d = vec![a.workspace.clone()];
+            d.extend(a.seed.clone());
+            let detect = a.seed.clone().unwrap_or_else(|| a.workspace.clone());
+            (d, Some(detect))
+        }
+        Command::Exec(a) => (vec![a.workspace.clone()], Some(a.workspace.clone())),
+        Command::Config(ConfigCommand::Show { workspace, .. }) => {
+            (vec![workspace.clone()], Some(workspace.clone()))
+        }
+        _ => (Vec::new(), None),
+    };
+    let abs = |p: PathBuf| if p.is_absolute() { p } else { cwd.join(p) };
+    let mut project_dirs: Vec<PathBuf> = dirs.into_iter().map(abs).collect();
+    project_dirs.push(cwd.to_path_buf());
+    Place {
+        project_dirs,
+        detect_in: detect.map(abs),
+    }
+}
+
+fn flag_profile(cli: &Cli) -> Option<String> {
+    match &cli.command {
+        Command::Run(a) => a.sandbox.profile.clone(),
+        Command::Exec(a) => a.sandbox.profile.clone(),
+        Command::Batch(a) => a.sandbox.profile.clone(),
+        Command::Doctor(a) => a.sandbox.profile.clone(),
+        _ => None,
+    }
+}
+
+/// The command line's definition, with the defaults clap derives (a flag's
+/// `false`) filled in, everywhere.
+pub(crate) fn built() -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, |mut s| {
+            s.build();
+            s
+        });
+    }
+    cmd
+}
+
+/// The first argument called `id` in `cmd` or its subcommands.
+pub(crate) fn find_arg<'a>(
+    cmd: &'a clap::Command,
+    id: &str,
+) -> Option<(&'a clap::Command, &'a clap::Arg)> {
+    if let Some(a) = cmd.get_arguments().find(|a| a.get_id() == id) {
+        return Some((cmd, a));
+    }
+    cmd.get_subcommands().find_map(|s| find_arg(s, id))
+}
+
+fn clap_default(cmd: &clap::Command, id: &str) -> Option<String> {
+    let (_, arg) = find_arg(cmd, id)?;
+    let d: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    (!d.is_empty()).then(|| d.join(", "))
+}
+
+fn is_flag(arg: &clap::Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse)
+}
+
+fn is_list(arg: &clap::Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::Append)
+}
+
+/// Reads an environment variable's text as the setting's kind of value.
+fn env_value(cmd: &clap::Command, key: &Key, text: &str) -> Raw {
+    match find_arg(cmd, key.arg) {
+        Some((_, a)) if is_flag(a) => match text {
+            "1" | "true" | "yes" => Raw::Bool(true),
+            "0" | "false" | "no" => Raw::Bool(false),
+            other => Raw::Text(other.to_string()),
+        },
+        Some((_, a)) if is_list(a) => Raw::List(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        ),
+        _ => Raw::Text(text.to_string()),
+    }
+}
+
+/// Checks `value` with the parser of the flag it stands for.
+fn check_value(cmd: &clap::Command, key: &Key, value: &Raw) -> Result<(), String> {
+    let Some((owner, arg)) = find_arg(cmd, key.arg) else {
+        return Ok(());
+    };
+    let texts: Vec<&str> = match (value, is_flag(arg), is_list(arg)) {
+        (Raw::Bool(_), true, _) => return Ok(()),
+        (_, true, _) => return Err(format!("{} must be true or false", key.name)),
+        (Raw::List(l), _, true) => l.iter().map(String::as_str).collect(),
+        (Raw::Text(t), _, true) => vec![t.as_str()],
+        (Raw::Text(t), _, false) => vec![t.as_str()],
+        (Raw::List(_), _, false) => {
+            return Err(format!("{} takes one value, not a list", key.name))
+        }
+        (Raw::Bool(_), _, _) => return Err(format!("{} is not true or false", key.name)),
+    };
+    // The flag alone in a command of its own: its parser and range checks.
+    // (No setting with a value ties itself to another flag.)
+    let Some(long) = arg.get_long() else {
+        return Ok(());
+    };
+    let alone = clap::Command::new(owner.get_name().to_string())
+        .no_binary_name(true)
+        .arg(arg.clone().required(false).env(None));
+    for t in texts {
+        let mut flag = OsString::from(format!("--{long}="));
+        flag.push(t);
+        alone.clone().try_get_matches_from([flag]).map_err(|e| {
+            let line = super::one_line(&e.render().to_string());
+            // clap names the flag; a file names the key.
+            format!("{}: {}", key.name, line.trim_start_matches("error: "))
+        })?;
+    }
+    Ok(())
+}
+
+/// A project file's limits may not be looser than the user's (or the defaults).
+fn check_tightening(
+    cmd: &clap::Command,
+    project: &FileLayer,
+    user: Option<&FileLayer>,
+) -> Result<(), FileError> {
+    for Entry { key, value, line } in &project.entries {
+        let Project::Tighten(measure) = key.project else {
+            continue;
+        };
+        let theirs = value.display();
+        let (ours, whose) = match user.and_then(|u| u.entries.iter().rev().find(|e| e.key == *key))
+        {
+            Some(e) => (
+                Some(e.value.display()),
+                format!(
+                    "{}:{}",
+                    user.map(|u| u.path.display().to_string())
+                        .unwrap_or_default(),
+                    e.line
+                ),
+            ),
+            None => (clap_default(cmd, key.arg), "the default".to_string()),
+        };
+        // No value below (no CPU-time limit, say): any value tightens.
+        let Some(ours) = ours else { continue };
+        let amount = |v: &str| -> Option<f64> {
+            match measure {
+                Measure::Size => parse_size("", v).ok().map(|b| b as f64),
+                Measure::Duration => parse_duration("", v).ok().map(|d| d.as_secs_f64()),
+                Measure::Number => v.trim().parse().ok(),
+            }
+        };
+        if let (Some(t), Some(o)) = (amount(&theirs), amount(&ours)) {
+            if t > o {
+                return Err(FileError {
+                    path: project.path.clone(),
+                    line: *line,
+                    message: format!(
+                        "{} = {theirs} is looser than yours ({ours}, {whose}): a project file may only tighten limits; \
+                         pass --{} {theirs} to allow it for this run",
+                        key.name,
+                        key.arg.replace('_', "-")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cmd` with each layered value as the default of its flag, everywhere the flag is.
+fn with_defaults(
+    mut cmd: clap::Command,
+    effective: &BTreeMap<&'static str, &Layered>,
+) -> clap::Command {
+    for (id, l) in effective {
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == *id) else {
+            continue;
+        };
+        let values: Vec<String> = match (&l.value, is_list(arg)) {
+            (Raw::List(v), _) => v.clone(),
+            (Raw::Text(t), _) => vec![t.clone()],
+            (Raw::Bool(b), _) => vec![b.to_string()],
+        };
+        cmd = cmd.mut_arg(*id, |a| a.default_values(values));
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, |s| with_defaults(s, effective));
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<OsString> {
+        std::iter::once("autodev")
+            .chain(a.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn origin<'a>(l: &'a Loaded, key: &str) -> &'a Origin {
+        l.settings.origins.iter().find(|o| o.key == key).unwrap()
+    }
+
+    #[test]
+    fn layers_stack_and_flags_win() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("go.mod"), "module x\n").unwrap();
+        std::fs::write(
+            d.path().join(PROJECT_FILE),
+            "[sandbox]\nmemory = \"256m\"\nexclude = [\"data/\"]\n[run]\nmax_iters = 3\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "AUTODEV_MAX_ITERS").then(|| "4".to_string());
+        let l = load(
+            &argv(&[
+                "exec",
+                "-w",
+                d.path().to_str().unwrap(),
+                "--pids",
+                "64",
+                "--",
+                "true",
+            ]),
+            &env,
+            d.path(),
+        )
+        .unwrap();
+        let Command::Exec(a) = &l.cli.command else {
+            panic!("exec")
+        };
+        assert_eq!(l.settings.profile.name, "go");
+        assert!(matches!(l.settings.choice, ProfileChoice::Detected(_)));
+        assert_eq!(a.sandbox.image(), "autodev/go:latest");
+        assert_eq!(a.sandbox.memory, 256 << 20);
+        assert_eq!(a.sandbox.pids, 64);
+        assert_eq!(a.sandbox.exclude, ["data/"]);
+        assert_eq!(origin(&l, "sandbox.pids").source, Source::Flag);
+        assert_eq!(origin(&l, "sandbox.cpus").source, Source::Default);
+        assert_eq!(origin(&l, "sandbox.cpus").value.as_deref(), Some("1"));
+        assert_eq!(
+            origin(&l, "sandbox.image").source,
+            Source::Profile { name: "go".into() }
+        );
+        assert_eq!(
+            origin(&l, "sandbox.memory").source,
+            Source::File {
+                path: d.path().join(PROJECT_FILE),
+                line: 2
+            }
+        );
+        let iters = origin(&l, "run.max_iters");
+        assert_eq!(iters.value.as_deref(), Some("4"));
+        assert_eq!(
+            iters.source,
+            Source::Env {
+                var: "AUTODEV_MAX_ITERS".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_file_line_or_variable() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(PROJECT_FILE),
+            "\n[sandbox]\nmemory = \"lots\"\n",
+        )
+        .unwrap();
+        let none = |_: &str| None;
+        let e = load(&argv(&["exec", "--", "true"]), &none, d.path()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("autodev.toml:3: sandbox.memory: invalid value 'lots'"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+        std::fs::write(d.path().join(PROJECT_FILE), "[sandbox]\nmemory = \"1g\"\n").unwrap();
+        let e = load(&argv(&["exec", "--", "true"]), &none, d.path()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("looser than yours (512m, the default)"),
+            "{e}"
+        );
+        std::fs::remove_file(d.path().join(PROJECT_FILE)).unwrap();
+        let env = |k: &str| (k == "AUTODEV_TIMEOUT").then(|| "soon".to_string());
+        let e = load(&argv(&["exec", "--", "true"]), &env, d.path()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("environment variable AUTODEV_TIMEOUT: sandbox.timeout"),
+            "{e}"
+        );
+        let e = load(
+            &argv(&["exec", "--profile", "cobol", "--", "true"]),
+            &none,
+            d.path(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown profile \"cobol\""), "{e}");
+    }
+
+    #[test]
+    fn profiles_supply_runner_and_image_below_everything_else() {
+        let d = tempfile::tempdir().unwrap();
+        let none = |_: &str| None;
+        let l = load(
+            &argv(&["run", "--task", "x", "--profile", "rust"]),
+            &none,
+            d.path(),
+        )
+        .unwrap();
+        let Command::Run(a) = &l.cli.command else {
+            panic!("run")
+        };
+        assert_eq!(a.runner.as_deref(), Some("cargo test --offline"));
+        assert_eq!(a.sandbox.image(), "autodev/rust:latest");
+        let l = load(
+            &argv(&["run", "--task", "x", "--runner", "make test"]),
+            &none,
+            d.path(),
+        )
+        .unwrap();
+        assert!(matches!(l.settings.choice, ProfileChoice::Fallback));
+        let Command::Run(a) = &l.cli.command else {
+            panic!("run")
+        };
+        assert_eq!(a.runner.as_deref(), Some("make test"));
+        assert_eq!(a.sandbox.image(), crate::config::DEFAULT_IMAGE);
+    }
+}
