@@ -36,8 +36,10 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     let kill = CancellationToken::new();
     let batch = matches!(cli.command, Command::Batch(_));
-    if let (ProfileChoice::Detected(d), Command::Run(_) | Command::Exec(_)) =
-        (&settings.choice, &cli.command)
+    // Said once, on stderr, unless the user asked for the summary alone.
+    let quiet = matches!(&cli.command, Command::Run(a) if a.quiet);
+    if let (ProfileChoice::Detected(d), Command::Run(_) | Command::Exec(_), false) =
+        (&settings.choice, &cli.command, quiet)
     {
         crate::errln!("autodev: {}", d.describe());
     }

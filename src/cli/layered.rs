@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use clap::{ArgAction, CommandFactory, FromArgMatches};
 use serde::Serialize;
 
 use super::{Cli, Command, ConfigCommand};
@@ -153,9 +153,9 @@ pub fn load(
 ) -> Result<Loaded, LoadError> {
     // Stage one: the command line alone, for the workspace and --profile.
     // Help and version are rendered by stage two, with the layered defaults.
-    let first = match Cli::try_parse_from(argv) {
-        Ok(cli) => Some(cli),
-        Err(e) if !e.use_stderr() => None,
+    let (first, given) = match Cli::command().try_get_matches_from(argv) {
+        Ok(m) => (Some(Cli::from_arg_matches(&m)?), given_flags(&m)),
+        Err(e) if !e.use_stderr() => (None, Vec::new()),
         Err(e) => return Err(e.into()),
     };
     let place = first.as_ref().map(|c| place(c, cwd)).unwrap_or_default();
@@ -204,7 +204,7 @@ pub fn load(
         }
     }
     if let Some(project) = &project {
-        check_tightening(&cmd, project, user.as_ref())?;
+        check_tightening(&cmd, project, user.as_ref(), &given)?;
     }
     for key in keys::KEYS {
         let var = keys::env_var(key);
@@ -364,6 +364,18 @@ fn place(cli: &Cli, cwd: &Path) -> Place {
     }
 }
 
+/// The ids of the arguments typed on the command line (of the subcommand run).
+fn given_flags(m: &clap::ArgMatches) -> Vec<String> {
+    let mut leaf = m;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    leaf.ids()
+        .filter(|id| leaf.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
 fn flag_profile(cli: &Cli) -> Option<String> {
     match &cli.command {
         Command::Run(a) => a.sandbox.profile.clone(),
@@ -481,11 +493,16 @@ fn check_tightening(
     cmd: &clap::Command,
     project: &FileLayer,
     user: Option<&FileLayer>,
+    given: &[String],
 ) -> Result<(), FileError> {
     for Entry { key, value, line } in &project.entries {
         let Project::Tighten(measure) = key.project else {
             continue;
         };
+        // A flag the user typed replaces the project's value anyway.
+        if given.iter().any(|g| g == key.arg) {
+            continue;
+        }
         let theirs = value.display();
         let (ours, whose) = match user.and_then(|u| u.entries.iter().rev().find(|e| e.key == *key))
         {
