@@ -8,19 +8,24 @@
 //! checked by those parsers as they are read, so a bad one is reported with
 //! its file and line, not as a flag the user never typed.
 
+mod command;
+mod values;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
-use clap::{ArgAction, CommandFactory, FromArgMatches};
+use clap::{CommandFactory, FromArgMatches};
 use serde::Serialize;
 
 use super::{Cli, Command, ConfigCommand};
-use crate::config::file::{self, Entry, FileError, FileLayer, Raw, Scope, PROJECT_FILE};
-use crate::config::keys::{self, Key, Measure, Project};
-use crate::config::{parse_duration, parse_size};
+use crate::config::file::{self, FileError, FileLayer, Raw, Scope, PROJECT_FILE};
+use crate::config::keys::{self, Key};
 use crate::profile::{self, Detection, Profile, ProfileError, Profiles};
+pub(crate) use command::{built, find_arg};
+use command::{clap_default, given_flags, with_defaults};
+use values::{check_tightening, check_value, env_value};
 
 /// Where a setting's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -364,18 +369,6 @@ fn place(cli: &Cli, cwd: &Path) -> Place {
     }
 }
 
-/// The ids of the arguments typed on the command line (of the subcommand run).
-fn given_flags(m: &clap::ArgMatches) -> Vec<String> {
-    let mut leaf = m;
-    while let Some((_, sub)) = leaf.subcommand() {
-        leaf = sub;
-    }
-    leaf.ids()
-        .filter(|id| leaf.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-        .map(|id| id.as_str().to_string())
-        .collect()
-}
-
 fn flag_profile(cli: &Cli) -> Option<String> {
     match &cli.command {
         Command::Run(a) => a.sandbox.profile.clone(),
@@ -384,190 +377,6 @@ fn flag_profile(cli: &Cli) -> Option<String> {
         Command::Doctor(a) => a.sandbox.profile.clone(),
         _ => None,
     }
-}
-
-/// The command line's definition, with the defaults clap derives (a flag's
-/// `false`) filled in, everywhere.
-pub(crate) fn built() -> clap::Command {
-    let mut cmd = Cli::command();
-    cmd.build();
-    let subs: Vec<String> = cmd
-        .get_subcommands()
-        .map(|s| s.get_name().to_string())
-        .collect();
-    for name in subs {
-        cmd = cmd.mut_subcommand(name, |mut s| {
-            s.build();
-            s
-        });
-    }
-    cmd
-}
-
-/// The first argument called `id` in `cmd` or its subcommands.
-pub(crate) fn find_arg<'a>(
-    cmd: &'a clap::Command,
-    id: &str,
-) -> Option<(&'a clap::Command, &'a clap::Arg)> {
-    if let Some(a) = cmd.get_arguments().find(|a| a.get_id() == id) {
-        return Some((cmd, a));
-    }
-    cmd.get_subcommands().find_map(|s| find_arg(s, id))
-}
-
-fn clap_default(cmd: &clap::Command, id: &str) -> Option<String> {
-    let (_, arg) = find_arg(cmd, id)?;
-    let d: Vec<String> = arg
-        .get_default_values()
-        .iter()
-        .map(|v| v.to_string_lossy().into_owned())
-        .collect();
-    (!d.is_empty()).then(|| d.join(", "))
-}
-
-fn is_flag(arg: &clap::Arg) -> bool {
-    matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse)
-}
-
-fn is_list(arg: &clap::Arg) -> bool {
-    matches!(arg.get_action(), ArgAction::Append)
-}
-
-/// Reads an environment variable's text as the setting's kind of value.
-fn env_value(cmd: &clap::Command, key: &Key, text: &str) -> Raw {
-    match find_arg(cmd, key.arg) {
-        Some((_, a)) if is_flag(a) => match text {
-            "1" | "true" | "yes" => Raw::Bool(true),
-            "0" | "false" | "no" => Raw::Bool(false),
-            other => Raw::Text(other.to_string()),
-        },
-        Some((_, a)) if is_list(a) => Raw::List(
-            text.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-        ),
-        _ => Raw::Text(text.to_string()),
-    }
-}
-
-/// Checks `value` with the parser of the flag it stands for.
-fn check_value(cmd: &clap::Command, key: &Key, value: &Raw) -> Result<(), String> {
-    let Some((owner, arg)) = find_arg(cmd, key.arg) else {
-        return Ok(());
-    };
-    let texts: Vec<&str> = match (value, is_flag(arg), is_list(arg)) {
-        (Raw::Bool(_), true, _) => return Ok(()),
-        (_, true, _) => return Err(format!("{} must be true or false", key.name)),
-        (Raw::List(l), _, true) => l.iter().map(String::as_str).collect(),
-        (Raw::Text(t), _, true) => vec![t.as_str()],
-        (Raw::Text(t), _, false) => vec![t.as_str()],
-        (Raw::List(_), _, false) => {
-            return Err(format!("{} takes one value, not a list", key.name))
-        }
-        (Raw::Bool(_), _, _) => return Err(format!("{} is not true or false", key.name)),
-    };
-    // The flag alone in a command of its own: its parser and range checks.
-    // (No setting with a value ties itself to another flag.)
-    let Some(long) = arg.get_long() else {
-        return Ok(());
-    };
-    let alone = clap::Command::new(owner.get_name().to_string())
-        .no_binary_name(true)
-        .arg(arg.clone().required(false).env(None));
-    for t in texts {
-        let mut flag = OsString::from(format!("--{long}="));
-        flag.push(t);
-        alone.clone().try_get_matches_from([flag]).map_err(|e| {
-            let line = super::one_line(&e.render().to_string());
-            // clap names the flag; a file names the key.
-            format!("{}: {}", key.name, line.trim_start_matches("error: "))
-        })?;
-    }
-    Ok(())
-}
-
-/// A project file's limits may not be looser than the user's (or the defaults).
-fn check_tightening(
-    cmd: &clap::Command,
-    project: &FileLayer,
-    user: Option<&FileLayer>,
-    given: &[String],
-) -> Result<(), FileError> {
-    for Entry { key, value, line } in &project.entries {
-        let Project::Tighten(measure) = key.project else {
-            continue;
-        };
-        // A flag the user typed replaces the project's value anyway.
-        if given.iter().any(|g| g == key.arg) {
-            continue;
-        }
-        let theirs = value.display();
-        let (ours, whose) = match user.and_then(|u| u.entries.iter().rev().find(|e| e.key == *key))
-        {
-            Some(e) => (
-                Some(e.value.display()),
-                format!(
-                    "{}:{}",
-                    user.map(|u| u.path.display().to_string())
-                        .unwrap_or_default(),
-                    e.line
-                ),
-            ),
-            None => (clap_default(cmd, key.arg), "the default".to_string()),
-        };
-        // No value below (no CPU-time limit, say): any value tightens.
-        let Some(ours) = ours else { continue };
-        let amount = |v: &str| -> Option<f64> {
-            match measure {
-                Measure::Size => parse_size("", v).ok().map(|b| b as f64),
-                Measure::Duration => parse_duration("", v).ok().map(|d| d.as_secs_f64()),
-                Measure::Number => v.trim().parse().ok(),
-            }
-        };
-        if let (Some(t), Some(o)) = (amount(&theirs), amount(&ours)) {
-            if t > o {
-                return Err(FileError {
-                    path: project.path.clone(),
-                    line: *line,
-                    message: format!(
-                        "{} = {theirs} is looser than yours ({ours}, {whose}): a project file may only tighten limits; \
-                         pass --{} {theirs} to allow it for this run",
-                        key.name,
-                        key.arg.replace('_', "-")
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `cmd` with each layered value as the default of its flag, everywhere the flag is.
-fn with_defaults(
-    mut cmd: clap::Command,
-    effective: &BTreeMap<&'static str, &Layered>,
-) -> clap::Command {
-    for (id, l) in effective {
-        let Some(arg) = cmd.get_arguments().find(|a| a.get_id() == *id) else {
-            continue;
-        };
-        let values: Vec<String> = match (&l.value, is_list(arg)) {
-            (Raw::List(v), _) => v.clone(),
-            (Raw::Text(t), _) => vec![t.clone()],
-            (Raw::Bool(b), _) => vec![b.to_string()],
-        };
-        cmd = cmd.mut_arg(*id, |a| a.default_values(values));
-    }
-    let subs: Vec<String> = cmd
-        .get_subcommands()
-        .map(|s| s.get_name().to_string())
-        .collect();
-    for name in subs {
-        cmd = cmd.mut_subcommand(name, |s| with_defaults(s, effective));
-    }
-    cmd
 }
 
 #[cfg(test)]
