@@ -100,7 +100,7 @@ if [ "$1" = stdin ]; then
   # owner that dies closes stdin (read fails: exit); one that hangs is
   # outlived by the idle deadline. Either way the container ends, and the
   # engine removes it.
-  (PATH=$P sleep "$2"; kill -KILL -1) </dev/null >/dev/null 2>&1 &
+  (trap 'kill $s; exit 0' TERM; PATH=$P sleep "$2" & s=$!; wait $s && kill -KILL -1) </dev/null >/dev/null 2>&1 &
   d=$!
   IFS= read -r n && IFS= read -r j && IFS= read -r l && IFS= read -r t && IFS= read -r c && IFS= read -r e || exit 0
   kill $d
@@ -318,7 +318,7 @@ mod tests {
             .next()
             .unwrap()
             .replace("kill -KILL -1", "true");
-        assert!(!upto.contains("-1)") && upto.matches("; true)").count() == 2);
+        assert!(!upto.contains("KILL -1") && upto.matches("true)").count() == 2);
         let probe = format!(
             "{upto}\nprintf '%s|' \"$@\"; printf '\\n'; while IFS= read -r a; do [ -n \"$a\" ] && dec \"$a\" && printf '[%s]' \"$v\"; done <<EOF\n$x\nEOF\n"
         );

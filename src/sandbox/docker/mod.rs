@@ -298,6 +298,11 @@ impl DockerSandbox {
         Ok(facts)
     }
 
+    /// How many started containers wait for a run of `spec`'s settings.
+    pub fn waiting(&self, spec: &RunSpec) -> usize {
+        self.warm.ready(&self.warm_key(spec))
+    }
+
     /// Which containers can serve `spec`: those of the same definition.
     fn warm_key(&self, spec: &RunSpec) -> String {
         let body = policy::container_body(spec, "", IDLE_DEADLINE, self.flavor);

@@ -155,6 +155,11 @@ impl WarmSet {
         self.arrivals.notify_waiters();
     }
 
+    /// How many containers for `key` wait for a run.
+    pub(super) fn ready(&self, key: &str) -> usize {
+        self.lock().ready.get(key).map_or(0, Vec::len)
+    }
+
     /// Whether a container for `key` is being started now.
     pub(super) fn coming(&self, key: &str) -> bool {
         self.lock().coming.get(key).is_some_and(|n| *n > 0)
