@@ -117,6 +117,18 @@ impl ExitWait {
     }
 }
 
+#[cfg(test)]
+impl ExitWait {
+    /// A wait that never answers, for tests without an engine.
+    pub(super) fn never() -> Self {
+        ExitWait {
+            task: tokio::spawn(std::future::pending()),
+            removes: false,
+            since: 0,
+        }
+    }
+}
+
 impl Drop for ExitWait {
     fn drop(&mut self) {
         self.task.abort();

@@ -45,6 +45,15 @@ pub(super) struct Started {
     pub(super) since: Instant,
 }
 
+impl Started {
+    /// Whether it still waits for its run: a waiting wrapper prints nothing,
+    /// so output, an error or the end of the stream means it is gone.
+    fn waiting(&mut self) -> bool {
+        use futures_util::{FutureExt, StreamExt};
+        self.output.next().now_or_never().is_none()
+    }
+}
+
 impl std::fmt::Debug for Started {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Started")
@@ -98,9 +107,13 @@ impl WarmSet {
                 let mut inner = self.lock();
                 if let Some(list) = inner.ready.get_mut(key) {
                     list.retain(|s| s.since.elapsed() < MAX_IDLE);
-                    // The newest: the one with the most time left.
-                    if let Some(s) = list.pop() {
-                        return Some(s);
+                    // The newest: the one with the most time left. One that
+                    // ended while it waited (its engine went away) is dropped
+                    // here: no run was using it.
+                    while let Some(mut s) = list.pop() {
+                        if s.waiting() {
+                            return Some(s);
+                        }
                     }
                 }
                 if inner.coming.get(key).is_none_or(|n| *n == 0) {
@@ -171,5 +184,84 @@ impl WarmSet {
         let mut inner = self.lock();
         inner.active.remove(key);
         inner.ready.remove(key).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A container stand-in: `alive` ones wait, others have ended.
+    fn started(alive: bool) -> Started {
+        // No engine at this address: the removal a drop starts fails at once.
+        let docker = bollard::Docker::connect_with_http(
+            "http://127.0.0.1:9",
+            1,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap();
+        let output: Output = if alive {
+            Box::pin(futures_util::stream::pending())
+        } else {
+            Box::pin(futures_util::stream::empty())
+        };
+        Started {
+            removal: Removal::new(docker, "test".into()),
+            output,
+            input: Box::pin(tokio::io::sink()),
+            exit: super::super::stream::ExitWait::never(),
+            since: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_at_most_n_per_key_and_hands_each_out_once() {
+        let set = WarmSet::new(1);
+        assert!(set.want("k"));
+        assert!(!set.want("k"), "one is coming");
+        assert!(set.want("other"));
+        set.arrived("k", Some(started(true)));
+        assert!(!set.want("k"), "one is ready");
+        assert_eq!(set.ready("k"), 1);
+        assert!(set.take("k", Duration::ZERO).await.is_some());
+        assert!(set.take("k", Duration::ZERO).await.is_none());
+        // One that ended while waiting is not handed out.
+        assert!(set.want("k"));
+        set.arrived("k", Some(started(false)));
+        assert!(set.take("k", Duration::ZERO).await.is_none());
+        // Off: never asks for one.
+        assert!(!WarmSet::new(0).want("k"));
+    }
+
+    #[tokio::test]
+    async fn a_take_waits_for_one_that_is_coming() {
+        let set = WarmSet::new(1);
+        assert!(set.want("k"));
+        let s2 = set.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s2.arrived("k", Some(started(true)));
+        });
+        assert!(set.take("k", Duration::from_secs(5)).await.is_some());
+        // Nothing coming: no wait at all.
+        let t = Instant::now();
+        assert!(set.take("k", Duration::from_secs(5)).await.is_none());
+        assert!(t.elapsed() < Duration::from_secs(1));
+        // A failed start ends the wait too.
+        assert!(set.want("k"));
+        let s3 = set.clone();
+        tokio::spawn(async move { s3.arrived("k", None) });
+        assert!(set.take("k", Duration::from_secs(5)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn drain_stops_the_replacing() {
+        let set = WarmSet::new(2);
+        set.activate("k");
+        assert!(set.active("k"));
+        assert!(set.want("k"));
+        set.arrived("k", Some(started(true)));
+        assert_eq!(set.drain("k").len(), 1);
+        assert!(!set.active("k"));
     }
 }
