@@ -9,9 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
 use crate::batch::{self, BatchConfig, TaskResult, TaskVerdict};
-use crate::cli::{exit, BatchArgs};
+use crate::cli::{exit, BatchArgs, Jobs};
 use crate::profile::Profile;
 use crate::sandbox::RunSpec;
+
+/// `--jobs auto` goes at most this many times the engines' slots.
+const AUTO_JOBS_CAP: usize = 4;
 
 pub(super) async fn batch_cmd(
     args: BatchArgs,
@@ -26,13 +29,11 @@ pub(super) async fn batch_cmd(
     defaults.copy = args.sandbox.copy_options(&profile.exclude);
     defaults.labels = args.sandbox.label.clone();
     defaults.junit = args.sandbox.junit()?;
-    if args.jobs == Some(0) {
-        return Err(UsageError("--jobs must be at least 1".into()).into());
-    }
     let cfg = BatchConfig {
         tasks: args.tasks.clone(),
         out: args.out.clone(),
         jobs: 0,
+        adaptive: None,
         retries: args.retries,
         retry_starved: args.retry_starved,
         prefetch: args.prefetch.unwrap_or(1),
@@ -63,8 +64,12 @@ pub(super) async fn batch_cmd(
     // Default: every engine's slots (each engine's CPU count unless given).
     let cfg = BatchConfig {
         jobs: match args.jobs {
-            Some(j) => j,
-            None => sandbox.total_slots().await,
+            Jobs::Fixed(j) => j,
+            Jobs::Auto => sandbox.total_slots().await,
+        },
+        adaptive: match args.jobs {
+            Jobs::Fixed(_) => None,
+            Jobs::Auto => Some(AUTO_JOBS_CAP * sandbox.total_slots().await),
         },
         ..cfg
     };

@@ -12,6 +12,7 @@
 //!
 //! Not done here: scheduling across hosts.
 
+mod adaptive;
 mod results;
 mod scratch;
 mod task;
@@ -44,8 +45,10 @@ pub struct BatchConfig {
     pub tasks: PathBuf,
     /// The results file (appended).
     pub out: PathBuf,
-    /// Tasks running at once.
+    /// Tasks running at once (with `adaptive`: at first).
     pub jobs: usize,
+    /// `--jobs auto`: the limit moves with the measured rate, up to this.
+    pub adaptive: Option<usize>,
     /// Extra attempts for a task that ends in `sandbox_error`.
     pub retries: u32,
     /// Run again, one at a time, tasks that timed out starved of CPU.
@@ -232,9 +235,12 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         progress.task_done(&r, &counts);
     }
 
-    let jobs = cfg.jobs.max(1);
+    let mut jobs = cfg.jobs.max(1);
+    let mut control = cfg
+        .adaptive
+        .map(|max| adaptive::Adaptive::new(jobs, max, Instant::now()));
     // `prefetch` more tasks are in flight than may run: they prepare (scratch
-    // folder, container create) while the others run, and start the moment a
+    // folder, container start) while the others run, and start the moment a
     // slot frees up.
     let gate = Gate {
         slots: Arc::new(tokio::sync::Semaphore::new(jobs)),
@@ -276,6 +282,13 @@ pub async fn run<S: Sandbox + Clone + 'static>(
                 if let Ok(Some(r)) = joined {
                     if r.starved == Some(true) {
                         starved.extend(by_key.get(&r.key()).cloned());
+                    }
+                    // A task that needed another attempt met an overloaded
+                    // or failing host.
+                    let strained = r.attempts > 1 || r.verdict == TaskVerdict::SandboxError;
+                    if let Some(limit) = control.as_mut().and_then(|c| c.record(Instant::now(), strained)) {
+                        resize(&gate.slots, jobs, limit);
+                        jobs = limit;
                     }
                     write_result(&mut out, &cfg.out, &r)?;
                     ran += 1;
@@ -324,8 +337,25 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     summary.wall_seconds = wall;
     summary.tasks_per_second = if wall > 0.0 { ran as f64 / wall } else { 0.0 };
     summary.interrupted = stop.is_cancelled();
+    summary.jobs = jobs;
     summary.this_run = counts;
     Ok(summary)
+}
+
+/// Moves the run slots from `from` to `to`: more at once, or fewer as the
+/// running tasks give theirs back.
+fn resize(slots: &Arc<tokio::sync::Semaphore>, from: usize, to: usize) {
+    if to > from {
+        slots.add_permits(to - from);
+    } else if from > to {
+        let slots = slots.clone();
+        let n = u32::try_from(from - to).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(p) = slots.acquire_many_owned(n).await {
+                p.forget();
+            }
+        });
+    }
 }
 
 /// What is not about any one task is checked once: a scratch folder can be
@@ -552,6 +582,7 @@ mod tests {
             allow_task_overrides: false,
             rerun: Vec::new(),
             conventions: String::new(),
+            adaptive: None,
         };
         let c = CancellationToken::new();
         let s = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())
@@ -632,6 +663,7 @@ mod tests {
             allow_task_overrides: false,
             rerun: Vec::new(),
             conventions: String::new(),
+            adaptive: None,
         };
         let c = CancellationToken::new();
         let e = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())

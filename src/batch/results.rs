@@ -208,6 +208,8 @@ pub struct Summary {
     pub slowest: Option<(String, u64)>,
     /// The task with the highest peak memory (id, bytes).
     pub hungriest: Option<(String, u64)>,
+    /// Tasks that ran at once at the end (`--jobs auto` moves it).
+    pub jobs: usize,
 }
 
 /// Unbiased pass@k for one problem with `n` samples of which `c` passed

@@ -213,6 +213,26 @@ pub struct RunArgs {
     pub sandbox: SandboxArgs,
 }
 
+/// How many tasks of a batch run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// Found while the batch runs (see `batch::adaptive`).
+    Auto,
+    /// This many.
+    Fixed(usize),
+}
+
+/// `--jobs`: `auto` or a number of at least 1.
+fn jobs(v: &str) -> Result<Jobs, String> {
+    match v {
+        "auto" => Ok(Jobs::Auto),
+        n => match n.parse::<usize>() {
+            Ok(0) | Err(_) => Err("use auto or a number of at least 1".into()),
+            Ok(n) => Ok(Jobs::Fixed(n)),
+        },
+    }
+}
+
 /// `autodev batch`.
 #[derive(Debug, Args)]
 pub struct BatchArgs {
@@ -221,9 +241,10 @@ pub struct BatchArgs {
     /// Results file: one JSON line per task, appended as each ends.
     #[arg(long)]
     pub out: PathBuf,
-    /// Tasks running at once (default: the engines' slots; one engine: its CPU count).
-    #[arg(long, short = 'j')]
-    pub jobs: Option<usize>,
+    /// Tasks running at once: a number, or auto (found while the batch runs, starting at the
+    /// engines' slots: one engine's CPU count, and at most four times that).
+    #[arg(long, short = 'j', default_value = "auto", value_parser = jobs)]
+    pub jobs: Jobs,
     /// Extra attempts for a task that ends in sandbox_error.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,

@@ -3,7 +3,7 @@
 //! connection pool. [`pool::DockerPool`] spreads runs over several engines.
 //!
 //! Lifecycle: `prepare` walks the workspace and takes a container started
-//! ahead ([`warm`]), or creates, attaches and starts one (`none` log driver
+//! ahead (`warm.rs`), or creates, attaches and starts one (`none` log driver
 //! so output never lands on the daemon's disk; removed by the engine when it
 //! ends); the wrapper inside waits on stdin. `start` sends the run's
 //! settings and the workspace tar into stdin, where the wrapper
@@ -25,7 +25,7 @@ pub mod policy;
 pub mod pool;
 mod removal;
 mod stream;
-pub mod warm;
+mod warm;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

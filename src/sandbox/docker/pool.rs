@@ -138,7 +138,7 @@ impl DockerPool {
     }
 
     /// Keeps up to `n` containers started ahead per set of limits on each
-    /// engine (see [`super::warm`]); call right after connecting.
+    /// engine (see [`Sandbox::warm`]); call right after connecting.
     pub fn with_warm(mut self, n: usize) -> Self {
         if let Some(members) = Arc::get_mut(&mut self.members) {
             for m in members.iter_mut() {

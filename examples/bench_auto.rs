@@ -1,0 +1,131 @@
+//! `batch --jobs auto` against every fixed `--jobs` and against
+//! `xargs -P4 docker run --rm`, on N HumanEval-sized tasks (a small Python
+//! function and its asserts, a quarter of them wrong), side by side.
+//!
+//! Usage: cargo build --release && cargo run --release --example bench_auto -- [N] [ROUNDS]
+//! Env: AUTODEV_BIN (default target/release/autodev), AUTODEV_BENCH_IMAGE.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(164);
+    let rounds = args.get(1).copied().unwrap_or(1).max(1);
+    let bin = std::env::var("AUTODEV_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
+    let image =
+        std::env::var("AUTODEV_BENCH_IMAGE").unwrap_or_else(|_| "autodev/python:latest".into());
+    assert!(
+        bin.is_file(),
+        "{} not found: cargo build --release first",
+        bin.display()
+    );
+    let d = tempfile::tempdir().unwrap();
+    let mut jsonl = String::new();
+    for i in 0..n {
+        let body = if i % 4 == 0 { "a - b" } else { "a + b" };
+        let src = format!(
+            "def add(a, b):\n    \"\"\"Task {i}.\"\"\"\n    return {body}\n\n\
+             assert add(2, 3) == 5\nassert add(-1, 1) == 0\nassert add(10, {i}) == {}\n",
+            10 + i
+        );
+        let t = d.path().join(format!("t{i}"));
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::write(t.join("test_add.py"), &src).unwrap();
+        jsonl.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"id": format!("t{i}"), "files": {"test_add.py": src},
+                               "runner": "python3 test_add.py"})
+        ));
+    }
+    let tasks = d.path().join("tasks.jsonl");
+    std::fs::write(&tasks, jsonl).unwrap();
+    println!("bench_auto: {n} tasks, {rounds} round(s), image {image}");
+
+    // Warm the daemon and the caches on both paths.
+    xargs(d.path(), 8, &image);
+    batch(&bin, d.path(), &tasks, "4", &image);
+
+    let settings = ["auto", "1", "2", "3", "4", "6", "8"];
+    let mut walls = vec![Vec::new(); settings.len()];
+    let mut finals = vec![0; settings.len()];
+    let mut docker = Vec::new();
+    for _ in 0..rounds {
+        docker.push(xargs(d.path(), n, &image));
+        for (k, jobs) in settings.iter().enumerate() {
+            let (wall, last) = batch(&bin, d.path(), &tasks, jobs, &image);
+            walls[k].push(wall);
+            finals[k] = last;
+        }
+    }
+    let docker = median(docker);
+    let walls: Vec<f64> = walls.into_iter().map(median).collect();
+    let best = walls[1..].iter().copied().fold(f64::INFINITY, f64::min);
+    println!("\n| --jobs | wall s | tasks/s | × xargs -P4 docker run --rm ({docker:.1} s) | × best fixed |");
+    println!("|---|---|---|---|---|");
+    for (k, jobs) in settings.iter().enumerate() {
+        let label = if *jobs == "auto" {
+            format!("auto (ended at {})", finals[k])
+        } else {
+            jobs.to_string()
+        };
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            walls[k],
+            n as f64 / walls[k],
+            walls[k] / docker,
+            walls[k] / best
+        );
+    }
+}
+
+/// `autodev batch --jobs JOBS`: wall seconds and the jobs it ended at.
+fn batch(bin: &Path, dir: &Path, tasks: &Path, jobs: &str, image: &str) -> (f64, usize) {
+    let out = dir.join("results.jsonl");
+    let _ = std::fs::remove_file(&out);
+    let t = Instant::now();
+    let o = Command::new(bin)
+        .arg("batch")
+        .arg(tasks)
+        .arg("--out")
+        .arg(&out)
+        .args(["--jobs", jobs, "--image", image, "--json"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("autodev runs");
+    let wall = t.elapsed().as_secs_f64();
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
+    let errors = summary["verdicts"]["sandbox_error"].as_u64().unwrap_or(0);
+    assert_eq!(errors, 0, "sandbox errors at --jobs {jobs}: {summary}");
+    (wall, summary["jobs"].as_u64().unwrap_or(0) as usize)
+}
+
+/// `xargs -P4` running one `docker run --rm` per task folder.
+fn xargs(dir: &Path, n: usize, image: &str) -> f64 {
+    let list: String = (0..n)
+        .map(|i| format!("{}\n", dir.join(format!("t{i}")).display()))
+        .collect();
+    let listing = dir.join("dirs.txt");
+    std::fs::write(&listing, list).unwrap();
+    let t = Instant::now();
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "xargs -P4 -I{{}} docker run --rm --network none -v {{}}:/w -w /w {image} python3 test_add.py >/dev/null 2>&1 < {}",
+            listing.display()
+        ))
+        .status()
+        .expect("xargs runs");
+    t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -1,0 +1,192 @@
+//! `--jobs auto`: how many tasks run at once, found while the batch runs.
+//!
+//! What limits a batch depends on the host, the daemon and the tasks (on a
+//! small host the daemon's CPU, on a big one the tasks'), so no fixed number
+//! is right everywhere. The controller climbs a hill: it measures completed
+//! tasks per second over a window of completions, and moves the limit one
+//! step at a time in the direction that raised the rate; a step that lowers
+//! the rate is taken back and the climb turns round; a window with a
+//! transient sandbox error (a daemon that refuses or times out: overload)
+//! cuts the limit by a quarter. The limit stays between 1 and a cap.
+
+use std::time::{Duration, Instant};
+
+/// Relative change in rate that counts as better or worse: below it, the
+/// difference is noise and the limit stays.
+const NOISE: f64 = 0.04;
+/// Windows spent at a level found best (or no worse) before probing a
+/// neighbour again: probing costs throughput when the best is found.
+const HOLD: usize = 4;
+
+/// The controller.
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    limit: usize,
+    max: usize,
+    /// +1 climbing, -1 descending.
+    direction: i64,
+    /// The previous window's limit and rate.
+    previous: Option<(usize, f64)>,
+    window_start: Instant,
+    done_in_window: usize,
+    errors_in_window: usize,
+    /// Windows left to stay at this level.
+    hold: usize,
+}
+
+impl Adaptive {
+    /// Starts at `start` (the engines' slots), never above `max`.
+    pub fn new(start: usize, max: usize, now: Instant) -> Self {
+        let max = max.max(1);
+        Adaptive {
+            limit: start.clamp(1, max),
+            max,
+            direction: 1,
+            previous: None,
+            window_start: now,
+            done_in_window: 0,
+            errors_in_window: 0,
+            hold: 0,
+        }
+    }
+
+    /// Tasks that may run at once now.
+    #[cfg(test)]
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Completions per window: enough to average over a round of the
+    /// running tasks, twice.
+    fn window(&self) -> usize {
+        (2 * self.limit).max(6)
+    }
+
+    /// A task ended at `now`, with a transient sandbox error or not;
+    /// returns the new limit when it changes.
+    pub fn record(&mut self, now: Instant, transient_error: bool) -> Option<usize> {
+        self.done_in_window += 1;
+        self.errors_in_window += usize::from(transient_error);
+        if self.done_in_window < self.window() {
+            return None;
+        }
+        let elapsed = now
+            .saturating_duration_since(self.window_start)
+            .max(Duration::from_millis(1));
+        let rate = self.done_in_window as f64 / elapsed.as_secs_f64();
+        let errors = self.errors_in_window;
+        self.window_start = now;
+        self.done_in_window = 0;
+        self.errors_in_window = 0;
+        let before = self.limit;
+        if errors > 0 {
+            // Overload: back off by a quarter, and climb again from there.
+            self.limit = (self.limit * 3 / 4).max(1);
+            self.direction = 1;
+            self.previous = None;
+            self.hold = 0;
+        } else {
+            match self.previous {
+                None => {
+                    self.previous = Some((self.limit, rate));
+                    self.step();
+                }
+                // Staying: keep the rate here current; then probe.
+                Some(_) if self.hold > 0 => {
+                    self.previous = Some((self.limit, rate));
+                    self.hold -= 1;
+                    if self.hold == 0 {
+                        self.step();
+                    }
+                }
+                Some((_, previous)) if rate > previous * (1.0 + NOISE) => {
+                    // Better: the same way again.
+                    self.previous = Some((self.limit, rate));
+                    self.step();
+                }
+                Some((limit, previous)) if rate < previous * (1.0 - NOISE) => {
+                    // Worse: back to where it was better, stay there a
+                    // while, then try the other way.
+                    self.limit = limit;
+                    self.previous = Some((limit, previous));
+                    self.direction = -self.direction;
+                    self.hold = HOLD;
+                }
+                // The same within noise: stay a while.
+                Some(_) => {
+                    self.previous = Some((self.limit, rate));
+                    self.hold = HOLD;
+                }
+            }
+        }
+        (self.limit != before).then_some(self.limit)
+    }
+
+    fn step(&mut self) {
+        let next = self.limit as i64 + self.direction;
+        if next < 1 || next as usize > self.max {
+            self.direction = -self.direction;
+            return;
+        }
+        self.limit = next as usize;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives the controller against a host whose rate at each limit is
+    /// `rate(limit)` tasks per second; returns the limits it ran at.
+    fn drive(mut a: Adaptive, tasks: usize, rate: impl Fn(usize) -> f64) -> Vec<usize> {
+        let mut now = Instant::now();
+        let mut seen = Vec::new();
+        for _ in 0..tasks {
+            now += Duration::from_secs_f64(1.0 / rate(a.limit()));
+            a.record(now, false);
+            seen.push(a.limit());
+        }
+        seen
+    }
+
+    #[test]
+    fn climbs_to_the_best_level_and_stays_near_it() {
+        // Rises to 5, then falls: a daemon that saturates, then thrashes.
+        let rate = |l: usize| {
+            let l = l as f64;
+            if l <= 5.0 {
+                2.0 * l
+            } else {
+                10.0 - 1.5 * (l - 5.0)
+            }
+        };
+        let seen = drive(Adaptive::new(2, 64, Instant::now()), 400, rate);
+        let late = &seen[seen.len() - 200..];
+        let mean = late.iter().sum::<usize>() as f64 / late.len() as f64;
+        assert!((4.0..=6.0).contains(&mean), "settled at {mean}: {seen:?}");
+        // Its throughput over the late part is within 5 % of the best.
+        let got = late.iter().map(|l| rate(*l)).sum::<f64>() / late.len() as f64;
+        assert!(got >= 0.95 * rate(5), "{got} vs {}", rate(5));
+    }
+
+    #[test]
+    fn a_flat_host_keeps_the_start_and_never_exceeds_the_cap() {
+        let seen = drive(Adaptive::new(2, 3, Instant::now()), 300, |_| 4.0);
+        assert!(seen.iter().all(|l| (1..=3).contains(l)));
+        let seen = drive(Adaptive::new(8, 4, Instant::now()), 10, |l| l as f64);
+        assert!(seen.iter().all(|l| *l <= 4));
+    }
+
+    #[test]
+    fn errors_cut_the_limit_by_a_quarter() {
+        let mut a = Adaptive::new(8, 64, Instant::now());
+        let mut now = Instant::now();
+        let mut changed = None;
+        for _ in 0..16 {
+            now += Duration::from_millis(100);
+            changed = a.record(now, true).or(changed);
+        }
+        assert_eq!(changed, Some(6));
+        assert_eq!(a.limit(), 6);
+    }
+}
