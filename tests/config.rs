@@ -6,21 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-/// `autodev` in `dir`, whose `xdg/` holds the user file; no AUTODEV_* variable.
-fn autodev(dir: &Path) -> Command {
-    let mut c = Command::new(common::bin());
-    c.current_dir(dir).env("XDG_CONFIG_HOME", dir.join("xdg"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AUTODEV_") || k == "OPENAI_API_KEY" {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
@@ -59,7 +47,7 @@ fn show_names_each_value_and_its_source_and_never_a_secret() {
         "proj/autodev.toml",
         "# tighter than the user's\n[sandbox]\nmemory = \"768m\"\n",
     );
-    let out = autodev(d.path())
+    let out = common::isolated(d.path())
         .args(["config", "show", "--json", "-w", "proj"])
         .env("AUTODEV_PIDS", "64")
         .env("OPENAI_API_KEY", "sk-very-secret")
@@ -101,7 +89,7 @@ fn show_names_each_value_and_its_source_and_never_a_secret() {
     assert_eq!(show["secrets"][0]["set"], true);
 
     // The human form says the same on one line per setting.
-    let out = autodev(d.path())
+    let out = common::isolated(d.path())
         .args(["config", "show", "-w", "proj"])
         .output()
         .unwrap();
@@ -148,7 +136,7 @@ fn a_hostile_project_file_is_refused_with_its_line() {
         ),
     ] {
         write(d.path(), "ws/autodev.toml", text);
-        let out = autodev(d.path())
+        let out = common::isolated(d.path())
             .args(["exec", "-w", "ws", "--", "true"])
             .output()
             .unwrap();
@@ -158,12 +146,12 @@ fn a_hostile_project_file_is_refused_with_its_line() {
     }
     // The user may give a looser value than the project's, for one run, with a flag.
     write(d.path(), "ws/autodev.toml", "[sandbox]\npids = 512\n");
-    let out = autodev(d.path())
+    let out = common::isolated(d.path())
         .args(["exec", "-w", "ws", "--", "true"])
         .output()
         .unwrap();
     assert!(one_line_error(&out, 2).contains("pass --pids 512"));
-    let out = autodev(d.path())
+    let out = common::isolated(d.path())
         .args([
             "exec",
             "-w",
@@ -195,12 +183,12 @@ fn unknown_keys_and_bad_values_name_file_line_and_what_is_valid() {
         ("profile = \"cobol\"\n", "unknown profile \"cobol\""),
     ] {
         write(d.path(), user, text);
-        let out = autodev(d.path()).args(["config", "show"]).output().unwrap();
+        let out = common::isolated(d.path()).args(["config", "show"]).output().unwrap();
         let err = one_line_error(&out, 2);
         assert!(err.contains(says), "{text:?}: {err}");
     }
     std::fs::remove_file(d.path().join(user)).unwrap();
-    let out = autodev(d.path())
+    let out = common::isolated(d.path())
         .args(["exec", "--", "true"])
         .env("AUTODEV_MEMORY", "lots")
         .output()
@@ -215,12 +203,18 @@ fn unknown_keys_and_bad_values_name_file_line_and_what_is_valid() {
 #[test]
 fn init_writes_a_starting_file_once_and_show_reads_it() {
     let d = tempfile::tempdir().unwrap();
-    let out = autodev(d.path()).args(["config", "init"]).output().unwrap();
+    let out = common::isolated(d.path())
+        .args(["config", "init"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let path = d.path().join("xdg/autodev/config.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("# memory = \"512m\""), "{text}");
-    let again = autodev(d.path()).args(["config", "init"]).output().unwrap();
+    let again = common::isolated(d.path())
+        .args(["config", "init"])
+        .output()
+        .unwrap();
     assert!(one_line_error(&again, 2).contains("already exists"));
     // Uncommenting a line changes the value `show` reports.
     std::fs::write(
@@ -228,14 +222,14 @@ fn init_writes_a_starting_file_once_and_show_reads_it() {
         text.replace("# memory = \"512m\"", "memory = \"2g\""),
     )
     .unwrap();
-    let out = autodev(d.path())
+    let out = common::isolated(d.path())
         .args(["config", "show", "--json"])
         .output()
         .unwrap();
     let show: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(setting(&show, "sandbox.memory")["value"], "2g");
     // A project starting file leaves out what a project may not set.
-    let out = autodev(d.path())
+    let out = common::isolated(d.path())
         .args(["config", "init", "--project"])
         .output()
         .unwrap();
@@ -245,7 +239,10 @@ fn init_writes_a_starting_file_once_and_show_reads_it() {
         !project.contains("base_url") && !project.contains("[engines]"),
         "{project}"
     );
-    let out = autodev(d.path()).args(["config", "show"]).output().unwrap();
+    let out = common::isolated(d.path())
+        .args(["config", "show"])
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -262,7 +259,10 @@ fn help_shows_the_layered_defaults() {
         "xdg/autodev/config.toml",
         "[sandbox]\nmemory = \"3g\"\n",
     );
-    let out = autodev(d.path()).args(["exec", "--help"]).output().unwrap();
+    let out = common::isolated(d.path())
+        .args(["exec", "--help"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("[default: 3g]"), "{help}");

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn example(lang: &str, p: &str) -> String {
     let dir = if lang == "python" {
@@ -16,20 +16,8 @@ fn example(lang: &str, p: &str) -> String {
     format!("{}/examples/{dir}/{p}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `autodev` with no user or project config file and no AUTODEV_* variable.
-fn autodev(dir: &Path) -> Command {
-    let mut c = Command::new(common::bin());
-    c.current_dir(dir).env("XDG_CONFIG_HOME", dir.join("xdg"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AUTODEV_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
 fn demo(lang: &str, dir: &Path, label: &(String, String)) -> Output {
-    autodev(dir)
+    common::isolated(dir)
         .args(["run", "--workspace", "ws", "--no-zip"])
         .args(["--seed", &example(lang, "project")])
         .args(["--task", &format!("@{}", example(lang, "task.md"))])
@@ -98,7 +86,7 @@ async fn a_profile_whose_image_is_missing_says_how_to_build_it() {
     )
     .unwrap();
     std::fs::write(d.path().join("build.zig"), "").unwrap();
-    let out = autodev(d.path())
+    let out = common::isolated(d.path())
         .args(["exec", "--", "true"])
         .output()
         .unwrap();

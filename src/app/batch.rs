@@ -65,7 +65,9 @@ pub(super) async fn batch_cmd(
     let cfg = BatchConfig {
         jobs: match args.jobs {
             Jobs::Fixed(j) => j,
-            Jobs::Auto => sandbox.total_slots().await,
+            // One more than the slots: while a task's container starts (the
+            // engine's CPU), another task's test can use the CPU.
+            Jobs::Auto => sandbox.total_slots().await + 1,
         },
         adaptive: match args.jobs {
             Jobs::Fixed(_) => None,

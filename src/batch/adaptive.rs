@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// Relative change in rate that counts as better or worse: below it, the
 /// difference is noise and the limit stays.
 const NOISE: f64 = 0.04;
+/// Shortest window: task lengths vary, and a rate over a few tenths of a
+/// second is mostly noise.
+const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// Windows spent at a level found best (or no worse) before probing a
 /// neighbour again: probing costs throughput when the best is found.
 const HOLD: usize = 4;
@@ -59,7 +62,7 @@ impl Adaptive {
     /// Completions per window: enough to average over a round of the
     /// running tasks, twice.
     fn window(&self) -> usize {
-        (2 * self.limit).max(6)
+        (2 * self.limit).max(8)
     }
 
     /// A task ended at `now`, with a transient sandbox error or not;
@@ -67,12 +70,10 @@ impl Adaptive {
     pub fn record(&mut self, now: Instant, transient_error: bool) -> Option<usize> {
         self.done_in_window += 1;
         self.errors_in_window += usize::from(transient_error);
-        if self.done_in_window < self.window() {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if self.done_in_window < self.window() || elapsed < MIN_WINDOW {
             return None;
         }
-        let elapsed = now
-            .saturating_duration_since(self.window_start)
-            .max(Duration::from_millis(1));
         let rate = self.done_in_window as f64 / elapsed.as_secs_f64();
         let errors = self.errors_in_window;
         self.window_start = now;
@@ -132,6 +133,62 @@ impl Adaptive {
     }
 }
 
+/// Run slots whose number can change while tasks hold them: a lower limit
+/// takes effect as running tasks end, a higher one at once.
+#[derive(Debug)]
+pub struct Slots {
+    /// Held, and the limit.
+    state: std::sync::Mutex<(usize, usize)>,
+    freed: tokio::sync::Notify,
+}
+
+/// One slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot(std::sync::Arc<Slots>);
+
+impl Slots {
+    /// `limit` slots.
+    pub fn new(limit: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Slots {
+            state: std::sync::Mutex::new((0, limit.max(1))),
+            freed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, usize)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a free slot.
+    pub async fn acquire(self: &std::sync::Arc<Self>) -> Slot {
+        loop {
+            // Registered before the check: a slot freed in between is not missed.
+            let freed = self.freed.notified();
+            {
+                let mut s = self.lock();
+                if s.0 < s.1 {
+                    s.0 += 1;
+                    return Slot(self.clone());
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Changes the number of slots.
+    pub fn set_limit(&self, limit: usize) {
+        self.lock().1 = limit.max(1);
+        self.freed.notify_waiters();
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.lock().0 -= 1;
+        self.0.freed.notify_waiters();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +245,36 @@ mod tests {
         }
         assert_eq!(changed, Some(6));
         assert_eq!(a.limit(), 6);
+    }
+
+    #[tokio::test]
+    async fn slots_follow_the_limit_both_ways() {
+        let slots = Slots::new(2);
+        let a = slots.acquire().await;
+        let _b = slots.acquire().await;
+        let waiting = {
+            let s = slots.clone();
+            tokio::spawn(async move { s.acquire().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "two of two are held");
+        slots.set_limit(3);
+        let c = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("a raised limit frees a slot at once")
+            .unwrap();
+        // Lowered to one: three are held, and none is given out until two end.
+        slots.set_limit(1);
+        drop(a);
+        drop(c);
+        let s = slots.clone();
+        let next = tokio::spawn(async move { s.acquire().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!next.is_finished(), "one of one is held");
+        drop(_b);
+        tokio::time::timeout(Duration::from_secs(1), next)
+            .await
+            .expect("freed")
+            .unwrap();
     }
 }

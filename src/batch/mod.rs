@@ -243,7 +243,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     // folder, container start) while the others run, and start the moment a
     // slot frees up.
     let gate = Gate {
-        slots: Arc::new(tokio::sync::Semaphore::new(jobs)),
+        slots: adaptive::Slots::new(jobs),
         stop: stop.clone(),
         conventions: Arc::from(cfg.conventions.as_str()),
     };
@@ -287,7 +287,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
                     // or failing host.
                     let strained = r.attempts > 1 || r.verdict == TaskVerdict::SandboxError;
                     if let Some(limit) = control.as_mut().and_then(|c| c.record(Instant::now(), strained)) {
-                        resize(&gate.slots, jobs, limit);
+                        gate.slots.set_limit(limit);
                         jobs = limit;
                     }
                     write_result(&mut out, &cfg.out, &r)?;
@@ -307,7 +307,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     // supersedes the old one.
     if !stop.is_cancelled() && !starved.is_empty() {
         let alone = Gate {
-            slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            slots: adaptive::Slots::new(1),
             stop: stop.clone(),
             conventions: gate.conventions.clone(),
         };
@@ -340,22 +340,6 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     summary.jobs = jobs;
     summary.this_run = counts;
     Ok(summary)
-}
-
-/// Moves the run slots from `from` to `to`: more at once, or fewer as the
-/// running tasks give theirs back.
-fn resize(slots: &Arc<tokio::sync::Semaphore>, from: usize, to: usize) {
-    if to > from {
-        slots.add_permits(to - from);
-    } else if from > to {
-        let slots = slots.clone();
-        let n = u32::try_from(from - to).unwrap_or(u32::MAX);
-        tokio::spawn(async move {
-            if let Ok(p) = slots.acquire_many_owned(n).await {
-                p.forget();
-            }
-        });
-    }
 }
 
 /// What is not about any one task is checked once: a scratch folder can be
@@ -393,13 +377,7 @@ async fn run_gated<S: Sandbox>(
 ) -> Result<crate::sandbox::Outcome, SandboxError> {
     let prepared = sandbox.prepare(spec).await?;
     let _permit = tokio::select! {
-        p = gate.slots.acquire() => match p {
-            Ok(p) => p,
-            Err(_) => {
-                sandbox.abandon(prepared).await;
-                return Err(SandboxError::NotStarted);
-            }
-        },
+        p = gate.slots.acquire() => p,
         _ = gate.stop.cancelled() => {
             sandbox.abandon(prepared).await;
             return Err(SandboxError::NotStarted);
@@ -416,7 +394,7 @@ async fn run_gated<S: Sandbox>(
 /// and what the model is told.
 #[derive(Clone)]
 struct Gate {
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: Arc<adaptive::Slots>,
     stop: CancellationToken,
     /// The profile's conventions, told to the model of every repair loop.
     conventions: Arc<str>,
@@ -504,7 +482,7 @@ async fn attempt_task<S: Sandbox>(
             // A repair loop holds its slot throughout: its test runs come one
             // after another, between model calls.
             let _permit = tokio::select! {
-                p = gate.slots.acquire() => p.map_err(|_| AgentError::Interrupted)?,
+                p = gate.slots.acquire() => p,
                 _ = gate.stop.cancelled() => return Err(AgentError::Interrupted),
             };
             let cfg = AgentConfig {

@@ -182,6 +182,20 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_autodev"))
 }
 
+/// The binary run in `dir` with no configuration of this machine's: the
+/// user file is `dir/xdg/autodev/config.toml`, no `AUTODEV_*` variable and
+/// no API key reach it.
+pub fn isolated(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir).env("XDG_CONFIG_HOME", dir.join("xdg"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AUTODEV_") || k == "OPENAI_API_KEY" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
 /// The events of a JSON Lines transcript; panics on a line that is not JSON.
 pub fn transcript(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
