@@ -2,13 +2,16 @@
 //! and how the wrapper's ready marker is told apart from the command's own
 //! output.
 //!
-//! The container starts `/bin/sh -c WRAPPER autodev-wrapper NONCE MODE ...`.
-//! The wrapper unpacks the tar stream on stdin into `/workspace`, prints
-//! `NONCE:ready` on stderr, then `exec`s the command with stdin closed (a
-//! test that reads input must not hang on the rest of the stream). The nonce
-//! is random per run and never in the workspace, so nothing the code under
-//! test prints can pass for the marker; and after the marker, every byte is
-//! the command's.
+//! The container starts `/bin/sh -c WRAPPER autodev-wrapper NONCE REPORT
+//! CPU MODE ...` ([`container_cmd`], Kubernetes), or `... stdin IDLE`
+//! ([`waiting_cmd`], Docker: started before its run, it reads those same
+//! settings, the environment and a deadline from stdin first, see
+//! [`header`]). The wrapper unpacks the tar stream on stdin into
+//! `/workspace`, prints `NONCE:ready` on stderr, then runs the command with
+//! stdin closed (a test that reads input must not hang on the rest of the
+//! stream). The nonce is random per run and never in the workspace, so
+//! nothing the code under test prints can pass for the marker; and after
+//! the marker, every byte is the command's.
 
 use std::fmt;
 
