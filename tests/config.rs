@@ -235,10 +235,24 @@ fn init_writes_a_starting_file_once_and_show_reads_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let project = std::fs::read_to_string(d.path().join("autodev.toml")).unwrap();
-    assert!(
-        !project.contains("base_url") && !project.contains("[engines]"),
-        "{project}"
-    );
+    for forbidden in [
+        "base_url",
+        "provider",
+        "engine",
+        "backend",
+        "runtime",
+        "env",
+        "allow_task_overrides",
+    ] {
+        assert!(
+            !project
+                .lines()
+                .any(|l| l.starts_with(&format!("# {forbidden} "))
+                    || l.starts_with(&format!("# {forbidden}:"))),
+            "{forbidden} in {project}"
+        );
+    }
+    assert!(project.contains("# memory = \"512m\""), "{project}");
     let out = common::isolated(d.path())
         .args(["config", "show"])
         .output()
