@@ -2,7 +2,6 @@
 //! place for review.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 
@@ -16,18 +15,6 @@ pub const MANAGED_LABEL: &str = "autodev.managed";
 pub const RUN_LABEL: &str = "autodev.run";
 /// Label holding the pid of the process that created a container.
 pub const PID_LABEL: &str = "autodev.pid";
-/// Label holding the name of the host that process ran on.
-pub const HOST_LABEL: &str = "autodev.host";
-
-/// This host's name, as the kernel has it.
-pub fn host_name() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    })
-}
 /// Files per tmpfs: without a cap, millions of empty files cost kernel memory
 /// that the size limit does not see.
 const TMPFS_INODES: u32 = 65_536;
@@ -57,15 +44,11 @@ fn network_mode(n: Network) -> &'static str {
 }
 
 /// Builds the container definition: every isolation setting lives here.
-/// Nothing of one run is in it (command, environment, marker nonce come on
-/// stdin, see [`wrapper::header`]): the container is started before its run
-/// and waits at most `idle` for it, and any run of the same settings can use
-/// it. The engine removes it when it ends, so a container whose owner died
-/// is gone after its deadline, with nobody left to remove it.
 pub(super) fn container_body(
     spec: &RunSpec,
     run_id: &str,
-    idle: Duration,
+    nonce: &str,
+    report: Option<&str>,
     flavor: Flavor,
 ) -> ContainerCreateBody {
     let l = &spec.limits;
@@ -109,7 +92,6 @@ pub(super) fn container_body(
         (MANAGED_LABEL.to_string(), "true".to_string()),
         (RUN_LABEL.to_string(), run_id.to_string()),
         (PID_LABEL.to_string(), std::process::id().to_string()),
-        (HOST_LABEL.to_string(), host_name().to_string()),
     ]);
     labels.extend(spec.labels.iter().cloned());
     let memory = i64::try_from(l.memory).unwrap_or(i64::MAX);
@@ -126,7 +108,6 @@ pub(super) fn container_body(
         // /dev/shm stays writable even with a read-only root; keep it small.
         shm_size: Some(16 * 1024 * 1024),
         init: Some(true),
-        auto_remove: Some(true),
         network_mode: Some(network_mode(l.network).into()),
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
@@ -149,10 +130,16 @@ pub(super) fn container_body(
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(wrapper::waiting_cmd(idle)),
+        cmd: Some(wrapper::container_cmd(
+            nonce,
+            report,
+            l.cpu_time
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            &spec.command,
+        )),
         // The image's entrypoint must not get between us and the wrapper.
         entrypoint: Some(vec![]),
-        env: Some(Vec::new()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         user: Some(l.user.clone()),
         working_dir: Some("/workspace".into()),
         hostname: Some("sandbox".into()),
@@ -176,8 +163,7 @@ mod tests {
     #[test]
     fn body_is_locked_down_by_default() {
         let spec = RunSpec::new("/tmp", "true", "img");
-        let idle = Duration::from_secs(60);
-        let b = container_body(&spec, "r1", idle, Flavor::Docker);
+        let b = container_body(&spec, "r1", "n", None, Flavor::Docker);
         let h = b.host_config.unwrap();
         assert_eq!(h.readonly_rootfs, Some(true));
         assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
@@ -189,9 +175,7 @@ mod tests {
         assert_eq!(b.labels.unwrap()[MANAGED_LABEL], "true");
         assert_eq!(b.env, Some(vec![]));
         assert_eq!(b.user.as_deref(), Some("1000:1000"));
-        assert_eq!(h.auto_remove, Some(true));
-        assert_eq!(b.cmd.unwrap()[4..], ["stdin", "60"]);
-        let p = container_body(&spec, "r1", idle, Flavor::Podman);
+        let p = container_body(&spec, "r1", "n", None, Flavor::Podman);
         let t = p.host_config.unwrap().tmpfs.unwrap();
         assert!(!t["/workspace"].contains("nr_inodes") && t["/workspace"].contains("size="));
         assert!(t["/var/tmp"].starts_with("ro,"));
