@@ -575,23 +575,26 @@ async fn limits_are_applied_to_the_container() {
                 .await
         })
     };
-    let mut id = None;
+    // A container listed may be gone by the time it is inspected (one
+    // still being removed is listed too): look until one answers.
+    let mut info = None;
     for _ in 0..200 {
-        id = common::containers_with(&label).into_iter().next();
-        if id.is_some() {
-            break;
+        if let Some(id) = common::containers_with(&label).into_iter().next() {
+            let inspected = sb
+                .client()
+                .inspect_container(
+                    &id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await;
+            if let Ok(i) = inspected {
+                info = Some(i);
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let id = id.expect("the run's container appears");
-    let info = sb
-        .client()
-        .inspect_container(
-            &id,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-        .unwrap();
+    let info = info.expect("the run's container appears");
     running.abort();
     let h = info.host_config.unwrap();
     assert_eq!(h.memory, Some(100 << 20));
