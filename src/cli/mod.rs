@@ -242,7 +242,7 @@ pub struct BatchArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Tasks running at once: a number, or auto (found while the batch runs, starting at the
-    /// engines' slots: one engine's CPU count, and at most four times that).
+    /// engines' slots plus one, at most four times the slots; one engine's slots: its CPUs).
     #[arg(long, short = 'j', default_value = "auto", value_parser = jobs)]
     pub jobs: Jobs,
     /// Extra attempts for a task that ends in sandbox_error.

@@ -136,9 +136,9 @@ impl Default for Limits {
         // The texts are constants, proven to parse by a unit test.
         let size = |what, v| parse_size(what, v).unwrap_or_default();
         Limits {
-            cpus: defaults::CPUS.parse().unwrap_or(1.0),
+            cpus: defaults::CPUS.parse().unwrap_or_default(),
             memory: size("--memory", defaults::MEMORY),
-            pids: defaults::PIDS.parse().unwrap_or(256),
+            pids: defaults::PIDS.parse().unwrap_or_default(),
             timeout: parse_duration("--timeout", defaults::TIMEOUT).unwrap_or_default(),
             output_limit: size("--output-limit", defaults::OUTPUT_LIMIT),
             network: defaults::NETWORK.parse().unwrap_or_default(),
