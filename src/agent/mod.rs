@@ -179,6 +179,8 @@ pub async fn run<M: ModelClient, S: Sandbox>(
         calls: 0,
     };
     let result = l.drive(t0).await;
+    // A container warmed for a test run that will not come.
+    l.sandbox.retire(&l.spec()).await;
     if let Err(e) = &result {
         let kind = match e {
             AgentError::Model(_) => "model_error",
@@ -329,6 +331,8 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             )
         };
         let messages = [Message::system(&system), Message::user(user)];
+        // The next test run's container starts while the model thinks.
+        self.sandbox.warm(&self.spec());
         self.tr.event(
             "prompt",
             json!({"iteration": iteration, "messages": messages,
@@ -397,10 +401,16 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         Ok(())
     }
 
-    async fn test(&mut self, iteration: u32) -> Result<Outcome, AgentError> {
+    /// What every test run of this loop runs.
+    fn spec(&self) -> RunSpec {
         let mut spec = self.cfg.sandbox.clone();
         spec.workspace = self.cfg.workspace.clone();
         spec.command = self.cfg.runner.clone();
+        spec
+    }
+
+    async fn test(&mut self, iteration: u32) -> Result<Outcome, AgentError> {
+        let spec = self.spec();
         let mut sink = self.ui.sink();
         let result = self.sandbox.run(&spec, sink.as_mut(), self.cancel).await;
         let mut outcome = match result {

@@ -161,7 +161,11 @@ pub(crate) async fn connect(args: &EngineArgs) -> Result<AnySandbox, SandboxErro
     }
     let tls = tls_flags(args);
     let specs = engine::engines(&args.engine, &tls, |k| std::env::var(k).ok())?;
-    Ok(AnySandbox::Docker(DockerPool::connect(&specs).await?))
+    Ok(AnySandbox::Docker(
+        DockerPool::connect(&specs)
+            .await?
+            .with_warm(usize::from(args.pool)),
+    ))
 }
 
 fn tls_flags(args: &EngineArgs) -> TlsFlags {

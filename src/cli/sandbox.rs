@@ -46,6 +46,10 @@ pub struct EngineArgs {
     /// This client's key for mutual TLS.
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// Docker: containers kept started ahead, per set of limits, while `run` waits for the
+    /// model or a test runs (each used by one run only); 0 starts each when its run comes.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub pool: u8,
 }
 
 /// Sandbox limits shared by exec, run and batch.

@@ -100,6 +100,7 @@ pub const KEYS: &[Key] = &[
     key("engines.tls_ca", "tls_ca", Forbidden(DESTINATION)),
     key("engines.tls_cert", "tls_cert", Forbidden(DESTINATION)),
     key("engines.tls_key", "tls_key", Forbidden(DESTINATION)),
+    key("engines.pool", "pool", Allowed),
     key("model.provider", "provider", Forbidden(DESTINATION)),
     key("model.name", "model", Allowed),
     key("model.base_url", "base_url", Forbidden(DESTINATION)),

@@ -102,6 +102,20 @@ impl Sandbox for AnySandbox {
         }
     }
 
+    fn warm(&self, spec: &RunSpec) {
+        match self {
+            AnySandbox::Docker(p) => p.warm(spec),
+            AnySandbox::Kube(k) => k.warm(spec),
+        }
+    }
+
+    async fn retire(&self, spec: &RunSpec) {
+        match self {
+            AnySandbox::Docker(p) => p.retire(spec).await,
+            AnySandbox::Kube(k) => k.retire(spec).await,
+        }
+    }
+
     async fn clean(&self, labels: &[(String, String)]) -> Result<usize, SandboxError> {
         match self {
             AnySandbox::Docker(p) => p.clean(labels).await,

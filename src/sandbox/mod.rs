@@ -419,6 +419,21 @@ pub trait Sandbox: Send + Sync {
         &self,
         labels: &[(String, String)],
     ) -> impl Future<Output = Result<usize, SandboxError>> + Send;
+
+    /// A hint that a run of `spec` will come soon (`run` gives it while the
+    /// model thinks): a backend that can start its container ahead does so
+    /// in the background, so the run's critical path is the copy-in and the
+    /// command. Never waits, never fails; the default does nothing.
+    fn warm(&self, spec: &RunSpec) {
+        let _ = spec;
+    }
+
+    /// Removes what [`Sandbox::warm`] started for runs of `spec` and no run
+    /// took, and waits.
+    fn retire(&self, spec: &RunSpec) -> impl Future<Output = ()> + Send {
+        let _ = spec;
+        async {}
+    }
 }
 
 /// Walks the workspace a run copies in, off the async threads.

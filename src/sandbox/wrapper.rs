@@ -2,13 +2,16 @@
 //! and how the wrapper's ready marker is told apart from the command's own
 //! output.
 //!
-//! The container starts `/bin/sh -c WRAPPER autodev-wrapper NONCE MODE ...`.
-//! The wrapper unpacks the tar stream on stdin into `/workspace`, prints
-//! `NONCE:ready` on stderr, then `exec`s the command with stdin closed (a
-//! test that reads input must not hang on the rest of the stream). The nonce
-//! is random per run and never in the workspace, so nothing the code under
-//! test prints can pass for the marker; and after the marker, every byte is
-//! the command's.
+//! The container starts `/bin/sh -c WRAPPER autodev-wrapper NONCE REPORT
+//! CPU MODE ...` ([`container_cmd`], Kubernetes), or `... stdin IDLE`
+//! ([`waiting_cmd`], Docker: started before its run, it reads those same
+//! settings, the environment and a deadline from stdin first, see
+//! [`header`]). The wrapper unpacks the tar stream on stdin into
+//! `/workspace`, prints `NONCE:ready` on stderr, then runs the command with
+//! stdin closed (a test that reads input must not hang on the rest of the
+//! stream). The nonce is random per run and never in the workspace, so
+//! nothing the code under test prints can pass for the marker; and after
+//! the marker, every byte is the command's.
 
 use std::fmt;
 
@@ -93,6 +96,26 @@ fn shell_quote(a: &str) -> String {
 /// most the cap), sends them on stderr after nonce markers, and exits with
 /// the command's status.
 const WRAPPER: &str = r#"P=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+x=
+dec() { case $1 in *\\*) v=$(printf '%bx' "$1"); v=${v%x} ;; *) v=$1 ;; esac; }
+if [ "$1" = stdin ]; then
+  # Started ahead of its run: the run's settings come first on stdin. An
+  # owner that dies closes stdin (read fails: exit); one that hangs is
+  # outlived by the idle deadline. Either way the container ends, and the
+  # engine removes it.
+  (trap 'kill $s; exit 0' TERM; PATH=$P sleep "$2" & s=$!; wait $s && kill -KILL -1) </dev/null >/dev/null 2>&1 &
+  d=$!
+  IFS= read -r n && IFS= read -r j && IFS= read -r l && IFS= read -r t && IFS= read -r c && IFS= read -r e || exit 0
+  kill $d
+  # The run's own deadline, past the owner's wall clock: a run whose owner
+  # died still ends.
+  (PATH=$P sleep "$t"; kill -KILL -1) </dev/null >/dev/null 2>&1 &
+  dec "$j"
+  set -- "$n" "$v" "$l"
+  while [ "$c" -gt 0 ]; do IFS= read -r a || exit 0; dec "$a"; set -- "$@" "$v"; c=$((c - 1)); done
+  while [ "$e" -gt 0 ]; do IFS= read -r a || exit 0; x="$x$a
+"; e=$((e - 1)); done
+fi
 PATH=$P tar -x -f - -C /workspace --no-same-owner >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
 printf '%s:ready\n' "$1" >&2
 n=$1 j=$2 l=$3
@@ -117,7 +140,13 @@ if [ -n "$l" ]; then
   ) &
   w=$!
 fi
-if [ "$1" = sh ]; then /bin/sh -c "$2" </dev/null; else shift; "$@" </dev/null; fi
+(
+  # The run's environment (started ahead: from stdin), for the command only.
+  while IFS= read -r a; do [ -n "$a" ] && dec "$a" && export "$v"; done <<EOF
+$x
+EOF
+  if [ "$1" = sh ]; then exec /bin/sh -c "$2"; else shift; exec "$@"; fi
+) </dev/null
 rc=$?
 [ -n "$l" ] && kill "$w" 2>/dev/null
 m=- o=-
@@ -140,6 +169,79 @@ if [ -n "$j" ]; then
 fi
 exit $rc"#;
 
+fn script() -> String {
+    // One byte over the cap tells a report that was cut from one that fits.
+    WRAPPER.replace(
+        "REPORT_CAP",
+        &(crate::report::junit::MAX_REPORT_BYTES + 1).to_string(),
+    )
+}
+
+/// The command line of a container started before its run is known: it
+/// waits for [`header`] on stdin, then the workspace tar, and ends by itself
+/// if neither comes within `idle` (or stdin closes: its owner is gone).
+pub fn waiting_cmd(idle: std::time::Duration) -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        script(),
+        "autodev-wrapper".into(),
+        "stdin".into(),
+        idle.as_secs().max(1).to_string(),
+    ]
+}
+
+/// What a waiting container reads first on stdin: the marker nonce, the
+/// report path, the CPU-time limit, the deadline after which it kills
+/// everything (seconds), then the command and its environment. Kept out of
+/// the container's definition, so neither an inspect nor `/proc/1/cmdline`
+/// shows the nonce, and one container serves any run of the same limits.
+pub fn header(
+    nonce: &str,
+    report: Option<&str>,
+    cpu_limit_ns: Option<u64>,
+    deadline: std::time::Duration,
+    env: &[(String, String)],
+    command: &Command,
+) -> Vec<u8> {
+    let items: Vec<&str> = match command {
+        Command::Shell(s) => vec!["sh", s.as_str()],
+        Command::Argv(v) => std::iter::once("argv")
+            .chain(v.iter().map(String::as_str))
+            .collect(),
+    };
+    let mut lines = vec![
+        escape(nonce),
+        escape(report.unwrap_or("")),
+        cpu_limit_ns.map(|n| n.to_string()).unwrap_or_default(),
+        deadline.as_secs().max(1).to_string(),
+        items.len().to_string(),
+        env.len().to_string(),
+    ];
+    lines.extend(items.into_iter().map(escape));
+    lines.extend(env.iter().map(|(k, v)| escape(&format!("{k}={v}"))));
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out.into_bytes()
+}
+
+/// One value per line for the wrapper's `dec` (`printf %b`): backslash,
+/// newline and other control characters escaped, everything else as is.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\0{:03o}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The container's command line for `command`, announcing readiness with
 /// `nonce`, sending back the report at `report` (a path inside the
 /// container) when one is asked for, and killing everything once the
@@ -150,15 +252,10 @@ pub fn container_cmd(
     cpu_limit_ns: Option<u64>,
     command: &Command,
 ) -> Vec<String> {
-    // One byte over the cap tells a report that was cut from one that fits.
-    let script = WRAPPER.replace(
-        "REPORT_CAP",
-        &(crate::report::junit::MAX_REPORT_BYTES + 1).to_string(),
-    );
     let mut cmd: Vec<String> = vec![
         "/bin/sh".into(),
         "-c".into(),
-        script,
+        script(),
         "autodev-wrapper".into(),
         nonce.into(),
         report.unwrap_or("").into(),
@@ -199,6 +296,47 @@ mod tests {
         assert_eq!(
             container_cmd("n", None, None, &one)[6..],
             ["", "sh", "echo 'a b' | wc -c"]
+        );
+    }
+
+    /// The header, fed to the real wrapper under this host's `/bin/sh`
+    /// (no tar: the copy fails after the settings are read), comes back
+    /// intact: every value, whatever bytes it holds.
+    #[test]
+    fn the_header_survives_the_shell() {
+        let odd = "a\\b\nc d\t'\"$(x)`y`*\u{e9}\\n\\";
+        let h = header(
+            "n0nce",
+            Some("/tmp/r.xml"),
+            Some(7),
+            std::time::Duration::from_secs(9),
+            &[("A".into(), odd.into()), ("B".into(), "".into())],
+            &Command::Argv(vec!["printf".into(), odd.into(), "".into()]),
+        );
+        // The wrapper up to the copy, then print what it holds. Its
+        // deadlines kill every process the user may signal: harmless in a
+        // container, fatal to this host, so they are defused here.
+        let upto = WRAPPER
+            .split("PATH=$P tar")
+            .next()
+            .unwrap()
+            .replace("kill -KILL -1", "true");
+        assert!(!upto.contains("KILL -1") && upto.matches("true)").count() == 2);
+        let probe = format!(
+            "{upto}\nprintf '%s|' \"$@\"; printf '\\n'; while IFS= read -r a; do [ -n \"$a\" ] && dec \"$a\" && printf '[%s]' \"$v\"; done <<EOF\n$x\nEOF\n"
+        );
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", &probe, "autodev-wrapper", "stdin", "5"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), &h).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            text,
+            format!("n0nce|/tmp/r.xml|7|argv|printf|{odd}||\n[A={odd}][B=]")
         );
     }
 

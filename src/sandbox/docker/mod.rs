@@ -2,14 +2,16 @@
 //! locked-down container per run, driven through bollard over one shared
 //! connection pool. [`pool::DockerPool`] spreads runs over several engines.
 //!
-//! Lifecycle: `prepare` walks the workspace and creates the container
-//! (attached stdin/stdout/stderr, `none` log driver so output never lands on
-//! the daemon's disk); `start` attaches, starts, streams the workspace tar
-//! into stdin, where the wrapper ([`super::wrapper`]) unpacks it into the
-//! size-limited `/workspace` tmpfs and announces readiness → output is
-//! demultiplexed live → wait and inspect (exit code, OOM flag) → forced
-//! removal, on every path. A prepared run that is dropped is removed in the
-//! background (`Removal`).
+//! Lifecycle: `prepare` walks the workspace and takes a container started
+//! ahead (`warm.rs`), or creates, attaches and starts one (`none` log driver
+//! so output never lands on the daemon's disk; removed by the engine when it
+//! ends); the wrapper inside waits on stdin. `start` sends the run's
+//! settings and the workspace tar into stdin, where the wrapper
+//! ([`super::wrapper`]) unpacks it into the size-limited `/workspace` tmpfs
+//! and announces readiness → output is demultiplexed live → the exit status
+//! from a wait registered when the container started → the engine's own
+//! removal, or a forced one on every other path. A prepared run that is
+//! dropped is removed in the background (`Removal`).
 //!
 //! Why stdin and not the archive endpoint: with a read-only root filesystem
 //! the daemon refuses archive uploads even into a tmpfs, and a volume would
@@ -23,6 +25,7 @@ pub mod policy;
 pub mod pool;
 mod removal;
 mod stream;
+mod warm;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -41,6 +44,7 @@ pub use engine::EngineSpec;
 use health::{Watchdog, HEARTBEAT_TIMEOUT};
 pub use policy::{Flavor, MANAGED_LABEL, PID_LABEL, RUN_LABEL};
 use removal::{list_managed, remove, Removal};
+use warm::{Started, WarmSet, IDLE_DEADLINE};
 
 /// Bound on a create: a daemon that takes longer is not well, and a create
 /// lost to a cut link must end.
@@ -57,6 +61,8 @@ pub struct DockerSandbox {
     host: std::sync::Arc<tokio::sync::OnceCell<HostFacts>>,
     /// Docker or Podman.
     flavor: Flavor,
+    /// Containers started ahead of their runs.
+    warm: std::sync::Arc<WarmSet>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,10 +79,10 @@ struct ImageFacts {
     junit: Option<String>,
 }
 
-/// A created container, not started yet.
+/// A started container waiting for its run.
 #[derive(Debug)]
 pub struct DockerPrepared {
-    removal: Removal,
+    started: Started,
     nonce: String,
     report: ReportAt,
     image_id: Option<String>,
@@ -97,13 +103,25 @@ impl DockerSandbox {
     /// Connects to one engine.
     pub async fn connect_to(spec: &EngineSpec) -> Result<Self, SandboxError> {
         let (docker, flavor) = spec.connect().await?;
+        // In the background: nothing waits for it (a short command may end
+        // first; the next start sweeps again).
+        let sweeper = docker.clone();
+        tokio::spawn(async move { removal::sweep_orphans(&sweeper).await });
         Ok(DockerSandbox {
             docker,
             name: spec.name(),
             images: Default::default(),
             host: Default::default(),
             flavor,
+            warm: WarmSet::new(1),
         })
+    }
+
+    /// Keeps up to `n` containers started ahead per set of settings when
+    /// asked to warm ([`Sandbox::warm`]); 0 turns it off.
+    pub fn with_warm(mut self, n: usize) -> Self {
+        self.warm = WarmSet::new(n);
+        self
     }
 
     /// Docker or Podman.
@@ -280,14 +298,68 @@ impl DockerSandbox {
         Ok(facts)
     }
 
-    async fn create(
-        &self,
-        spec: &RunSpec,
-        run_id: &str,
-        nonce: &str,
-        report: Option<&str>,
-    ) -> Result<String, SandboxError> {
-        let body = policy::container_body(spec, run_id, nonce, report, self.flavor);
+    /// How many started containers wait for a run of `spec`'s settings.
+    pub fn waiting(&self, spec: &RunSpec) -> usize {
+        self.warm.ready(&self.warm_key(spec))
+    }
+
+    /// Which containers can serve `spec`: those of the same definition.
+    fn warm_key(&self, spec: &RunSpec) -> String {
+        let body = policy::container_body(spec, "", IDLE_DEADLINE, self.flavor);
+        // Through a JSON value: its maps are sorted, the definition's are not.
+        serde_json::to_value(&body)
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Creates, attaches and starts a container for a run of `spec`, and
+    /// registers the wait that will give its exit status before anything is
+    /// sent, so the container cannot end (and be removed) unseen.
+    async fn launch(&self, spec: &RunSpec) -> Result<Started, SandboxError> {
+        let id = self.create(spec, &new_run_id()).await?;
+        let removal = Removal::new(self.docker.clone(), id.clone());
+        let lost = CancellationToken::new();
+        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
+        let attach = self
+            .guarded(
+                "attach",
+                &lost,
+                self.docker.attach_container(
+                    &id,
+                    Some(bollard::query_parameters::AttachContainerOptions {
+                        stdin: true,
+                        stdout: true,
+                        stderr: true,
+                        stream: true,
+                        logs: false,
+                        detach_keys: None,
+                    }),
+                ),
+            )
+            .await?;
+        // Docker's wait goes before the start: the engine removes the
+        // container as it ends, and a later wait finds nothing. Podman's
+        // after: its wait on a container not yet started answers at once
+        // (-1), and Podman leaves an ended container for a late wait.
+        let early = (self.flavor == Flavor::Docker).then(|| stream::ExitWait::register(self, &id));
+        self.guarded(
+            "start container",
+            &lost,
+            self.docker.start_container(&id, None),
+        )
+        .await?;
+        let exit = early.unwrap_or_else(|| stream::ExitWait::register(self, &id));
+        Ok(Started {
+            removal,
+            output: attach.output,
+            input: attach.input,
+            exit,
+            since: Instant::now(),
+        })
+    }
+
+    async fn create(&self, spec: &RunSpec, run_id: &str) -> Result<String, SandboxError> {
+        let body = policy::container_body(spec, run_id, IDLE_DEADLINE, self.flavor);
         let opts = CreateContainerOptions {
             name: Some(format!("autodev-{run_id}")),
             ..Default::default()
@@ -349,7 +421,6 @@ impl Sandbox for DockerSandbox {
     async fn prepare(&self, spec: &RunSpec) -> Result<DockerPrepared, SandboxError> {
         let clock = RunClock::new();
         let manifest = super::walk(spec).await?;
-        let run_id = new_run_id();
         let nonce = super::new_nonce();
         let facts = self.image_facts(&spec.image).await?;
         let report = match (&spec.junit, &facts.junit) {
@@ -358,9 +429,17 @@ impl Sandbox for DockerSandbox {
         };
         // Not raced against cancellation: a create abandoned mid-request
         // would still be carried out by the daemon and leave a container.
-        let id = self.create(spec, &run_id, &nonce, report.path()).await?;
+        let key = self.warm_key(spec);
+        let started = match self.warm.take(&key, CREATE_TIMEOUT).await {
+            Some(s) => s,
+            None => self.launch(spec).await?,
+        };
+        // While this run goes on, the next one's container starts.
+        if self.warm.active(&key) {
+            Sandbox::warm(self, spec);
+        }
         Ok(DockerPrepared {
-            removal: Removal::new(self.docker.clone(), id),
+            started,
             nonce,
             report,
             image_id: facts.id,
@@ -377,7 +456,7 @@ impl Sandbox for DockerSandbox {
         cancel: &CancellationToken,
     ) -> Result<Outcome, SandboxError> {
         let DockerPrepared {
-            mut removal,
+            started,
             nonce,
             report,
             image_id,
@@ -386,6 +465,21 @@ impl Sandbox for DockerSandbox {
             clock,
         } = p;
         let (mut durations, total) = clock.start();
+        // Prepared long ago (a batch's prefetched run waiting for a slot): its
+        // container nears the end of its wait and is replaced by a fresh one.
+        let started = if started.since.elapsed() < warm::MAX_IDLE {
+            started
+        } else {
+            drop(started);
+            self.launch(&spec).await?
+        };
+        let Started {
+            mut removal,
+            output,
+            input,
+            exit,
+            ..
+        } = started;
         let mut tree = None;
         let result = if cancel.is_cancelled() {
             Err(SandboxError::Interrupted)
@@ -393,6 +487,8 @@ impl Sandbox for DockerSandbox {
             let id = removal.id.clone();
             self.drive(
                 (&id, &nonce, &report),
+                (output, input, exit),
+                &mut removal,
                 &spec,
                 manifest,
                 sink,
@@ -430,8 +526,38 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn abandon(&self, p: DockerPrepared) {
-        let mut removal = p.removal;
+        let mut removal = p.started.removal;
         let _ = removal.now().await;
+    }
+
+    fn warm(&self, spec: &RunSpec) {
+        let key = self.warm_key(spec);
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.warm.activate(&key);
+        if !self.warm.want(&key) {
+            return;
+        }
+        let this = self.clone();
+        let spec = spec.clone();
+        handle.spawn(async move {
+            let started = this.launch(&spec).await.ok();
+            this.warm.arrived(&key, started);
+        });
+    }
+
+    async fn retire(&self, spec: &RunSpec) {
+        let key = self.warm_key(spec);
+        // One still being started is waited for (a start is bounded by the
+        // create's timeout and the heartbeat), so none arrives after this.
+        let t0 = Instant::now();
+        while self.warm.coming(&key) && t0.elapsed() < CREATE_TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for mut s in self.warm.drain(&key) {
+            let _ = s.removal.now().await;
+        }
     }
 
     async fn preflight(&self, spec: &RunSpec) -> Result<(), SandboxError> {
@@ -441,7 +567,7 @@ impl Sandbox for DockerSandbox {
         self.check_host(spec).await?;
         // A trial create, never started: the engine checks every setting
         // (runtime, CPUs, tmpfs options) the real runs will use.
-        let id = self.create(spec, &new_run_id(), "preflight", None).await?;
+        let id = self.create(spec, &new_run_id()).await?;
         // The check is the create; a slow removal (seen on an engine busy
         // right after an image import) is not a reason to refuse the batch.
         // What it leaves, if anything, carries the labels `clean` looks for.

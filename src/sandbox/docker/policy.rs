@@ -2,6 +2,7 @@
 //! place for review.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 
@@ -15,6 +16,18 @@ pub const MANAGED_LABEL: &str = "autodev.managed";
 pub const RUN_LABEL: &str = "autodev.run";
 /// Label holding the pid of the process that created a container.
 pub const PID_LABEL: &str = "autodev.pid";
+/// Label holding the name of the host that process ran on.
+pub const HOST_LABEL: &str = "autodev.host";
+
+/// This host's name, as the kernel has it.
+pub fn host_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
 /// Files per tmpfs: without a cap, millions of empty files cost kernel memory
 /// that the size limit does not see.
 const TMPFS_INODES: u32 = 65_536;
@@ -23,6 +36,27 @@ pub const PODMAN_NOFILE: i64 = 4096;
 /// Processes per user under Podman (a host-wide count per uid, so far above
 /// one run's `--pids`, which the cgroup enforces).
 pub const PODMAN_NPROC: i64 = 16384;
+
+/// Host threads gVisor's sentry and its per-process stubs take under
+/// runsc, on top of `--pids`: the cgroup limit counts them, not the code's
+/// processes. Measured on runsc 20221219 (ptrace platform): about 55
+/// threads for a container running one `sleep`, about 10 more for each
+/// process inside, 75 for a waiting wrapper, 104 with `--cpu-time`'s
+/// watcher; without this, `--pids 64` left no room for a test to start.
+pub const GVISOR_PIDS_HEADROOM: u32 = 96;
+
+/// The cgroup's process limit for `limits`: `--pids`, plus the runtime's
+/// own threads where the runtime is gVisor (a runtime registered under a
+/// name starting with `runsc`, as its documentation names it).
+fn pids_limit(l: &crate::config::Limits) -> i64 {
+    let gvisor = l.runtime.as_deref().is_some_and(|r| r.starts_with("runsc"));
+    i64::from(l.pids)
+        + if gvisor {
+            i64::from(GVISOR_PIDS_HEADROOM)
+        } else {
+            0
+        }
+}
 
 /// Which implementation of the Docker Engine API answers: they differ in
 /// the container options they accept.
@@ -44,11 +78,15 @@ fn network_mode(n: Network) -> &'static str {
 }
 
 /// Builds the container definition: every isolation setting lives here.
+/// Nothing of one run is in it (command, environment, marker nonce come on
+/// stdin, see [`wrapper::header`]): the container is started before its run
+/// and waits at most `idle` for it, and any run of the same settings can use
+/// it. The engine removes it when it ends, so a container whose owner died
+/// is gone after its deadline, with nobody left to remove it.
 pub(super) fn container_body(
     spec: &RunSpec,
     run_id: &str,
-    nonce: &str,
-    report: Option<&str>,
+    idle: Duration,
     flavor: Flavor,
 ) -> ContainerCreateBody {
     let l = &spec.limits;
@@ -92,6 +130,7 @@ pub(super) fn container_body(
         (MANAGED_LABEL.to_string(), "true".to_string()),
         (RUN_LABEL.to_string(), run_id.to_string()),
         (PID_LABEL.to_string(), std::process::id().to_string()),
+        (HOST_LABEL.to_string(), host_name().to_string()),
     ]);
     labels.extend(spec.labels.iter().cloned());
     let memory = i64::try_from(l.memory).unwrap_or(i64::MAX);
@@ -100,7 +139,7 @@ pub(super) fn container_body(
         // Equal to memory: no swap on top of the limit.
         memory_swap: Some(memory),
         nano_cpus: Some((l.cpus * 1e9) as i64),
-        pids_limit: Some(i64::from(l.pids)),
+        pids_limit: Some(pids_limit(l)),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges".into()]),
         readonly_rootfs: Some(true),
@@ -108,6 +147,11 @@ pub(super) fn container_body(
         // /dev/shm stays writable even with a read-only root; keep it small.
         shm_size: Some(16 * 1024 * 1024),
         init: Some(true),
+        // Docker removes the container when it ends, so one whose owner
+        // died leaves nothing. Podman's wait then answers -1 instead of the
+        // exit status; there the owner removes it, and the next start
+        // sweeps those of dead owners.
+        auto_remove: Some(flavor == Flavor::Docker),
         network_mode: Some(network_mode(l.network).into()),
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
@@ -130,16 +174,10 @@ pub(super) fn container_body(
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(wrapper::container_cmd(
-            nonce,
-            report,
-            l.cpu_time
-                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-            &spec.command,
-        )),
+        cmd: Some(wrapper::waiting_cmd(idle)),
         // The image's entrypoint must not get between us and the wrapper.
         entrypoint: Some(vec![]),
-        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(Vec::new()),
         user: Some(l.user.clone()),
         working_dir: Some("/workspace".into()),
         hostname: Some("sandbox".into()),
@@ -163,7 +201,8 @@ mod tests {
     #[test]
     fn body_is_locked_down_by_default() {
         let spec = RunSpec::new("/tmp", "true", "img");
-        let b = container_body(&spec, "r1", "n", None, Flavor::Docker);
+        let idle = Duration::from_secs(60);
+        let b = container_body(&spec, "r1", idle, Flavor::Docker);
         let h = b.host_config.unwrap();
         assert_eq!(h.readonly_rootfs, Some(true));
         assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
@@ -175,8 +214,20 @@ mod tests {
         assert_eq!(b.labels.unwrap()[MANAGED_LABEL], "true");
         assert_eq!(b.env, Some(vec![]));
         assert_eq!(b.user.as_deref(), Some("1000:1000"));
-        let p = container_body(&spec, "r1", "n", None, Flavor::Podman);
-        let t = p.host_config.unwrap().tmpfs.unwrap();
+        assert_eq!(h.auto_remove, Some(true));
+        assert_eq!(b.cmd.unwrap()[4..], ["stdin", "60"]);
+        assert_eq!(h.pids_limit, Some(256));
+        let mut gvisor = spec.clone();
+        gvisor.limits.runtime = Some("runsc".into());
+        let g = container_body(&gvisor, "r1", idle, Flavor::Docker);
+        assert_eq!(
+            g.host_config.unwrap().pids_limit,
+            Some(256 + i64::from(GVISOR_PIDS_HEADROOM))
+        );
+        let p = container_body(&spec, "r1", idle, Flavor::Podman);
+        let ph = p.host_config.unwrap();
+        assert_eq!(ph.auto_remove, Some(false));
+        let t = ph.tmpfs.unwrap();
         assert!(!t["/workspace"].contains("nr_inodes") && t["/workspace"].contains("size="));
         assert!(t["/var/tmp"].starts_with("ro,"));
     }

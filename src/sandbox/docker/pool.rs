@@ -137,6 +137,17 @@ impl DockerPool {
         &self.members[0].sandbox
     }
 
+    /// Keeps up to `n` containers started ahead per set of limits on each
+    /// engine (see [`Sandbox::warm`]); call right after connecting.
+    pub fn with_warm(mut self, n: usize) -> Self {
+        if let Some(members) = Arc::get_mut(&mut self.members) {
+            for m in members.iter_mut() {
+                m.sandbox = m.sandbox.clone().with_warm(n);
+            }
+        }
+        self
+    }
+
     /// Runs the engines take at once, all together.
     pub fn total_slots(&self) -> usize {
         self.members.iter().map(|m| m.slots).sum()
@@ -235,6 +246,17 @@ impl Sandbox for DockerPool {
 
     /// Every engine must have the image and accept the settings; the error
     /// names the engine that does not.
+    /// Warms the engine the next run would go to.
+    fn warm(&self, spec: &RunSpec) {
+        if let Some(index) = self.pick(&[]) {
+            self.members[index].sandbox.warm(spec);
+        }
+    }
+
+    async fn retire(&self, spec: &RunSpec) {
+        join_all(self.members.iter().map(|m| m.sandbox.retire(spec))).await;
+    }
+
     async fn preflight(&self, spec: &RunSpec) -> Result<(), SandboxError> {
         let results = join_all(self.members.iter().map(|m| m.sandbox.preflight(spec))).await;
         results.into_iter().collect()

@@ -1,22 +1,29 @@
-//! One started run: attach, start, stream the workspace in, demultiplex
-//! the output live, enforce the wall clock, and read the exit status, the
-//! test report and the resource use into an [`Outcome`].
+//! One run in a started container: send the run's settings and stream the
+//! workspace in, demultiplex the output live, enforce the wall clock, and
+//! read the exit status, the test report and the resource use into an
+//! [`Outcome`].
 
 use std::time::Instant;
 
 use bollard::errors::Error as BollardError;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::EventMessage;
 use bollard::query_parameters::{
-    AttachContainerOptions, InspectContainerOptions, KillContainerOptions, WaitContainerOptions,
+    EventsOptions, InspectContainerOptions, KillContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::health::{Watchdog, HEARTBEAT_TIMEOUT};
-use super::removal::CLEANUP_TIMEOUT;
-use super::{ms, DockerSandbox};
+use super::removal::{Removal, CLEANUP_TIMEOUT};
+use super::warm::{Input, Output};
+use super::{ms, DockerSandbox, Flavor};
 use crate::sandbox::feed::ChannelWriter;
 use crate::sandbox::output::{verdict, ReportAt, RunOutput};
+use crate::sandbox::wrapper;
 use crate::sandbox::{Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict};
 use crate::workspace::{self, Manifest};
 
@@ -24,11 +31,124 @@ use crate::workspace::{self, Manifest};
 /// its wall clock and `--cpus` allowed was starved (by a busy host), not slow.
 const STARVED_SHARE: f64 = 0.25;
 
+/// How long past its wall-clock limit a run may live when nobody ends it
+/// (its owner died): then the wrapper kills everything and the engine
+/// removes the container. Long enough that a live owner's clock, which
+/// starts earlier, always acts first (and says `timed_out`).
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(15);
+
+/// The exit status of a process ended by SIGKILL (128 + 9), as the OOM
+/// killer ends one.
+const SIGKILL_STATUS: i64 = 137;
+
+/// The wait for a container's exit status, sent before the container
+/// starts: the engine removes a container when it ends, and a wait sent
+/// after that finds nothing.
+#[derive(Debug)]
+pub(super) struct ExitWait {
+    task: tokio::task::JoinHandle<Result<i64, BollardError>>,
+    /// Docker answers once it has removed the container too.
+    removes: bool,
+    /// When it was registered (Unix seconds), for the events fallback.
+    since: i64,
+}
+
+impl ExitWait {
+    pub(super) fn register(sandbox: &DockerSandbox, id: &str) -> Self {
+        // Podman's Docker-compatible wait knows no "removed".
+        let removes = sandbox.flavor == Flavor::Docker;
+        let condition = if removes { "removed" } else { "not-running" };
+        let docker = sandbox.docker.clone();
+        let id = id.to_string();
+        let task = tokio::spawn(async move {
+            let mut stream = docker.wait_container(
+                &id,
+                Some(WaitContainerOptions {
+                    condition: condition.into(),
+                }),
+            );
+            match stream.next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                // bollard turns a non-zero exit into an error; it is a status here.
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+                Some(Err(e)) => Err(e),
+                None => Err(BollardError::DockerStreamError {
+                    error: "the wait stream ended without a status".into(),
+                }),
+            }
+        });
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        ExitWait {
+            task,
+            removes,
+            since,
+        }
+    }
+
+    /// The exit status, once the output has ended; the container is then
+    /// removed by the engine (Docker) or ready to be.
+    async fn status(
+        &mut self,
+        sandbox: &DockerSandbox,
+        id: &str,
+        lost: &CancellationToken,
+        removal: &mut Removal,
+    ) -> Result<i64, SandboxError> {
+        let got = tokio::select! {
+            r = tokio::time::timeout(CLEANUP_TIMEOUT, &mut self.task) => r,
+            _ = lost.cancelled() => return Err(sandbox.lost(
+                "wait", format!("no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs()))),
+        };
+        let code = match got {
+            Err(_) => {
+                return Err(sandbox.lost(
+                    "wait",
+                    format!("no exit status within {}s", CLEANUP_TIMEOUT.as_secs()),
+                ))
+            }
+            Ok(Err(join)) => return Err(sandbox.lost("wait", join.to_string())),
+            Ok(Ok(Ok(code))) => code,
+            // Gone before the wait took hold: the engine's event log still
+            // has its exit.
+            Ok(Ok(Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }))) => return sandbox.exit_from_events(id, self.since).await,
+            Ok(Ok(Err(e))) => return Err(sandbox.err("wait", e)),
+        };
+        if self.removes {
+            removal.gone();
+        }
+        Ok(code)
+    }
+}
+
+#[cfg(test)]
+impl ExitWait {
+    /// A wait that never answers, for tests without an engine.
+    pub(super) fn never() -> Self {
+        ExitWait {
+            task: tokio::spawn(std::future::pending()),
+            removes: false,
+            since: 0,
+        }
+    }
+}
+
+impl Drop for ExitWait {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl DockerSandbox {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn drive(
         &self,
         (id, nonce, report_at): (&str, &str, &ReportAt),
+        (mut stream, mut input, mut exit): (Output, Input, ExitWait),
+        removal: &mut Removal,
         spec: &RunSpec,
         manifest: Manifest,
         sink: &mut dyn OutputSink,
@@ -36,37 +156,22 @@ impl DockerSandbox {
         durations: &mut Durations,
         tree: &mut Option<String>,
     ) -> Result<Outcome, SandboxError> {
-        // One heartbeat for the whole run, attach and start included: a cut
-        // link shows no error, calls just hang.
+        // One heartbeat for the whole run: a cut link shows no error, calls
+        // just hang.
         let lost = CancellationToken::new();
         let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
-        let attach = self
-            .guarded(
-                "attach",
-                &lost,
-                self.docker.attach_container(
-                    id,
-                    Some(AttachContainerOptions {
-                        stdin: true,
-                        stdout: true,
-                        stderr: true,
-                        stream: true,
-                        logs: false,
-                        detach_keys: None,
-                    }),
-                ),
-            )
-            .await?;
-        let mut stream = attach.output;
-        let mut input = attach.input;
-
         let started = Instant::now();
-        self.guarded(
-            "start container",
-            &lost,
-            self.docker.start_container(id, None),
-        )
-        .await?;
+        let limits = &spec.limits;
+        let header = wrapper::header(
+            nonce,
+            report_at.path(),
+            limits
+                .cpu_time
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            limits.timeout + DEADLINE_GRACE,
+            &spec.env,
+            &spec.command,
+        );
 
         // The tar is produced on a blocking thread and fed to the container's
         // stdin through a small channel: memory stays bounded whatever the size.
@@ -75,13 +180,13 @@ impl DockerSandbox {
             workspace::write_tar(&manifest, ChannelWriter::new(tx))
         });
         let feeder = tokio::spawn(async move {
+            input.write_all(&header).await?;
             while let Some(chunk) = rx.recv().await {
                 input.write_all(&chunk).await?;
             }
             input.shutdown().await
         });
 
-        let limits = &spec.limits;
         let mut output = RunOutput::new(nonce, limits.output_limit, report_at.clone());
         let mut timed_out = false;
         let mut stream_error = None;
@@ -204,11 +309,21 @@ impl DockerSandbox {
             return Err(SandboxError::CopyFailed(output.copy_failure()));
         }
 
-        let (exit_code, oom) = self.exit_status(id, &lost).await?;
+        let exit_code = exit.status(self, id, &lost, removal).await?;
         let f = output.finish(sink);
-        // The engine's flag, or the cgroup's count of OOM kills (a child
-        // killed while the command lived on, on an engine without the flag).
-        let oom = oom || f.usage.and_then(|u| u.oom_kills).is_some_and(|n| n > 0);
+        // The cgroup's count of OOM kills, as the wrapper read it when the
+        // command ended (a child killed while the command lived on counts).
+        // A SIGKILL with no count (the wrapper died with its command, as
+        // under gVisor, whose sentry takes the whole sandbox down) asks the
+        // engine, which saw the kernel's OOM event.
+        let count = f.usage.and_then(|u| u.oom_kills);
+        let oom = match count {
+            Some(n) => n > 0,
+            None if exit_code == SIGKILL_STATUS && !f.cpu_exceeded => {
+                self.oom_seen(id, exit.since).await
+            }
+            None => false,
+        };
         Ok(Outcome {
             verdict: verdict(exit_code, oom, &f),
             timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
@@ -220,21 +335,57 @@ impl DockerSandbox {
         .with_usage(f.usage))
     }
 
-    async fn wait(&self, id: &str) -> Result<i64, SandboxError> {
-        let mut stream = self.docker.wait_container(
-            id,
-            Some(WaitContainerOptions {
-                condition: "not-running".into(),
-            }),
-        );
+    /// A container's exit code from the engine's event log, for one that
+    /// was removed before its wait took hold.
+    async fn exit_from_events(&self, id: &str, since: i64) -> Result<i64, SandboxError> {
         let lost = |detail: String| self.lost("wait", detail);
-        match tokio::time::timeout(CLEANUP_TIMEOUT, stream.next()).await {
-            Err(_) => Err(lost("no exit status within 15s".into())),
-            Ok(None) => Err(lost("the wait stream ended without a status".into())),
-            Ok(Some(Ok(r))) => Ok(r.status_code),
-            // bollard turns a non-zero exit into an error; it is a status here.
-            Ok(Some(Err(BollardError::DockerContainerWaitError { code, .. }))) => Ok(code),
-            Ok(Some(Err(e))) => Err(self.err("wait", e)),
+        match self.first_event(id, since, "die").await {
+            Some(e) => e
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|a| a.get("exitCode").and_then(|c| c.parse().ok()))
+                .ok_or_else(|| lost("its exit event holds no exit code".into())),
+            None => Err(lost(
+                "the container was gone before its exit status was read".into(),
+            )),
+        }
+    }
+
+    /// Whether the engine saw the container's cgroup kill a process for
+    /// memory: its state while it is still there (Podman), else its event
+    /// log (Docker removed it on exit).
+    async fn oom_seen(&self, id: &str, since: i64) -> bool {
+        let inspect = tokio::time::timeout(
+            CLEANUP_TIMEOUT,
+            self.docker
+                .inspect_container(id, None::<InspectContainerOptions>),
+        )
+        .await;
+        if let Ok(Ok(c)) = inspect {
+            return c.state.and_then(|s| s.oom_killed).unwrap_or(false);
+        }
+        self.first_event(id, since, "oom").await.is_some()
+    }
+
+    /// The container's first `kind` event since `since` (Unix seconds), from
+    /// the engine's log of past events; `None` if there is none or the
+    /// engine does not answer within the clean-up bound.
+    async fn first_event(&self, id: &str, since: i64, kind: &str) -> Option<EventMessage> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let opts = EventsOptions {
+            since: Some((since - 1).to_string()),
+            until: Some((now + 1).to_string()),
+            filters: Some(HashMap::from([
+                ("container".to_string(), vec![id.to_string()]),
+                ("event".to_string(), vec![kind.to_string()]),
+            ])),
+        };
+        let mut events = self.docker.events(Some(opts));
+        match tokio::time::timeout(CLEANUP_TIMEOUT, events.next()).await {
+            Ok(Some(Ok(e))) => Some(e),
+            _ => None,
         }
     }
 
@@ -249,49 +400,6 @@ impl DockerSandbox {
         match first {
             Ok(Some(Ok(s))) => s.cpu_stats?.cpu_usage?.total_usage,
             _ => None,
-        }
-    }
-
-    /// Exit code and OOM flag. One inspect usually suffices: the output
-    /// stream closes when the container's process exits; the daemon may take
-    /// a moment longer to record the exit, and then we wait for it.
-    async fn exit_status(
-        &self,
-        id: &str,
-        lost: &CancellationToken,
-    ) -> Result<(i64, bool), SandboxError> {
-        let mut waited = false;
-        loop {
-            // The output may have ended just before a link was cut: the
-            // inspect must not hang on it either.
-            let info = match self
-                .watched(
-                    "inspect container",
-                    lost,
-                    self.docker
-                        .inspect_container(id, None::<InspectContainerOptions>),
-                )
-                .await?
-            {
-                Ok(info) => info,
-                // Podman 4 reports states Docker's schema lacks ("stopped"):
-                // the exit code then comes from a wait, and an OOM kill from
-                // the cgroup's count, which the verdict reads too.
-                Err(BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. }) => {
-                    return Ok((self.wait(id).await?, false))
-                }
-                Err(e) => return Err(self.err("inspect container", e)),
-            };
-            let state = info.state.unwrap_or_default();
-            if state.running != Some(true) || waited {
-                let code = match state.exit_code {
-                    Some(c) => c,
-                    None => self.wait(id).await?,
-                };
-                return Ok((code, state.oom_killed.unwrap_or(false)));
-            }
-            self.wait(id).await?;
-            waited = true;
         }
     }
 }
