@@ -62,15 +62,15 @@ async fn kill_9_mid_batch_leaves_no_container_after_the_deadline() {
     eprintln!("gone {:.1}s after kill -9", killed.elapsed().as_secs_f64());
 }
 
-#[ignore = "needs Docker: run with --include-ignored"]
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_while_the_model_thinks_ends_the_warm_container() {
-    let _sb = require_docker!();
-    let label = common::test_label("deadman-warm");
-    // A model that accepts the request and never answers.
+/// `autodev run` against a model that accepts the request and never
+/// answers, once the next test's container is started while it waits.
+fn run_while_the_model_thinks(
+    label: &(String, String),
+) -> (std::process::Child, tempfile::TempDir) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let hold = std::thread::spawn(move || {
+    // Holds the connection open (no answer) until the test process ends.
+    std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in listener.incoming().take(4) {
             let Ok(mut s) = stream else { break };
@@ -81,7 +81,7 @@ async fn kill_9_while_the_model_thinks_ends_the_warm_container() {
         }
     });
     let d = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::bin())
+    let child = Command::new(common::bin())
         .current_dir(d.path())
         .args([
             "run", "--task", "x", "--runner", "true", "-w", "ws", "--no-zip",
@@ -90,16 +90,25 @@ async fn kill_9_while_the_model_thinks_ends_the_warm_container() {
         .arg(format!("http://127.0.0.1:{port}/v1"))
         .args(["--model-timeout", "300s", "--model-attempts", "1"])
         .env("OPENAI_API_KEY", "sk-test")
-        .sandboxed(&label)
+        .sandboxed(label)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     common::wait_until(
         "the next test's container is started while the model thinks",
         Duration::from_secs(60),
-        || running(&label).len() == 1,
+        || running(label).len() == 1,
     );
+    (child, d)
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_while_the_model_thinks_ends_the_warm_container() {
+    let _sb = require_docker!();
+    let label = common::test_label("deadman-warm");
+    let (mut child, _d) = run_while_the_model_thinks(&label);
     child.kill().unwrap();
     child.wait().unwrap();
     let killed = Instant::now();
@@ -114,7 +123,27 @@ async fn kill_9_while_the_model_thinks_ends_the_warm_container() {
         "warm container gone {:.1}s after kill -9",
         killed.elapsed().as_secs_f64()
     );
-    drop(hold);
+}
+
+/// SIGTERM and Ctrl-C are not `kill -9`: autodev removes what it started
+/// ahead itself, before it exits.
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_or_sigint_while_the_model_thinks_removes_the_warm_container() {
+    let _sb = require_docker!();
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let label = common::test_label("deadman-term");
+        let (child, _d) = run_while_the_model_thinks(&label);
+        common::signal(child.id(), signal);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        common::assert_no_leak(&label);
+    }
 }
 
 #[ignore = "needs Docker: run with --include-ignored"]
