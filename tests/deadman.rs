@@ -192,6 +192,46 @@ async fn a_warm_container_serves_one_run_and_nothing_crosses_to_the_next() {
     common::assert_no_leak(&label);
 }
 
+/// A warm container that ended while it waited (killed, or its engine
+/// restarted) is dropped, not handed to a run: the run gets a new one and
+/// passes.
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_container_that_died_is_dropped_not_used() {
+    let sb = require_docker!().with_warm(1);
+    let label = common::test_label("warm-dead");
+    let ws = common::workspace(&[("a.txt", "a")]);
+    let spec = common::spec(ws.path(), "cat a.txt", &label);
+    sb.warm(&spec);
+    common::wait_until("a container waits", Duration::from_secs(30), || {
+        sb.waiting(&spec) == 1
+    });
+    let warm = running(&label);
+    assert_eq!(warm.len(), 1);
+    let killed = Command::new("docker")
+        .args(["kill", &warm[0]])
+        .output()
+        .unwrap();
+    assert!(killed.status.success());
+    common::wait_until(
+        "the killed container is gone",
+        Duration::from_secs(30),
+        || common::containers_with(&label).is_empty(),
+    );
+    let out = sb
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.verdict.as_str(), out.stdout.text.as_str()),
+        ("passed", "a"),
+        "{}",
+        out.stderr.text
+    );
+    sb.retire(&spec).await;
+    common::assert_no_leak(&label);
+}
+
 #[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_sweeps_containers_a_dead_owner_never_started() {

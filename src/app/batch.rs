@@ -69,9 +69,14 @@ pub(super) async fn batch_cmd(
             // engine's CPU), another task's test can use the CPU.
             Jobs::Auto => sandbox.total_slots().await + 1,
         },
+        // Not below the slots (the fixed default before auto), except when
+        // the engines report overload.
         adaptive: match args.jobs {
             Jobs::Fixed(_) => None,
-            Jobs::Auto => Some(AUTO_JOBS_CAP * sandbox.total_slots().await),
+            Jobs::Auto => {
+                let slots = sandbox.total_slots().await;
+                Some(slots..=AUTO_JOBS_CAP * slots)
+            }
         },
         ..cfg
     };

@@ -7,7 +7,11 @@
 //! step at a time in the direction that raised the rate; a step that lowers
 //! the rate is taken back and the climb turns round; a window with a
 //! transient sandbox error (a daemon that refuses or times out: overload)
-//! cuts the limit by a quarter. The limit stays between 1 and a cap.
+//! cuts the limit by a quarter. Where two levels do equally well (within
+//! the noise), it keeps the higher one and probes upwards: a rate that does
+//! not change with the limit is noise-driven otherwise, and a random walk
+//! ends anywhere, down to one task at a time (measured). The climb stays
+//! between a floor and a cap; only the overload cut goes below the floor.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,7 @@ const HOLD: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Adaptive {
     limit: usize,
+    floor: usize,
     max: usize,
     /// +1 climbing, -1 descending.
     direction: i64,
@@ -38,11 +43,13 @@ pub struct Adaptive {
 }
 
 impl Adaptive {
-    /// Starts at `start` (the engines' slots), never above `max`.
-    pub fn new(start: usize, max: usize, now: Instant) -> Self {
-        let max = max.max(1);
+    /// Starts at `start`, climbs within `range`.
+    pub fn new(start: usize, range: std::ops::RangeInclusive<usize>, now: Instant) -> Self {
+        let max = (*range.end()).max(1);
+        let floor = (*range.start()).clamp(1, max);
         Adaptive {
-            limit: start.clamp(1, max),
+            limit: start.clamp(floor, max),
+            floor,
             max,
             direction: 1,
             previous: None,
@@ -113,9 +120,12 @@ impl Adaptive {
                     self.direction = -self.direction;
                     self.hold = HOLD;
                 }
-                // The same within noise: stay a while.
-                Some(_) => {
+                // The same within noise: the higher of the two, a while,
+                // then upwards.
+                Some((limit, _)) => {
+                    self.limit = self.limit.max(limit);
                     self.previous = Some((self.limit, rate));
+                    self.direction = 1;
                     self.hold = HOLD;
                 }
             }
@@ -125,7 +135,9 @@ impl Adaptive {
 
     fn step(&mut self) {
         let next = self.limit as i64 + self.direction;
-        if next < 1 || next as usize > self.max {
+        // Below the floor (after an overload cut) it may only climb.
+        let lowest = self.floor.min(self.limit) as i64;
+        if next < lowest || next as usize > self.max {
             self.direction = -self.direction;
             return;
         }
@@ -217,7 +229,7 @@ mod tests {
                 10.0 - 1.5 * (l - 5.0)
             }
         };
-        let seen = drive(Adaptive::new(2, 64, Instant::now()), 400, rate);
+        let seen = drive(Adaptive::new(2, 1..=64, Instant::now()), 400, rate);
         let late = &seen[seen.len() - 200..];
         let mean = late.iter().sum::<usize>() as f64 / late.len() as f64;
         assert!((4.0..=6.0).contains(&mean), "settled at {mean}: {seen:?}");
@@ -227,16 +239,41 @@ mod tests {
     }
 
     #[test]
-    fn a_flat_host_keeps_the_start_and_never_exceeds_the_cap() {
-        let seen = drive(Adaptive::new(2, 3, Instant::now()), 300, |_| 4.0);
-        assert!(seen.iter().all(|l| (1..=3).contains(l)));
-        let seen = drive(Adaptive::new(8, 4, Instant::now()), 10, |l| l as f64);
+    fn a_flat_host_climbs_and_never_leaves_the_range() {
+        let seen = drive(Adaptive::new(2, 2..=6, Instant::now()), 300, |_| 4.0);
+        assert!(seen.iter().all(|l| (2..=6).contains(l)));
+        assert_eq!(seen.last(), Some(&6), "{seen:?}");
+        let seen = drive(Adaptive::new(8, 1..=4, Instant::now()), 10, |l| l as f64);
         assert!(seen.iter().all(|l| *l <= 4));
+    }
+
+    /// A flat host whose every task takes ±15 % of the mean (seeded): the
+    /// noise must not walk the limit down to the floor.
+    #[test]
+    fn noise_on_a_flat_host_does_not_walk_the_limit_down() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut noise = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            0.85 + 0.3 * ((seed >> 33) as f64 / (1u64 << 31) as f64)
+        };
+        let mut a = Adaptive::new(3, 1..=8, Instant::now());
+        let mut now = Instant::now();
+        let mut seen = Vec::new();
+        for _ in 0..600 {
+            now += Duration::from_secs_f64(0.1 * noise());
+            a.record(now, false);
+            seen.push(a.limit());
+        }
+        let late = &seen[300..];
+        let mean = late.iter().sum::<usize>() as f64 / late.len() as f64;
+        assert!(mean >= 5.0, "drifted to {mean}: {seen:?}");
     }
 
     #[test]
     fn errors_cut_the_limit_by_a_quarter() {
-        let mut a = Adaptive::new(8, 64, Instant::now());
+        let mut a = Adaptive::new(8, 1..=64, Instant::now());
         let mut now = Instant::now();
         let mut changed = None;
         for _ in 0..16 {

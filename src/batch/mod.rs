@@ -47,8 +47,8 @@ pub struct BatchConfig {
     pub out: PathBuf,
     /// Tasks running at once (with `adaptive`: at first).
     pub jobs: usize,
-    /// `--jobs auto`: the limit moves with the measured rate, up to this.
-    pub adaptive: Option<usize>,
+    /// `--jobs auto`: the limit moves with the measured rate, within this.
+    pub adaptive: Option<std::ops::RangeInclusive<usize>>,
     /// Extra attempts for a task that ends in `sandbox_error`.
     pub retries: u32,
     /// Run again, one at a time, tasks that timed out starved of CPU.
@@ -238,7 +238,8 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     let mut jobs = cfg.jobs.max(1);
     let mut control = cfg
         .adaptive
-        .map(|max| adaptive::Adaptive::new(jobs, max, Instant::now()));
+        .clone()
+        .map(|range| adaptive::Adaptive::new(jobs, range, Instant::now()));
     // `prefetch` more tasks are in flight than may run: they prepare (scratch
     // folder, container start) while the others run, and start the moment a
     // slot frees up.
