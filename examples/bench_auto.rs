@@ -5,7 +5,9 @@
 //! Usage: cargo build --release && cargo run --release --example bench_auto -- [N] [ROUNDS]
 //! Env: AUTODEV_BIN (default target/release/autodev), AUTODEV_BENCH_IMAGE.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -16,16 +18,8 @@ fn main() {
         .collect();
     let n = args.first().copied().unwrap_or(164);
     let rounds = args.get(1).copied().unwrap_or(1).max(1);
-    let bin = std::env::var("AUTODEV_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
-    let image =
-        std::env::var("AUTODEV_BENCH_IMAGE").unwrap_or_else(|_| "autodev/python:latest".into());
-    assert!(
-        bin.is_file(),
-        "{} not found: cargo build --release first",
-        bin.display()
-    );
+    let bin = common::binary();
+    let image = common::image();
     let d = tempfile::tempdir().unwrap();
     let mut jsonl = String::new();
     for i in 0..n {
@@ -56,16 +50,26 @@ fn main() {
     let mut walls = vec![Vec::new(); settings.len()];
     let mut finals = vec![0; settings.len()];
     let mut docker = Vec::new();
-    for _ in 0..rounds {
-        docker.push(xargs(d.path(), n, &image));
-        for (k, jobs) in settings.iter().enumerate() {
-            let (wall, last) = batch(&bin, d.path(), &tasks, jobs, &image);
-            walls[k].push(wall);
-            finals[k] = last;
+    // The host drifts within a round (measured: the same setting 10 %
+    // apart minutes later), so each round starts one place further along
+    // the list: no setting always runs first, or right after xargs.
+    let order: Vec<Option<usize>> = std::iter::once(None)
+        .chain((0..settings.len()).map(Some))
+        .collect();
+    for round in 0..rounds {
+        for i in 0..order.len() {
+            match order[(i + round) % order.len()] {
+                None => docker.push(xargs(d.path(), n, &image)),
+                Some(k) => {
+                    let (wall, last) = batch(&bin, d.path(), &tasks, settings[k], &image);
+                    walls[k].push(wall);
+                    finals[k] = last;
+                }
+            }
         }
     }
-    let docker = median(docker);
-    let walls: Vec<f64> = walls.into_iter().map(median).collect();
+    let docker = common::median(docker);
+    let walls: Vec<f64> = walls.into_iter().map(common::median).collect();
     let best = walls[1..].iter().copied().fold(f64::INFINITY, f64::min);
     println!("\n| --jobs | wall s | tasks/s | × xargs -P4 docker run --rm ({docker:.1} s) | × best fixed |");
     println!("|---|---|---|---|---|");
@@ -123,9 +127,4 @@ fn xargs(dir: &Path, n: usize, image: &str) -> f64 {
         .status()
         .expect("xargs runs");
     t.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

@@ -18,6 +18,8 @@
 //! Usage: cargo build --release && cargo run --release --example bench_engines -- [N] [R]
 //! Env: AUTODEV_BIN (default target/release/autodev).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,11 +137,6 @@ fn cluster(bin: &Path) -> Result<Cluster, String> {
     Ok(c)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -147,14 +144,7 @@ fn main() {
         .collect();
     let n = args.first().copied().unwrap_or(200);
     let reps = args.get(1).copied().unwrap_or(10);
-    let bin = std::env::var("AUTODEV_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
-    assert!(
-        bin.is_file(),
-        "{} not found: cargo build --release first",
-        bin.display()
-    );
+    let bin = common::binary();
     let fleet = Fleet {
         tag: format!("ab{}", std::process::id() % 10_000),
         dir: std::env::temp_dir().join(format!("autodev-bench-fleet-{}", std::process::id())),
@@ -245,7 +235,11 @@ fn main() {
             tot.push(a);
             wall.push(b);
         }
-        println!("| {name} | {:.0} | {:.0} |", median(tot), median(wall));
+        println!(
+            "| {name} | {:.0} | {:.0} |",
+            common::median(tot),
+            common::median(wall)
+        );
     }
 
     // 2. Batch over 1 vs 3 engines, same total slots.
@@ -286,7 +280,7 @@ fn main() {
         t1.push(batch(&single, &format!("r1-{round}.jsonl")));
         t3.push(batch(&three, &format!("r3-{round}.jsonl")));
     }
-    let (m1, m3) = (median(t1.clone()), median(t3.clone()));
+    let (m1, m3) = (common::median(t1.clone()), common::median(t3.clone()));
     println!("\n| {n} tasks, --jobs 4 | rounds (s) | median (s) |");
     println!("|---|---|---|");
     println!("| 1 engine, 4 slots | {t1:.1?} | {m1:.1} |");

@@ -9,8 +9,9 @@
 //! (BURN: loop iterations of the CPU-heavy tasks, default 30M, about 2 s alone).
 //! Env: AUTODEV_BIN (default target/release/autodev).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -22,14 +23,7 @@ fn main() {
     let n = args.first().copied().unwrap_or(48) as usize;
     let timeout = args.get(1).copied().unwrap_or(6);
     let burn = args.get(2).copied().unwrap_or(30_000_000);
-    let bin = std::env::var("AUTODEV_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
-    assert!(
-        bin.is_file(),
-        "{} not found: cargo build --release first",
-        bin.display()
-    );
+    let bin = common::binary();
     let d = tempfile::tempdir().unwrap();
     // Every fourth task is wrong; every third burns BURN loop iterations.
     let tasks: String = (0..n)

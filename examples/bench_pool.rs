@@ -16,7 +16,8 @@
 //! Usage: cargo build --release && cargo run --release --example bench_pool -- [R]
 //! Env: AUTODEV_BIN (default target/release/autodev), AUTODEV_BENCH_IMAGE.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,16 +31,8 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
-    let bin = std::env::var("AUTODEV_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
-    let image =
-        std::env::var("AUTODEV_BENCH_IMAGE").unwrap_or_else(|_| "autodev/python:latest".into());
-    assert!(
-        bin.is_file(),
-        "{} not found: cargo build --release first",
-        bin.display()
-    );
+    let bin = common::binary();
+    let image = common::image();
     println!("bench_pool: {reps} reps, image {image}");
 
     // 1. Critical path of one run.
@@ -68,12 +61,12 @@ async fn main() {
             on.push(critical_path(&warm, &spec, true).await);
         }
         warm.retire(&spec).await;
-        let (off, on) = (median(off), median(on));
+        let (off, on) = (common::median(off), common::median(on));
         println!("| {name} | {off:.0} | {on:.0} | {:.2} |", on / off);
     }
 
     // 2. Six iterations with an instant model, and 3. one-shot exec.
-    let docker_run = median(
+    let docker_run = common::median(
         (0..reps)
             .map(|_| {
                 timed(Command::new("docker").args([
@@ -121,7 +114,11 @@ async fn main() {
                 .args(["exec", "--image", &image, "--", "true"]),
         ));
     }
-    let (off, on, exec) = (median(off), median(on), median(exec));
+    let (off, on, exec) = (
+        common::median(off),
+        common::median(on),
+        common::median(exec),
+    );
     println!("\n2. six-iteration run, instant model (s per iteration) and 3. one-shot exec (s)");
     println!("| | s | × docker run --rm ({docker_run:.3} s) |");
     println!("|---|---|---|");
@@ -162,9 +159,4 @@ fn timed(cmd: &mut Command) -> f64 {
         .expect("runs");
     assert!(status.success(), "{cmd:?} failed");
     t.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

@@ -11,6 +11,8 @@
 //! Usage: cargo build --release && cargo run --release --example bench_runtimes -- [R]
 //! Env: AUTODEV_BIN (default target/release/autodev).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -104,24 +106,12 @@ impl Drop for PodmanService {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let reps: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
-    let bin = std::env::var("AUTODEV_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
-    assert!(
-        bin.is_file(),
-        "{} not found: cargo build --release first",
-        bin.display()
-    );
+    let bin = common::binary();
     let tmp = std::env::temp_dir();
     let pid = std::process::id();
 
@@ -197,8 +187,8 @@ fn main() {
             .collect();
         println!(
             "| {name} | {:.0} | {:.0} | {} / {} ({} unknown) | {} |",
-            median(tot),
-            median(wall),
+            common::median(tot),
+            common::median(wall),
             with("held"),
             findings.len(),
             with("unknown"),

@@ -11,7 +11,9 @@
 //! Usage: cargo build --release && cargo run --release --example bench_throughput -- [N] [J] [R] [ROUNDS]
 //! Env: AUTODEV_BIN (default target/release/autodev), AUTODEV_BENCH_IMAGE.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,16 +26,8 @@ fn main() {
     let jobs = args.get(1).copied().unwrap_or(4);
     let reps = args.get(2).copied().unwrap_or(10);
     let rounds = args.get(3).copied().unwrap_or(3).max(1);
-    let bin = std::env::var("AUTODEV_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/autodev"));
-    let image =
-        std::env::var("AUTODEV_BENCH_IMAGE").unwrap_or_else(|_| "autodev/python:latest".into());
-    assert!(
-        bin.is_file(),
-        "{} not found: cargo build --release first",
-        bin.display()
-    );
+    let bin = common::binary();
+    let image = common::image();
     let dir = tempfile::tempdir().expect("tempdir");
     println!(
         "bench: {n} tasks, --jobs {jobs}, {reps} reps, image {image}, binary {}",
@@ -93,7 +87,7 @@ fn main() {
         );
         ratios.push(autodev_s / docker_s);
     }
-    let r1 = median(&mut ratios);
+    let r1 = common::median(ratios);
     println!("RATIO batch = {r1:.2} (median of {rounds} rounds; target <= 0.70)");
 
     // Part 2: one task with a 5.8 MB workspace.
@@ -113,22 +107,17 @@ fn main() {
     let cmd = "ls /workspace | wc -l";
     let _ = docker_cp_sequence(&big, &image, cmd);
     let _ = autodev_exec(&bin, &big, &image, cmd);
-    let mut d_times: Vec<f64> = (0..reps)
+    let d_times: Vec<f64> = (0..reps)
         .map(|_| docker_cp_sequence(&big, &image, cmd))
         .collect();
-    let mut a_times: Vec<f64> = (0..reps)
+    let a_times: Vec<f64> = (0..reps)
         .map(|_| autodev_exec(&bin, &big, &image, cmd))
         .collect();
-    let (dm, am) = (median(&mut d_times), median(&mut a_times));
+    let (dm, am) = (common::median(d_times), common::median(a_times));
     println!(
         "exec 5.8 MB: autodev exec median {am:.3}s vs docker create+cp+start -a+rm median {dm:.3}s"
     );
     println!("RATIO exec = {:.2} (target <= 0.80)", am / dm);
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn timed(mut c: Command) -> f64 {
