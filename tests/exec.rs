@@ -194,8 +194,11 @@ async fn process_limit_holds_and_fork_bomb_run_ends() {
     // The bomb keeps forking in the background while the main process
     // (exec'd, so it needs no fork) outlives the wall clock: the pids limit
     // must hold the bomb, and the timeout must take the whole container
-    // down, bomb included.
-    let mut bomb = common::spec(ws.path(), "b() { b | b & }; b; exec sleep 60", &label);
+    // down, bomb included. The bomb starts in a subshell, forked before the
+    // limit is reached: started from the main shell, a fork of its own that
+    // lost the race to the bomb ended it ("Cannot fork", exit 2; seen once
+    // under Podman).
+    let mut bomb = common::spec(ws.path(), "(b() { b | b & }; b) & exec sleep 60", &label);
     bomb.limits.pids = 64;
     bomb.limits.timeout = Duration::from_secs(5);
     let t = Instant::now();

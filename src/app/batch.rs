@@ -61,23 +61,21 @@ pub(super) async fn batch_cmd(
         }
     }
     let sandbox = super::connect(&args.sandbox.engines).await?;
-    // Default: every engine's slots (each engine's CPU count unless given).
+    let (jobs, adaptive) = match args.jobs {
+        Jobs::Fixed(j) => (j, None),
+        Jobs::Auto => {
+            // Every engine's slots (each engine's CPU count unless given),
+            // asked once. Starts one above: while a task's container starts
+            // (the engine's CPU), another task's test can use the CPU. Not
+            // below the slots (the fixed default before auto), except when
+            // the engines report overload.
+            let slots = sandbox.total_slots().await;
+            (slots + 1, Some(slots..=AUTO_JOBS_CAP * slots))
+        }
+    };
     let cfg = BatchConfig {
-        jobs: match args.jobs {
-            Jobs::Fixed(j) => j,
-            // One more than the slots: while a task's container starts (the
-            // engine's CPU), another task's test can use the CPU.
-            Jobs::Auto => sandbox.total_slots().await + 1,
-        },
-        // Not below the slots (the fixed default before auto), except when
-        // the engines report overload.
-        adaptive: match args.jobs {
-            Jobs::Fixed(_) => None,
-            Jobs::Auto => {
-                let slots = sandbox.total_slots().await;
-                Some(slots..=AUTO_JOBS_CAP * slots)
-            }
-        },
+        jobs,
+        adaptive,
         ..cfg
     };
     let mut progress = BatchProgress::new();

@@ -131,6 +131,17 @@ pub struct Limits {
     pub cpu_time: Option<Duration>,
 }
 
+impl Limits {
+    /// Whether runs go to gVisor (a runtime registered under a name
+    /// starting with `runsc`, as its documentation names it): its own
+    /// kernel answers the code, and its threads count in the cgroup.
+    pub fn gvisor(&self) -> bool {
+        self.runtime
+            .as_deref()
+            .is_some_and(|r| r.starts_with("runsc"))
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         // The texts are constants, proven to parse by a unit test.

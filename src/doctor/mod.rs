@@ -217,7 +217,7 @@ pub async fn examine(
     found.push(
         match run("unshare -U true 2>&1 && echo made-userns".into(), &|_| {}).await {
             Ok(o) if o.stdout.text.contains("made-userns") => {
-                if l.runtime.as_deref() == Some("runsc") {
+                if l.gvisor() {
                     Finding::held(
                         "user namespaces",
                         "created, but inside gVisor's own kernel, not the host's",

@@ -337,11 +337,13 @@ impl DockerSandbox {
                 ),
             )
             .await?;
-        // Docker's wait goes before the start: the engine removes the
-        // container as it ends, and a later wait finds nothing. Podman's
-        // after: its wait on a container not yet started answers at once
-        // (-1), and Podman leaves an ended container for a late wait.
-        let early = (self.flavor == Flavor::Docker).then(|| stream::ExitWait::register(self, &id));
+        // Before the start where the engine removes the container as it
+        // ends (a later wait would find nothing); after it elsewhere (see
+        // `Flavor::auto_removes`).
+        let early = self
+            .flavor
+            .auto_removes()
+            .then(|| stream::ExitWait::register(self, &id));
         self.guarded(
             "start container",
             &lost,

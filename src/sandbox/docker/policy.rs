@@ -46,12 +46,10 @@ pub const PODMAN_NPROC: i64 = 16384;
 pub const GVISOR_PIDS_HEADROOM: u32 = 96;
 
 /// The cgroup's process limit for `limits`: `--pids`, plus the runtime's
-/// own threads where the runtime is gVisor (a runtime registered under a
-/// name starting with `runsc`, as its documentation names it).
+/// own threads under gVisor.
 fn pids_limit(l: &crate::config::Limits) -> i64 {
-    let gvisor = l.runtime.as_deref().is_some_and(|r| r.starts_with("runsc"));
     i64::from(l.pids)
-        + if gvisor {
+        + if l.gvisor() {
             i64::from(GVISOR_PIDS_HEADROOM)
         } else {
             0
@@ -67,6 +65,18 @@ pub enum Flavor {
     Docker,
     /// Podman's Docker-compatible service (`podman system service`).
     Podman,
+}
+
+impl Flavor {
+    /// Whether the engine removes a container as it ends (`AutoRemove`):
+    /// Docker, so one whose owner died leaves nothing. Podman's wait then
+    /// answers -1 instead of the exit status, and its wait on a container
+    /// not yet started answers at once: there the owner removes it after
+    /// a wait sent once it runs, and the next start sweeps those of dead
+    /// owners.
+    pub fn auto_removes(self) -> bool {
+        self == Flavor::Docker
+    }
 }
 
 /// Docker's name for a network mode.
@@ -147,11 +157,7 @@ pub(super) fn container_body(
         // /dev/shm stays writable even with a read-only root; keep it small.
         shm_size: Some(16 * 1024 * 1024),
         init: Some(true),
-        // Docker removes the container when it ends, so one whose owner
-        // died leaves nothing. Podman's wait then answers -1 instead of the
-        // exit status; there the owner removes it, and the next start
-        // sweeps those of dead owners.
-        auto_remove: Some(flavor == Flavor::Docker),
+        auto_remove: Some(flavor.auto_removes()),
         network_mode: Some(network_mode(l.network).into()),
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),

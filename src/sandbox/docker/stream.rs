@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::health::{Watchdog, HEARTBEAT_TIMEOUT};
 use super::removal::{Removal, CLEANUP_TIMEOUT};
 use super::warm::{Input, Output};
-use super::{ms, DockerSandbox, Flavor};
+use super::{ms, DockerSandbox};
 use crate::sandbox::feed::ChannelWriter;
 use crate::sandbox::output::{verdict, ReportAt, RunOutput};
 use crate::sandbox::wrapper;
@@ -56,7 +56,7 @@ pub(super) struct ExitWait {
 impl ExitWait {
     pub(super) fn register(sandbox: &DockerSandbox, id: &str) -> Self {
         // Podman's Docker-compatible wait knows no "removed".
-        let removes = sandbox.flavor == Flavor::Docker;
+        let removes = sandbox.flavor.auto_removes();
         let condition = if removes { "removed" } else { "not-running" };
         let docker = sandbox.docker.clone();
         let id = id.to_string();
@@ -320,7 +320,7 @@ impl DockerSandbox {
         let oom = match count {
             Some(n) => n > 0,
             None if exit_code == SIGKILL_STATUS && !f.cpu_exceeded => {
-                self.oom_seen(id, exit.since).await
+                self.oom_seen(id, &exit).await
             }
             None => false,
         };
@@ -352,19 +352,19 @@ impl DockerSandbox {
     }
 
     /// Whether the engine saw the container's cgroup kill a process for
-    /// memory: its state while it is still there (Podman), else its event
-    /// log (Docker removed it on exit).
-    async fn oom_seen(&self, id: &str, since: i64) -> bool {
+    /// memory: its event log where it removed the container on exit
+    /// (Docker), else the container's state.
+    async fn oom_seen(&self, id: &str, exit: &ExitWait) -> bool {
+        if exit.removes {
+            return self.first_event(id, exit.since, "oom").await.is_some();
+        }
         let inspect = tokio::time::timeout(
             CLEANUP_TIMEOUT,
             self.docker
                 .inspect_container(id, None::<InspectContainerOptions>),
         )
         .await;
-        if let Ok(Ok(c)) = inspect {
-            return c.state.and_then(|s| s.oom_killed).unwrap_or(false);
-        }
-        self.first_event(id, since, "oom").await.is_some()
+        matches!(inspect, Ok(Ok(c)) if c.state.as_ref().and_then(|s| s.oom_killed) == Some(true))
     }
 
     /// The container's first `kind` event since `since` (Unix seconds), from
