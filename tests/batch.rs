@@ -339,6 +339,14 @@ async fn second_signal_kills_running_tasks_cleanly_and_resume_completes() {
         ),
         (Some(2), Some(4), Some(6))
     );
+    // The default is `--jobs auto`: on one local engine it runs between its
+    // cores + 1 and 4x its cores (too few tasks here to leave the start).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let jobs = s["jobs"].as_u64().unwrap_or(0);
+    assert!(
+        (cores + 1..=4 * cores).contains(&jobs),
+        "auto ran at {jobs}"
+    );
     common::assert_no_leak(&label);
 }
 
