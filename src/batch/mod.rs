@@ -15,6 +15,7 @@
 mod adaptive;
 mod results;
 mod scratch;
+mod starts;
 mod task;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -243,8 +244,12 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     // `prefetch` more tasks are in flight than may run: they prepare (scratch
     // folder, container start) while the others run, and start the moment a
     // slot frees up.
+    // Starting containers has its own limit: past a few at once the
+    // engine only queues them (`starts`). Never more than can be in flight.
+    let most = cfg.adaptive.as_ref().map_or(jobs, |r| *r.end()) + cfg.prefetch;
     let gate = Gate {
         slots: adaptive::Slots::new(jobs),
+        starts: starts::Starts::new(most),
         stop: stop.clone(),
         conventions: Arc::from(cfg.conventions.as_str()),
     };
@@ -309,6 +314,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     if !stop.is_cancelled() && !starved.is_empty() {
         let alone = Gate {
             slots: adaptive::Slots::new(1),
+            starts: starts::Starts::new(1),
             stop: stop.clone(),
             conventions: gate.conventions.clone(),
         };
@@ -339,6 +345,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     summary.tasks_per_second = if wall > 0.0 { ran as f64 / wall } else { 0.0 };
     summary.interrupted = stop.is_cancelled();
     summary.jobs = jobs;
+    summary.starts = gate.starts.limit();
     summary.this_run = counts;
     Ok(summary)
 }
@@ -376,7 +383,18 @@ async fn run_gated<S: Sandbox>(
     kill: &CancellationToken,
     gate: &Gate,
 ) -> Result<crate::sandbox::Outcome, SandboxError> {
-    let prepared = sandbox.prepare(spec).await?;
+    let prepared = {
+        let _start = tokio::select! {
+            p = gate.starts.slots.acquire() => p,
+            _ = gate.stop.cancelled() => return Err(SandboxError::NotStarted),
+            _ = kill.cancelled() => return Err(SandboxError::Interrupted),
+        };
+        let t = Instant::now();
+        let prepared = sandbox.prepare(spec).await;
+        let overload = prepared.as_ref().is_err_and(|e| e.is_transient());
+        gate.starts.record(t.elapsed(), overload);
+        prepared?
+    };
     let _permit = tokio::select! {
         p = gate.slots.acquire() => p,
         _ = gate.stop.cancelled() => {
@@ -391,11 +409,12 @@ async fn run_gated<S: Sandbox>(
     sandbox.start(prepared, &mut NullSink, kill).await
 }
 
-/// What a batch's tasks share: run slots, the token that stops new starts,
-/// and what the model is told.
+/// What a batch's tasks share: run slots, start slots, the token that
+/// stops new starts, and what the model is told.
 #[derive(Clone)]
 struct Gate {
     slots: Arc<adaptive::Slots>,
+    starts: Arc<starts::Starts>,
     stop: CancellationToken,
     /// The profile's conventions, told to the model of every repair loop.
     conventions: Arc<str>,

@@ -210,6 +210,9 @@ pub struct Summary {
     pub hungriest: Option<(String, u64)>,
     /// Tasks that ran at once at the end (`--jobs auto` moves it).
     pub jobs: usize,
+    /// Containers that could start at once at the end (the start latency
+    /// moves it).
+    pub starts: usize,
 }
 
 /// Unbiased pass@k for one problem with `n` samples of which `c` passed
