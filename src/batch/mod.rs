@@ -243,9 +243,8 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         .map(|range| adaptive::Adaptive::new(jobs, range, Instant::now()));
     // `prefetch` more tasks are in flight than may run: they prepare (scratch
     // folder, container start) while the others run, and start the moment a
-    // slot frees up.
-    // Starting containers has its own limit: past a few at once the
-    // engine only queues them (`starts`). Never more than can be in flight.
+    // slot frees up. Starting containers has its own limit: past a few at
+    // once the engine only queues them (`starts`).
     let most = cfg.adaptive.as_ref().map_or(jobs, |r| *r.end()) + cfg.prefetch;
     let gate = Gate {
         slots: adaptive::Slots::new(jobs),

@@ -8,11 +8,14 @@
 //! 0.4 s at `--jobs 6`, for the same tasks per second), until its calls
 //! time out. So the limit follows the start latency the way TCP Vegas
 //! follows round-trip time: over each window of starts, a median latency
-//! far above the fastest recent start means the engine queues, and the
+//! far above the batch's fastest start means the engine queues, and the
 //! limit halves; otherwise it grows, doubling until the first queue and
 //! by one after that. A start that fails as an overload (refused, timed
-//! out) halves it too. The fastest recent start, not the fastest ever, is
-//! the yardstick: on a busy host every start is slower, queue or not.
+//! out) halves it too. The limit then saws around where a small queue
+//! stands in the engine: it starts containers as fast as it can, and a
+//! start waits a few times what it would alone. A host that gets slower
+//! for good (busy with tests) looks like a queue only past 3x; there the
+//! limit is lower, never under two.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +24,7 @@ use super::adaptive::Slots;
 
 /// Starts at once before anything is measured.
 const INITIAL: usize = 4;
-/// A window's median over this many times the fastest recent start: the
+/// A window's median over this many times the batch's fastest start: the
 /// engine queues. Measured unqueued at `--jobs 6`: the median start was
 /// 2× the fastest, and 9 in 10 were under 2.7×.
 const QUEUED: f64 = 3.0;
@@ -175,8 +178,8 @@ mod tests {
 
     #[test]
     fn a_slower_host_is_not_a_queue() {
-        // Every start twice as slow as before, none queued: the fastest
-        // recent start moves with the host, and the limit keeps growing.
+        // Every start twice as slow as before, none queued: under 3x the
+        // batch's fastest start, a slower host is not taken for a queue.
         let mut s = StartLimit::new(32);
         for _ in 0..40 {
             s.record(Duration::from_millis(100), false);
