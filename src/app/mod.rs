@@ -13,6 +13,8 @@ mod kube;
 mod run;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
@@ -62,8 +64,8 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
             ..EngineArgs::default()
         },
     };
-    spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()), engines);
-    match cli.command {
+    let leaving = spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()), engines);
+    let result = match cli.command {
         Command::Config(cmd) => config::config_cmd(cmd, &settings),
         Command::Batch(args) => batch::batch_cmd(args, profile, &cancel, &kill).await,
         Command::Run(args) => run::run_cmd(*args, profile, &cancel).await,
@@ -86,7 +88,15 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    };
+    if leaving.load(Ordering::SeqCst) {
+        // The last signal's clean-up is under way, and it ends the process
+        // (130). What the command returned meanwhile is that clean-up's
+        // doing (a container removed under a run that was starting it),
+        // and returning it would exit before the clean-up is done.
+        std::future::pending::<()>().await;
     }
+    result
 }
 
 /// Maps an error to the exit code README documents.
@@ -196,11 +206,16 @@ pub fn error_line(err: &anyhow::Error) -> String {
 /// First Ctrl-C or SIGTERM cancels (a batch stops starting tasks); for a
 /// batch the second kills running tasks, cleanly. The signal after that exits
 /// at once; containers are still reachable by `autodev clean` through their label.
+///
+/// Returns the flag raised when that last clean-up begins: from then on the
+/// handler, not the command, ends the process.
 fn spawn_signal_handler(
     cancel: CancellationToken,
     kill: Option<CancellationToken>,
     engines: EngineArgs,
-) {
+) -> Arc<AtomicBool> {
+    let leaving = Arc::new(AtomicBool::new(false));
+    let raise = leaving.clone();
     tokio::spawn(async move {
         let Ok(mut term) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -226,6 +241,7 @@ fn spawn_signal_handler(
             kill.cancel();
         }
         next().await;
+        raise.store(true, Ordering::SeqCst);
         // The run may not have got to removing its container yet (a
         // second Ctrl-C right after the first): remove what this process
         // created, within a bound, then go.
@@ -241,6 +257,7 @@ fn spawn_signal_handler(
         .await;
         std::process::exit(i32::from(exit::INTERRUPTED));
     });
+    leaving
 }
 
 /// A problem with the command line that clap cannot see.
