@@ -113,8 +113,9 @@ fn held_out(settings: &[&str], walls: &[Vec<f64>]) {
                 .collect(),
         )
     };
+    let picking: Vec<f64> = (0..settings.len()).map(|k| part(k, 0)).collect();
     let pick = (1..settings.len())
-        .min_by(|a, b| part(*a, 0).total_cmp(&part(*b, 0)))
+        .min_by(|a, b| picking[*a].total_cmp(&picking[*b]))
         .unwrap_or(1);
     let (fixed, auto) = (part(pick, 1), part(0, 1));
     println!(
