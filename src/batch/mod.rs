@@ -7,13 +7,16 @@
 //! `(id, sample)` is already in the results file. `sandbox_error` results are
 //! retried and, if they persist, counted apart from failures.
 //!
-//! Task lines are read in `task.rs`, results written and summed up in
-//! `results.rs`, scratch folders made and cleaned in `scratch.rs`.
+//! Task lines are read in `task.rs`, each task run to its result in
+//! `runner.rs`, results written and summed up in `results.rs`, scratch
+//! folders made and cleaned in `scratch.rs`; the limits on running and on
+//! starting containers move in `adaptive.rs` and `starts.rs`.
 //!
 //! Not done here: scheduling across hosts.
 
 mod adaptive;
 mod results;
+mod runner;
 mod scratch;
 mod starts;
 mod task;
@@ -22,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use thiserror::Error;
 use tokio::task::JoinSet;
@@ -31,13 +34,11 @@ use tokio_util::sync::CancellationToken;
 pub use results::{pass_at_k, read_results, summarize, Summary, TaskResult, TaskVerdict};
 pub use scratch::{clean_scratch, SCRATCH_PREFIX};
 
-use crate::agent::{self, AgentConfig, AgentError, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS};
-use crate::patch::{self, ApplyOptions};
-use crate::report::{Transcript, Ui, UiMode};
-use crate::sandbox::{NullSink, RunSpec, Sandbox, SandboxError};
-use results::{fill, repair_tail, task_key, write_result};
-use scratch::{prepare, scratch_dir};
-use task::{parse_task, Kind, Source, Task};
+use crate::sandbox::{RunSpec, Sandbox, SandboxError};
+use results::{repair_tail, task_key, write_result};
+use runner::{run_task, Gate};
+use scratch::scratch_dir;
+use task::{read_tasks, Kind, Listed, Source, Task};
 
 /// Everything about a batch that is not per task.
 #[derive(Debug, Clone)]
@@ -182,50 +183,11 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         })?;
 
     let mut counts: BTreeMap<TaskVerdict, usize> = BTreeMap::new();
-    let mut tasks = Vec::new();
-    let mut invalid = Vec::new();
-    let mut seen = HashSet::new();
-    let mut skipped = 0;
-    for (i, raw_line) in bytes.split(|b| *b == b'\n').enumerate() {
-        let line = i + 1;
-        // A line that is not UTF-8 is one bad task, not a bad file.
-        let Ok(l) = std::str::from_utf8(raw_line) else {
-            let r = TaskResult::invalid(line, None, 0, format!("line {line}: not valid UTF-8"));
-            if done.contains(&r.key()) {
-                skipped += 1;
-            } else {
-                invalid.push(r);
-            }
-            continue;
-        };
-        let l = l.strip_suffix('\r').unwrap_or(l);
-        if l.trim().is_empty() || l.trim_start().starts_with('#') {
-            continue;
-        }
-        let result = match parse_task(l, line, &base, &cfg.defaults, cfg.allow_task_overrides) {
-            Ok(t) if !seen.insert(task_key(&t.id, t.sample)) => Err((
-                Some(t.id.clone()),
-                t.sample,
-                format!(
-                    "line {line}: duplicate id {:?} with sample {}",
-                    t.id, t.sample
-                ),
-            )),
-            other => other,
-        };
-        match result {
-            Ok(t) if done.contains(&task_key(&t.id, t.sample)) => skipped += 1,
-            Ok(t) => tasks.push(t),
-            Err((id, sample, msg)) => {
-                let r = TaskResult::invalid(line, id, sample, msg);
-                if done.contains(&r.key()) {
-                    skipped += 1;
-                } else {
-                    invalid.push(r);
-                }
-            }
-        }
-    }
+    let Listed {
+        tasks,
+        invalid,
+        skipped,
+    } = read_tasks(&bytes, &base, cfg, &done);
     if !tasks.is_empty() {
         preflight(&sandbox, cfg, &tasks).await?;
     }
@@ -372,171 +334,6 @@ async fn preflight<S: Sandbox>(
         spec.image = t.spec.image.clone();
     }
     sandbox.preflight(&spec).await.map_err(BatchError::Sandbox)
-}
-
-/// Prepares the run (creates its container) before waiting for a slot, so
-/// preparation overlaps other runs; the command starts only with a slot.
-async fn run_gated<S: Sandbox>(
-    sandbox: &S,
-    spec: &RunSpec,
-    kill: &CancellationToken,
-    gate: &Gate,
-) -> Result<crate::sandbox::Outcome, SandboxError> {
-    let prepared = {
-        let _start = tokio::select! {
-            p = gate.starts.slots.acquire() => p,
-            _ = gate.stop.cancelled() => return Err(SandboxError::NotStarted),
-            _ = kill.cancelled() => return Err(SandboxError::Interrupted),
-        };
-        let t = Instant::now();
-        let prepared = sandbox.prepare(spec).await;
-        let overload = prepared.as_ref().is_err_and(|e| e.is_transient());
-        gate.starts.record(t.elapsed(), overload);
-        prepared?
-    };
-    let _permit = tokio::select! {
-        p = gate.slots.acquire() => p,
-        _ = gate.stop.cancelled() => {
-            sandbox.abandon(prepared).await;
-            return Err(SandboxError::NotStarted);
-        }
-        _ = kill.cancelled() => {
-            sandbox.abandon(prepared).await;
-            return Err(SandboxError::Interrupted);
-        }
-    };
-    sandbox.start(prepared, &mut NullSink, kill).await
-}
-
-/// What a batch's tasks share: run slots, start slots, the token that
-/// stops new starts, and what the model is told.
-#[derive(Clone)]
-struct Gate {
-    slots: Arc<adaptive::Slots>,
-    starts: Arc<starts::Starts>,
-    stop: CancellationToken,
-    /// The profile's conventions, told to the model of every repair loop.
-    conventions: Arc<str>,
-}
-
-/// Runs one task to a result; `None` if it was interrupted.
-async fn run_task<S: Sandbox>(
-    sandbox: &S,
-    task: Task,
-    retries: u32,
-    scratch: Option<&Path>,
-    kill: &CancellationToken,
-    gate: &Gate,
-) -> Option<TaskResult> {
-    let t0 = Instant::now();
-    let mut result = TaskResult::pending(task.line, Some(task.id.clone()), task.sample);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        result.attempts = attempt;
-        match attempt_task(sandbox, &task, scratch, kill, gate, &mut result).await {
-            Ok(()) => {
-                // An earlier attempt's sandbox error does not describe this result.
-                result.error = None;
-                break;
-            }
-            Err(AgentError::Interrupted) => return None,
-            // Retrying cannot conjure a missing image or fix a bad workspace.
-            Err(AgentError::Sandbox(e))
-                // Retried on the hosts still in rotation: a lost engine's
-                // in-flight tasks are re-queued, never counted as failures.
-                if attempt <= retries && e.is_transient() =>
-            {
-                result.error = Some(e.to_string());
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            Err(e) => {
-                result.verdict = match &e {
-                    AgentError::Model(m) if m.is_usage() => TaskVerdict::InvalidTask,
-                    AgentError::Model(_) => TaskVerdict::ModelError,
-                    AgentError::Workspace(_) => TaskVerdict::InvalidTask,
-                    _ => TaskVerdict::SandboxError,
-                };
-                result.error = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    result.elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
-    Some(result)
-}
-
-async fn attempt_task<S: Sandbox>(
-    sandbox: &S,
-    task: &Task,
-    scratch: Option<&Path>,
-    kill: &CancellationToken,
-    gate: &Gate,
-    result: &mut TaskResult,
-) -> Result<(), AgentError> {
-    // A folder workspace is only copied when something will write into it.
-    let writes = !matches!(task.kind, Kind::Check);
-    let (_guard, root) = prepare(&task.source, writes, scratch)?;
-    let mut spec = task.spec.clone();
-    spec.workspace = root.clone();
-    match &task.kind {
-        Kind::Check | Kind::Solution(_) => {
-            if let Kind::Solution(reply) = &task.kind {
-                let report = patch::apply(&root, &patch::parse(reply), ApplyOptions::default());
-                result.refused = report
-                    .refused
-                    .iter()
-                    .map(|r| format!("{}: {}", r.path, r.detail))
-                    .collect();
-            }
-            let outcome = run_gated(sandbox, &spec, kill, gate).await?;
-            fill(result, &outcome);
-        }
-        Kind::Loop {
-            task: text,
-            model,
-            max_iters,
-        } => {
-            let model = model.build()?;
-            // A repair loop holds its slot throughout: its test runs come one
-            // after another, between model calls.
-            let _permit = tokio::select! {
-                p = gate.slots.acquire() => p,
-                _ = gate.stop.cancelled() => return Err(AgentError::Interrupted),
-            };
-            let cfg = AgentConfig {
-                task: text.clone(),
-                runner: spec.command.clone(),
-                conventions: gate.conventions.to_string(),
-                workspace: root.clone(),
-                max_iters: *max_iters,
-                sandbox: spec.clone(),
-                context_chars: DEFAULT_CONTEXT_CHARS,
-                failure_chars: DEFAULT_FAILURE_CHARS,
-                git: false,
-                git_only_improving: false,
-                keep_best: false,
-                zip: None,
-                apply: ApplyOptions::default(),
-            };
-            let mut ui = Ui::new(UiMode::Json);
-            let summary = agent::run(
-                &model,
-                sandbox,
-                &cfg,
-                &mut ui,
-                &mut Transcript::disabled(),
-                kill,
-            )
-            .await?;
-            result.verdict = summary.verdict.into();
-            result.exit_code = summary.exit_code;
-            result.tests = summary.tests;
-            result.iterations = summary.iterations;
-            result.tokens = summary.tokens;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

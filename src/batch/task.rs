@@ -1,10 +1,12 @@
 //! Task lines: what a user may write, and the validated [`Task`] it becomes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::results::{task_key, TaskResult};
+use super::BatchConfig;
 use crate::config::overrides;
 use crate::model::ModelSettings;
 use crate::patch;
@@ -78,7 +80,75 @@ pub(super) struct Task {
     pub(super) kind: Kind,
 }
 
-pub(super) fn parse_task(
+/// A tasks file, read: the tasks to run, a result for each line that is not
+/// a task, and how many lines were left out as done already.
+pub(super) struct Listed {
+    pub(super) tasks: Vec<Task>,
+    pub(super) invalid: Vec<TaskResult>,
+    pub(super) skipped: usize,
+}
+
+/// Reads a tasks file's lines. Blank lines and `#` comments are no tasks; a
+/// line that is not one (bad JSON, not UTF-8, a duplicate id) is one invalid
+/// result, not a bad file; a task whose key is in `done` is skipped.
+pub(super) fn read_tasks(
+    bytes: &[u8],
+    base: &Path,
+    cfg: &BatchConfig,
+    done: &HashSet<String>,
+) -> Listed {
+    let mut tasks = Vec::new();
+    let mut invalid = Vec::new();
+    let mut seen = HashSet::new();
+    let mut skipped = 0;
+    for (i, raw_line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = i + 1;
+        // A line that is not UTF-8 is one bad task, not a bad file.
+        let Ok(l) = std::str::from_utf8(raw_line) else {
+            let r = TaskResult::invalid(line, None, 0, format!("line {line}: not valid UTF-8"));
+            if done.contains(&r.key()) {
+                skipped += 1;
+            } else {
+                invalid.push(r);
+            }
+            continue;
+        };
+        let l = l.strip_suffix('\r').unwrap_or(l);
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        let result = match parse_task(l, line, base, &cfg.defaults, cfg.allow_task_overrides) {
+            Ok(t) if !seen.insert(task_key(&t.id, t.sample)) => Err((
+                Some(t.id.clone()),
+                t.sample,
+                format!(
+                    "line {line}: duplicate id {:?} with sample {}",
+                    t.id, t.sample
+                ),
+            )),
+            other => other,
+        };
+        match result {
+            Ok(t) if done.contains(&task_key(&t.id, t.sample)) => skipped += 1,
+            Ok(t) => tasks.push(t),
+            Err((id, sample, msg)) => {
+                let r = TaskResult::invalid(line, id, sample, msg);
+                if done.contains(&r.key()) {
+                    skipped += 1;
+                } else {
+                    invalid.push(r);
+                }
+            }
+        }
+    }
+    Listed {
+        tasks,
+        invalid,
+        skipped,
+    }
+}
+
+fn parse_task(
     text: &str,
     line: usize,
     base: &Path,

@@ -1,0 +1,184 @@
+//! One task to one result: its scratch workspace, its container (started
+//! within the batch's start and run limits), its retries, and for a repair
+//! loop the model's iterations.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::adaptive::Slots;
+use super::results::{fill, TaskResult, TaskVerdict};
+use super::scratch::prepare;
+use super::starts::Starts;
+use super::task::{Kind, Task};
+use crate::agent::{self, AgentConfig, AgentError, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS};
+use crate::patch::{self, ApplyOptions};
+use crate::report::{Transcript, Ui, UiMode};
+use crate::sandbox::{NullSink, RunSpec, Sandbox, SandboxError};
+
+/// Prepares the run (creates its container) before waiting for a slot, so
+/// preparation overlaps other runs; the command starts only with a slot.
+async fn run_gated<S: Sandbox>(
+    sandbox: &S,
+    spec: &RunSpec,
+    kill: &CancellationToken,
+    gate: &Gate,
+) -> Result<crate::sandbox::Outcome, SandboxError> {
+    let prepared = {
+        let _start = tokio::select! {
+            p = gate.starts.slots.acquire() => p,
+            _ = gate.stop.cancelled() => return Err(SandboxError::NotStarted),
+            _ = kill.cancelled() => return Err(SandboxError::Interrupted),
+        };
+        let t = Instant::now();
+        let prepared = sandbox.prepare(spec).await;
+        let overload = prepared.as_ref().is_err_and(|e| e.is_transient());
+        gate.starts.record(t.elapsed(), overload);
+        prepared?
+    };
+    let _permit = tokio::select! {
+        p = gate.slots.acquire() => p,
+        _ = gate.stop.cancelled() => {
+            sandbox.abandon(prepared).await;
+            return Err(SandboxError::NotStarted);
+        }
+        _ = kill.cancelled() => {
+            sandbox.abandon(prepared).await;
+            return Err(SandboxError::Interrupted);
+        }
+    };
+    sandbox.start(prepared, &mut NullSink, kill).await
+}
+
+/// What a batch's tasks share: run slots, start slots, the token that
+/// stops new starts, and what the model is told.
+#[derive(Clone)]
+pub(super) struct Gate {
+    pub(super) slots: Arc<Slots>,
+    pub(super) starts: Arc<Starts>,
+    pub(super) stop: CancellationToken,
+    /// The profile's conventions, told to the model of every repair loop.
+    pub(super) conventions: Arc<str>,
+}
+
+/// Runs one task to a result; `None` if it was interrupted.
+pub(super) async fn run_task<S: Sandbox>(
+    sandbox: &S,
+    task: Task,
+    retries: u32,
+    scratch: Option<&Path>,
+    kill: &CancellationToken,
+    gate: &Gate,
+) -> Option<TaskResult> {
+    let t0 = Instant::now();
+    let mut result = TaskResult::pending(task.line, Some(task.id.clone()), task.sample);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        result.attempts = attempt;
+        match attempt_task(sandbox, &task, scratch, kill, gate, &mut result).await {
+            Ok(()) => {
+                // An earlier attempt's sandbox error does not describe this result.
+                result.error = None;
+                break;
+            }
+            Err(AgentError::Interrupted) => return None,
+            // Retrying cannot conjure a missing image or fix a bad workspace.
+            Err(AgentError::Sandbox(e))
+                // Retried on the hosts still in rotation: a lost engine's
+                // in-flight tasks are re-queued, never counted as failures.
+                if attempt <= retries && e.is_transient() =>
+            {
+                result.error = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                result.verdict = match &e {
+                    AgentError::Model(m) if m.is_usage() => TaskVerdict::InvalidTask,
+                    AgentError::Model(_) => TaskVerdict::ModelError,
+                    AgentError::Workspace(_) => TaskVerdict::InvalidTask,
+                    _ => TaskVerdict::SandboxError,
+                };
+                result.error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    result.elapsed_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Some(result)
+}
+
+async fn attempt_task<S: Sandbox>(
+    sandbox: &S,
+    task: &Task,
+    scratch: Option<&Path>,
+    kill: &CancellationToken,
+    gate: &Gate,
+    result: &mut TaskResult,
+) -> Result<(), AgentError> {
+    // A folder workspace is only copied when something will write into it.
+    let writes = !matches!(task.kind, Kind::Check);
+    let (_guard, root) = prepare(&task.source, writes, scratch)?;
+    let mut spec = task.spec.clone();
+    spec.workspace = root.clone();
+    match &task.kind {
+        Kind::Check | Kind::Solution(_) => {
+            if let Kind::Solution(reply) = &task.kind {
+                let report = patch::apply(&root, &patch::parse(reply), ApplyOptions::default());
+                result.refused = report
+                    .refused
+                    .iter()
+                    .map(|r| format!("{}: {}", r.path, r.detail))
+                    .collect();
+            }
+            let outcome = run_gated(sandbox, &spec, kill, gate).await?;
+            fill(result, &outcome);
+        }
+        Kind::Loop {
+            task: text,
+            model,
+            max_iters,
+        } => {
+            let model = model.build()?;
+            // A repair loop holds its slot throughout: its test runs come one
+            // after another, between model calls.
+            let _permit = tokio::select! {
+                p = gate.slots.acquire() => p,
+                _ = gate.stop.cancelled() => return Err(AgentError::Interrupted),
+            };
+            let cfg = AgentConfig {
+                task: text.clone(),
+                runner: spec.command.clone(),
+                conventions: gate.conventions.to_string(),
+                workspace: root.clone(),
+                max_iters: *max_iters,
+                sandbox: spec.clone(),
+                context_chars: DEFAULT_CONTEXT_CHARS,
+                failure_chars: DEFAULT_FAILURE_CHARS,
+                git: false,
+                git_only_improving: false,
+                keep_best: false,
+                zip: None,
+                apply: ApplyOptions::default(),
+            };
+            let mut ui = Ui::new(UiMode::Json);
+            let summary = agent::run(
+                &model,
+                sandbox,
+                &cfg,
+                &mut ui,
+                &mut Transcript::disabled(),
+                kill,
+            )
+            .await?;
+            result.verdict = summary.verdict.into();
+            result.exit_code = summary.exit_code;
+            result.tests = summary.tests;
+            result.iterations = summary.iterations;
+            result.tokens = summary.tokens;
+        }
+    }
+    Ok(())
+}
