@@ -71,6 +71,11 @@ async fn mixed_batch_gives_exact_verdicts() {
             json!({"id": "solution", "files": add_files(false), "runner": "python3 test_calc.py",
                    "solution": "PATCH::calc.py\ndef add(a, b):\n    return a + b\nENDPATCH"}),
             json!({"id": "env", "runner": "test \"$K\" = v", "env": {"K": "v"}}),
+            // A repair loop: the model's first fix is wrong, its second right.
+            json!({"id": "loop", "files": add_files(false), "runner": "python3 test_calc.py",
+                   "task": "make add work", "max_iters": 3, "model": {"replies": [
+                       "PATCH::calc.py\ndef add(a, b):\n    return a * b\nENDPATCH",
+                       "PATCH::calc.py\ndef add(a, b):\n    return a + b\nENDPATCH"]}}),
         ],
     );
     // A line that is not JSON, in the middle of the file.
@@ -105,16 +110,18 @@ async fn mixed_batch_gives_exact_verdicts() {
     assert_eq!(verdict("inline-ws"), "passed");
     assert_eq!(verdict("solution"), "passed");
     assert_eq!(verdict("env"), "passed");
+    assert_eq!(verdict("loop"), "passed");
+    assert_eq!(by_id["loop"]["iterations"], 2, "{}", by_id["loop"]);
     assert_eq!(verdict("<none>"), "invalid_task");
     assert_eq!(by_id["<none>"]["line"], 1);
-    assert_eq!(results.len(), 9);
+    assert_eq!(results.len(), 10);
     // The folder workspace is never written to.
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 1);
 
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["total"], 9);
-    assert_eq!(summary["verdicts"]["passed"], 5);
-    assert_eq!(summary["ran"], 8);
+    assert_eq!(summary["total"], 10);
+    assert_eq!(summary["verdicts"]["passed"], 6);
+    assert_eq!(summary["ran"], 9);
     common::assert_no_leak(&label);
 }
 

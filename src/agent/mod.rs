@@ -71,6 +71,34 @@ pub struct AgentConfig {
     pub apply: ApplyOptions,
 }
 
+impl AgentConfig {
+    /// A loop with the plain settings: the default context and failure
+    /// budgets, no conventions, no git, no keep-best, no export.
+    pub fn new(
+        task: String,
+        runner: Command,
+        workspace: PathBuf,
+        max_iters: u32,
+        sandbox: RunSpec,
+    ) -> Self {
+        AgentConfig {
+            task,
+            runner,
+            conventions: String::new(),
+            workspace,
+            max_iters,
+            sandbox,
+            context_chars: DEFAULT_CONTEXT_CHARS,
+            failure_chars: DEFAULT_FAILURE_CHARS,
+            git: false,
+            git_only_improving: false,
+            keep_best: false,
+            zip: None,
+            apply: ApplyOptions::default(),
+        }
+    }
+}
+
 /// Why the loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -461,21 +489,13 @@ pub(super) mod tests {
     use std::path::Path;
 
     pub(super) fn cfg(ws: &Path) -> AgentConfig {
-        AgentConfig {
-            task: "make add work".into(),
-            runner: "python3 -m unittest".into(),
-            conventions: String::new(),
-            workspace: ws.to_path_buf(),
-            max_iters: 3,
-            sandbox: RunSpec::new(ws, "", "img"),
-            context_chars: DEFAULT_CONTEXT_CHARS,
-            failure_chars: DEFAULT_FAILURE_CHARS,
-            git: false,
-            git_only_improving: false,
-            keep_best: false,
-            zip: None,
-            apply: ApplyOptions::default(),
-        }
+        AgentConfig::new(
+            "make add work".into(),
+            "python3 -m unittest".into(),
+            ws.to_path_buf(),
+            3,
+            RunSpec::new(ws, "", "img"),
+        )
     }
 
     pub(super) fn replay(replies: &[&str]) -> Replay {

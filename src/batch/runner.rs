@@ -13,7 +13,7 @@ use super::results::{fill, TaskResult, TaskVerdict};
 use super::scratch::prepare;
 use super::starts::Starts;
 use super::task::{Kind, Task};
-use crate::agent::{self, AgentConfig, AgentError, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS};
+use crate::agent::{self, AgentConfig, AgentError};
 use crate::patch::{self, ApplyOptions};
 use crate::report::{Transcript, Ui, UiMode};
 use crate::sandbox::{NullSink, RunSpec, Sandbox, SandboxError};
@@ -149,19 +149,14 @@ async fn attempt_task<S: Sandbox>(
                 _ = gate.stop.cancelled() => return Err(AgentError::Interrupted),
             };
             let cfg = AgentConfig {
-                task: text.clone(),
-                runner: spec.command.clone(),
                 conventions: gate.conventions.to_string(),
-                workspace: root.clone(),
-                max_iters: *max_iters,
-                sandbox: spec.clone(),
-                context_chars: DEFAULT_CONTEXT_CHARS,
-                failure_chars: DEFAULT_FAILURE_CHARS,
-                git: false,
-                git_only_improving: false,
-                keep_best: false,
-                zip: None,
-                apply: ApplyOptions::default(),
+                ..AgentConfig::new(
+                    text.clone(),
+                    spec.command.clone(),
+                    root.clone(),
+                    *max_iters,
+                    spec.clone(),
+                )
             };
             let mut ui = Ui::new(UiMode::Json);
             let summary = agent::run(
