@@ -103,30 +103,26 @@ pub(super) fn read_tasks(
     let mut skipped = 0;
     for (i, raw_line) in bytes.split(|b| *b == b'\n').enumerate() {
         let line = i + 1;
-        // A line that is not UTF-8 is one bad task, not a bad file.
-        let Ok(l) = std::str::from_utf8(raw_line) else {
-            let r = TaskResult::invalid(line, None, 0, format!("line {line}: not valid UTF-8"));
-            if done.contains(&r.key()) {
-                skipped += 1;
-            } else {
-                invalid.push(r);
+        let result = match std::str::from_utf8(raw_line) {
+            // A line that is not UTF-8 is one bad task, not a bad file.
+            Err(_) => Err((None, 0, format!("line {line}: not valid UTF-8"))),
+            Ok(l) => {
+                let l = l.strip_suffix('\r').unwrap_or(l);
+                if l.trim().is_empty() || l.trim_start().starts_with('#') {
+                    continue;
+                }
+                match parse_task(l, line, base, &cfg.defaults, cfg.allow_task_overrides) {
+                    Ok(t) if !seen.insert(task_key(&t.id, t.sample)) => Err((
+                        Some(t.id.clone()),
+                        t.sample,
+                        format!(
+                            "line {line}: duplicate id {:?} with sample {}",
+                            t.id, t.sample
+                        ),
+                    )),
+                    other => other,
+                }
             }
-            continue;
-        };
-        let l = l.strip_suffix('\r').unwrap_or(l);
-        if l.trim().is_empty() || l.trim_start().starts_with('#') {
-            continue;
-        }
-        let result = match parse_task(l, line, base, &cfg.defaults, cfg.allow_task_overrides) {
-            Ok(t) if !seen.insert(task_key(&t.id, t.sample)) => Err((
-                Some(t.id.clone()),
-                t.sample,
-                format!(
-                    "line {line}: duplicate id {:?} with sample {}",
-                    t.id, t.sample
-                ),
-            )),
-            other => other,
         };
         match result {
             Ok(t) if done.contains(&task_key(&t.id, t.sample)) => skipped += 1,
