@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::UsageError;
 use crate::cli::{exit, ExecArgs};
 use crate::profile::Profile;
+use crate::sandbox::served::ServedSandbox;
 use crate::sandbox::{
     NullSink, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, StdioSink,
 };
@@ -39,18 +40,25 @@ pub(super) async fn exec_cmd(
         return Err(WorkspaceError::NotADirectory(spec.workspace.clone()).into());
     }
 
-    let sandbox = super::connect(&args.sandbox.engines).await;
     let mut sink: Box<dyn OutputSink> = if args.json {
         Box::new(NullSink)
     } else {
         Box::new(StdioSink)
     };
-    let result = match sandbox {
-        Ok(s) => match s.check_limits(&spec).await {
-            Ok(()) => s.run(&spec, sink.as_mut(), cancel).await,
+    let result = match &args.pool_socket {
+        // The pool checks the limits against its own hosts.
+        Some(socket) => {
+            ServedSandbox::new(socket)
+                .run(&spec, sink.as_mut(), cancel)
+                .await
+        }
+        None => match super::connect(&args.sandbox.engines).await {
+            Ok(s) => match s.check_limits(&spec).await {
+                Ok(()) => s.run(&spec, sink.as_mut(), cancel).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
-        Err(e) => Err(e),
     };
     if let (Some(orig), Ok(outcome)) = (&original, &result) {
         return report_rerun(orig, outcome, &spec, args.json);

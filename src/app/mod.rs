@@ -1,8 +1,8 @@
 //! Top-level wiring: builds the real parts for each subcommand, runs them and
 //! maps the result to an exit code. The only place `anyhow` is used.
 //!
-//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `images.rs`, `kube.rs`, `doctor.rs`,
-//! `config.rs`.
+//! One file per subcommand: `run.rs`, `exec.rs`, `batch.rs`, `pool.rs`, `images.rs`, `kube.rs`,
+//! `doctor.rs`, `config.rs`.
 
 mod batch;
 mod config;
@@ -10,6 +10,7 @@ mod doctor;
 mod exec;
 mod images;
 mod kube;
+mod pool;
 mod run;
 
 use std::process::ExitCode;
@@ -48,6 +49,7 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
     let engines = match &cli.command {
         Command::Run(a) => a.sandbox.engines.clone(),
         Command::Exec(a) => a.sandbox.engines.clone(),
+        Command::Pool(a) => a.sandbox.engines.clone(),
         Command::Doctor(a) => a.sandbox.engines.clone(),
         Command::Batch(a) => a.sandbox.engines.clone(),
         Command::Images(
@@ -70,6 +72,9 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
         Command::Batch(args) => batch::batch_cmd(args, profile, &cancel, &kill).await,
         Command::Run(args) => run::run_cmd(*args, profile, &cancel).await,
         Command::Exec(args) => exec::exec_cmd(args, profile, &cancel).await,
+        Command::Pool(args) => pool::pool_cmd(args, &cancel)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::doctor_cmd(args, &cancel).await,
         Command::Images(cmd) => images::images_cmd(cmd).await,
         Command::Kube(cmd) => kube::kube_cmd(cmd, &cancel).await,

@@ -70,6 +70,9 @@ pub enum Command {
     /// Kubernetes: prepare a namespace for runs.
     #[command(subcommand)]
     Kube(KubeCommand),
+    /// Keep sandboxes started ahead for other autodev processes (`exec --pool-socket`) of
+    /// this user: each still serves one run only. Runs until Ctrl-C or SIGTERM.
+    Pool(PoolArgs),
     /// Remove containers left behind by a crashed run (all of autodev's, or those with --label).
     Clean {
         /// Only containers that also carry this label KEY=VALUE (e.g. autodev.run=ID); repeatable.
@@ -84,12 +87,28 @@ pub enum Command {
     },
 }
 
+/// `autodev pool`.
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    /// Unix socket to listen on (made readable and writable by this user only).
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Where containers run, and the image and limits of those started ahead (runs asking
+    /// for other limits are served too, by containers started when they come).
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
 /// `autodev exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Folder copied into /workspace (the host copy is never touched).
     #[arg(long, short = 'w', default_value = ".")]
     pub workspace: PathBuf,
+    /// Have the `autodev pool` listening on this socket carry out the run, in a container it
+    /// started ahead (the pool's engines are used; --engine and --backend do not apply).
+    #[arg(long, env = "AUTODEV_POOL_SOCKET", conflicts_with_all = ["engine", "backend"])]
+    pub pool_socket: Option<PathBuf>,
     /// Print one JSON object with the verdict and captured output instead of streaming.
     #[arg(long)]
     pub json: bool,

@@ -107,6 +107,19 @@ pub enum SandboxError {
     /// The run was stopped while waiting for a slot; nothing ran.
     #[error("stopped before it started")]
     NotStarted,
+    /// The pool (`autodev pool`) that was to carry out the run reported an
+    /// error; whether it is the user's or the host's came with it.
+    #[error("the pool at {socket}: {message}")]
+    Served {
+        /// The pool's socket.
+        socket: String,
+        /// The pool's words.
+        message: String,
+        /// Whether it is in what the user asked for.
+        usage: bool,
+        /// Whether trying again may succeed.
+        transient: bool,
+    },
 }
 
 /// What to do about a Docker engine that does not answer.
@@ -123,6 +136,7 @@ impl SandboxError {
                 | SandboxError::Settings(_)
                 | SandboxError::Refused { .. }
                 | SandboxError::ExceedsHost { .. }
+                | SandboxError::Served { usage: true, .. }
         )
     }
 
@@ -138,6 +152,10 @@ impl SandboxError {
                 | SandboxError::KillFailed { .. }
                 | SandboxError::LostHost { .. }
                 | SandboxError::Backend { .. }
+                | SandboxError::Served {
+                    transient: true,
+                    ..
+                }
         )
     }
 

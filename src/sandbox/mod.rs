@@ -15,6 +15,7 @@ pub mod fake;
 mod feed;
 pub mod kube;
 pub mod output;
+pub mod served;
 pub mod wrapper;
 
 use std::future::Future;
@@ -83,7 +84,7 @@ impl std::fmt::Display for Verdict {
 }
 
 /// Everything needed for one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
     /// Host folder copied into `/workspace`.
     pub workspace: PathBuf,
@@ -104,7 +105,7 @@ pub struct RunSpec {
 }
 
 /// Where to find the JUnit XML report of a run (a path inside the sandbox).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Junit {
     /// Where the image's `autodev.junit` label says (none if it has none).
     #[default]
@@ -436,6 +437,17 @@ pub trait Sandbox: Send + Sync {
     }
 }
 
+/// An image reference with the tag engines assume when none is given, so
+/// that `python` and `python:latest` compare equal.
+pub fn with_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') || last.contains('@') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
 /// Walks the workspace a run copies in, off the async threads.
 async fn walk(spec: &RunSpec) -> Result<crate::workspace::Manifest, SandboxError> {
     let root = spec.workspace.clone();
@@ -526,6 +538,15 @@ fn ms(d: std::time::Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_gets_the_default_tag_only_when_it_has_none() {
+        assert_eq!(with_tag("autodev/python"), "autodev/python:latest");
+        assert_eq!(with_tag("localhost:5000/img"), "localhost:5000/img:latest");
+        assert_eq!(with_tag("img:3"), "img:3");
+        assert_eq!(with_tag("img@sha256:ab"), "img@sha256:ab");
+        assert_eq!(with_tag("sha256:ab"), "sha256:ab");
+    }
 
     #[test]
     fn verdict_exit_codes_are_distinct() {

@@ -373,6 +373,7 @@ fn flag_profile(cli: &Cli) -> Option<String> {
     match &cli.command {
         Command::Run(a) => a.sandbox.profile.clone(),
         Command::Exec(a) => a.sandbox.profile.clone(),
+        Command::Pool(a) => a.sandbox.profile.clone(),
         Command::Batch(a) => a.sandbox.profile.clone(),
         Command::Doctor(a) => a.sandbox.profile.clone(),
         _ => None,

@@ -305,11 +305,7 @@ impl DockerSandbox {
 
     /// Which containers can serve `spec`: those of the same definition.
     fn warm_key(&self, spec: &RunSpec) -> String {
-        let body = policy::container_body(spec, "", IDLE_DEADLINE, self.flavor);
-        // Through a JSON value: its maps are sorted, the definition's are not.
-        serde_json::to_value(&body)
-            .map(|v| v.to_string())
-            .unwrap_or_default()
+        warm::key(spec, self.flavor)
     }
 
     /// Creates, attaches and starts a container for a run of `spec`, and

@@ -21,7 +21,9 @@ use bollard::container::LogOutput;
 use futures_util::Stream;
 use tokio::io::AsyncWrite;
 
+use super::policy::{self, Flavor};
 use super::removal::Removal;
+use crate::sandbox::RunSpec;
 
 /// How long a container waits for its run before it is not used any more.
 pub const MAX_IDLE: Duration = Duration::from_secs(120);
@@ -34,6 +36,17 @@ pub(super) type Output =
     Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 /// The container's stdin.
 pub(super) type Input = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Which containers can serve `spec`: those of the same definition.
+pub(super) fn key(spec: &RunSpec, flavor: Flavor) -> String {
+    let mut body = policy::container_body(spec, "", IDLE_DEADLINE, flavor);
+    // `python` and `python:latest` are one image to the engine.
+    body.image = Some(crate::sandbox::with_tag(&spec.image));
+    // Through a JSON value: its maps are sorted, the definition's are not.
+    serde_json::to_value(&body)
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
 
 /// A started container waiting for its run.
 pub(super) struct Started {
@@ -144,8 +157,11 @@ impl WarmSet {
     /// is counted as coming until [`WarmSet::arrived`].
     pub(super) fn want(&self, key: &str) -> bool {
         let mut inner = self.lock();
-        let ready = inner.ready.get(key).map_or(0, |l| {
-            l.iter().filter(|s| s.since.elapsed() < MAX_IDLE).count()
+        // Those that waited too long go now (and are removed): a long-lived
+        // pool that nobody uses must not pile them up.
+        let ready = inner.ready.get_mut(key).map_or(0, |l| {
+            l.retain(|s| s.since.elapsed() < MAX_IDLE);
+            l.len()
         });
         let coming = inner.coming.entry(key.to_string()).or_default();
         if ready + *coming >= self.size {
@@ -252,6 +268,15 @@ mod tests {
         let s3 = set.clone();
         tokio::spawn(async move { s3.arrived("k", None) });
         assert!(set.take("k", Duration::from_secs(5)).await.is_none());
+    }
+
+    #[test]
+    fn an_image_named_with_or_without_its_default_tag_is_one_key() {
+        let spec = |image: &str| RunSpec::new("/", "true", image);
+        let key = |image: &str| key(&spec(image), Flavor::Docker);
+        assert_eq!(key("autodev/python"), key("autodev/python:latest"));
+        assert_ne!(key("autodev/python"), key("autodev/python:3"));
+        assert_ne!(key("autodev/python"), key("autodev/node"));
     }
 
     #[tokio::test]

@@ -1,0 +1,33 @@
+//! `autodev pool`: serves runs to other autodev processes of this user over
+//! a Unix socket, from containers started ahead.
+
+use anyhow::Result;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::PoolArgs;
+use crate::sandbox::served::server::{self, PoolSocket};
+use crate::sandbox::{Command, RunSpec, Sandbox, SandboxError};
+
+pub(super) async fn pool_cmd(args: PoolArgs, cancel: &CancellationToken) -> Result<()> {
+    // What the containers started ahead are made for: nothing of a run
+    // (workspace, command, environment) is in a container's definition.
+    let mut warm = RunSpec::new("/", Command::Shell("true".into()), args.sandbox.image());
+    warm.limits = args.sandbox.limits()?;
+    warm.labels = args.sandbox.label.clone();
+    // A bad path is said before any engine is asked; on a later error the
+    // socket goes with it.
+    let socket = PoolSocket::bind(&args.socket)?;
+    let sandbox = super::connect(&args.sandbox.engines).await?;
+    // Refused settings or a missing image are said now, not to each client.
+    sandbox.check_limits(&warm).await?;
+    sandbox.preflight(&warm).await?;
+    sandbox.warm(&warm);
+    crate::errln!(
+        "autodev pool: serving runs on {}, {} container(s) of {} started ahead; Ctrl-C or SIGTERM stops it and removes them",
+        args.socket.display(),
+        args.sandbox.engines.pool,
+        warm.image
+    );
+    server::serve(sandbox, socket, &warm, cancel).await;
+    Err(SandboxError::Interrupted.into())
+}
