@@ -9,7 +9,8 @@
 //! 2. A six-iteration `autodev run` with an instant (replay) model, per
 //!    iteration, pool on and off, against one `docker run --rm` of the same
 //!    image.
-//! 3. One-shot `autodev exec` against `docker run --rm`.
+//! 3. One-shot `autodev exec` against `docker run --rm`, on its own and
+//!    served by an `autodev pool` process (`exec --pool-socket`).
 //!
 //! Medians of R repetitions; the two sides alternate.
 //!
@@ -107,17 +108,51 @@ async fn main() {
             into.push(s / 6.0);
         }
     }
+    // One-shot execs, without and with a pool process to share (the two
+    // alternate, back to back as from a script).
+    let socket = loop_dir.path().join("pool.sock");
+    let mut pool = Command::new(&bin)
+        .args(["pool", "--socket"])
+        .arg(&socket)
+        .args(["--image", &image, "--pool", "2"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("autodev pool starts");
+    let via_pool = || {
+        timed(
+            Command::new(&bin)
+                .current_dir(tiny.path())
+                .args(["exec", "--image", &image, "--pool-socket"])
+                .arg(&socket)
+                .args(["--", "true"]),
+        )
+    };
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the pool did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    via_pool();
+    let mut pooled = Vec::new();
     for _ in 0..reps {
         exec.push(timed(
             Command::new(&bin)
                 .current_dir(tiny.path())
                 .args(["exec", "--image", &image, "--", "true"]),
         ));
+        pooled.push(via_pool());
     }
-    let (off, on, exec) = (
+    // SIGTERM: the pool removes its containers and exits.
+    let _ = Command::new("kill").arg(pool.id().to_string()).status();
+    let _ = pool.wait();
+    let (off, on, exec, pooled) = (
         common::median(off),
         common::median(on),
         common::median(exec),
+        common::median(pooled),
     );
     println!("\n2. six-iteration run, instant model (s per iteration) and 3. one-shot exec (s)");
     println!("| | s | × docker run --rm ({docker_run:.3} s) |");
@@ -125,6 +160,10 @@ async fn main() {
     println!("| run, pool off | {off:.3} | {:.2} |", off / docker_run);
     println!("| run, pool on | {on:.3} | {:.2} |", on / docker_run);
     println!("| exec | {exec:.3} | {:.2} |", exec / docker_run);
+    println!(
+        "| exec --pool-socket (an `autodev pool --pool 2` running) | {pooled:.3} | {:.2} |",
+        pooled / docker_run
+    );
 }
 
 /// Wall time of prepare + start minus the command's own run, in ms; with

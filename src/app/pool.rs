@@ -6,14 +6,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::PoolArgs;
 use crate::sandbox::served::server::{self, PoolSocket};
-use crate::sandbox::{Command, RunSpec, Sandbox, SandboxError};
+use crate::sandbox::{Sandbox, SandboxError};
 
 pub(super) async fn pool_cmd(args: PoolArgs, cancel: &CancellationToken) -> Result<()> {
-    // What the containers started ahead are made for: nothing of a run
-    // (workspace, command, environment) is in a container's definition.
-    let mut warm = RunSpec::new("/", Command::Shell("true".into()), args.sandbox.image());
-    warm.limits = args.sandbox.limits()?;
-    warm.labels = args.sandbox.label.clone();
+    // What the containers started ahead are made for (nothing of a run,
+    // workspace, command or environment, is in a container's definition).
+    let limits = args.sandbox.limits()?;
+    let warm = server::settings(args.sandbox.image(), &limits, &args.sandbox.label);
     // A bad path is said before any engine is asked; on a later error the
     // socket goes with it.
     let socket = PoolSocket::bind(&args.socket)?;

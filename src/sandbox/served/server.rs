@@ -24,7 +24,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, Frame, Tag, WireError};
-use crate::sandbox::{with_tag, AnySandbox, OutputSink, RunSpec, Sandbox, SandboxError};
+use crate::config::Limits;
+use crate::sandbox::{with_tag, AnySandbox, Command, OutputSink, RunSpec, Sandbox, SandboxError};
 
 /// How long a new connection may take to say what it wants.
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
@@ -98,6 +99,15 @@ impl Drop for PoolSocket {
     }
 }
 
+/// A spec of what defines a container (image, limits, labels) and nothing
+/// of a run: the settings containers are started ahead for.
+pub fn settings(image: &str, limits: &Limits, labels: &[(String, String)]) -> RunSpec {
+    let mut spec = RunSpec::new("/", Command::Shell("true".into()), image);
+    spec.limits = limits.clone();
+    spec.labels = labels.to_vec();
+    spec
+}
+
 /// The settings the pool keeps containers started ahead for: its own (from
 /// its command line), and each other set its clients ran with lately.
 #[derive(Debug)]
@@ -118,9 +128,11 @@ impl Warmed {
         if Self::same(spec, &self.own) {
             return Vec::new();
         }
+        // Not the client's environment values, command or workspace.
+        let kept = settings(&spec.image, &spec.limits, &spec.labels);
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.retain(|(s, _)| !Self::same(s, spec));
-        recent.push((spec.clone(), Instant::now()));
+        recent.push((kept, Instant::now()));
         let over = recent.len().saturating_sub(MAX_KEYS);
         recent.drain(..over).map(|(s, _)| s).collect()
     }
