@@ -129,6 +129,22 @@ async fn separate_execs_each_get_a_fresh_started_container_and_nothing_crosses_o
     );
     assert!(!common::containers_with(&label).contains(&waiting[0]));
 
+    // A flood crosses the socket at full speed; the capture stays bounded.
+    let flood = pool
+        .exec(ws.path(), &label, &["--json", "--"])
+        .arg("head -c 50000000 /dev/zero")
+        .output()
+        .unwrap();
+    assert_eq!(flood.status.code(), Some(0), "{}", text(&flood));
+    let v: serde_json::Value = serde_json::from_slice(&flood.stdout).unwrap();
+    assert_eq!(
+        v["stdout"]["total_bytes"], 50_000_000,
+        "{}",
+        v["stdout"]["total_bytes"]
+    );
+    assert!(v["stdout"]["dropped_bytes"].as_u64().unwrap() >= 50_000_000 - (1 << 20));
+    assert!(v["stdout"]["text"].as_str().unwrap().len() < 2 << 20);
+
     // SIGTERM: the pool stops, removes what it started and its socket.
     common::signal(pool.child.id(), libc::SIGTERM);
     let status = pool.child.wait().unwrap();
