@@ -201,3 +201,112 @@ impl Sandbox for ServedSandbox {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{Captured, Verdict};
+    use tokio::net::UnixListener;
+
+    /// Output a sink got.
+    #[derive(Default)]
+    struct Seen(Vec<u8>, Vec<u8>);
+
+    impl OutputSink for Seen {
+        fn stdout(&mut self, b: &[u8]) {
+            self.0.extend_from_slice(b);
+        }
+        fn stderr(&mut self, b: &[u8]) {
+            self.1.extend_from_slice(b);
+        }
+    }
+
+    /// A pool that reads the request, answers `Ready`, reads the start and
+    /// then sends `frames` and closes.
+    fn fake_pool(dir: &Path, frames: Vec<Frame>) -> PathBuf {
+        let path = dir.join("pool.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let request = wire::read(&mut s, wire::MAX_REQUEST).await.unwrap();
+            assert_eq!(request.tag, Tag::Prepare);
+            let spec: RunSpec = request.parse().unwrap();
+            assert!(spec.workspace.is_absolute(), "{:?}", spec.workspace);
+            wire::write(&mut s, &Frame::empty(Tag::Ready))
+                .await
+                .unwrap();
+            let start = wire::read(&mut s, wire::MAX_REQUEST).await.unwrap();
+            assert_eq!(start.tag, Tag::Start);
+            for f in frames {
+                wire::write(&mut s, &f).await.unwrap();
+            }
+        });
+        path
+    }
+
+    async fn run(frames: Vec<Frame>) -> (Result<Outcome, SandboxError>, Seen) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = fake_pool(dir.path(), frames);
+        let mut seen = Seen::default();
+        let spec = RunSpec::new("relative/ws", "true", "img");
+        let r = ServedSandbox::new(socket)
+            .run(&spec, &mut seen, &CancellationToken::new())
+            .await;
+        (r, seen)
+    }
+
+    #[tokio::test]
+    async fn output_and_outcome_arrive_as_the_pool_sends_them() {
+        let outcome = Outcome::new(
+            Verdict::Failed,
+            Some(3),
+            Captured::default(),
+            Captured::default(),
+        );
+        let (r, seen) = run(vec![
+            Frame {
+                tag: Tag::Stdout,
+                body: b"out".to_vec(),
+            },
+            Frame {
+                tag: Tag::Stderr,
+                body: vec![0xff],
+            },
+            Frame::json(Tag::Done, &outcome),
+        ])
+        .await;
+        assert_eq!(r.unwrap(), outcome);
+        assert_eq!((seen.0, seen.1), (b"out".to_vec(), vec![0xff]));
+    }
+
+    #[tokio::test]
+    async fn a_pool_that_goes_away_or_refuses_is_an_error_of_the_right_kind() {
+        // Gone mid-run: the host failed, worth a retry.
+        let (r, _) = run(vec![Frame {
+            tag: Tag::Stdout,
+            body: b"x".to_vec(),
+        }])
+        .await;
+        let e = r.unwrap_err();
+        assert!(e.is_transient() && e.is_host_failure(), "{e}");
+        // A usage error stays one.
+        let refused = WireError {
+            message: "bad limits".into(),
+            usage: true,
+            transient: false,
+        };
+        let (r, _) = run(vec![Frame::json(Tag::Error, &refused)]).await;
+        let e = r.unwrap_err();
+        assert!(e.is_usage() && e.to_string().ends_with("bad limits"), "{e}");
+        // Something that is not this protocol.
+        let (r, _) = run(vec![Frame::empty(Tag::Prepare)]).await;
+        assert!(r.unwrap_err().is_transient());
+        // Nobody listening: one line that says what to start.
+        let dir = tempfile::tempdir().unwrap();
+        let e = ServedSandbox::new(dir.path().join("none.sock"))
+            .preflight(&RunSpec::new("/", "true", "img"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("autodev pool --socket"), "{e}");
+    }
+}
