@@ -199,8 +199,9 @@ pub async fn serve(
         while conns.join_next().await.is_some() {}
     })
     .await;
-    let (_, warm) = warmed.sweep();
-    join_all(warm.iter().map(|spec| sandbox.retire(spec))).await;
+    // Every settings it still holds containers for, idle or not.
+    let (idle, warm) = warmed.sweep();
+    join_all(idle.iter().chain(&warm).map(|spec| sandbox.retire(spec))).await;
 }
 
 /// What serving one client needs.
@@ -267,9 +268,15 @@ impl Client {
                 return;
             }
         };
-        // The next run of these settings finds a container started.
-        for spec in self.warmed.used(spec) {
-            sandbox.retire(&spec).await;
+        // The next run of these settings finds a container started. The
+        // settings let go are retired in the background: their removal
+        // (which waits for a start under way) is not this run's.
+        let dropped = self.warmed.used(spec);
+        if !dropped.is_empty() {
+            let sandbox = sandbox.clone();
+            tokio::spawn(async move {
+                join_all(dropped.iter().map(|s| sandbox.retire(s))).await;
+            });
         }
         sandbox.warm(spec);
         if wire::write(&mut wr, &Frame::empty(Tag::Ready))
