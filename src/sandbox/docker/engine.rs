@@ -18,15 +18,21 @@ use bollard::{ClientVersion, Docker};
 use super::Flavor;
 
 /// The local engine's socket.
-const LOCAL_SOCKET: &str = "unix:///var/run/docker.sock";
+const LOCAL_SOCKET: &str = "/var/run/docker.sock";
 
 use super::super::SandboxError;
 
 /// Limit of one API request: long enough for a slow create on a busy host,
 /// short enough that a request lost to a cut link ends.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long an engine gets to answer the first request.
+/// How long an engine gets to take the connection: nobody listening is
+/// told at once, and a host that drops packets within this.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an engine that took the connection gets to answer the first
+/// request. A busy engine is slow, not gone: Podman's service took over 2 s
+/// to answer with 20 runs asked of it at once on 2 cores (1 run in 20 was
+/// lost to a 2 s limit before this one was apart).
+pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where an engine listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +92,8 @@ impl EngineSpec {
 
     /// Connects, negotiating the API version from one `/version` answer,
     /// which also tells Docker from Podman; fails within [`CONNECT_TIMEOUT`]
-    /// if nobody answers.
+    /// if nobody takes the connection, and within [`ANSWER_TIMEOUT`] if the
+    /// engine takes it but does not answer.
     pub(super) async fn connect(&self) -> Result<(Docker, Flavor), SandboxError> {
         let name = self.name();
         let hint = match (&self.address, self.podman) {
@@ -107,13 +114,14 @@ impl EngineSpec {
             }
         }
         let docker = self.client(bollard::API_DEFAULT_VERSION)?;
-        let version = match tokio::time::timeout(CONNECT_TIMEOUT, docker.version()).await {
+        self.reach().await.map_err(unreachable)?;
+        let version = match tokio::time::timeout(ANSWER_TIMEOUT, docker.version()).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
             Err(_) => {
                 return Err(unreachable(format!(
-                    "no answer within {}s",
-                    CONNECT_TIMEOUT.as_secs()
+                    "it took the connection but gave no answer within {}s: busy or hung",
+                    ANSWER_TIMEOUT.as_secs()
                 )))
             }
         };
@@ -139,6 +147,29 @@ impl EngineSpec {
         match server {
             Some(s) if s < *bollard::API_DEFAULT_VERSION => Ok((self.client(&s)?, flavor)),
             _ => Ok((docker, flavor)),
+        }
+    }
+
+    /// Opens and closes one connection to the engine's socket, within
+    /// [`CONNECT_TIMEOUT`]: apart from the first answer, which a busy
+    /// engine may be slow to give.
+    async fn reach(&self) -> Result<(), String> {
+        let attempt = async {
+            match &self.address {
+                Address::Local => tokio::net::UnixStream::connect(LOCAL_SOCKET)
+                    .await
+                    .map(drop),
+                Address::Unix(p) => tokio::net::UnixStream::connect(p).await.map(drop),
+                Address::Tcp(hp) => tokio::net::TcpStream::connect(hp.as_str()).await.map(drop),
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no connection within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )),
         }
     }
 
@@ -418,6 +449,78 @@ mod tests {
         let err = e[0].connect().await.unwrap_err().to_string();
         assert!(err.contains("podman system service"), "{err}");
         assert!(!err.contains("systemctl start docker"), "{err}");
+    }
+
+    /// An engine on a unix socket in a folder of its own that answers
+    /// `/version` after `delay`, or never (`None`); it serves one thread per
+    /// connection, and closes none.
+    fn engine_that_answers(delay: Option<Duration>) -> (tempfile::TempDir, EngineSpec) {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    // The reachability probe sends nothing and hangs up.
+                    if !matches!(conn.read(&mut buf), Ok(n) if n > 0) {
+                        return;
+                    }
+                    let Some(delay) = delay else {
+                        std::thread::sleep(Duration::from_secs(3600));
+                        return;
+                    };
+                    std::thread::sleep(delay);
+                    let body = r#"{"Version":"20.10.24","ApiVersion":"1.41"}"#;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    std::thread::sleep(Duration::from_secs(3600));
+                });
+            }
+        });
+        let spec = EngineSpec {
+            address: Address::Unix(path),
+            ..EngineSpec::local()
+        };
+        (dir, spec)
+    }
+
+    #[tokio::test]
+    async fn a_busy_engine_gets_longer_than_the_connect_limit_to_answer() {
+        let (_dir, spec) = engine_that_answers(Some(CONNECT_TIMEOUT + Duration::from_secs(1)));
+        let (_, flavor) = spec.connect().await.unwrap();
+        assert_eq!(flavor, Flavor::Docker);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_that_takes_the_connection_and_never_answers_is_unreachable() {
+        let (_dir, spec) = engine_that_answers(None);
+        let err = spec.connect().await.unwrap_err();
+        assert!(matches!(err, SandboxError::Unreachable { .. }), "{err}");
+        assert!(
+            err.to_string().contains("gave no answer within 15s"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_told_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        // A socket file whose listener is gone: refused, not waited on.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let spec = EngineSpec {
+            address: Address::Unix(path),
+            ..EngineSpec::local()
+        };
+        let t = std::time::Instant::now();
+        let err = spec.connect().await.unwrap_err();
+        assert!(t.elapsed() < CONNECT_TIMEOUT, "took {:?}", t.elapsed());
+        assert!(err.to_string().contains("refused"), "{err}");
     }
 
     #[test]
