@@ -3,7 +3,8 @@
 //! function and its asserts, a quarter of them wrong), side by side.
 //!
 //! Usage: cargo build --release && cargo run --release --example bench_auto -- [N] [ROUNDS]
-//! Env: AUTODEV_BIN (default target/release/autodev), AUTODEV_BENCH_IMAGE.
+//! Env: AUTODEV_BIN (default target/release/autodev), AUTODEV_BENCH_IMAGE,
+//! AUTODEV_BENCH_JOBS (the settings, default `auto,1,2,3,4,6,8`; auto first).
 
 mod common;
 
@@ -46,9 +47,16 @@ fn main() {
     xargs(d.path(), 8, &image);
     batch(&bin, d.path(), &tasks, "4", &image);
 
-    let settings = ["auto", "1", "2", "3", "4", "6", "8"];
+    let list = std::env::var("AUTODEV_BENCH_JOBS").unwrap_or_else(|_| "auto,1,2,3,4,6,8".into());
+    let settings: Vec<&str> = list.split(',').map(str::trim).collect();
+    assert!(
+        settings.len() >= 2 && settings[0] == "auto" && !settings[1..].contains(&"auto"),
+        "AUTODEV_BENCH_JOBS: auto first, then fixed levels"
+    );
     let mut walls = vec![Vec::new(); settings.len()];
     let mut finals = vec![0; settings.len()];
+    // auto's seconds at each level, summed over the rounds.
+    let mut levels = std::collections::BTreeMap::<usize, f64>::new();
     let mut docker = Vec::new();
     // The host drifts within a round (measured: the same setting 10 %
     // apart minutes later), so each round starts one place further along
@@ -61,9 +69,12 @@ fn main() {
             match order[(i + round) % order.len()] {
                 None => docker.push(xargs(d.path(), n, &image)),
                 Some(k) => {
-                    let (wall, last) = batch(&bin, d.path(), &tasks, settings[k], &image);
+                    let (wall, last, at) = batch(&bin, d.path(), &tasks, settings[k], &image);
                     walls[k].push(wall);
                     finals[k] = last;
+                    for (level, secs) in at {
+                        *levels.entry(level).or_default() += secs;
+                    }
                 }
             }
         }
@@ -91,6 +102,35 @@ fn main() {
         );
     }
     held_out(&settings, &walls);
+    paired(&settings, &walls);
+    let total: f64 = levels.values().sum();
+    let mean = levels.iter().map(|(l, s)| *l as f64 * s).sum::<f64>() / total;
+    let share: Vec<String> = levels
+        .iter()
+        .map(|(l, s)| format!("{l}: {:.0} %", 100.0 * s / total))
+        .collect();
+    println!(
+        "auto's time at each level, all rounds: {} (mean {mean:.1})",
+        share.join(", ")
+    );
+}
+
+/// The host drifts over minutes, and each round runs every setting within
+/// a few: auto over a level in the same round cancels the drift that the
+/// medians of the two keep. The median of those ratios, and their range.
+fn paired(settings: &[&str], walls: &[Vec<f64>]) {
+    println!("\nauto / level, round by round (median, min-max):");
+    for k in 1..settings.len() {
+        let ratios: Vec<f64> = walls[0].iter().zip(&walls[k]).map(|(a, f)| a / f).collect();
+        let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0f64), |(lo, hi), r| {
+            (lo.min(*r), hi.max(*r))
+        });
+        println!(
+            "  --jobs {}: {:.3} ({lo:.2}-{hi:.2})",
+            settings[k],
+            common::median(ratios.clone())
+        );
+    }
 }
 
 /// The best of several fixed levels whose true rates are close is the one
@@ -126,8 +166,15 @@ fn held_out(settings: &[&str], walls: &[Vec<f64>]) {
     );
 }
 
-/// `autodev batch --jobs JOBS`: wall seconds and the jobs it ended at.
-fn batch(bin: &Path, dir: &Path, tasks: &Path, jobs: &str, image: &str) -> (f64, usize) {
+/// `autodev batch --jobs JOBS`: wall seconds, the jobs it ended at, and
+/// (auto) its seconds at each level.
+fn batch(
+    bin: &Path,
+    dir: &Path,
+    tasks: &Path,
+    jobs: &str,
+    image: &str,
+) -> (f64, usize, Vec<(usize, f64)>) {
     let out = dir.join("results.jsonl");
     let _ = std::fs::remove_file(&out);
     let t = Instant::now();
@@ -144,7 +191,13 @@ fn batch(bin: &Path, dir: &Path, tasks: &Path, jobs: &str, image: &str) -> (f64,
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
     let errors = summary["verdicts"]["sandbox_error"].as_u64().unwrap_or(0);
     assert_eq!(errors, 0, "sandbox errors at --jobs {jobs}: {summary}");
-    (wall, summary["jobs"].as_u64().unwrap_or(0) as usize)
+    let at = summary["seconds_at_jobs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(l, s)| Some((l.parse().ok()?, s.as_f64()?)))
+        .collect();
+    (wall, summary["jobs"].as_u64().unwrap_or(0) as usize, at)
 }
 
 /// `xargs -P4` running one `docker run --rm` per task folder.

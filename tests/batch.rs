@@ -354,6 +354,15 @@ async fn second_signal_kills_running_tasks_cleanly_and_resume_completes() {
         (cores + 1..=4 * cores).contains(&jobs),
         "auto ran at {jobs}"
     );
+    // Where its time went: all of the batch's time, at the level it ended at.
+    let at = s["seconds_at_jobs"].as_object().expect("seconds_at_jobs");
+    let spent: f64 = at.values().filter_map(Value::as_f64).sum();
+    let wall = s["wall_seconds"].as_f64().unwrap();
+    assert!(
+        spent > 0.0 && spent <= wall,
+        "{spent} s at levels, {wall} s in all"
+    );
+    assert!(at.contains_key(&jobs.to_string()), "{at:?}");
     common::assert_no_leak(&label);
 }
 

@@ -199,6 +199,8 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     }
 
     let mut jobs = cfg.jobs.max(1);
+    let mut at_jobs = (jobs, Instant::now());
+    let mut seconds_at_jobs = BTreeMap::new();
     let mut control = cfg
         .adaptive
         .clone()
@@ -256,6 +258,8 @@ pub async fn run<S: Sandbox + Clone + 'static>(
                     if let Some(limit) = control.as_mut().and_then(|c| c.record(Instant::now(), strained)) {
                         gate.slots.set_limit(limit);
                         jobs = limit;
+                        tally(&mut seconds_at_jobs, at_jobs);
+                        at_jobs = (jobs, Instant::now());
                     }
                     write_result(&mut out, &cfg.out, &r)?;
                     ran += 1;
@@ -306,9 +310,18 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     summary.tasks_per_second = if wall > 0.0 { ran as f64 / wall } else { 0.0 };
     summary.interrupted = stop.is_cancelled();
     summary.jobs = jobs;
+    if control.is_some() {
+        tally(&mut seconds_at_jobs, at_jobs);
+        summary.seconds_at_jobs = seconds_at_jobs;
+    }
     summary.starts = gate.starts.limit();
     summary.this_run = counts;
     Ok(summary)
+}
+
+/// Adds the time since `since` to the total at `jobs` tasks at once.
+fn tally(totals: &mut BTreeMap<usize, f64>, (jobs, since): (usize, Instant)) {
+    *totals.entry(jobs).or_insert(0.0) += since.elapsed().as_secs_f64();
 }
 
 /// What is not about any one task is checked once: a scratch folder can be
