@@ -16,7 +16,9 @@ pub const DEFAULT_NAMESPACE: &str = "autodev";
 /// Bound on one API call: a cluster that takes longer is not well, and a
 /// call lost to a cut link must end.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
-/// Bound on connecting: bad settings must be reported at once.
+/// Bound on taking the connection: a wrong address must be reported at
+/// once. A cluster that took it gets [`CALL_TIMEOUT`] to answer: a busy
+/// API server is slow, not gone.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where and how runs go on a cluster.
@@ -31,14 +33,25 @@ pub struct KubeSettings {
 impl KubeSandbox {
     /// Connects to the cluster `KUBECONFIG` (or `~/.kube/config`, or the
     /// in-cluster settings) names, and checks that it answers and, unless
-    /// `need_namespace` is false, that the namespace exists; within about
-    /// two seconds either way.
+    /// `need_namespace` is false, that the namespace exists. Nobody
+    /// listening is told within 2 s; a server that took the connection gets
+    /// 15 s per answer.
     pub async fn connect(s: &KubeSettings, need_namespace: bool) -> Result<Self, SandboxError> {
         let config = kube::Config::infer().await.map_err(|e| {
             SandboxError::Settings(format!(
                 "no usable Kubernetes configuration ({e}): set KUBECONFIG to a kubeconfig file, or run inside a cluster"
             ))
         })?;
+        Self::connect_to(config, s, need_namespace).await
+    }
+
+    async fn connect_to(
+        config: kube::Config,
+        s: &KubeSettings,
+        need_namespace: bool,
+    ) -> Result<Self, SandboxError> {
+        let url = &config.cluster_url;
+        let address = socket_address(url.scheme_str(), url.host(), url.port_u16());
         let cluster = config.cluster_url.to_string();
         let cluster = cluster.trim_end_matches('/').to_string();
         let client = kube::Client::try_from(config).map_err(|e| {
@@ -61,8 +74,15 @@ impl KubeSandbox {
             cluster: me.cluster.clone(),
             detail,
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, me.client.apiserver_version()).await {
-            Err(_) => return Err(unreachable("no answer within 2s".into())),
+        reach(&address).await.map_err(unreachable)?;
+        let no_answer = || {
+            unreachable(format!(
+                "it took the connection but gave no answer within {}s: busy or hung",
+                CALL_TIMEOUT.as_secs()
+            ))
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, me.client.apiserver_version()).await {
+            Err(_) => return Err(no_answer()),
             Ok(Err(kube::Error::Api(st))) if st.code == 401 => {
                 return Err(SandboxError::Settings(format!(
                     "the cluster {} refused these credentials: check the user in KUBECONFIG",
@@ -74,8 +94,8 @@ impl KubeSandbox {
         }
         if need_namespace {
             let namespaces: Api<Namespace> = Api::all(me.client.clone());
-            match tokio::time::timeout(CONNECT_TIMEOUT, namespaces.get_opt(&me.namespace)).await {
-                Err(_) => return Err(unreachable("no answer within 2s".into())),
+            match tokio::time::timeout(CALL_TIMEOUT, namespaces.get_opt(&me.namespace)).await {
+                Err(_) => return Err(no_answer()),
                 Ok(Ok(None)) => return Err(me.no_namespace()),
                 // Credentials that may not read namespaces learn of a
                 // missing one at the first create, which says so too.
@@ -314,9 +334,114 @@ pub(super) fn quantity(q: &str) -> Option<f64> {
         .or_else(|| q.parse().ok())
 }
 
+/// The API server's `host:port` (the scheme's port when none is given).
+fn socket_address(scheme: Option<&str>, host: Option<&str>, port: Option<u16>) -> String {
+    let port = port.unwrap_or(if scheme == Some("http") { 80 } else { 443 });
+    // An IPv6 literal keeps its brackets in a URI's host.
+    format!("{}:{port}", host.unwrap_or("localhost"))
+}
+
+/// Opens and closes one TCP connection to `address` within
+/// [`CONNECT_TIMEOUT`]: apart from the first answer, which a busy server
+/// may be slow to give.
+async fn reach(address: &str) -> Result<(), String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{address}: {e}")),
+        Err(_) => Err(format!(
+            "no connection to {address} within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API server on loopback that answers `/version` after `delay`, or
+    /// never (`None`); one thread per connection, none closed.
+    fn server_that_answers(delay: Option<Duration>) -> kube::Config {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    // The reachability probe sends nothing and hangs up.
+                    if !matches!(conn.read(&mut buf), Ok(n) if n > 0) {
+                        return;
+                    }
+                    let Some(delay) = delay else {
+                        std::thread::sleep(Duration::from_secs(3600));
+                        return;
+                    };
+                    std::thread::sleep(delay);
+                    let body = r#"{"major":"1","minor":"20","gitVersion":"v1.20.2","gitCommit":"x","gitTreeState":"clean","buildDate":"2021-01-13T00:00:00Z","goVersion":"go1.15","compiler":"gc","platform":"linux/amd64"}"#;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    std::thread::sleep(Duration::from_secs(3600));
+                });
+            }
+        });
+        kube::Config::new(url.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_busy_api_server_gets_longer_than_the_connect_limit_to_answer() {
+        let config = server_that_answers(Some(CONNECT_TIMEOUT + Duration::from_secs(1)));
+        let k = KubeSandbox::connect_to(config, &KubeSettings::default(), false).await;
+        assert!(k.is_ok(), "{:?}", k.err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_api_server_that_takes_the_connection_and_never_answers_is_unreachable() {
+        let config = server_that_answers(None);
+        let Err(err) = KubeSandbox::connect_to(config, &KubeSettings::default(), false).await
+        else {
+            panic!("connected to a server that never answers");
+        };
+        assert!(
+            matches!(err, SandboxError::ClusterUnreachable { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("gave no answer within 15s"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_told_at_once() {
+        // A port that was just free: refused, not waited on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+        let t = std::time::Instant::now();
+        let Err(err) = KubeSandbox::connect_to(config, &KubeSettings::default(), false).await
+        else {
+            panic!("connected to a closed port");
+        };
+        assert!(t.elapsed() < CONNECT_TIMEOUT, "took {:?}", t.elapsed());
+        assert!(err.to_string().contains("refused"), "{err}");
+    }
+
+    #[test]
+    fn the_api_servers_port_defaults_to_its_schemes() {
+        assert_eq!(socket_address(Some("https"), Some("k8s"), None), "k8s:443");
+        assert_eq!(socket_address(Some("http"), Some("k8s"), None), "k8s:80");
+        assert_eq!(
+            socket_address(Some("https"), Some("[::1]"), Some(6443)),
+            "[::1]:6443"
+        );
+    }
 
     #[test]
     fn quantities_read_as_kubernetes_writes_them() {
