@@ -16,6 +16,8 @@ mod feed;
 pub mod kube;
 pub mod output;
 pub mod served;
+#[cfg(test)]
+mod slow_api;
 pub mod wrapper;
 
 use std::future::Future;

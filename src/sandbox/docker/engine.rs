@@ -452,36 +452,16 @@ mod tests {
     }
 
     /// An engine on a unix socket in a folder of its own that answers
-    /// `/version` after `delay`, or never (`None`); it serves one thread per
-    /// connection, and closes none.
+    /// `/version` after `delay`, or never (`None`).
     fn engine_that_answers(delay: Option<Duration>) -> (tempfile::TempDir, EngineSpec) {
-        use std::io::{Read, Write};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("docker.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        std::thread::spawn(move || {
-            for mut conn in listener.incoming().flatten() {
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    // The reachability probe sends nothing and hangs up.
-                    if !matches!(conn.read(&mut buf), Ok(n) if n > 0) {
-                        return;
-                    }
-                    let Some(delay) = delay else {
-                        std::thread::sleep(Duration::from_secs(3600));
-                        return;
-                    };
-                    std::thread::sleep(delay);
-                    let body = r#"{"Version":"20.10.24","ApiVersion":"1.41"}"#;
-                    let _ = write!(
-                        conn,
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    std::thread::sleep(Duration::from_secs(3600));
-                });
-            }
-        });
+        crate::sandbox::slow_api::serve(
+            std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s))),
+            delay,
+            r#"{"Version":"20.10.24","ApiVersion":"1.41"}"#,
+        );
         let spec = EngineSpec {
             address: Address::Unix(path),
             ..EngineSpec::local()

@@ -360,34 +360,15 @@ mod tests {
     use super::*;
 
     /// An API server on loopback that answers `/version` after `delay`, or
-    /// never (`None`); one thread per connection, none closed.
+    /// never (`None`).
     fn server_that_answers(delay: Option<Duration>) -> kube::Config {
-        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for mut conn in listener.incoming().flatten() {
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    // The reachability probe sends nothing and hangs up.
-                    if !matches!(conn.read(&mut buf), Ok(n) if n > 0) {
-                        return;
-                    }
-                    let Some(delay) = delay else {
-                        std::thread::sleep(Duration::from_secs(3600));
-                        return;
-                    };
-                    std::thread::sleep(delay);
-                    let body = r#"{"major":"1","minor":"20","gitVersion":"v1.20.2","gitCommit":"x","gitTreeState":"clean","buildDate":"2021-01-13T00:00:00Z","goVersion":"go1.15","compiler":"gc","platform":"linux/amd64"}"#;
-                    let _ = write!(
-                        conn,
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    std::thread::sleep(Duration::from_secs(3600));
-                });
-            }
-        });
+        crate::sandbox::slow_api::serve(
+            std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s))),
+            delay,
+            r#"{"major":"1","minor":"20","gitVersion":"v1.20.2","gitCommit":"x","gitTreeState":"clean","buildDate":"2021-01-13T00:00:00Z","goVersion":"go1.15","compiler":"gc","platform":"linux/amd64"}"#,
+        );
         kube::Config::new(url.parse().unwrap())
     }
 
