@@ -50,6 +50,8 @@ impl KubeSandbox {
         s: &KubeSettings,
         need_namespace: bool,
     ) -> Result<Self, SandboxError> {
+        // No proxy to go through: kube's `http-proxy` feature is off, and
+        // a kubeconfig that names one is refused below as a settings error.
         let url = &config.cluster_url;
         let address = socket_address(url.scheme_str(), url.host(), url.port_u16());
         let cluster = config.cluster_url.to_string();
@@ -396,14 +398,19 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn nobody_listening_is_told_at_once() {
-        // A port that was just free: refused, not waited on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    /// A port on loopback that was just free.
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
+            .port()
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_told_at_once() {
+        // Refused, not waited on.
+        let port = closed_port();
         let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
         let t = std::time::Instant::now();
         let Err(err) = KubeSandbox::connect_to(config, &KubeSettings::default(), false).await
