@@ -15,6 +15,7 @@ pub mod fake;
 mod feed;
 pub mod kube;
 pub mod output;
+mod reach;
 pub mod served;
 #[cfg(test)]
 mod slow_api;

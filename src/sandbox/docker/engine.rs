@@ -20,18 +20,14 @@ use super::Flavor;
 /// The local engine's socket.
 const LOCAL_SOCKET: &str = "/var/run/docker.sock";
 
+use super::super::reach::{self, no_answer, Endpoint};
 use super::super::SandboxError;
 
 /// Limit of one API request: long enough for a slow create on a busy host,
 /// short enough that a request lost to a cut link ends.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long an engine gets to take the connection: nobody listening is
-/// told at once, and a host that drops packets within this.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an engine that took the connection gets to answer the first
-/// request. A busy engine is slow, not gone: Podman's service took over 2 s
-/// to answer with 20 runs asked of it at once on 2 cores (1 run in 20 was
-/// lost to a 2 s limit before this one was apart).
+/// request (`reach` times taking it): a busy engine is slow, not gone.
 pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where an engine listens.
@@ -91,7 +87,7 @@ impl EngineSpec {
     }
 
     /// Connects, negotiating the API version from one `/version` answer,
-    /// which also tells Docker from Podman; fails within [`CONNECT_TIMEOUT`]
+    /// which also tells Docker from Podman; fails within [`reach::CONNECT_TIMEOUT`]
     /// if nobody takes the connection, and within [`ANSWER_TIMEOUT`] if the
     /// engine takes it but does not answer.
     pub(super) async fn connect(&self) -> Result<(Docker, Flavor), SandboxError> {
@@ -114,16 +110,16 @@ impl EngineSpec {
             }
         }
         let docker = self.client(bollard::API_DEFAULT_VERSION)?;
-        self.reach().await.map_err(unreachable)?;
+        let endpoint = match &self.address {
+            Address::Local => Endpoint::Unix(Path::new(LOCAL_SOCKET)),
+            Address::Unix(p) => Endpoint::Unix(p),
+            Address::Tcp(hp) => Endpoint::Tcp(hp),
+        };
+        reach::reach(endpoint).await.map_err(unreachable)?;
         let version = match tokio::time::timeout(ANSWER_TIMEOUT, docker.version()).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "it took the connection but gave no answer within {}s: busy or hung",
-                    ANSWER_TIMEOUT.as_secs()
-                )))
-            }
+            Err(_) => return Err(unreachable(no_answer(ANSWER_TIMEOUT))),
         };
         let flavor = if version
             .components
@@ -147,29 +143,6 @@ impl EngineSpec {
         match server {
             Some(s) if s < *bollard::API_DEFAULT_VERSION => Ok((self.client(&s)?, flavor)),
             _ => Ok((docker, flavor)),
-        }
-    }
-
-    /// Opens and closes one connection to the engine's socket, within
-    /// [`CONNECT_TIMEOUT`]: apart from the first answer, which a busy
-    /// engine may be slow to give.
-    async fn reach(&self) -> Result<(), String> {
-        let attempt = async {
-            match &self.address {
-                Address::Local => tokio::net::UnixStream::connect(LOCAL_SOCKET)
-                    .await
-                    .map(drop),
-                Address::Unix(p) => tokio::net::UnixStream::connect(p).await.map(drop),
-                Address::Tcp(hp) => tokio::net::TcpStream::connect(hp.as_str()).await.map(drop),
-            }
-        };
-        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no connection within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            )),
         }
     }
 
@@ -358,6 +331,7 @@ pub fn parse(url: &str, tls: Option<&TlsFiles>) -> Result<EngineSpec, SandboxErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::reach::CONNECT_TIMEOUT;
 
     fn no_env(_: &str) -> Option<String> {
         None

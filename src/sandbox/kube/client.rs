@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams};
 
 use super::{KubeSandbox, PullPolicy};
+use crate::sandbox::reach::{self, no_answer, Endpoint, CONNECT_TIMEOUT};
 use crate::sandbox::{RunSpec, SandboxError};
 
 /// The namespace runs go to unless `--namespace` says otherwise.
@@ -16,10 +17,6 @@ pub const DEFAULT_NAMESPACE: &str = "autodev";
 /// Bound on one API call: a cluster that takes longer is not well, and a
 /// call lost to a cut link must end.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
-/// Bound on taking the connection: a wrong address must be reported at
-/// once. A cluster that took it gets [`CALL_TIMEOUT`] to answer: a busy
-/// API server is slow, not gone.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where and how runs go on a cluster.
 #[derive(Debug, Clone, Default)]
@@ -76,13 +73,12 @@ impl KubeSandbox {
             cluster: me.cluster.clone(),
             detail,
         };
-        reach(&address).await.map_err(unreachable)?;
-        let no_answer = || {
-            unreachable(format!(
-                "it took the connection but gave no answer within {}s: busy or hung",
-                CALL_TIMEOUT.as_secs()
-            ))
-        };
+        // Taking the connection is timed apart from the answers: a busy
+        // API server gets CALL_TIMEOUT for each.
+        reach::reach(Endpoint::Tcp(&address))
+            .await
+            .map_err(unreachable)?;
+        let no_answer = || unreachable(no_answer(CALL_TIMEOUT));
         match tokio::time::timeout(CALL_TIMEOUT, me.client.apiserver_version()).await {
             Err(_) => return Err(no_answer()),
             Ok(Err(kube::Error::Api(st))) if st.code == 401 => {
@@ -341,20 +337,6 @@ fn socket_address(scheme: Option<&str>, host: Option<&str>, port: Option<u16>) -
     let port = port.unwrap_or(if scheme == Some("http") { 80 } else { 443 });
     // An IPv6 literal keeps its brackets in a URI's host.
     format!("{}:{port}", host.unwrap_or("localhost"))
-}
-
-/// Opens and closes one TCP connection to `address` within
-/// [`CONNECT_TIMEOUT`]: apart from the first answer, which a busy server
-/// may be slow to give.
-async fn reach(address: &str) -> Result<(), String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("{address}: {e}")),
-        Err(_) => Err(format!(
-            "no connection to {address} within {}s",
-            CONNECT_TIMEOUT.as_secs()
-        )),
-    }
 }
 
 #[cfg(test)]
