@@ -9,6 +9,8 @@ use crate::model::Usage;
 use crate::patch::ApplyOptions;
 use crate::sandbox::{Command, RunSpec, Verdict};
 
+/// Test-and-repair rounds at most, unless told otherwise.
+pub const DEFAULT_MAX_ITERS: u32 = 6;
 /// Characters of file context sent to the model, unless told otherwise.
 pub const DEFAULT_CONTEXT_CHARS: usize = 20_000;
 /// Characters of failure output sent to the model, unless told otherwise.
@@ -108,10 +110,20 @@ pub struct RunSummary {
     /// Wall time of the whole run.
     pub elapsed_ms: u64,
     /// Where the workspace was exported.
+    #[serde(serialize_with = "lossy_path")]
     pub zip: Option<PathBuf>,
     /// Where the transcript is.
+    #[serde(serialize_with = "lossy_path")]
     pub transcript: Option<PathBuf>,
     /// With `keep_best`: the iteration whose files were restored, when the
     /// last one was worse.
     pub kept_iteration: Option<u32>,
+}
+
+/// A path as JSON text: paths need not be UTF-8, JSON strings must be.
+fn lossy_path<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_some(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
 }

@@ -23,6 +23,7 @@ mod prompts;
 
 pub use config::{
     AgentConfig, RunSummary, StopReason, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS,
+    DEFAULT_MAX_ITERS,
 };
 use guard::{Change, Guard};
 pub use prompts::{CODER_RULES, REVIEWER_RULES};
@@ -87,7 +88,8 @@ pub async fn run<M: ModelClient, S: Sandbox>(
         "start",
         json!({
             "task": cfg.task, "runner": cfg.runner, "model": model.describe(),
-            "workspace": cfg.workspace, "max_iters": cfg.max_iters,
+            // Lossy: a path need not be UTF-8, and JSON text must be.
+            "workspace": cfg.workspace.to_string_lossy(), "max_iters": cfg.max_iters,
             "image": cfg.sandbox.image, "limits": cfg.sandbox.limits,
         }),
     );
@@ -128,7 +130,8 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             source,
         })?;
 
-        let context = workspace::file_context(&cfg.workspace, cfg.context_chars)?;
+        let context =
+            workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)?;
         let initial = format!(
             "Task:\n{}\n\nTest command (run in the project root): {}\n\nCurrent files:\n{}",
             cfg.task,
@@ -216,7 +219,10 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         let (fin, kept_iteration) = self.keep_best(&mut g, fin)?;
         if let Some(zip) = &cfg.zip {
             let files = workspace::export_zip(&cfg.workspace, zip, &cfg.sandbox.copy)?;
-            self.tr.event("export", json!({"zip": zip, "files": files}));
+            self.tr.event(
+                "export",
+                json!({"zip": zip.to_string_lossy(), "files": files}),
+            );
             self.ui
                 .say(&format!("exported {files} files to {}", zip.display()));
         }

@@ -86,7 +86,7 @@ pub(super) fn repair(
     prompt.push_str(&format!(
         "\nFailure output (stderr, then stdout):\n{}\n\nCurrent files:\n{}",
         cut_middle(&failure, cfg.failure_chars),
-        workspace::file_context(&cfg.workspace, cfg.context_chars)?
+        workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)?
     ));
     Ok(prompt)
 }
@@ -97,7 +97,7 @@ pub(super) fn no_patch(cfg: &AgentConfig) -> Result<String, AgentError> {
         "Task:\n{}\n\nTest command (run in the project root): {}\n\nYour last reply held no PATCH block, so nothing was written and nothing was tested. Reply with the files as PATCH blocks.\n\nCurrent files:\n{}",
         cfg.task,
         cfg.runner,
-        match workspace::file_context(&cfg.workspace, cfg.context_chars)? {
+        match workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)? {
             c if c.is_empty() => "(none yet)\n".to_string(),
             c => c,
         }

@@ -66,6 +66,9 @@ pub(super) async fn run_cmd(
             .into());
         }
     }
+    if args.git && !args.reset && seen.kind == reset::Kind::Folder {
+        crate::workspace::git::check_clean(ws)?;
+    }
     let delete = if args.reset {
         let home = std::env::var_os("HOME").and_then(|h| PathBuf::from(h).canonicalize().ok());
         let cwd = std::env::current_dir()

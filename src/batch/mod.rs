@@ -122,6 +122,15 @@ impl Progress for NoProgress {
     fn finish(&mut self) {}
 }
 
+/// Whether two paths name one file (through links or other spellings).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 /// Runs the batch. `stop` (first Ctrl-C) stops starting tasks; `kill` (second)
 /// interrupts running ones, whose results are then not written (a resume
 /// runs them again).
@@ -138,6 +147,13 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         path: cfg.tasks.clone(),
         source,
     })?;
+    if same_file(&cfg.tasks, &cfg.out) {
+        return Err(BatchError::Io {
+            op: "refusing to write results into",
+            path: cfg.out.clone(),
+            source: std::io::Error::other("it is the tasks file: give --out another file"),
+        });
+    }
     let base = cfg
         .tasks
         .parent()
@@ -479,5 +495,39 @@ mod tests {
         assert!(matches!(e, BatchError::Scratch { .. }), "{e}");
         assert!(sb.calls().is_empty());
         assert!(read_results(&cfg.out).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn results_never_go_into_the_tasks_file() {
+        let d = tempfile::tempdir().unwrap();
+        let tasks = d.path().join("t.jsonl");
+        let line = "{\"id\":\"a\",\"runner\":\"x\"}\n";
+        std::fs::write(&tasks, line).unwrap();
+        std::os::unix::fs::symlink(&tasks, d.path().join("link.jsonl")).unwrap();
+        let sb = FakeSandbox::new(|_, _| Ok(outcome(Verdict::Passed, 0, "ok")));
+        for out in [tasks.clone(), d.path().join("link.jsonl")] {
+            let cfg = BatchConfig {
+                tasks: tasks.clone(),
+                out,
+                jobs: 1,
+                retries: 0,
+                prefetch: 0,
+                resume: true,
+                retry_starved: false,
+                defaults: defaults(),
+                scratch: None,
+                allow_task_overrides: false,
+                rerun: Vec::new(),
+                conventions: String::new(),
+                adaptive: None,
+            };
+            let c = CancellationToken::new();
+            let e = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("it is the tasks file"), "{e}");
+        }
+        assert_eq!(std::fs::read_to_string(&tasks).unwrap(), line);
+        assert!(sb.calls().is_empty());
     }
 }

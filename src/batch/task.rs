@@ -7,8 +7,10 @@ use serde::Deserialize;
 
 use super::results::{task_key, TaskResult};
 use super::BatchConfig;
+use crate::agent::DEFAULT_MAX_ITERS;
+use crate::config::keys::{self, Project};
 use crate::config::overrides;
-use crate::model::ModelSettings;
+use crate::model::{ModelSettings, ProviderKind};
 use crate::patch;
 use crate::sandbox::{Command, RunSpec};
 
@@ -182,7 +184,7 @@ fn parse_task(
     let source = match (raw.workspace, raw.files) {
         (Some(_), Some(_)) => return Err(bad("give either workspace or files, not both".into())),
         (Some(RawWorkspace::Folder(p)), None) => {
-            let p = if p.is_absolute() { p } else { base.join(p) };
+            let p = confine(base, &p, "workspace", allow_overrides).map_err(bad)?;
             if !p.is_dir() {
                 return Err(bad(format!("workspace {} is not a folder", p.display())));
             }
@@ -208,13 +210,33 @@ fn parse_task(
         (None, Some(t)) => {
             let mut model = raw.model.unwrap_or_default();
             if let Some(r) = model.replay.take() {
-                model.replay = Some(if r.is_absolute() { r } else { base.join(r) });
+                model.replay =
+                    Some(confine(base, &r, "model.replay", allow_overrides).map_err(bad)?);
+            }
+            // A replay is no destination; any other provider is one.
+            let provider = model.provider.filter(|p| *p != ProviderKind::Replay);
+            for (field, given) in [
+                ("model.provider", provider.is_some()),
+                ("model.base_url", model.base_url.is_some()),
+                ("model.name", model.name.is_some()),
+            ] {
+                if given {
+                    untrusted(field, 0.0, 0.0, allow_overrides).map_err(bad)?;
+                }
             }
             model.validate().map_err(|e| bad(format!("model: {e}")))?;
+            let max_iters = raw.max_iters.unwrap_or(DEFAULT_MAX_ITERS);
+            untrusted(
+                "max_iters",
+                f64::from(max_iters),
+                f64::from(DEFAULT_MAX_ITERS),
+                allow_overrides,
+            )
+            .map_err(bad)?;
             Kind::Loop {
                 task: t,
                 model,
-                max_iters: raw.max_iters.unwrap_or(6),
+                max_iters,
             }
         }
         (None, None) if raw.model.is_some() => {
@@ -249,6 +271,65 @@ fn parse_task(
         spec,
         kind,
     })
+}
+
+/// Checks a task line's `field` against the rule a project file has for the
+/// same setting (`config::keys`): a refused setting needs the operator's
+/// `--allow-task-overrides`, a limit may only go down from `operator`.
+fn untrusted(field: &str, value: f64, operator: f64, allow: bool) -> Result<(), String> {
+    if allow {
+        return Ok(());
+    }
+    match keys::for_task_field(field).map(|k| k.project) {
+        Some(Project::Forbidden(why)) => Err(format!(
+            "{field} cannot be set by a task line ({why}): remove it, or pass --allow-task-overrides if you trust this tasks file"
+        )),
+        Some(Project::Tighten(_)) if value > operator => Err(format!(
+            "{field} ({value}) is more than the operator's ({operator}): a task may only lower it; pass --allow-task-overrides to let tasks raise it"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A path named by a task line, resolved against the tasks file's folder
+/// and kept inside it: no absolute path, no `..`, no link that leads out
+/// (a published tasks file must not pick host folders to read or send),
+/// unless the operator allows overrides.
+fn confine(base: &Path, p: &Path, field: &str, allow: bool) -> Result<PathBuf, String> {
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    if allow {
+        return Ok(base.join(p));
+    }
+    let hint = "pass --allow-task-overrides to allow paths outside it";
+    let plain = p.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if !plain {
+        return Err(format!(
+            "{field} {}: must be a relative path inside the tasks file's folder (no absolute path, no ..); {hint}",
+            p.display()
+        ));
+    }
+    let joined = base.join(p);
+    // Links are resolved on both sides, so one that points out is caught.
+    let (Ok(real_base), Ok(real)) = (base.canonicalize(), joined.canonicalize()) else {
+        return Ok(joined);
+    };
+    if !real.starts_with(&real_base) {
+        return Err(format!(
+            "{field} {}: leads outside the tasks file's folder (through a link, to {}); {hint}",
+            p.display(),
+            real.display()
+        ));
+    }
+    Ok(joined)
 }
 
 #[cfg(test)]
@@ -302,5 +383,81 @@ mod tests {
             Command::Argv(vec!["sh".into(), "-c".into(), "exit 7".into()])
         );
         assert_eq!(t.spec.env, [("K".to_string(), "V".to_string())]);
+    }
+}
+
+#[cfg(test)]
+mod untrusted_tests {
+    use super::*;
+
+    fn parse(l: &str, base: &Path, allow: bool) -> Result<Task, String> {
+        parse_task(l, 1, base, &RunSpec::new("", "", "img"), allow).map_err(|e| e.2)
+    }
+
+    #[test]
+    fn task_paths_stay_in_the_tasks_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("tasks");
+        std::fs::create_dir_all(base.join("ws")).unwrap();
+        std::fs::create_dir_all(root.path().join("secret")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret"), base.join("out")).unwrap();
+        let abs = root.path().join("secret");
+        for ws in [
+            abs.display().to_string(),
+            "../secret".into(),
+            "ws/../../secret".into(),
+        ] {
+            let line = format!(r#"{{"id":"a","runner":"x","workspace":{ws:?}}}"#);
+            let e = parse(&line, &base, false).unwrap_err();
+            assert!(e.contains("inside the tasks file's folder"), "{e}");
+            assert!(parse(&line, &base, true).is_ok());
+        }
+        let e = parse(r#"{"id":"a","runner":"x","workspace":"out"}"#, &base, false).unwrap_err();
+        assert!(e.contains("through a link"), "{e}");
+        assert!(parse(r#"{"id":"a","runner":"x","workspace":"ws"}"#, &base, false).is_ok());
+        let e = parse(
+            r#"{"id":"a","runner":"x","task":"t","model":{"replay":"/etc/passwd"}}"#,
+            &base,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("model.replay"), "{e}");
+    }
+
+    #[test]
+    fn task_lines_cannot_choose_the_models_destination_or_cost() {
+        let base = Path::new("/nonexistent");
+        for (line, field) in [
+            (
+                r#"{"id":"a","runner":"x","task":"t","model":{"provider":"openai","base_url":"http://127.0.0.1:9/v1"}}"#,
+                "model.provider",
+            ),
+            (
+                r#"{"id":"a","runner":"x","task":"t","model":{"base_url":"http://127.0.0.1:9/v1"}}"#,
+                "model.base_url",
+            ),
+            (
+                r#"{"id":"a","runner":"x","task":"t","model":{"name":"big"}}"#,
+                "model.name",
+            ),
+            (
+                r#"{"id":"a","runner":"x","task":"t","max_iters":1000000}"#,
+                "max_iters",
+            ),
+        ] {
+            let e = parse(line, base, false).unwrap_err();
+            assert!(
+                e.contains(field) && e.contains("--allow-task-overrides"),
+                "{e}"
+            );
+            assert!(parse(line, base, true).is_ok(), "{line}");
+        }
+        let t = parse(
+            r#"{"id":"a","runner":"x","task":"t","max_iters":2,"model":{"provider":"replay","replies":["r"]}}"#,
+            base,
+            false,
+        )
+        .unwrap();
+        assert!(matches!(t.kind, Kind::Loop { max_iters: 2, .. }));
     }
 }

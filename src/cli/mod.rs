@@ -164,7 +164,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub model: Option<String>,
     /// Test-and-repair rounds at most.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = crate::agent::DEFAULT_MAX_ITERS)]
     pub max_iters: u32,
     /// Delete the workspace first: only a folder autodev created, or an empty one.
     #[arg(long)]

@@ -54,6 +54,8 @@ use Measure::{Duration, Number, Size};
 use Project::{Allowed, Forbidden, Only, Tighten};
 
 const DESTINATION: &str = "it decides where your code or your API key goes";
+const COST: &str = "it decides what your API key pays for";
+const LOAD: &str = "how many containers run on your engines at once is yours to choose";
 
 /// Every setting, in the order `config show` and `config init` list them.
 pub const KEYS: &[Key] = &[
@@ -102,22 +104,30 @@ pub const KEYS: &[Key] = &[
     key("engines.tls_key", "tls_key", Forbidden(DESTINATION)),
     key("engines.pool", "pool", Allowed),
     key("model.provider", "provider", Forbidden(DESTINATION)),
-    key("model.name", "model", Allowed),
+    key("model.name", "model", Forbidden(COST)),
     key("model.base_url", "base_url", Forbidden(DESTINATION)),
-    key("model.timeout", "model_timeout", Allowed),
-    key("model.attempts", "model_attempts", Allowed),
-    key("model.max_reply_size", "max_reply_size", Allowed),
+    key("model.timeout", "model_timeout", Tighten(Duration)),
+    key("model.attempts", "model_attempts", Tighten(Number)),
+    key("model.max_reply_size", "max_reply_size", Tighten(Size)),
     key("run.runner", "runner", Allowed),
-    key("run.max_iters", "max_iters", Allowed),
-    key("run.max_context_chars", "max_context_chars", Allowed),
-    key("run.max_failure_chars", "max_failure_chars", Allowed),
-    key("run.max_file_size", "max_file_size", Allowed),
+    key("run.max_iters", "max_iters", Tighten(Number)),
+    key(
+        "run.max_context_chars",
+        "max_context_chars",
+        Tighten(Number),
+    ),
+    key(
+        "run.max_failure_chars",
+        "max_failure_chars",
+        Tighten(Number),
+    ),
+    key("run.max_file_size", "max_file_size", Tighten(Size)),
     key("run.keep", "keep", Allowed),
     key("run.git", "git", Allowed),
     key("run.git_only_improving", "git_only_improving", Allowed),
-    key("batch.jobs", "jobs", Allowed),
-    key("batch.retries", "retries", Allowed),
-    key("batch.prefetch", "prefetch", Allowed),
+    key("batch.jobs", "jobs", Forbidden(LOAD)),
+    key("batch.retries", "retries", Tighten(Number)),
+    key("batch.prefetch", "prefetch", Forbidden(LOAD)),
     key("batch.retry_starved", "retry_starved", Allowed),
     key(
         "batch.allow_task_overrides",
@@ -125,6 +135,25 @@ pub const KEYS: &[Key] = &[
         Forbidden("it would let task lines loosen your limits"),
     ),
 ];
+
+/// The fields of a batch task line that settings of a file stand for, and
+/// those settings: a task line, like a project file, comes from someone
+/// else, so the same rule ([`Key::project`]) governs both.
+pub const TASK_FIELDS: &[(&str, &str)] = &[
+    ("image", "sandbox.image"),
+    ("max_iters", "run.max_iters"),
+    ("model.provider", "model.provider"),
+    ("model.name", "model.name"),
+    ("model.base_url", "model.base_url"),
+];
+
+/// The setting whose rule governs a task line's `field`.
+pub fn for_task_field(field: &str) -> Option<&'static Key> {
+    TASK_FIELDS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .and_then(|(_, name)| by_name(name))
+}
 
 /// The fields a `[profiles.NAME]` table may hold.
 pub const PROFILE_FIELDS: &[&str] = &[

@@ -76,6 +76,7 @@ pub struct Targets {
     pub addrs: Vec<String>,
 }
 
+mod mounts;
 mod network;
 
 use network::{network, run_network};
@@ -211,6 +212,9 @@ pub async fn examine(
     .await;
     let given: Vec<&str> = base.env.iter().map(|(k, _)| k.as_str()).collect();
     found.extend(lockdown_findings(&lockdown, &given));
+
+    // Storage: nothing writable but autodev's bounded tmpfs mounts.
+    found.push(mounts::finding(&run(mounts::PROBE.into(), &|_| {}).await));
 
     // Namespaces: a new user namespace hands the code capabilities over
     // kernel code that is otherwise out of its reach (a common exploit path).

@@ -3,17 +3,24 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{io_err, WorkspaceError, MARKER};
+use super::{io_err, CopyOptions, WorkspaceError, MARKER};
 
 /// Files above this size are left out of the model's context (as the original tool did).
 pub const CONTEXT_MAX_FILE_BYTES: u64 = 80_000;
 
 /// The workspace's text files for the model's prompt: sorted by path, each as
-/// `=== path ===` and its text, honouring `.gitignore`, skipping `.git`,
-/// symlinks, files over 80 KB and non-UTF-8 files, cut at `budget` characters.
-pub fn file_context(root: &Path, budget: usize) -> Result<String, WorkspaceError> {
+/// `=== path ===` and its text, honouring `.gitignore` and leaving out all
+/// that the copy leaves out (`copy`: `--exclude` and the default excludes),
+/// skipping `.git`, symlinks, files over 80 KB and non-UTF-8 files, cut at
+/// `budget` characters.
+pub fn file_context(
+    root: &Path,
+    copy: &CopyOptions,
+    budget: usize,
+) -> Result<String, WorkspaceError> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     let walker = ignore::WalkBuilder::new(root)
+        .overrides(super::copy::exclusions(root, copy)?)
         .hidden(false)
         .git_ignore(true)
         .git_exclude(false)
@@ -73,16 +80,47 @@ mod tests {
         fs::write(d.path().join("secret.log"), "ignored").unwrap();
         fs::create_dir(d.path().join(".git")).unwrap();
         fs::write(d.path().join(".git/config"), "x").unwrap();
-        let c = file_context(d.path(), 20_000).unwrap();
+        let copy = CopyOptions::default();
+        let c = file_context(d.path(), &copy, 20_000).unwrap();
         assert_eq!(
             c,
             "=== .gitignore ===\nsecret.log\n\n=== a.py ===\na\n\n=== b.py ===\nb\n\n"
         );
-        let cut = file_context(d.path(), 36).unwrap();
+        let cut = file_context(d.path(), &copy, 36).unwrap();
         assert!(
             cut.starts_with("=== .gitignore ===\nsecret.log\n\n=== a"),
             "{cut}"
         );
         assert!(cut.contains("character budget"));
+    }
+}
+
+#[cfg(test)]
+mod exclude_tests {
+    use super::*;
+
+    #[test]
+    fn what_the_copy_leaves_out_the_prompt_leaves_out() {
+        let d = tempfile::tempdir().unwrap();
+        for (p, text) in [
+            ("node_modules/x.js", "NODE"),
+            ("target/t.py", "TARGET"),
+            (".venv/v.py", "VENV"),
+            ("notes.md", "NOTES"),
+            ("keys/secret.pem", "PEM"),
+            ("main.py", "MAIN"),
+        ] {
+            let f = d.path().join(p);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, text).unwrap();
+        }
+        let mut copy = CopyOptions::default();
+        copy.excludes
+            .extend(["notes.md".to_string(), "keys/".into()]);
+        let c = file_context(d.path(), &copy, 20_000).unwrap();
+        assert!(c.contains("MAIN"), "{c}");
+        for gone in ["NODE", "TARGET", "VENV", "NOTES", "PEM"] {
+            assert!(!c.contains(gone), "{gone} reached the prompt: {c}");
+        }
     }
 }

@@ -50,17 +50,13 @@ pub struct Manifest {
     pub skipped: Vec<PathBuf>,
 }
 
-/// Walks `root` without following symlinks and without reading `.gitignore`
-/// (tests may need ignored files), applying `opts` and the size cap.
-pub fn manifest(
+/// What `opts` leaves out of `root`, as the walker's overrides: the one
+/// reading of the copy rules, used by the copy, the zip and the model's
+/// context alike.
+pub(crate) fn exclusions(
     root: &Path,
     opts: &CopyOptions,
-    max_bytes: u64,
-) -> Result<Manifest, WorkspaceError> {
-    let meta = fs::metadata(root).map_err(|_| WorkspaceError::NotADirectory(root.to_path_buf()))?;
-    if !meta.is_dir() {
-        return Err(WorkspaceError::NotADirectory(root.to_path_buf()));
-    }
+) -> Result<ignore::overrides::Override, WorkspaceError> {
     let mut overrides = ignore::overrides::OverrideBuilder::new(root);
     let mut patterns: Vec<&str> = opts.excludes.iter().map(String::as_str).collect();
     if !opts.include_git {
@@ -76,10 +72,24 @@ pub fn manifest(
                 detail: e.to_string(),
             })?;
     }
-    let overrides = overrides.build().map_err(|e| WorkspaceError::BadExclude {
+    overrides.build().map_err(|e| WorkspaceError::BadExclude {
         pattern: opts.excludes.join(","),
         detail: e.to_string(),
-    })?;
+    })
+}
+
+/// Walks `root` without following symlinks and without reading `.gitignore`
+/// (tests may need ignored files), applying `opts` and the size cap.
+pub fn manifest(
+    root: &Path,
+    opts: &CopyOptions,
+    max_bytes: u64,
+) -> Result<Manifest, WorkspaceError> {
+    let meta = fs::metadata(root).map_err(|_| WorkspaceError::NotADirectory(root.to_path_buf()))?;
+    if !meta.is_dir() {
+        return Err(WorkspaceError::NotADirectory(root.to_path_buf()));
+    }
+    let overrides = exclusions(root, opts)?;
     let walker = ignore::WalkBuilder::new(root)
         .standard_filters(false)
         .follow_links(false)

@@ -29,7 +29,16 @@ pub fn git_commit(root: &Path, message: &str) -> Result<Committed, WorkspaceErro
     // user's project) must not receive autodev's commits.
     let repo = match git2::Repository::open(root) {
         Ok(r) if r.workdir().and_then(|w| w.canonicalize().ok()) == root.canonicalize().ok() => r,
-        _ => git2::Repository::init(root).map_err(gerr("git init"))?,
+        _ => {
+            let repo = git2::Repository::init(root).map_err(gerr("git init"))?;
+            super::reset::note_git(root);
+            // `git status` need not list autodev's marker.
+            let exclude = repo.path().join("info").join("exclude");
+            let _ = std::fs::create_dir_all(repo.path().join("info"));
+            let old = std::fs::read_to_string(&exclude).unwrap_or_default();
+            let _ = std::fs::write(&exclude, format!("{old}/{MARKER}\n"));
+            repo
+        }
     };
     let mut index = repo.index().map_err(gerr("git index"))?;
     let mut skipped_repos = Vec::new();
@@ -74,6 +83,50 @@ pub fn git_commit(root: &Path, message: &str) -> Result<Committed, WorkspaceErro
     Ok(Committed {
         id: Some(id.to_string()),
         skipped_repos,
+    })
+}
+
+/// With `--git` in a repository of the user's, autodev's commits would take
+/// whatever is uncommitted (an untracked `.env`, staged work) into history
+/// on the user's branch. So such a repository must be clean first: every
+/// change committed or stashed, untracked files committed or ignored.
+/// A folder that is not a repository, or one autodev made, passes.
+pub fn check_clean(root: &Path) -> Result<(), WorkspaceError> {
+    let Ok(repo) = git2::Repository::open(root) else {
+        return Ok(());
+    };
+    let own = repo.workdir().and_then(|w| w.canonicalize().ok()) == root.canonicalize().ok();
+    if !own || super::reset::observe(root).is_ok_and(|o| o.git_ours) {
+        return Ok(());
+    }
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .map_err(|e| WorkspaceError::Io {
+            op: "git status",
+            path: root.to_path_buf(),
+            source: io::Error::other(e.message().to_string()),
+        })?;
+    let dirty: Vec<String> = statuses
+        .iter()
+        .map(|e| String::from_utf8_lossy(e.path_bytes()).into_owned())
+        .filter(|p| p != MARKER)
+        .collect();
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    let more = dirty.len().saturating_sub(3);
+    let mut names = dirty.into_iter().take(3).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        names.push_str(&format!(" and {more} more"));
+    }
+    Err(WorkspaceError::Dirty {
+        path: root.to_path_buf(),
+        names,
     })
 }
 
@@ -129,5 +182,42 @@ mod tests {
         let tree = repo.head().unwrap().peel_to_tree().unwrap();
         assert!(tree.get_name("a.py").is_some());
         assert!(tree.get_name(MARKER).is_none());
+    }
+}
+
+#[cfg(test)]
+mod clean_tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn a_users_repository_with_uncommitted_work_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(d.path()).unwrap();
+        fs::write(d.path().join("calc.py"), "x").unwrap();
+        fs::write(d.path().join(".gitignore"), "secret.txt\n").unwrap();
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("u", "u@localhost").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+            .unwrap();
+        check_clean(d.path()).unwrap();
+        // Ignored files are not the user's work to commit.
+        fs::write(d.path().join("secret.txt"), "s").unwrap();
+        check_clean(d.path()).unwrap();
+        fs::write(d.path().join(".env"), "SECRET=1").unwrap();
+        let e = check_clean(d.path()).unwrap_err().to_string();
+        assert!(e.contains(".env") && e.contains("stash"), "{e}");
+        fs::remove_file(d.path().join(".env")).unwrap();
+        fs::write(d.path().join("calc.py"), "changed").unwrap();
+        assert!(check_clean(d.path()).is_err());
+        // Not a repository: nothing to check.
+        let plain = tempfile::tempdir().unwrap();
+        fs::write(plain.path().join("a"), "1").unwrap();
+        check_clean(plain.path()).unwrap();
     }
 }

@@ -82,6 +82,14 @@ pub enum WorkspaceError {
     /// A file changed size while it was being packed.
     #[error("{0} changed while it was being copied: try again")]
     Changed(PathBuf),
+    /// `--git` in a repository of the user's that has uncommitted work.
+    #[error("--git: the repository {path} has uncommitted changes or untracked files ({names}); autodev would commit them with its own: commit, stash or .gitignore them first, or run without --git")]
+    Dirty {
+        /// The repository.
+        path: PathBuf,
+        /// The first few paths.
+        names: String,
+    },
     /// A walk error from the directory walker.
     #[error("walking {path}: {detail}")]
     Walk {

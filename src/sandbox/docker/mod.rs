@@ -77,6 +77,8 @@ struct HostFacts {
 struct ImageFacts {
     id: Option<String>,
     junit: Option<String>,
+    /// The paths the image declares as volumes (see `policy::cover_volumes`).
+    volumes: Vec<String>,
 }
 
 /// A started container waiting for its run.
@@ -272,9 +274,11 @@ impl DockerSandbox {
             Ok(info) => ImageFacts {
                 junit: info
                     .config
-                    .and_then(|c| c.labels)
+                    .as_ref()
+                    .and_then(|c| c.labels.as_ref())
                     .and_then(|l| l.get(super::JUNIT_LABEL).cloned())
                     .filter(|p| p.starts_with('/')),
+                volumes: info.config.and_then(|c| c.volumes).unwrap_or_default(),
                 id: info.id,
             },
             Err(BollardError::DockerResponseServerError {
@@ -357,7 +361,9 @@ impl DockerSandbox {
     }
 
     async fn create(&self, spec: &RunSpec, run_id: &str) -> Result<String, SandboxError> {
-        let body = policy::container_body(spec, run_id, IDLE_DEADLINE, self.flavor);
+        let mut body = policy::container_body(spec, run_id, IDLE_DEADLINE, self.flavor);
+        let facts = self.image_facts(&spec.image).await?;
+        policy::cover_volumes(&mut body, &facts.volumes);
         let opts = CreateContainerOptions {
             name: Some(format!("autodev-{run_id}")),
             ..Default::default()

@@ -200,6 +200,46 @@ pub(super) fn container_body(
     }
 }
 
+/// Puts a size-limited tmpfs over every path the image declares as a
+/// volume. Left alone, the engine would mount an anonymous volume there: a
+/// writable folder on its own disk, outside every limit, even under a
+/// read-only root. A tmpfs at the same path takes the volume's place (the
+/// engine creates no volume for a path that already has a mount), and its
+/// pages count against the memory limit like those of `/tmp`.
+pub(super) fn cover_volumes(body: &mut ContainerCreateBody, volumes: &[String]) {
+    let Some(host) = body.host_config.as_mut() else {
+        return;
+    };
+    let Some(tmp) = host.tmpfs.as_ref().and_then(|t| t.get("/tmp")).cloned() else {
+        return;
+    };
+    let tmpfs = host.tmpfs.get_or_insert_with(HashMap::new);
+    for v in volumes {
+        let path = clean_mount_path(v);
+        if path == "/" || tmpfs.contains_key(&path) {
+            continue;
+        }
+        // As /tmp: the same size and file cap, writable by the run's user.
+        tmpfs.insert(path, tmp.clone());
+    }
+}
+
+/// A mount path as the engine compares them: absolute, no `.`, no `..`,
+/// no trailing or doubled `/`.
+fn clean_mount_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +276,27 @@ mod tests {
         let t = ph.tmpfs.unwrap();
         assert!(!t["/workspace"].contains("nr_inodes") && t["/workspace"].contains("size="));
         assert!(t["/var/tmp"].starts_with("ro,"));
+    }
+
+    #[test]
+    fn image_volumes_get_a_bounded_tmpfs() {
+        let spec = RunSpec::new("/tmp", "true", "img");
+        let mut b = container_body(&spec, "r1", Duration::from_secs(60), Flavor::Docker);
+        let vols = [
+            "/data".to_string(),
+            "/var/lib/db/".into(),
+            "/workspace".into(),
+            "/".into(),
+        ];
+        cover_volumes(&mut b, &vols);
+        let t = b.host_config.unwrap().tmpfs.unwrap();
+        assert_eq!(t["/data"], t["/tmp"]);
+        assert!(t["/var/lib/db"].contains("size="));
+        assert!(
+            t["/workspace"].contains("uid="),
+            "the workspace's own tmpfs stays"
+        );
+        assert!(!t.contains_key("/"));
+        assert_eq!(clean_mount_path("//a/./b/../c/"), "/a/c");
     }
 }
