@@ -392,7 +392,7 @@ async fn reset_deletes_only_what_autodev_made() {
         assert!(stderr.contains(says), "{ws} {extra:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     };
-    refused("myrepo", &[], "--force-reset");
+    refused("myrepo", &[], "git repository");
     refused("myrepo", &["--force-reset"], "git repository");
     refused("target_dir", &[], "--force-reset");
     refused("wslink", &["--force-reset"], "symlink");

@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub zip: Option<PathBuf>,
     /// Limits for applying patches.
     pub apply: ApplyOptions,
+    /// What of the test infrastructure replies may not change.
+    pub protection: super::protect::Protection,
 }
 
 impl AgentConfig {
@@ -72,6 +74,7 @@ impl AgentConfig {
             keep_best: false,
             zip: None,
             apply: ApplyOptions::default(),
+            protection: super::protect::Protection::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 mod config;
 mod guard;
 mod prompts;
+pub mod protect;
 
 pub use config::{
     AgentConfig, RunSummary, StopReason, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS,
@@ -72,6 +73,8 @@ struct Loop<'a, M, S> {
     cancel: &'a CancellationToken,
     tokens: Usage,
     calls: u32,
+    /// What replies may not write (the tests as they were before the first).
+    protected: protect::TestGuard,
 }
 
 /// Runs the loop to its end; the workspace and transcript survive any error.
@@ -102,6 +105,7 @@ pub async fn run<M: ModelClient, S: Sandbox>(
         cancel,
         tokens: Usage::default(),
         calls: 0,
+        protected: protect::TestGuard::default(),
     };
     let result = l.drive(t0).await;
     // A container warmed for a test run that will not come.
@@ -130,6 +134,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             source,
         })?;
 
+        self.protected = protect::TestGuard::scan(&cfg.workspace, &cfg.protection)?;
         let context =
             workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)?;
         let initial = format!(
@@ -293,7 +298,8 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
     }
 
     fn apply(&mut self, iteration: u32, reply: &str) -> Result<ApplyReport, AgentError> {
-        let parsed = patch::parse(reply);
+        let mut parsed = patch::parse(reply);
+        self.protected.filter(&mut parsed);
         let report = patch::apply(&self.cfg.workspace, &parsed, self.cfg.apply);
         self.tr.event(
             "patches",

@@ -46,6 +46,14 @@ pub(super) fn repair(
             "the test command exited 0 but nothing was tested ({}): write the code and its tests as PATCH blocks, where the test command finds them",
             o.tests_note.as_deref().unwrap_or("its report holds no test")
         ),
+        Verdict::Unverified => format!(
+            "the test command exited 0 but its test report never came ({}): do not change how the tests are run or reported",
+            o.tests_note.as_deref().unwrap_or("no report")
+        ),
+        Verdict::Failed if o.exit_code == Some(0) => format!(
+            "the test command exited 0 but tests failed ({})",
+            o.tests_note.as_deref().unwrap_or("see the report")
+        ),
         _ => format!(
             "the test command exited with code {}",
             o.exit_code.map_or_else(|| "?".into(), |c| c.to_string())

@@ -152,6 +152,10 @@ pub(super) async fn run_cmd(
         apply: ApplyOptions {
             max_file_bytes: args.max_file_size,
         },
+        protection: crate::agent::protect::Protection {
+            allow_test_edits: args.allow_test_edits,
+            globs: args.protect.clone(),
+        },
     };
     if let Some(p) = transcript.path() {
         ui.say(&format!("transcript: {}", p.display()));

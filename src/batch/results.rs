@@ -32,6 +32,8 @@ pub enum TaskVerdict {
     SandboxError,
     /// The tests exited 0 but the report holds no test: judged, not passed.
     NoTests,
+    /// The tests exited 0 but their expected report never came: not passed.
+    Unverified,
     /// The model API failed (loop tasks).
     ModelError,
     /// The task line could not be used.
@@ -47,6 +49,7 @@ impl From<Verdict> for TaskVerdict {
             Verdict::OomKilled => TaskVerdict::OomKilled,
             Verdict::SandboxError => TaskVerdict::SandboxError,
             Verdict::NoTests => TaskVerdict::NoTests,
+            Verdict::Unverified => TaskVerdict::Unverified,
         }
     }
 }
@@ -61,6 +64,7 @@ impl TaskVerdict {
                 | TaskVerdict::TimedOut
                 | TaskVerdict::OomKilled
                 | TaskVerdict::NoTests
+                | TaskVerdict::Unverified
         )
     }
 }

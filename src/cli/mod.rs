@@ -215,6 +215,14 @@ pub struct RunArgs {
     /// Largest file a patch may write.
     #[arg(long, default_value = "1MiB", value_parser = size("--max-file-size"))]
     pub max_file_size: u64,
+    /// Let the model change the project's existing tests and the files that configure or
+    /// hook the test runner (conftest.py, pytest.ini, ...); by default they are protected.
+    #[arg(long)]
+    pub allow_test_edits: bool,
+    /// Also protect these paths from the model (gitignore-style glob, from the workspace
+    /// root); repeatable.
+    #[arg(long = "protect", value_name = "GLOB")]
+    pub protect: Vec<String>,
     /// Transcript file (JSON Lines); default: .autodev/runs/ beside the workspace.
     #[arg(long)]
     pub transcript: Option<PathBuf>,

@@ -122,6 +122,12 @@ pub const KEYS: &[Key] = &[
         Tighten(Number),
     ),
     key("run.max_file_size", "max_file_size", Tighten(Size)),
+    key(
+        "run.allow_test_edits",
+        "allow_test_edits",
+        Forbidden("it would let the model change the tests that judge it"),
+    ),
+    key("run.protect", "protect", Allowed),
     key("run.keep", "keep", Allowed),
     key("run.git", "git", Allowed),
     key("run.git_only_improving", "git_only_improving", Allowed),

@@ -59,6 +59,9 @@ pub enum RefusalReason {
     /// The path names VCS metadata (`.git`, `.hg`, ...) or autodev's own
     /// workspace marker: files the host's tools read and may act on.
     ProtectedPath,
+    /// The path is one of the project's tests, or configures or hooks the
+    /// test runner (see `agent::protect`).
+    ProtectedTest,
     /// Writing failed.
     Io,
 }

@@ -50,8 +50,13 @@ pub enum Verdict {
     OomKilled,
     /// The infrastructure failed (daemon, image, copy); says nothing about the code.
     SandboxError,
-    /// The command exited 0, but its test report holds no test: nothing was tested.
+    /// The command exited 0 (or pytest's "no tests collected", 5), but its
+    /// test report holds no test that ran: nothing was tested.
     NoTests,
+    /// The command exited 0, but the test report its runner is made to
+    /// write (pytest's, in an image that declares one) never came: the
+    /// run's own claim is all there is, and a pass needs evidence.
+    Unverified,
 }
 
 impl Verdict {
@@ -64,6 +69,7 @@ impl Verdict {
             Verdict::OomKilled => "oom_killed",
             Verdict::SandboxError => "sandbox_error",
             Verdict::NoTests => "no_tests",
+            Verdict::Unverified => "unverified",
         }
     }
 
@@ -76,6 +82,7 @@ impl Verdict {
             Verdict::SandboxError => 125,
             Verdict::OomKilled => 137,
             Verdict::NoTests => 5,
+            Verdict::Unverified => 6,
         }
     }
 }

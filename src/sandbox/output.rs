@@ -41,6 +41,7 @@ pub struct RunOutput {
     trailer: ReportDemux,
     ready_at: Option<Instant>,
     report: ReportAt,
+    expect_report: bool,
 }
 
 /// The output of a run that has ended.
@@ -58,6 +59,9 @@ pub struct Finished {
     pub usage: Option<Usage>,
     /// Whether the wrapper killed the run for using up its CPU time.
     pub cpu_exceeded: bool,
+    /// Whether the command's runner is made to write the report (see
+    /// [`RunOutput::expect_report`]), so that its absence is news.
+    pub report_expected: bool,
 }
 
 impl RunOutput {
@@ -70,7 +74,16 @@ impl RunOutput {
             trailer: ReportDemux::new(nonce, report.path().is_some()),
             ready_at: None,
             report,
+            expect_report: false,
         }
+    }
+
+    /// Says whether the command's runner is made to write the declared
+    /// report (pytest under an image that declares one): then an exit 0
+    /// without a report is not a pass (see [`judge`]).
+    pub fn expect_report(mut self, command: &super::Command) -> Self {
+        self.expect_report = matches!(self.report, ReportAt::Declared(_)) && runs_pytest(command);
+        self
     }
 
     /// A chunk of the container's standard output.
@@ -114,6 +127,7 @@ impl RunOutput {
             mut err,
             trailer,
             report,
+            expect_report,
             ..
         } = self;
         let cpu_exceeded = trailer.cpu_exceeded();
@@ -128,6 +142,7 @@ impl RunOutput {
             stderr: err.finish(),
             tests,
             tests_note,
+            report_expected: expect_report,
             usage,
             cpu_exceeded,
         }
@@ -155,22 +170,76 @@ fn read_report(at: &ReportAt, report: Report) -> (Option<TestReport>, Option<Str
     (None, Some(why))
 }
 
-/// The verdict of a run that ended by itself. A child killed for memory
-/// while the parent still exits 0 must not count as a pass: the OOM flag
-/// wins over the exit code. Nor does a run whose report holds no test:
-/// nothing was tested.
-pub fn verdict(exit_code: i64, oom: bool, f: &Finished) -> Verdict {
+/// pytest's exit status for "no tests collected".
+const PYTEST_NO_TESTS: i64 = 5;
+
+/// The verdict of a run that ended by itself, and a note on it when the
+/// exit code alone would have said otherwise.
+///
+/// A pass is evidence, not the command's word: a child killed for memory
+/// while the parent exits 0 is not one (the OOM flag wins), nor is a run
+/// whose report holds a failure or an error whatever its exit code (a hook
+/// can rewrite pytest's exit status, not the report it already wrote), nor
+/// one whose report holds no test that ran (exit 0, or pytest's 5), nor an
+/// exit 0 of a runner that is made to write a report and wrote none.
+pub fn judge(exit_code: i64, oom: bool, f: &Finished) -> (Verdict, Option<String>) {
     if f.cpu_exceeded {
-        Verdict::TimedOut
-    } else if oom {
-        Verdict::OomKilled
-    } else if exit_code != 0 {
-        Verdict::Failed
-    } else if f.tests.as_ref().is_some_and(|t| t.total == 0) {
-        Verdict::NoTests
-    } else {
-        Verdict::Passed
+        return (Verdict::TimedOut, None);
     }
+    if oom {
+        return (Verdict::OomKilled, None);
+    }
+    if let Some(t) = &f.tests {
+        let bad = t.failed + t.errors;
+        return if t.total == 0 && (exit_code == 0 || exit_code == PYTEST_NO_TESTS) {
+            (Verdict::NoTests, Some("the report holds no test".into()))
+        } else if bad > 0 && exit_code == 0 {
+            (
+                Verdict::Failed,
+                Some(format!(
+                    "exit 0 but the report holds {bad} failing or erroring test(s)"
+                )),
+            )
+        } else if exit_code != 0 {
+            (Verdict::Failed, None)
+        } else if t.passed == 0 {
+            (
+                Verdict::NoTests,
+                Some(format!("no test ran: all {} were skipped", t.total)),
+            )
+        } else {
+            (Verdict::Passed, None)
+        };
+    }
+    if exit_code != 0 {
+        (Verdict::Failed, None)
+    } else if f.report_expected {
+        (
+            Verdict::Unverified,
+            Some("exit 0, but the test report the runner is made to write never came".into()),
+        )
+    } else if unittest_ran_nothing(&f.stderr.text) {
+        (Verdict::NoTests, Some("unittest ran 0 tests".into()))
+    } else {
+        (Verdict::Passed, None)
+    }
+}
+
+/// Whether Python's unittest said it ran no test (it exits 0 for that up
+/// to Python 3.11, 5 from 3.12 on).
+fn unittest_ran_nothing(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .any(|l| l.starts_with("Ran 0 tests in ") || l.trim() == "NO TESTS RAN")
+}
+
+/// Whether a test command runs pytest, which the images that declare a
+/// report make write one (through `PYTEST_ADDOPTS`).
+pub fn runs_pytest(command: &super::Command) -> bool {
+    command
+        .to_string()
+        .split(|c: char| c.is_whitespace() || c == '/' || c == ';' || c == '&' || c == '|')
+        .any(|w| w == "pytest" || w == "py.test")
 }
 
 #[cfg(test)]
@@ -198,11 +267,70 @@ mod tests {
 
     #[test]
     fn oom_wins_over_exit_zero_and_cpu_time_over_both() {
+        let verdict = |code, oom, f: &Finished| judge(code, oom, f).0;
         let f = run(ReportAt::None, &["N:ready\n"]);
         assert_eq!(verdict(0, true, &f), Verdict::OomKilled);
         assert_eq!(verdict(3, false, &f), Verdict::Failed);
         assert_eq!(verdict(0, false, &f), Verdict::Passed);
         let cpu = run(ReportAt::None, &["N:ready\n", "\u{1e}N:cpu-time\n"]);
         assert_eq!(verdict(0, true, &cpu), Verdict::TimedOut);
+    }
+
+    fn with_report(total: u32, passed: u32, failed: u32, errors: u32) -> Finished {
+        let mut f = run(ReportAt::None, &["N:ready\n"]);
+        f.tests = Some(TestReport {
+            total,
+            passed,
+            failed,
+            errors,
+            skipped: total - passed - failed - errors,
+            failing: Vec::new(),
+        });
+        f
+    }
+
+    #[test]
+    fn a_pass_needs_a_report_without_failures_and_with_a_test_that_ran() {
+        // A hook that sets pytest's exit status to 0 does not change the report.
+        let (v, note) = judge(0, false, &with_report(2, 1, 1, 0));
+        assert_eq!(v, Verdict::Failed);
+        assert!(note.unwrap().contains("exit 0 but the report holds 1"));
+        assert_eq!(judge(0, false, &with_report(2, 1, 0, 1)).0, Verdict::Failed);
+        // No test collected: pytest's 5 and a plain 0 alike.
+        assert_eq!(
+            judge(5, false, &with_report(0, 0, 0, 0)).0,
+            Verdict::NoTests
+        );
+        assert_eq!(
+            judge(0, false, &with_report(0, 0, 0, 0)).0,
+            Verdict::NoTests
+        );
+        // Every test skipped: nothing ran.
+        assert_eq!(
+            judge(0, false, &with_report(3, 0, 0, 0)).0,
+            Verdict::NoTests
+        );
+        assert_eq!(judge(1, false, &with_report(2, 2, 0, 0)).0, Verdict::Failed);
+        assert_eq!(judge(0, false, &with_report(2, 2, 0, 0)).0, Verdict::Passed);
+    }
+
+    #[test]
+    fn unittest_running_nothing_and_a_missing_expected_report_are_not_passes() {
+        let ran0 = run(
+            ReportAt::None,
+            &["N:ready\n", "\n----------------------------------------------------------------------\nRan 0 tests in 0.000s\n\nOK\n"],
+        );
+        assert_eq!(judge(0, false, &ran0).0, Verdict::NoTests);
+        let mut silent = run(ReportAt::None, &["N:ready\n"]);
+        silent.report_expected = true;
+        assert_eq!(judge(0, false, &silent).0, Verdict::Unverified);
+        assert_eq!(judge(1, false, &silent).0, Verdict::Failed);
+        assert!(runs_pytest(&"python3 -m pytest -q".into()));
+        assert!(runs_pytest(&"cd x && /usr/bin/pytest".into()));
+        assert!(!runs_pytest(&"python3 -m unittest -v".into()));
+        let declared = RunOutput::new("N", 1, ReportAt::Declared("/tmp/r".into()));
+        assert!(declared.expect_report(&"pytest -q".into()).expect_report);
+        let conv = RunOutput::new("N", 1, ReportAt::Conventional("/tmp/r".into()));
+        assert!(!conv.expect_report(&"pytest -q".into()).expect_report);
     }
 }

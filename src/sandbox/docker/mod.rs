@@ -363,7 +363,7 @@ impl DockerSandbox {
     async fn create(&self, spec: &RunSpec, run_id: &str) -> Result<String, SandboxError> {
         let mut body = policy::container_body(spec, run_id, IDLE_DEADLINE, self.flavor);
         let facts = self.image_facts(&spec.image).await?;
-        policy::cover_volumes(&mut body, &facts.volumes);
+        policy::cover_volumes(&mut body, &facts.volumes, &spec.limits, self.flavor);
         let opts = CreateContainerOptions {
             name: Some(format!("autodev-{run_id}")),
             ..Default::default()

@@ -87,6 +87,17 @@ fn network_mode(n: Network) -> &'static str {
     }
 }
 
+/// The tmpfs options that give a mount to the run's user, with the file cap.
+fn owned_by_the_run(l: &crate::config::Limits, flavor: Flavor) -> String {
+    let (uid, gid) = l.user.split_once(':').unwrap_or((&l.user, &l.user));
+    match flavor {
+        Flavor::Docker => format!(",nr_inodes={TMPFS_INODES},uid={uid},gid={gid},mode=0755"),
+        // Podman 4 takes neither a file cap nor uid/gid for a tmpfs; `U`
+        // gives it to the container's user instead. The size still holds.
+        Flavor::Podman => ",mode=0755,U".to_string(),
+    }
+}
+
 /// Builds the container definition: every isolation setting lives here.
 /// Nothing of one run is in it (command, environment, marker nonce come on
 /// stdin, see [`wrapper::header`]): the container is started before its run
@@ -100,13 +111,7 @@ pub(super) fn container_body(
     flavor: Flavor,
 ) -> ContainerCreateBody {
     let l = &spec.limits;
-    let (uid, gid) = l.user.split_once(':').unwrap_or((&l.user, &l.user));
-    let workspace_owner = match flavor {
-        Flavor::Docker => format!(",nr_inodes={TMPFS_INODES},uid={uid},gid={gid},mode=0755"),
-        // Podman 4 takes neither a file cap nor uid/gid for a tmpfs; `U`
-        // gives it to the container's user instead. The size still holds.
-        Flavor::Podman => ",mode=0755,U".to_string(),
-    };
+    let workspace_owner = owned_by_the_run(l, flavor);
     let tmp_inodes = match flavor {
         Flavor::Docker => format!(",nr_inodes={TMPFS_INODES}"),
         Flavor::Podman => String::new(),
@@ -206,21 +211,29 @@ pub(super) fn container_body(
 /// read-only root. A tmpfs at the same path takes the volume's place (the
 /// engine creates no volume for a path that already has a mount), and its
 /// pages count against the memory limit like those of `/tmp`.
-pub(super) fn cover_volumes(body: &mut ContainerCreateBody, volumes: &[String]) {
+pub(super) fn cover_volumes(
+    body: &mut ContainerCreateBody,
+    volumes: &[String],
+    l: &crate::config::Limits,
+    flavor: Flavor,
+) {
     let Some(host) = body.host_config.as_mut() else {
         return;
     };
-    let Some(tmp) = host.tmpfs.as_ref().and_then(|t| t.get("/tmp")).cloned() else {
-        return;
-    };
     let tmpfs = host.tmpfs.get_or_insert_with(HashMap::new);
+    // /tmp's size; the run's user owns it, as the image's folder was
+    // meant to be written by the image's program.
+    let opts = format!(
+        "rw,nosuid,nodev,exec,size={}{}",
+        l.tmp_size,
+        owned_by_the_run(l, flavor)
+    );
     for v in volumes {
         let path = clean_mount_path(v);
         if path == "/" || tmpfs.contains_key(&path) {
             continue;
         }
-        // As /tmp: the same size and file cap, writable by the run's user.
-        tmpfs.insert(path, tmp.clone());
+        tmpfs.insert(path, opts.clone());
     }
 }
 
@@ -288,9 +301,10 @@ mod tests {
             "/workspace".into(),
             "/".into(),
         ];
-        cover_volumes(&mut b, &vols);
+        cover_volumes(&mut b, &vols, &spec.limits, Flavor::Docker);
         let t = b.host_config.unwrap().tmpfs.unwrap();
-        assert_eq!(t["/data"], t["/tmp"]);
+        assert!(t["/data"].contains(&format!("size={}", spec.limits.tmp_size)));
+        assert!(t["/data"].contains("uid=1000"));
         assert!(t["/var/lib/db"].contains("size="));
         assert!(
             t["/workspace"].contains("uid="),

@@ -22,7 +22,7 @@ use super::removal::{Removal, CLEANUP_TIMEOUT};
 use super::warm::{Input, Output};
 use super::{ms, DockerSandbox};
 use crate::sandbox::feed::ChannelWriter;
-use crate::sandbox::output::{verdict, ReportAt, RunOutput};
+use crate::sandbox::output::{judge, ReportAt, RunOutput};
 use crate::sandbox::wrapper;
 use crate::sandbox::{Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict};
 use crate::workspace::{self, Manifest};
@@ -187,7 +187,8 @@ impl DockerSandbox {
             input.shutdown().await
         });
 
-        let mut output = RunOutput::new(nonce, limits.output_limit, report_at.clone());
+        let mut output = RunOutput::new(nonce, limits.output_limit, report_at.clone())
+            .expect_report(&spec.command);
         let mut timed_out = false;
         let mut stream_error = None;
         let deadline = tokio::time::sleep(limits.timeout);
@@ -324,12 +325,13 @@ impl DockerSandbox {
             }
             None => false,
         };
+        let (verdict, note) = judge(exit_code, oom, &f);
         Ok(Outcome {
-            verdict: verdict(exit_code, oom, &f),
+            verdict,
             timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
             durations: *durations,
             tests: f.tests,
-            tests_note: f.tests_note,
+            tests_note: note.or(f.tests_note),
             ..Outcome::new(Verdict::Passed, Some(exit_code), f.stdout, f.stderr)
         }
         .with_usage(f.usage))

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{pod, removal, KubeSandbox};
 use crate::sandbox::feed::ChannelWriter;
-use crate::sandbox::output::{verdict, ReportAt, RunOutput};
+use crate::sandbox::output::{judge, ReportAt, RunOutput};
 use crate::sandbox::{
     ms, Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict,
 };
@@ -95,7 +95,8 @@ impl KubeSandbox {
         });
 
         let limits = &spec.limits;
-        let mut output = RunOutput::new(nonce, limits.output_limit, report.clone());
+        let mut output =
+            RunOutput::new(nonce, limits.output_limit, report.clone()).expect_report(&spec.command);
         let (mut obuf, mut ebuf) = (vec![0; STREAM_BUF], vec![0; STREAM_BUF]);
         let (mut out_open, mut err_open) = (true, true);
         let mut packed = None;
@@ -176,12 +177,13 @@ impl KubeSandbox {
         }
         let oom = exit.reason.as_deref() == Some("OOMKilled")
             || f.usage.and_then(|u| u.oom_kills).is_some_and(|n| n > 0);
+        let (verdict, note) = judge(exit.code, oom, &f);
         Ok(Outcome {
-            verdict: verdict(exit.code, oom, &f),
+            verdict,
             timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
             durations: *durations,
             tests: f.tests,
-            tests_note: f.tests_note,
+            tests_note: note.or(f.tests_note),
             ..Outcome::new(Verdict::Passed, Some(exit.code), f.stdout, f.stderr)
         }
         .with_usage(f.usage))
