@@ -70,23 +70,42 @@ impl Ord for Score {
 /// What one iteration changed in the tests' results.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Change {
-    /// Failing before, not now.
+    /// Failing before, still there and not failing now.
     pub fixed: Vec<String>,
     /// Not failing before (so passing, or new), failing now.
     pub broke: Vec<String>,
+    /// In the report before, absent from it now (deleted, renamed, or
+    /// hidden by an error that stopped their collection): never "fixed".
+    pub missing: Vec<String>,
+}
+
+impl Change {
+    /// Whether the iteration lost ground: a test broke or went missing.
+    pub fn regressed(&self) -> bool {
+        !self.broke.is_empty() || !self.missing.is_empty()
+    }
 }
 
 /// The per-test change from `before` to `after`, when both have a report.
 pub fn compare(before: &Outcome, after: &Outcome) -> Option<Change> {
-    let names = |o: &Outcome| -> Option<BTreeSet<String>> {
+    let failing = |o: &Outcome| -> Option<BTreeSet<String>> {
         o.tests
             .as_ref()
             .map(|t| t.failing.iter().map(|f| f.name.clone()).collect())
     };
-    let (b, a) = (names(before)?, names(after)?);
+    let (b, a) = (failing(before)?, failing(after)?);
+    let (names_before, names_after) = (&before.tests.as_ref()?.names, &after.tests.as_ref()?.names);
+    // Without names (a report that came through the pool) a test that is
+    // gone cannot be told from one that passes.
+    let gone = |n: &String| !names_after.is_empty() && !names_after.contains(n);
     Some(Change {
-        fixed: b.difference(&a).cloned().collect(),
+        fixed: b.difference(&a).filter(|n| !gone(n)).cloned().collect(),
         broke: a.difference(&b).cloned().collect(),
+        missing: if names_after.is_empty() {
+            Vec::new()
+        } else {
+            names_before.difference(names_after).cloned().collect()
+        },
     })
 }
 
@@ -126,10 +145,17 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                     c.broke.join(", ")
                 ));
             }
+            if !c.missing.is_empty() {
+                self.ui.say(&format!(
+                    "regression: {} test(s) of the last run are missing from this one: {}",
+                    c.missing.len(),
+                    c.missing.join(", ")
+                ));
+            }
             self.tr.event(
                 "progress",
                 json!({"iteration": i, "fixed": c.fixed, "broke": c.broke,
-                       "regression": !c.broke.is_empty()}),
+                       "missing": c.missing, "regression": c.regressed()}),
             );
         }
         if let Some(msg) = g.pending.take() {
@@ -240,6 +266,21 @@ mod tests {
     }
 
     #[test]
+    fn tests_hidden_by_a_collection_error_are_missing_not_fixed() {
+        let names = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect();
+        let mut before = run(Verdict::Failed, 3, &["t.test_add"]);
+        before.tests.as_mut().unwrap().names = names(&["t.test_add", "t.test_mul", "t.test_sub"]);
+        // A SyntaxError: pytest reports one error for the module, no test.
+        let mut after = run(Verdict::Failed, 1, &["t"]);
+        after.tests.as_mut().unwrap().names = names(&["t"]);
+        let c = compare(&before, &after).unwrap();
+        assert!(c.fixed.is_empty(), "{c:?}");
+        assert_eq!(c.broke, ["t"]);
+        assert_eq!(c.missing, ["t.test_add", "t.test_mul", "t.test_sub"]);
+        assert!(c.regressed());
+    }
+
+    #[test]
     fn scores_order_pass_then_more_passed_then_fewer_failing() {
         let pass = run(Verdict::Passed, 3, &[]);
         let two = run(Verdict::Failed, 3, &["a"]);
@@ -294,7 +335,7 @@ mod tests {
             })
         });
         let mut c = cfg(d.path());
-        c.max_iters = 2;
+        c.max_iters = 3;
         c.git = true;
         c.git_only_improving = true;
         c.keep_best = true;

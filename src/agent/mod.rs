@@ -53,6 +53,10 @@ pub enum AgentError {
     /// Ctrl-C or SIGTERM.
     #[error("interrupted; the workspace and the transcript are kept")]
     Interrupted,
+    /// The test command itself cannot run (exit 127: not found): a fault of
+    /// the set-up, which no reply of the model can repair.
+    #[error("the test command was not found in the sandbox (exit 127: {0}): check --runner and that the image has it; the workspace and the transcript are kept")]
+    Setup(String),
 }
 
 impl From<SandboxError> for AgentError {
@@ -62,6 +66,19 @@ impl From<SandboxError> for AgentError {
             other => AgentError::Sandbox(other),
         }
     }
+}
+
+/// The shell's exit status for a command it cannot find.
+const NOT_FOUND: i64 = 127;
+
+/// A test command the shell could not find is the set-up's fault: no
+/// reply can repair it, so it is not sent to the model.
+fn not_found(o: &Outcome) -> Result<(), AgentError> {
+    if o.verdict == Verdict::Failed && o.exit_code == Some(NOT_FOUND) {
+        let why = o.stderr.text.lines().last().unwrap_or("no message");
+        return Err(AgentError::Setup(why.trim().to_string()));
+    }
+    Ok(())
 }
 
 struct Loop<'a, M, S> {
@@ -116,6 +133,7 @@ pub async fn run<M: ModelClient, S: Sandbox>(
             AgentError::Sandbox(_) => "sandbox_error",
             AgentError::Workspace(_) => "workspace_error",
             AgentError::Interrupted => "interrupted",
+            AgentError::Setup(_) => "setup_error",
         };
         l.tr.event(
             "error",
@@ -151,12 +169,22 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         // model's changes can be diffed against it; this also finds out what
         // --git cannot do before a model call is paid for.
         self.commit(0, "autodev: baseline (before the model)")?;
+        let mut g = Guard::default();
+        // A workspace that already holds tests is tested as it is, once:
+        // the starting state is what a reply must not make worse, and a
+        // candidate for --keep best.
+        if self.protected.has_tests() {
+            self.ui.say(&format!(
+                "\n── iteration 0 (the starting state) ── running: {}",
+                cfg.runner
+            ));
+            let o = self.test(0).await?;
+            not_found(&o)?;
+            self.after_test(0, &o, &mut g)?;
+        }
         let reply = self.ask(0, CODER_RULES, initial).await?;
         let mut report = self.apply(0, &reply)?;
-        let mut g = Guard {
-            pending: Some("autodev: initial generation".into()),
-            ..Guard::default()
-        };
+        g.pending = Some("autodev: initial generation".into());
         // A first reply without a single PATCH block is told to the model
         // instead of being tested: there is nothing of its to test.
         let mut no_patch = patch::parse(&reply).is_empty();
@@ -168,6 +196,10 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         for i in 1..=cfg.max_iters {
             iterations = i;
             if std::mem::take(&mut no_patch) {
+                if self.calls >= cfg.max_iters {
+                    stop = StopReason::NoPatch;
+                    break;
+                }
                 self.ui
                     .say("the model's reply held no PATCH block; asking again (nothing to test)");
                 let prompt = prompts::no_patch(cfg)?;
@@ -191,6 +223,12 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             self.after_test(i, &outcome, &mut g)?;
             if outcome.verdict == Verdict::Passed {
                 stop = StopReason::Passed;
+                last = Some(outcome);
+                break;
+            }
+            not_found(&outcome)?;
+            // --max-iters counts model calls: the first reply was one.
+            if self.calls >= cfg.max_iters {
                 last = Some(outcome);
                 break;
             }
@@ -504,7 +542,7 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
-    async fn max_iters_exhausted_runs_a_final_check() {
+    async fn max_iters_counts_model_calls() {
         let d = tempfile::tempdir().unwrap();
         let m = replay(&[
             "PATCH::a.py\n0\nENDPATCH",
@@ -518,15 +556,30 @@ pub(super) mod tests {
             .unwrap();
         assert_eq!(sum.stop_reason, StopReason::MaxIters);
         assert_eq!(sum.iterations, 3);
-        assert_eq!(
-            s.calls().len(),
-            4,
-            "3 in the loop + the final check of the last patch"
-        );
+        assert_eq!(sum.model_calls, 3, "--max-iters 3 is 3 model calls");
+        assert_eq!(s.calls().len(), 3, "each reply tested once, no extra check");
         assert_eq!(
             std::fs::read_to_string(d.path().join("a.py")).unwrap(),
-            "3\n"
+            "2\n"
         );
+    }
+
+    #[tokio::test]
+    async fn a_runner_that_is_not_found_is_a_set_up_error_not_sent_to_the_model() {
+        let d = tempfile::tempdir().unwrap();
+        let m = replay(&["PATCH::a.py\n0\nENDPATCH", "PATCH::a.py\n1\nENDPATCH"]);
+        let s = FakeSandbox::new(|_, _| {
+            Ok(crate::sandbox::fake::outcome(
+                Verdict::Failed,
+                127,
+                "sh: 1: nosuchrunner: not found\n",
+            ))
+        });
+        let e = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AgentError::Setup(_)), "{e}");
+        assert_eq!(s.calls().len(), 1);
     }
 
     #[tokio::test]

@@ -75,6 +75,12 @@ pub(super) fn repair(
             c.broke.join(", ")
         ));
     }
+    if let Some(c) = change.filter(|c| !c.missing.is_empty()) {
+        prompt.push_str(&format!(
+            "\nREGRESSION: these tests ran before and are missing now (an import or syntax error hides them, or they were removed): {}. Make them run again.\n",
+            c.missing.join(", ")
+        ));
+    }
     if let Some(t) = o.tests.as_ref().filter(|t| !t.failing.is_empty()) {
         prompt.push_str(&format!(
             "\n{} of {} tests failed or errored:\n",

@@ -115,6 +115,8 @@ fn hook(rel: &Path) -> Option<&'static str> {
 #[derive(Debug, Clone, Default)]
 pub struct TestGuard {
     off: bool,
+    /// The workspace held a test file before the first reply.
+    tests: bool,
     /// The tests and manifests there were before the first reply.
     existing: BTreeSet<PathBuf>,
     globs: Option<ignore::overrides::Override>,
@@ -124,12 +126,6 @@ impl TestGuard {
     /// Records the tests and manifests of `root` as they are now (before
     /// the model's first reply).
     pub fn scan(root: &Path, p: &Protection) -> Result<Self, WorkspaceError> {
-        if p.allow_test_edits {
-            return Ok(TestGuard {
-                off: true,
-                ..TestGuard::default()
-            });
-        }
         let globs = if p.globs.is_empty() {
             None
         } else {
@@ -163,10 +159,17 @@ impl TestGuard {
             }
         }
         Ok(TestGuard {
-            off: false,
+            off: p.allow_test_edits,
+            tests: existing.iter().any(|t| is_test_file(t)),
             existing,
             globs,
         })
+    }
+
+    /// Whether the workspace held tests before the first reply (found
+    /// whether or not their protection is lifted).
+    pub fn has_tests(&self) -> bool {
+        self.tests
     }
 
     /// Why a reply may not write `rel` (a confined relative path), if so.

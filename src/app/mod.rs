@@ -114,6 +114,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
             AgentError::Workspace(_) => exit::USAGE,
             AgentError::Sandbox(_) => exit::SANDBOX,
             AgentError::Interrupted => exit::INTERRUPTED,
+            AgentError::Setup(_) => exit::USAGE,
         };
     }
     if let Some(m) = err.downcast_ref::<ModelError>() {

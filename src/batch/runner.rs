@@ -98,7 +98,7 @@ pub(super) async fn run_task<S: Sandbox>(
                 result.verdict = match &e {
                     AgentError::Model(m) if m.is_usage() => TaskVerdict::InvalidTask,
                     AgentError::Model(_) => TaskVerdict::ModelError,
-                    AgentError::Workspace(_) => TaskVerdict::InvalidTask,
+                    AgentError::Workspace(_) | AgentError::Setup(_) => TaskVerdict::InvalidTask,
                     _ => TaskVerdict::SandboxError,
                 };
                 result.error = Some(e.to_string());

@@ -163,8 +163,9 @@ pub struct RunArgs {
     /// Model name (default: gpt-4o-mini; with Ollama: OLLAMA_MODEL or llama3.1).
     #[arg(long)]
     pub model: Option<String>,
-    /// Test-and-repair rounds at most.
-    #[arg(long, default_value_t = crate::agent::DEFAULT_MAX_ITERS)]
+    /// Model calls at most (the first reply and the repairs); the tests run after each.
+    #[arg(long, default_value_t = crate::agent::DEFAULT_MAX_ITERS,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_iters: u32,
     /// Delete the workspace first: only a folder autodev created, or an empty one.
     #[arg(long)]

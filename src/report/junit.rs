@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
 /// Failing tests listed by name (the counts cover all of them).
 const MAX_LISTED: usize = 50;
+/// Test names kept for comparing runs.
+const MAX_NAMED: usize = 20_000;
 /// Characters kept of a failure's first line.
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -29,6 +31,11 @@ pub struct TestReport {
     pub skipped: u32,
     /// The first failing or erroring tests, with the first line of their message.
     pub failing: Vec<TestFailure>,
+    /// The names of the tests in the report (up to a bound), so that a
+    /// test that disappears is told from one that was fixed. Kept in
+    /// memory only.
+    #[serde(skip)]
+    pub names: std::collections::BTreeSet<String>,
 }
 
 /// One test that did not pass.
@@ -59,6 +66,14 @@ pub fn parse(xml: &[u8]) -> Result<TestReport, String> {
     let mut r = TestReport::default();
     for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
         r.total += 1;
+        let name = match (case.attribute("classname"), case.attribute("name")) {
+            (Some(c), Some(n)) if !c.is_empty() => format!("{c}.{n}"),
+            (_, Some(n)) => n.to_string(),
+            _ => "(unnamed)".to_string(),
+        };
+        if r.names.len() < MAX_NAMED {
+            r.names.insert(name.clone());
+        }
         let child = |tag: &str| case.children().find(|c| c.has_tag_name(tag));
         let (kind, node) = if let Some(n) = child("failure") {
             (Some(&mut r.failed), Some(n))
@@ -75,11 +90,6 @@ pub fn parse(xml: &[u8]) -> Result<TestReport, String> {
             *k += 1;
         }
         if r.failing.len() < MAX_LISTED {
-            let name = match (case.attribute("classname"), case.attribute("name")) {
-                (Some(c), Some(n)) if !c.is_empty() => format!("{c}.{n}"),
-                (_, Some(n)) => n.to_string(),
-                _ => "(unnamed)".to_string(),
-            };
             let message = node
                 .and_then(|n| {
                     n.attribute("message")

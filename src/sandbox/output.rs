@@ -42,6 +42,7 @@ pub struct RunOutput {
     ready_at: Option<Instant>,
     report: ReportAt,
     expect_report: bool,
+    expect_summary: bool,
 }
 
 /// The output of a run that has ended.
@@ -62,6 +63,9 @@ pub struct Finished {
     /// Whether the command's runner is made to write the report (see
     /// [`RunOutput::expect_report`]), so that its absence is news.
     pub report_expected: bool,
+    /// Whether the command runs unittest, whose printed summary is then
+    /// the evidence of a pass.
+    pub summary_expected: bool,
 }
 
 impl RunOutput {
@@ -75,6 +79,7 @@ impl RunOutput {
             ready_at: None,
             report,
             expect_report: false,
+            expect_summary: false,
         }
     }
 
@@ -83,6 +88,7 @@ impl RunOutput {
     /// without a report is not a pass (see [`judge`]).
     pub fn expect_report(mut self, command: &super::Command) -> Self {
         self.expect_report = matches!(self.report, ReportAt::Declared(_)) && runs_pytest(command);
+        self.expect_summary = runs_unittest(command);
         self
     }
 
@@ -128,6 +134,7 @@ impl RunOutput {
             trailer,
             report,
             expect_report,
+            expect_summary,
             ..
         } = self;
         let cpu_exceeded = trailer.cpu_exceeded();
@@ -143,6 +150,7 @@ impl RunOutput {
             tests,
             tests_note,
             report_expected: expect_report,
+            summary_expected: expect_summary,
             usage,
             cpu_exceeded,
         }
@@ -218,19 +226,57 @@ pub fn judge(exit_code: i64, oom: bool, f: &Finished) -> (Verdict, Option<String
             Verdict::Unverified,
             Some("exit 0, but the test report the runner is made to write never came".into()),
         )
-    } else if unittest_ran_nothing(&f.stderr.text) {
-        (Verdict::NoTests, Some("unittest ran 0 tests".into()))
+    } else if f.summary_expected {
+        unittest_summary(&f.stderr.text)
     } else {
         (Verdict::Passed, None)
     }
 }
 
-/// Whether Python's unittest said it ran no test (it exits 0 for that up
-/// to Python 3.11, 5 from 3.12 on).
-fn unittest_ran_nothing(stderr: &str) -> bool {
-    stderr
+/// The verdict of an exit 0 of Python's unittest, from the summary it
+/// prints last on stderr (`Ran N tests`, then `OK` or `OK (skipped=K)`):
+/// without one the run ended before the tests did; with no test, or only
+/// skipped ones, nothing was tested. Code under test can print a forged
+/// summary: pytest's report is the stronger evidence.
+fn unittest_summary(stderr: &str) -> (Verdict, Option<String>) {
+    let ran = stderr.lines().rev().find_map(|l| {
+        l.strip_prefix("Ran ")?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+    });
+    let skipped = stderr
         .lines()
-        .any(|l| l.starts_with("Ran 0 tests in ") || l.trim() == "NO TESTS RAN")
+        .rev()
+        .find_map(|l| {
+            let rest = l.strip_prefix("OK (")?;
+            rest.split([',', ')'])
+                .find_map(|part| part.trim().strip_prefix("skipped=")?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    match ran {
+        None if stderr.lines().any(|l| l.trim() == "NO TESTS RAN") => {
+            (Verdict::NoTests, Some("unittest ran 0 tests".into()))
+        }
+        None => (
+            Verdict::Unverified,
+            Some("exit 0, but unittest printed no summary (Ran N tests): the run ended before the tests did".into()),
+        ),
+        Some(0) => (Verdict::NoTests, Some("unittest ran 0 tests".into())),
+        Some(n) if skipped >= n => (
+            Verdict::NoTests,
+            Some(format!("no test ran: all {n} were skipped")),
+        ),
+        Some(_) => (Verdict::Passed, None),
+    }
+}
+
+/// Whether a test command runs Python's unittest, whose summary line is
+/// then the evidence of a pass.
+pub fn runs_unittest(command: &super::Command) -> bool {
+    let text = command.to_string();
+    text.contains("-m unittest") || text.contains("unittest.main")
 }
 
 /// Whether a test command runs pytest, which the images that declare a
@@ -285,6 +331,7 @@ mod tests {
             errors,
             skipped: total - passed - failed - errors,
             failing: Vec::new(),
+            names: Default::default(),
         });
         f
     }
@@ -320,7 +367,30 @@ mod tests {
             ReportAt::None,
             &["N:ready\n", "\n----------------------------------------------------------------------\nRan 0 tests in 0.000s\n\nOK\n"],
         );
-        assert_eq!(judge(0, false, &ran0).0, Verdict::NoTests);
+        assert_eq!(
+            judge(0, false, &ran0).0,
+            Verdict::Passed,
+            "not a unittest command"
+        );
+        let unittest = |lines: &[&str]| {
+            let mut f = run(ReportAt::None, lines);
+            f.summary_expected = true;
+            judge(0, false, &f).0
+        };
+        let mut lines = vec!["N:ready\n"];
+        assert_eq!(unittest(&lines), Verdict::Unverified, "no summary at all");
+        lines.push("Ran 0 tests in 0.000s\n\nOK\n");
+        assert_eq!(unittest(&lines), Verdict::NoTests);
+        assert_eq!(
+            unittest(&["N:ready\n", "Ran 2 tests in 0.1s\n\nOK (skipped=2)\n"]),
+            Verdict::NoTests
+        );
+        assert_eq!(
+            unittest(&["N:ready\n", "Ran 3 tests in 0.1s\n\nOK (skipped=2)\n"]),
+            Verdict::Passed
+        );
+        assert_eq!(unittest(&["N:ready\n", "NO TESTS RAN\n"]), Verdict::NoTests);
+        assert!(runs_unittest(&"python3 -m unittest -v".into()));
         let mut silent = run(ReportAt::None, &["N:ready\n"]);
         silent.report_expected = true;
         assert_eq!(judge(0, false, &silent).0, Verdict::Unverified);
