@@ -34,6 +34,28 @@ fn one_line_error(out: &Output, code: i32) -> String {
 }
 
 #[test]
+fn show_tells_the_variables_of_other_tools_a_run_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let out = common::isolated(d.path())
+        .args(["config", "show", "--json"])
+        .env("DOCKER_HOST", "tcp://127.0.0.1:2375")
+        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .env("USE_OLLAMA", "1")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (key, value, var) in [
+        ("engines.engine", "tcp://127.0.0.1:2375", "DOCKER_HOST"),
+        ("model.base_url", "http://127.0.0.1:9/v1", "OPENAI_BASE_URL"),
+        ("model.provider", "ollama", "USE_OLLAMA"),
+    ] {
+        let s = setting(&v, key);
+        assert_eq!(s["value"], value, "{s}");
+        assert_eq!(s["source"]["var"], var, "{s}");
+    }
+}
+
+#[test]
 fn show_names_each_value_and_its_source_and_never_a_secret() {
     let d = tempfile::tempdir().unwrap();
     write(
@@ -133,6 +155,38 @@ fn a_hostile_project_file_is_refused_with_its_line() {
             "[sandbox]\npids = 100000\n",
             2,
             "looser than yours (256, the default)",
+        ),
+        // What a run costs is the user's: the model, its rounds, replies,
+        // retries and timeouts, and how many containers run at once.
+        (
+            "[model]\nname = \"gpt-huge\"\n",
+            2,
+            "what your API key pays for",
+        ),
+        (
+            "[run]\nmax_iters = 1000000\n",
+            2,
+            "looser than yours (6, the default)",
+        ),
+        (
+            "[model]\nmax_reply_size = \"100GiB\"\n",
+            2,
+            "looser than yours",
+        ),
+        ("[model]\nattempts = 20\n", 2, "looser than yours"),
+        ("[model]\ntimeout = \"7d\"\n", 2, "looser than yours"),
+        (
+            "[run]\nmax_context_chars = 100000000\n",
+            2,
+            "looser than yours",
+        ),
+        ("[run]\nmax_file_size = \"1TiB\"\n", 2, "looser than yours"),
+        ("[batch]\njobs = 100000\n", 2, "yours to choose"),
+        ("[batch]\nretries = 1000000\n", 2, "looser than yours"),
+        (
+            "[run]\nallow_test_edits = true\n",
+            2,
+            "change the tests that judge it",
         ),
     ] {
         write(d.path(), "ws/autodev.toml", text);

@@ -265,3 +265,38 @@ async fn two_quick_sigints_during_a_large_copy_in_leave_nothing() {
         common::assert_no_leak(&label);
     }
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_cleans_up_like_sigint_and_exec_json_always_prints_json() {
+    let _sb = require_docker!();
+    for (signal, name) in [(libc::SIGHUP, "hup"), (libc::SIGINT, "int")] {
+        let label = common::test_label(&format!("exec-{name}"));
+        let ws = common::workspace(&[("keep.txt", "data")]);
+        let t = Instant::now();
+        let child = Command::new(common::bin())
+            .args(["exec", "--json", "--timeout", "60s", "-w"])
+            .arg(ws.path())
+            .args(["--image", &common::image()])
+            .args(["--label", &format!("{}={}", label.0, label.1)])
+            .args(["--", "sleep 1000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_container(&label);
+        common::signal(child.id(), signal);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{name}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!("{name}: no JSON: {}", String::from_utf8_lossy(&out.stdout))
+        });
+        assert_eq!(v["verdict"], "interrupted", "{v}");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{name}: the sandbox outlived the signal until {:?}",
+            t.elapsed()
+        );
+        common::assert_no_leak(&label);
+    }
+}

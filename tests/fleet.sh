@@ -40,7 +40,16 @@ kill_engine() {
   local pids
   pids=$(ip netns pids "$n" 2>/dev/null || true)
   pids="$pids $(cat /sys/fs/cgroup/pids/"$n"/*/tasks /sys/fs/cgroup/pids/"$n"/tasks 2>/dev/null || true)"
-  pids="$pids $(pgrep -f "$dir/h$i/" 2>/dev/null || true)"
+  # Only the engine's own programs that name its folder: a client whose
+  # command line names the engine's socket (the program under test) is not
+  # the engine, and must not die with it.
+  local p comm
+  for p in $(pgrep -f "$dir/h$i/" 2>/dev/null || true); do
+    comm=$(cat "/proc/$p/comm" 2>/dev/null || true)
+    case "$comm" in
+      dockerd | containerd | containerd-shim* | runc | docker-proxy | docker-init) pids="$pids $p" ;;
+    esac
+  done
   for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
 }
 

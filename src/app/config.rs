@@ -30,7 +30,34 @@ fn profile_line(settings: &Settings) -> String {
     }
 }
 
+/// The settings as a run would see them: where a setting is at its
+/// default, a variable of another tool's (`DOCKER_HOST`, ...) that the run
+/// reads in its place is shown, with its name as the source.
+fn effective(settings: &Settings) -> Vec<crate::cli::Origin> {
+    let mut origins = settings.origins.clone();
+    for o in origins
+        .iter_mut()
+        .filter(|o| matches!(o.source, crate::cli::Source::Default) && o.value.is_none())
+    {
+        let Some((_, var, stands)) = keys::FOREIGN_ENV.iter().find(|(k, _, _)| *k == o.key) else {
+            continue;
+        };
+        let Some(text) = std::env::var(var).ok().filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if *var == "USE_OLLAMA" && !crate::model::truthy(&text) {
+            continue;
+        }
+        o.value = Some(stands.map_or(text, str::to_string));
+        o.source = crate::cli::Source::Env {
+            var: var.to_string(),
+        };
+    }
+    origins
+}
+
 fn show(settings: &Settings, as_json: bool) -> Result<ExitCode> {
+    let origins = effective(settings);
     let secrets: Vec<(&str, bool)> = SECRETS
         .iter()
         .map(|s| (*s, std::env::var_os(s).is_some_and(|v| !v.is_empty())))
@@ -45,7 +72,7 @@ fn show(settings: &Settings, as_json: bool) -> Result<ExitCode> {
             },
             "user_file": user,
             "files": settings.files,
-            "settings": settings.origins,
+            "settings": origins,
             "profiles": settings.profiles.names(),
             "secrets": secrets.iter().map(|(k, set)| json!({"name": k, "set": set})).collect::<Vec<_>>(),
         });
@@ -82,7 +109,7 @@ fn show(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     crate::outln!("");
     let width = keys::KEYS.iter().map(|k| k.name.len()).max().unwrap_or(0);
     let vwidth = 28;
-    for o in &settings.origins {
+    for o in &origins {
         let value = o.value.as_deref().unwrap_or("(unset)");
         crate::outln!("{:width$}  {value:vwidth$}  {}", o.key, o.source);
     }

@@ -72,7 +72,16 @@ pub(super) async fn exec_cmd(
             }
             Ok(ExitCode::from(outcome.verdict.exit_code()))
         }
-        Err(SandboxError::Interrupted) => Err(SandboxError::Interrupted.into()),
+        Err(SandboxError::Interrupted) => {
+            if args.json {
+                // A caller reading JSON gets JSON on every path.
+                crate::outln!(
+                    "{}",
+                    serde_json::json!({"verdict": "interrupted", "error": SandboxError::Interrupted.to_string()})
+                );
+            }
+            Err(SandboxError::Interrupted.into())
+        }
         Err(e) if args.json && !matches!(e, SandboxError::Workspace(_)) => {
             crate::outln!("{}", serde_json::to_string(&Outcome::from_error(&e))?);
             crate::errln!("autodev: {e}");

@@ -209,7 +209,7 @@ pub fn error_line(err: &anyhow::Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// First Ctrl-C or SIGTERM cancels (a batch stops starting tasks); for a
+/// First Ctrl-C, SIGTERM or SIGHUP cancels (a batch stops starting tasks); for a
 /// batch the second kills running tasks, cleanly. The signal after that exits
 /// at once; containers are still reachable by `autodev clean` through their label.
 ///
@@ -223,15 +223,20 @@ fn spawn_signal_handler(
     let leaving = Arc::new(AtomicBool::new(false));
     let raise = leaving.clone();
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
+        use tokio::signal::unix::{signal, SignalKind};
+        // A closed terminal or a dropped ssh session (SIGHUP) ends a run
+        // like Ctrl-C: nobody is left to watch its sandbox.
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
             return;
         };
         let mut next = async || {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = hup.recv() => {}
             }
         };
         next().await;

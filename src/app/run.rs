@@ -38,6 +38,9 @@ pub(super) async fn run_cmd(
     if args.force_reset && !args.reset {
         return Err(UsageError("--force-reset needs --reset".into()).into());
     }
+    if !args.no_zip {
+        check_zip(&args.zip)?;
+    }
     let model = build_model(&args)?;
     let ws = &args.workspace;
     let seen = reset::observe(ws).map_err(|source| WorkspaceError::Io {
@@ -192,6 +195,37 @@ pub(super) async fn run_cmd(
     }
 }
 
+/// The zip export's path is checked before the run, not after it: a
+/// folder, or a file that is not a zip (someone's notes), is refused, so
+/// nothing of the user's is overwritten and no run is wasted.
+fn check_zip(zip: &Path) -> Result<(), UsageError> {
+    let refuse = |why: &str| {
+        Err(UsageError(format!(
+            "--zip {}: {why}; give another path, or pass --no-zip",
+            zip.display()
+        )))
+    };
+    match std::fs::symlink_metadata(zip) {
+        Ok(m) if m.is_dir() => return refuse("it is a folder"),
+        Ok(m) if !m.is_file() => return refuse("it exists and is not a regular file"),
+        Ok(m) if m.len() > 0 => {
+            let mut head = [0u8; 4];
+            let is_zip = std::fs::File::open(zip)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .is_ok_and(|()| head == *b"PK\x03\x04" || head == *b"PK\x05\x06");
+            if !is_zip {
+                return refuse("it exists and is not a zip file, which autodev will not overwrite");
+            }
+        }
+        _ => {}
+    }
+    let parent = zip.parent().filter(|p| !p.as_os_str().is_empty());
+    if parent.is_some_and(|p| !p.is_dir()) {
+        return refuse("its folder does not exist");
+    }
+    Ok(())
+}
+
 fn read_task(task: &str) -> Result<String, UsageError> {
     let text = match task.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
@@ -251,6 +285,23 @@ fn default_transcript(ws: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zip_path_that_would_lose_something_is_refused_up_front() {
+        let d = tempfile::tempdir().unwrap();
+        let notes = d.path().join("notes.txt");
+        std::fs::write(&notes, "my precious notes").unwrap();
+        let old_zip = d.path().join("old.zip");
+        std::fs::write(&old_zip, b"PK\x03\x04rest").unwrap();
+        assert!(check_zip(&notes).unwrap_err().0.contains("not a zip"));
+        assert!(check_zip(d.path()).unwrap_err().0.contains("folder"));
+        assert!(check_zip(&d.path().join("no/such/x.zip"))
+            .unwrap_err()
+            .0
+            .contains("does not exist"));
+        check_zip(&old_zip).unwrap();
+        check_zip(&d.path().join("new.zip")).unwrap();
+    }
 
     #[test]
     fn task_text_comes_from_the_flag_or_a_file() {

@@ -99,6 +99,8 @@ pub(super) async fn run_task<S: Sandbox>(
                     AgentError::Model(m) if m.is_usage() => TaskVerdict::InvalidTask,
                     AgentError::Model(_) => TaskVerdict::ModelError,
                     AgentError::Workspace(_) | AgentError::Setup(_) => TaskVerdict::InvalidTask,
+                    // The task's workspace, image or limits, not the infrastructure.
+                    AgentError::Sandbox(s) if s.is_usage() => TaskVerdict::InvalidTask,
                     _ => TaskVerdict::SandboxError,
                 };
                 result.error = Some(e.to_string());

@@ -14,6 +14,11 @@ use crate::model::{ModelSettings, ProviderKind};
 use crate::patch;
 use crate::sandbox::{Command, RunSpec};
 
+/// Longest test command a task may give: a command line is not a script
+/// (the kernel refuses arguments far shorter than a tasks file's lines,
+/// and every result repeats the command).
+const MAX_RUNNER_BYTES: usize = 64 * 1024;
+
 /// A task line as written by the user.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +185,12 @@ fn parse_task(
     }
     if raw.runner.is_empty() {
         return Err(bad("runner is empty".into()));
+    }
+    let runner_bytes = raw.runner.to_string().len();
+    if runner_bytes > MAX_RUNNER_BYTES {
+        return Err(bad(format!(
+            "runner is {runner_bytes} bytes, over the {MAX_RUNNER_BYTES}-byte cap: put a long script in a file of the workspace and run that"
+        )));
     }
     let source = match (raw.workspace, raw.files) {
         (Some(_), Some(_)) => return Err(bad("give either workspace or files, not both".into())),
@@ -459,5 +470,13 @@ mod untrusted_tests {
         )
         .unwrap();
         assert!(matches!(t.kind, Kind::Loop { max_iters: 2, .. }));
+    }
+
+    #[test]
+    fn a_runner_is_a_command_not_a_script() {
+        let base = Path::new("/nonexistent");
+        let line = serde_json::json!({"id": "a", "runner": "x".repeat(MAX_RUNNER_BYTES + 1)});
+        let e = parse(&line.to_string(), base, true).unwrap_err();
+        assert!(e.contains("cap"), "{e}");
     }
 }

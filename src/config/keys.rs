@@ -142,6 +142,15 @@ pub const KEYS: &[Key] = &[
     ),
 ];
 
+/// Variables of other tools' conventions that stand for a setting when
+/// nothing else gives it (as the docker CLI and OpenAI's clients read them),
+/// and the value each stands for (`None`: the variable's own text).
+pub const FOREIGN_ENV: &[(&str, &str, Option<&str>)] = &[
+    ("engines.engine", "DOCKER_HOST", None),
+    ("model.base_url", "OPENAI_BASE_URL", None),
+    ("model.provider", "USE_OLLAMA", Some("ollama")),
+];
+
 /// The fields of a batch task line that settings of a file stand for, and
 /// those settings: a task line, like a project file, comes from someone
 /// else, so the same rule ([`Key::project`]) governs both.

@@ -61,6 +61,9 @@ pub enum ConfigError {
     /// An unknown network mode.
     #[error("invalid network {0:?}: use none (the default) or bridge")]
     BadNetwork(String),
+    /// `--env KEY` for a variable this process does not have.
+    #[error("environment variable {0} is not set here, so there is nothing to pass: set it, or pass {0}=VALUE")]
+    UnsetEnv(String),
     /// An `--env` item that is not `KEY=VALUE` or `KEY`.
     #[error("invalid environment variable {0:?}: use KEY=VALUE, with KEY made of letters, digits and _, not starting with a digit")]
     BadEnv(String),
@@ -295,9 +298,11 @@ pub fn parse_env(item: &str) -> Result<(String, String), ConfigError> {
     match item.split_once('=') {
         Some((k, v)) if valid_env_key(k) => Ok((k.to_string(), v.to_string())),
         Some(_) => Err(bad()),
-        None if valid_env_key(item) => {
-            Ok((item.to_string(), std::env::var(item).unwrap_or_default()))
-        }
+        // Unset here: passing it empty would look set to the code (the
+        // docker CLI leaves it out; a typo is likelier than intent).
+        None if valid_env_key(item) => std::env::var(item)
+            .map(|v| (item.to_string(), v))
+            .map_err(|_| ConfigError::UnsetEnv(item.to_string())),
         None => Err(bad()),
     }
 }
@@ -458,5 +463,9 @@ mod tests {
             assert!(parse_env(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_env("_A1=x").unwrap(), ("_A1".into(), "x".into()));
+        assert!(parse_env("AUTODEV_SURELY_UNSET_VAR")
+            .unwrap_err()
+            .to_string()
+            .contains("not set here"));
     }
 }

@@ -339,7 +339,7 @@ impl ProviderKind {
 }
 
 /// `1`, `true`, `yes` or `on`, in any case: how people write "set" in the environment.
-fn truthy(v: &str) -> bool {
+pub(crate) fn truthy(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),
         "1" | "true" | "yes" | "on"

@@ -463,11 +463,27 @@ async fn walk(spec: &RunSpec) -> Result<crate::workspace::Manifest, SandboxError
     let root = spec.workspace.clone();
     let copy = spec.copy.clone();
     let cap = spec.limits.max_copy_bytes;
-    tokio::task::spawn_blocking(move || crate::workspace::manifest(&root, &copy, cap))
+    let m = tokio::task::spawn_blocking(move || crate::workspace::manifest(&root, &copy, cap))
         .await
         .map_err(|e| SandboxError::CopyFailed(format!("workspace walk panicked: {e}")))?
-        .map_err(SandboxError::from)
+        .map_err(SandboxError::from)?;
+    // Known before anything starts: a copy that cannot fit is refused here,
+    // not by tar inside the container with one error per file.
+    if m.entries.len() >= MAX_FILES as usize {
+        return Err(crate::workspace::WorkspaceError::TooManyFiles {
+            path: spec.workspace.clone(),
+            count: m.entries.len(),
+            limit: MAX_FILES,
+        }
+        .into());
+    }
+    Ok(m)
 }
+
+/// Files and folders a sandbox's `/workspace` (and `/tmp`) hold at most:
+/// without a cap, millions of empty files cost kernel memory that the size
+/// limit does not see.
+pub const MAX_FILES: u32 = 65_536;
 
 /// A run's id: this process's pid and a random part, unique across hosts.
 fn new_run_id() -> String {
@@ -549,6 +565,20 @@ fn ms(d: std::time::Duration) -> u64 {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_workspace_with_more_files_than_the_sandbox_holds_is_refused_before_any_run() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..MAX_FILES {
+            std::fs::write(d.path().join(format!("f{i}")), "").unwrap();
+        }
+        let e = walk(&RunSpec::new(d.path(), "true", "img"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("65536 files and folders"), "{e}");
+        assert!(e.contains("--exclude") && !e.contains('\n'), "{e}");
+    }
+
     #[test]
     fn an_image_gets_the_default_tag_only_when_it_has_none() {
         assert_eq!(with_tag("autodev/python"), "autodev/python:latest");
@@ -567,6 +597,7 @@ mod tests {
             Verdict::OomKilled,
             Verdict::SandboxError,
             Verdict::NoTests,
+            Verdict::Unverified,
         ];
         let mut codes: Vec<u8> = all.iter().map(|v| v.exit_code()).collect();
         codes.sort();

@@ -71,6 +71,16 @@ pub enum WorkspaceError {
         /// The cap.
         limit: u64,
     },
+    /// More files and folders than the sandbox's workspace holds.
+    #[error("workspace {path} holds {count} files and folders; the sandbox's /workspace holds fewer than {limit}: leave some out with --exclude (build output, data, dependencies)")]
+    TooManyFiles {
+        /// The workspace.
+        path: PathBuf,
+        /// Files and folders to copy.
+        count: usize,
+        /// The sandbox's cap.
+        limit: u32,
+    },
     /// An exclude pattern is not a valid glob.
     #[error("invalid exclude pattern {pattern:?}: {detail}")]
     BadExclude {

@@ -28,9 +28,7 @@ pub fn host_name() -> &'static str {
             .unwrap_or_default()
     })
 }
-/// Files per tmpfs: without a cap, millions of empty files cost kernel memory
-/// that the size limit does not see.
-const TMPFS_INODES: u32 = 65_536;
+use super::super::MAX_FILES as TMPFS_INODES;
 /// Open files per process under Podman.
 pub const PODMAN_NOFILE: i64 = 4096;
 /// Processes per user under Podman (a host-wide count per uid, so far above
