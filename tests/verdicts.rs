@@ -298,3 +298,98 @@ async fn batch_solutions_that_game_the_tests_do_not_pass() {
     }
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn held_out_tests_give_the_verdict_in_run_and_batch() {
+    let _sb = require_docker!();
+    let label = common::test_label("v-holdout");
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // The visible test is weak: a - b passes it.
+    let weak = "from calc import add\n\n\ndef test_zero():\n    assert add(0, 0) == 0\n";
+    let hidden = "from calc import add\n\n\ndef test_sum():\n    assert add(2, 3) == 5\n";
+    let seed = dir.join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(seed.join("calc.py"), CALC).unwrap();
+    std::fs::write(seed.join("test_calc.py"), weak).unwrap();
+    let hold = dir.join("hold");
+    std::fs::create_dir_all(&hold).unwrap();
+    std::fs::write(hold.join("test_hidden.py"), hidden).unwrap();
+    let cheap = "PATCH::calc.py\ndef add(a, b):\n    return a - b  # done\nENDPATCH\n";
+    std::fs::write(
+        dir.join("replay.txt"),
+        format!("=== REPLY ===\n{cheap}\n=== REPLY ===\n{FIX}\n"),
+    )
+    .unwrap();
+    let out = common::isolated(dir)
+        .args(["run", "--seed", "seed", "-w", "ws", "--task", "fix add"])
+        .args(["--runner", "python3 -m pytest -q", "--replay", "replay.txt"])
+        .args([
+            "--holdout",
+            "hold",
+            "--no-zip",
+            "--json",
+            "--transcript",
+            "t.jsonl",
+        ])
+        .sandboxed(&label)
+        .output()
+        .unwrap();
+    let s = summary(&out);
+    assert_eq!(s["passed"], true, "{s}");
+    assert_eq!(s["model_calls"], 2, "the cheap reply did not pass: {s}");
+    assert!(!dir.join("ws/test_hidden.py").exists());
+    let events = common::transcript(&dir.join("t.jsonl"));
+    let prompts: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "prompt")
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        prompts.iter().all(|p| !p.contains("test_sum")),
+        "{prompts:?}"
+    );
+    // A holdout inside the workspace would be seen: refused.
+    let out = common::isolated(dir)
+        .args(["run", "-w", "ws", "--task", "x", "--replay", "replay.txt"])
+        .args(["--holdout", "ws", "--runner", "true"])
+        .sandboxed(&label)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // batch: a solution that passes the visible test fails the held-out one.
+    let base = serde_json::json!({"runner": "python3 -m pytest -q",
+        "files": {"calc.py": CALC, "test_calc.py": weak},
+        "holdout": {"files": {"test_hidden.py": hidden}}});
+    let mut lines = String::new();
+    for (id, sol) in [("cheap", cheap), ("fix", FIX)] {
+        let mut t = base.clone();
+        t["id"] = id.into();
+        t["solution"] = sol.into();
+        lines.push_str(&format!("{t}\n"));
+    }
+    let mut folder = base.clone();
+    folder["id"] = "folder".into();
+    folder["solution"] = cheap.into();
+    folder["holdout"] = "hold".into();
+    lines.push_str(&format!("{folder}\n"));
+    std::fs::write(dir.join("tasks.jsonl"), lines).unwrap();
+    let out = common::isolated(dir)
+        .args(["batch", "tasks.jsonl", "--out", "r.jsonl", "--jobs", "2"])
+        .sandboxed(&label)
+        .output()
+        .unwrap();
+    let results: Vec<Value> = std::fs::read_to_string(dir.join("r.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    for r in &results {
+        let want = if r["id"] == "fix" { "passed" } else { "failed" };
+        assert_eq!(r["verdict"], want, "{r}");
+    }
+    common::assert_no_leak(&label);
+}

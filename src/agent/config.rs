@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub apply: ApplyOptions,
     /// What of the test infrastructure replies may not change.
     pub protection: super::protect::Protection,
+    /// Tests the model never sees, which give the verdict.
+    pub holdout: Option<super::holdout::Holdout>,
 }
 
 impl AgentConfig {
@@ -75,6 +77,7 @@ impl AgentConfig {
             zip: None,
             apply: ApplyOptions::default(),
             protection: super::protect::Protection::default(),
+            holdout: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 mod config;
 mod guard;
+pub mod holdout;
 mod prompts;
 pub mod protect;
 
@@ -32,7 +33,7 @@ pub use prompts::{CODER_RULES, REVIEWER_RULES};
 use crate::model::{Message, ModelClient, ModelError, Usage};
 use crate::patch::{self, ApplyReport, Refusal};
 use crate::report::{cut_middle, Transcript, Ui};
-use crate::sandbox::{Outcome, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::sandbox::{NullSink, Outcome, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::workspace::{self, WorkspaceError};
 
 /// Characters of each captured stream kept in a transcript event.
@@ -191,6 +192,8 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
 
         let mut changed_since_test = true;
         let mut last: Option<Outcome> = None;
+        // Whether `last` is a held-out run of the files as they are.
+        let mut last_held_out = false;
         let mut stop = StopReason::MaxIters;
         let mut iterations = 0;
         for i in 1..=cfg.max_iters {
@@ -221,10 +224,27 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             let outcome = self.test(i).await?;
             changed_since_test = false;
             self.after_test(i, &outcome, &mut g)?;
+            let mut outcome = outcome;
+            let mut held_out_failed = None;
             if outcome.verdict == Verdict::Passed {
-                stop = StopReason::Passed;
-                last = Some(outcome);
-                break;
+                match cfg.holdout.as_ref().filter(|h| !h.final_only) {
+                    None => {
+                        stop = StopReason::Passed;
+                        last = Some(outcome);
+                        break;
+                    }
+                    Some(_) => {
+                        let h = self.test_holdout(i).await?;
+                        if h.verdict == Verdict::Passed {
+                            stop = StopReason::Passed;
+                            last_held_out = true;
+                            last = Some(h);
+                            break;
+                        }
+                        held_out_failed = Some(holdout::told(&h));
+                        outcome = h;
+                    }
+                }
             }
             not_found(&outcome)?;
             // --max-iters counts model calls: the first reply was one.
@@ -232,7 +252,11 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 last = Some(outcome);
                 break;
             }
-            let prompt = self.repair_prompt(&outcome, &report.refused, g.change.as_ref())?;
+            let prompt = match &held_out_failed {
+                Some(told) => prompts::holdout_failed(cfg, told)?,
+                None => self.repair_prompt(&outcome, &report.refused, g.change.as_ref())?,
+            };
+            last_held_out = held_out_failed.is_some();
             last = Some(outcome);
             let reply = self.ask(i, REVIEWER_RULES, prompt).await?;
             if patch::parse(&reply).is_empty() {
@@ -259,7 +283,13 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 o
             }
         };
-        let (fin, kept_iteration) = self.keep_best(&mut g, fin)?;
+        let (mut fin, kept_iteration) = self.keep_best(&mut g, fin)?;
+        // With held-out tests, they give the final verdict, on the files
+        // the run ends with.
+        let fresh = !changed_since_test && kept_iteration.is_none() && last_held_out;
+        if cfg.holdout.is_some() && !fresh {
+            fin = self.test_holdout(iterations + 1).await?;
+        }
         if let Some(zip) = &cfg.zip {
             let files = workspace::export_zip(&cfg.workspace, zip, &cfg.sandbox.copy)?;
             self.tr.event(
@@ -411,6 +441,38 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         Ok(outcome)
     }
 
+    /// A test run of the workspace with the held-out tests laid over it,
+    /// in a scratch copy. Its output goes to the transcript (the
+    /// operator's), never to the model.
+    async fn test_holdout(&mut self, iteration: u32) -> Result<Outcome, AgentError> {
+        let Some(h) = &self.cfg.holdout else {
+            return self.test(iteration).await;
+        };
+        self.ui.say(&format!(
+            "── held-out tests ── running: {}",
+            self.cfg.runner
+        ));
+        let scratch = holdout::overlay(&self.cfg.workspace, &self.cfg.sandbox.copy, &h.dir)?;
+        let mut spec = self.spec();
+        spec.workspace = scratch.path().to_path_buf();
+        let result = self.sandbox.run(&spec, &mut NullSink, self.cancel).await;
+        let outcome = result?;
+        self.tr.event(
+            "holdout",
+            json!({
+                "iteration": iteration, "verdict": outcome.verdict, "exit_code": outcome.exit_code,
+                "tests": outcome.tests, "tests_note": outcome.tests_note,
+                "stdout_tail": cut_middle(&outcome.stdout.text, TRANSCRIPT_OUTPUT_CHARS),
+                "stderr_tail": cut_middle(&outcome.stderr.text, TRANSCRIPT_OUTPUT_CHARS),
+            }),
+        );
+        self.ui.say(&format!(
+            "held-out tests: {}",
+            crate::report::outcome_line(&outcome)
+        ));
+        Ok(outcome)
+    }
+
     fn repair_prompt(
         &self,
         o: &Outcome,
@@ -459,6 +521,65 @@ pub(super) mod tests {
     ) -> Result<RunSummary, AgentError> {
         let mut ui = Ui::new(UiMode::Quiet);
         run(m, s, c, &mut ui, tr, &CancellationToken::new()).await
+    }
+
+    #[tokio::test]
+    async fn held_out_tests_decide_and_the_model_never_sees_them() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path().join("ws");
+        let hold = d.path().join("hold");
+        std::fs::create_dir_all(&hold).unwrap();
+        std::fs::write(hold.join("test_hidden.py"), "SECRET-HOLDOUT-CASE").unwrap();
+        // Visible tests pass with any a.py; the held-out one needs "2".
+        let s = FakeSandbox::new(|spec, _| {
+            let held = spec.workspace.join("test_hidden.py").exists();
+            let a = std::fs::read_to_string(spec.workspace.join("a.py")).unwrap_or_default();
+            Ok(if !held || a.trim() == "2" {
+                outcome(Verdict::Passed, 0, "ok")
+            } else {
+                outcome(Verdict::Failed, 1, "SECRET-HOLDOUT-CASE failed")
+            })
+        });
+        let m = replay(&["PATCH::a.py\n1\nENDPATCH", "PATCH::a.py\n2\nENDPATCH"]);
+        let mut c = cfg(&ws);
+        c.holdout = Some(holdout::Holdout {
+            dir: hold.clone(),
+            final_only: false,
+        });
+        let logs = tempfile::tempdir().unwrap();
+        let mut tr = Transcript::open(&logs.path().join("t.jsonl")).unwrap();
+        let sum = go(&m, &s, &c, &mut tr).await.unwrap();
+        assert!(sum.passed);
+        assert_eq!(sum.model_calls, 2);
+        assert!(
+            !ws.join("test_hidden.py").exists(),
+            "held-out file in the workspace"
+        );
+        let text = std::fs::read_to_string(logs.path().join("t.jsonl")).unwrap();
+        let prompts: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["event"] == "prompt")
+            .collect();
+        assert_eq!(prompts.len(), 2);
+        let second = prompts[1].to_string();
+        assert!(second.contains("held-out tests"), "{second}");
+        assert!(!second.contains("SECRET-HOLDOUT"), "{second}");
+
+        // Final-only: the loop stops on the visible pass; the held-out
+        // run at the end gives the verdict.
+        let m = replay(&["PATCH::a.py\n1\nENDPATCH"]);
+        c.holdout = Some(holdout::Holdout {
+            dir: hold,
+            final_only: true,
+        });
+        let ws2 = d.path().join("ws2");
+        c.workspace = ws2.clone();
+        c.sandbox.workspace = ws2;
+        let sum = go(&m, &s, &c, &mut Transcript::disabled()).await.unwrap();
+        assert!(!sum.passed);
+        assert_eq!(sum.verdict, Verdict::Failed);
+        assert_eq!(sum.model_calls, 1);
     }
 
     #[tokio::test]

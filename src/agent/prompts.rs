@@ -105,6 +105,18 @@ pub(super) fn repair(
     Ok(prompt)
 }
 
+/// The request after the visible tests passed and the held-out ones did
+/// not: the task, how many held-out tests failed, and the files; nothing of
+/// the held-out tests themselves.
+pub(super) fn holdout_failed(cfg: &AgentConfig, told: &str) -> Result<String, AgentError> {
+    Ok(format!(
+        "Task:\n{}\n\nTest command: {}\n\nThe tests did not pass: {told}.\n\nCurrent files:\n{}",
+        cfg.task,
+        cfg.runner,
+        workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)?
+    ))
+}
+
 /// The request after a reply without a single PATCH block.
 pub(super) fn no_patch(cfg: &AgentConfig) -> Result<String, AgentError> {
     Ok(format!(

@@ -69,6 +69,28 @@ pub(super) async fn run_cmd(
             .into());
         }
     }
+    if let Some(h) = &args.holdout {
+        let abs = h
+            .canonicalize()
+            .ok()
+            .filter(|p| p.is_dir())
+            .ok_or_else(|| WorkspaceError::SourceMissing {
+                what: "--holdout",
+                path: h.clone(),
+            })?;
+        if abs.starts_with(&seen.abs)
+            || args
+                .seed
+                .as_ref()
+                .is_some_and(|s| s.canonicalize().is_ok_and(|s| abs.starts_with(s)))
+        {
+            return Err(UsageError(format!(
+                "--holdout {} is inside the workspace or the seed, where the model would see it: keep held-out tests elsewhere",
+                h.display()
+            ))
+            .into());
+        }
+    }
     if args.git && !args.reset && seen.kind == reset::Kind::Folder {
         crate::workspace::git::check_clean(ws)?;
     }
@@ -159,6 +181,13 @@ pub(super) async fn run_cmd(
             allow_test_edits: args.allow_test_edits,
             globs: args.protect.clone(),
         },
+        holdout: args
+            .holdout
+            .clone()
+            .map(|dir| crate::agent::holdout::Holdout {
+                dir,
+                final_only: args.holdout_final_only,
+            }),
     };
     if let Some(p) = transcript.path() {
         ui.say(&format!("transcript: {}", p.display()));

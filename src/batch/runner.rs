@@ -121,8 +121,14 @@ async fn attempt_task<S: Sandbox>(
     result: &mut TaskResult,
 ) -> Result<(), AgentError> {
     // A folder workspace is only copied when something will write into it.
-    let writes = !matches!(task.kind, Kind::Check);
+    // Held-out tests are laid over the copy, never over a task's folder.
+    let writes = !matches!(task.kind, Kind::Check) || task.holdout.is_some();
     let (_guard, root) = prepare(&task.source, writes, scratch)?;
+    let held = task
+        .holdout
+        .as_ref()
+        .map(|h| prepare(h, false, scratch))
+        .transpose()?;
     let mut spec = task.spec.clone();
     spec.workspace = root.clone();
     match &task.kind {
@@ -134,6 +140,13 @@ async fn attempt_task<S: Sandbox>(
                     .iter()
                     .map(|r| format!("{}: {}", r.path, r.detail))
                     .collect();
+            }
+            if let Some((_, dir)) = &held {
+                let plain = crate::workspace::CopyOptions {
+                    excludes: Vec::new(),
+                    include_git: false,
+                };
+                crate::workspace::copy_tree(dir, &root, &plain)?;
             }
             let outcome = run_gated(sandbox, &spec, kill, gate).await?;
             fill(result, &outcome);
@@ -152,6 +165,10 @@ async fn attempt_task<S: Sandbox>(
             };
             let cfg = AgentConfig {
                 conventions: gate.conventions.to_string(),
+                holdout: held.as_ref().map(|(_, dir)| agent::holdout::Holdout {
+                    dir: dir.clone(),
+                    final_only: false,
+                }),
                 ..AgentConfig::new(
                     text.clone(),
                     spec.command.clone(),

@@ -45,6 +45,10 @@ struct RawTask {
     model: Option<ModelSettings>,
     #[serde(default)]
     max_iters: Option<u32>,
+    /// Held-out tests: a folder (inside the tasks file's folder) or
+    /// `{"files": {...}}`, laid over the workspace for the verdict.
+    #[serde(default)]
+    holdout: Option<RawWorkspace>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +89,8 @@ pub(super) struct Task {
     pub(super) source: Source,
     pub(super) spec: RunSpec,
     pub(super) kind: Kind,
+    /// Held-out tests, laid over the workspace for the verdict.
+    pub(super) holdout: Option<Source>,
 }
 
 /// A tasks file, read: the tasks to run, a result for each line that is not
@@ -192,6 +198,23 @@ fn parse_task(
             "runner is {runner_bytes} bytes, over the {MAX_RUNNER_BYTES}-byte cap: put a long script in a file of the workspace and run that"
         )));
     }
+    let holdout = match raw.holdout {
+        None => None,
+        Some(RawWorkspace::Folder(p)) => {
+            let p = confine(base, &p, "holdout", allow_overrides).map_err(bad)?;
+            if !p.is_dir() {
+                return Err(bad(format!("holdout {} is not a folder", p.display())));
+            }
+            Some(Source::Folder(p))
+        }
+        Some(RawWorkspace::Inline { files }) => {
+            for path in files.keys() {
+                patch::apply::confine(path)
+                    .map_err(|(_, why)| bad(format!("holdout file {path:?}: {why}")))?;
+            }
+            Some(Source::Inline(files))
+        }
+    };
     let source = match (raw.workspace, raw.files) {
         (Some(_), Some(_)) => return Err(bad("give either workspace or files, not both".into())),
         (Some(RawWorkspace::Folder(p)), None) => {
@@ -281,6 +304,7 @@ fn parse_task(
         source,
         spec,
         kind,
+        holdout,
     })
 }
 

@@ -220,6 +220,14 @@ pub struct RunArgs {
     /// hook the test runner (conftest.py, pytest.ini, ...); by default they are protected.
     #[arg(long)]
     pub allow_test_edits: bool,
+    /// Held-out tests: this folder's files are laid over a copy of the workspace (at their own
+    /// paths) and run once the visible tests pass; the model never sees them, and the final
+    /// verdict is theirs. Keep the folder outside the workspace.
+    #[arg(long, value_name = "DIR")]
+    pub holdout: Option<PathBuf>,
+    /// With --holdout, run the held-out tests only at the end.
+    #[arg(long, requires = "holdout")]
+    pub holdout_final_only: bool,
     /// Also protect these paths from the model (gitignore-style glob, from the workspace
     /// root); repeatable.
     #[arg(long = "protect", value_name = "GLOB")]
