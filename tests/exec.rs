@@ -179,7 +179,7 @@ async fn process_limit_holds_and_fork_bomb_run_ends() {
         .unwrap();
     if common::gvisor() && out.stdout.text.is_empty() {
         // gVisor counts its own kernel's threads against the limit: a flood
-        // ends the whole sandbox instead of failing fork inside (README, "gVisor").
+        // ends the whole sandbox instead of failing fork inside (docs/backends.md, "gVisor").
         assert_eq!(out.verdict, Verdict::Failed, "{out:?}");
     } else {
         let n: u32 = out

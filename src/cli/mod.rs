@@ -18,7 +18,7 @@ pub use parse::one_line;
 use parse::{duration, label_filter, size, verdict};
 pub use sandbox::{Backend, EngineArgs, SandboxArgs};
 
-/// Exit codes shared by every subcommand (README lists them).
+/// Exit codes shared by every subcommand (docs/exec.md lists them).
 pub mod exit {
     /// Tests passed / command succeeded.
     pub const OK: u8 = 0;
@@ -272,7 +272,7 @@ fn jobs(v: &str) -> Result<Jobs, String> {
 /// `autodev batch`.
 #[derive(Debug, Args)]
 pub struct BatchArgs {
-    /// Tasks file: one JSON object per line (see README, "autodev batch").
+    /// Tasks file: one JSON object per line (see docs/batch.md).
     pub tasks: PathBuf,
     /// Results file: one JSON line per task, appended as each ends.
     #[arg(long)]

@@ -176,7 +176,7 @@ impl SandboxError {
         // an image autodev does not define cannot be built by it.
         let hint = match image.strip_prefix("autodev/") {
             Some(rest) => format!(
-                "build it with `autodev images build {}` (offline: see README, \"Images\"; another engine: `autodev images push`)",
+                "build it with `autodev images build {}` (offline: see docs/configuration.md, \"Images\"; another engine: `autodev images push`)",
                 rest.split(':').next().unwrap_or(rest)
             ),
             None => "pull or build it there, or pick another --image".to_string(),
