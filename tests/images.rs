@@ -48,3 +48,21 @@ fn an_installed_binary_builds_its_images_without_a_source_tree() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs Docker: run with --include-ignored"]
+fn push_to_the_engine_it_copies_from_is_refused_with_what_to_do() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = "unix:///var/run/docker.sock";
+    let out = common::isolated(d.path())
+        .env("DOCKER_HOST", sock)
+        .args(["images", "push", "python", "--engine", sock])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("same engine") && err.contains("--from"),
+        "{err}"
+    );
+}

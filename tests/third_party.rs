@@ -277,3 +277,32 @@ async fn git_never_commits_what_the_user_did_not() {
     assert!(files.contains("a.py"), "{files}");
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn non_utf8_workspace_and_zip_paths_work() {
+    use std::os::unix::ffi::OsStrExt;
+    let _sb = require_docker!();
+    let label = common::test_label("tp-utf8");
+    let d = tempfile::tempdir().unwrap();
+    let ws = std::ffi::OsStr::from_bytes(b"ws_\xff");
+    let zip = std::ffi::OsStr::from_bytes(b"z_\xff.zip");
+    std::fs::write(d.path().join("one.txt"), "PATCH::a.py\nx = 1\nENDPATCH\n").unwrap();
+    let out = common::isolated(d.path())
+        .args([
+            "run", "--task", "x", "--runner", "true", "--replay", "one.txt", "-w",
+        ])
+        .arg(ws)
+        .arg("--zip")
+        .arg(zip)
+        .arg("--json")
+        .sandboxed(&label)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["zip"].as_str().unwrap().starts_with("z_"), "{v}");
+    assert!(d.path().join(zip).is_file());
+    common::assert_no_leak(&label);
+}

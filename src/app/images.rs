@@ -62,6 +62,17 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
                 }
                 None => DockerSandbox::connect().await?,
             };
+            let targets = connect(&engines).await?;
+            let targets = targets.as_docker().ok_or_else(no_docker)?;
+            // DOCKER_HOST names the source by default; when it is also a
+            // destination, nothing can be copied.
+            if let Some(same) = targets.engines().find(|t| t.name() == source.name()) {
+                return Err(UsageError(format!(
+                    "images push: the source and a destination are the same engine ({}): pass --from ENGINE with the engine that has the images",
+                    same.name()
+                ))
+                .into());
+            }
             let defs = Definitions::choose(dir);
             let mut tags = Vec::new();
             for n in chosen(&defs, name.clone())? {
@@ -76,8 +87,6 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
                     .into());
                 }
             }
-            let targets = connect(&engines).await?;
-            let targets = targets.as_docker().ok_or_else(no_docker)?;
             for to in targets.engines() {
                 for tag in &tags {
                     let t = std::time::Instant::now();

@@ -99,10 +99,11 @@ impl EngineSpec {
             ),
             _ => super::super::START_DOCKER.to_string(),
         };
+        let tls = self.tls.is_some();
         let unreachable = |detail: String| SandboxError::Unreachable {
             engine: name.clone(),
+            hint: cause_hint(&detail, tls).map_or_else(|| hint.clone(), str::to_string),
             detail,
-            hint: hint.clone(),
         };
         if let (Address::Unix(p), true) = (&self.address, self.podman) {
             if !p.exists() {
@@ -118,7 +119,7 @@ impl EngineSpec {
         reach::reach(endpoint).await.map_err(unreachable)?;
         let version = match tokio::time::timeout(ANSWER_TIMEOUT, docker.version()).await {
             Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Ok(Err(e)) => return Err(unreachable(causes(&e))),
             Err(_) => return Err(unreachable(no_answer(ANSWER_TIMEOUT))),
         };
         let flavor = if version
@@ -174,6 +175,48 @@ impl EngineSpec {
                 hint: super::super::START_DOCKER.to_string(),
             },
         })
+    }
+}
+
+/// An error with its causes, each once: the client's top message alone
+/// ("client error (Connect)") does not say what went wrong.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(c) = next {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = c.source();
+    }
+    parts.join(": ")
+}
+
+/// What to do, when the failure says what it is: a certificate, TLS
+/// spoken to a plain engine or the other way round, a socket this user may
+/// not use. `None`: the engine is simply not there.
+fn cause_hint(detail: &str, tls: bool) -> Option<&'static str> {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("permission denied") {
+        Some("this user may not use the engine's socket: join its group (e.g. docker) or run as its owner")
+    } else if d.contains("http request to an https server") {
+        Some("the engine expects TLS: give its certificates with --tls-ca/--tls-cert/--tls-key, or DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH")
+    } else if d.contains("certificate")
+        || d.contains("unknownissuer")
+        || d.contains("bad certificate")
+    {
+        Some("a certificate was refused: check that --tls-ca signed the engine's certificate, and that --tls-cert and --tls-key are the client's pair signed by the CA the engine trusts")
+    } else if tls
+        && (d.contains("tls")
+            || d.contains("handshake")
+            || d.contains("sendrequest")
+            || d.contains("corrupt message")
+            || d.contains("invalid content type"))
+    {
+        Some("the TLS handshake failed: check the engine speaks TLS on this port (--tls-*, or #tls=off for a plain one) and the certificates")
+    } else {
+        None
     }
 }
 
@@ -252,7 +295,8 @@ fn resolve_tls(
             ))
         }
     }
-    let verify = env("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0");
+    // As the docker CLI: any non-empty value turns TLS on, "0" included.
+    let verify = env("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
     if !verify {
         return Ok(None);
     }
@@ -331,6 +375,36 @@ pub fn parse(url: &str, tls: Option<&TlsFiles>) -> Result<EngineSpec, SandboxErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_failure_says_what_it_is() {
+        let perm = cause_hint("Permission denied (os error 13)", false).unwrap();
+        assert!(perm.contains("group"), "{perm}");
+        let plain = cause_hint("Client sent an HTTP request to an HTTPS server.", false).unwrap();
+        assert!(plain.contains("expects TLS"), "{plain}");
+        let ca = cause_hint(
+            "client error (Connect): invalid peer certificate: UnknownIssuer",
+            true,
+        )
+        .unwrap();
+        assert!(ca.contains("certificate"), "{ca}");
+        assert!(cause_hint("client error (SendRequest)", true).is_some());
+        assert_eq!(cause_hint("Connection refused (os error 111)", false), None);
+    }
+
+    #[test]
+    fn docker_tls_verify_is_on_for_any_value_as_in_the_docker_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let env = |k: &str| match k {
+            "DOCKER_TLS_VERIFY" => Some("0".to_string()),
+            "DOCKER_CERT_PATH" => Some(d.clone()),
+            _ => None,
+        };
+        // On: the certificates are looked for (and here missing).
+        let r = resolve_tls(&TlsFlags::default(), &env);
+        assert!(!matches!(r, Ok(None)), "{r:?}");
+    }
     use crate::sandbox::reach::CONNECT_TIMEOUT;
 
     fn no_env(_: &str) -> Option<String> {
