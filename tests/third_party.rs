@@ -306,3 +306,46 @@ async fn non_utf8_workspace_and_zip_paths_work() {
     assert!(d.path().join(zip).is_file());
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_reads_stdin_and_its_output_errors_have_their_own_codes() {
+    use std::io::Write;
+    let _sb = require_docker!();
+    let label = common::test_label("tp-batch-io");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("adir")).unwrap();
+    let tasks = "{\"id\":\"a\",\"runner\":\"true\"}\n";
+    std::fs::write(d.path().join("t.jsonl"), tasks).unwrap();
+    let batch = |out: &str, stdin: bool| {
+        let mut c = common::isolated(d.path());
+        c.args(["batch", if stdin { "-" } else { "t.jsonl" }, "--out", out])
+            .sandboxed(&label)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(tasks.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = batch("r.jsonl", true);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(results(&d.path().join("r.jsonl"))[0]["verdict"], "passed");
+    let out = batch("/dev/full", false);
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    let out = batch("adir", false);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("folder"), "{}", stderr(&out));
+    let out = batch("t.jsonl", false);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("t.jsonl")).unwrap(),
+        tasks
+    );
+    common::assert_no_leak(&label);
+}

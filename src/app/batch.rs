@@ -45,7 +45,14 @@ pub(super) async fn batch_cmd(
         conventions: profile.prompt.clone(),
     };
     // Not `is_file`: `-`-less pipes such as /dev/stdin or <(...) are fine too.
-    match std::fs::metadata(&cfg.tasks) {
+    match std::fs::metadata(&cfg.tasks).or_else(|e| {
+        // `-` is standard input.
+        if cfg.tasks == std::path::Path::new("-") {
+            std::fs::metadata("/dev/stdin")
+        } else {
+            Err(e)
+        }
+    }) {
         Ok(m) if m.is_dir() => {
             return Err(
                 UsageError(format!("tasks file {} is a folder", cfg.tasks.display())).into(),

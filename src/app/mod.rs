@@ -141,6 +141,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<crate::batch::BatchError>() {
         return match e {
             crate::batch::BatchError::Sandbox(s) if !s.is_usage() => exit::SANDBOX,
+            crate::batch::BatchError::Output { .. } => exit::OUTPUT,
             _ => exit::USAGE,
         };
     }

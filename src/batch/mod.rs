@@ -86,6 +86,16 @@ pub enum BatchError {
     /// limits the engine refuses): found before the first task.
     #[error("before the first task: {0}")]
     Sandbox(#[source] SandboxError),
+    /// The results file could not be written (a full disk, say): the
+    /// output failed, not the batch's input.
+    #[error("writing results to {path}: {source}")]
+    Output {
+        /// The results file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The tasks or results file could not be read or written.
     #[error("{op} {path}: {source}")]
     Io {
@@ -142,11 +152,26 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     kill: &CancellationToken,
 ) -> Result<Summary, BatchError> {
     let t0 = Instant::now();
-    let bytes = std::fs::read(&cfg.tasks).map_err(|source| BatchError::Io {
+    // `-` is standard input, as for most tools that read a file.
+    let from_stdin = cfg.tasks == Path::new("-");
+    let bytes = if from_stdin {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map(|_| b)
+    } else {
+        std::fs::read(&cfg.tasks)
+    }
+    .map_err(|source| BatchError::Io {
         op: "reading tasks file",
         path: cfg.tasks.clone(),
         source,
     })?;
+    if cfg.out.is_dir() {
+        return Err(BatchError::Io {
+            op: "cannot write results to",
+            path: cfg.out.clone(),
+            source: std::io::Error::other("it is a folder: give --out a file path"),
+        });
+    }
     if same_file(&cfg.tasks, &cfg.out) {
         return Err(BatchError::Io {
             op: "refusing to write results into",
@@ -157,6 +182,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     let base = cfg
         .tasks
         .parent()
+        .filter(|_| !from_stdin)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
 

@@ -375,8 +375,7 @@ pub(super) fn write_result(out: &mut File, path: &Path, r: &TaskResult) -> Resul
     // One write per line, flushed: a crash loses whole lines, never halves.
     out.write_all(line.as_bytes())
         .and_then(|_| out.flush())
-        .map_err(|source| BatchError::Io {
-            op: "writing results",
+        .map_err(|source| BatchError::Output {
             path: path.to_path_buf(),
             source,
         })

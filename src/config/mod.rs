@@ -171,6 +171,10 @@ const MIB: u64 = 1024 * 1024;
 /// Longest accepted wall-clock limit: a week is past any real test run, and
 /// keeps every deadline computation far from overflow.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Largest uid or gid the engines accept.
+const MAX_ID: u32 = i32::MAX as u32;
+/// Largest process limit: Linux's `PID_MAX_LIMIT` on 64-bit hosts.
+const MAX_PIDS: u32 = 4 * 1024 * 1024;
 /// Largest accepted size (1 PiB): beyond it a limit means "unlimited" by
 /// accident (Docker saturates it), never by design.
 pub const MAX_SIZE: u64 = 1 << 50;
@@ -195,6 +199,12 @@ impl Limits {
             return range(
                 "--pids",
                 "must be at least 8 (the shell, init and the command need some)",
+            );
+        }
+        if self.pids > MAX_PIDS {
+            return range(
+                "--pids",
+                "must be at most 4194304 (the kernel's largest process count)",
             );
         }
         if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
@@ -239,8 +249,12 @@ impl Limits {
                 "the sandbox never runs as root, as user or as group (uid and gid must not be 0)",
             );
         }
-        if ids.iter().any(|id| id.parse::<u32>().is_err()) {
-            return range("--user", "UID and GID must fit in 32 bits");
+        // The kernel's ids are 32 bits, but the engines take 31.
+        if ids
+            .iter()
+            .any(|id| id.parse::<u32>().map_or(true, |n| n > MAX_ID))
+        {
+            return range("--user", "UID and GID must be at most 2147483647");
         }
         Ok(())
     }
@@ -265,6 +279,7 @@ pub fn parse_size(what: &'static str, value: &str) -> Result<u64, ConfigError> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
+        "p" | "pb" | "pib" => 1 << 50,
         _ => return Err(bad()),
     };
     let bytes = num * mult as f64;
@@ -424,6 +439,12 @@ mod tests {
             ..Limits::default()
         };
         assert!(l.validate().unwrap_err().to_string().contains("--memory"));
+        let l = Limits {
+            pids: u32::MAX,
+            ..Limits::default()
+        };
+        assert!(l.validate().unwrap_err().to_string().contains("--pids"));
+        assert_eq!(parse_size("--memory", "1PiB").unwrap(), MAX_SIZE);
         for user in [
             "0:0",
             "00:5",
@@ -435,6 +456,8 @@ mod tests {
             "1000:",
             "a:b",
             "99999999999:1",
+            "4294967295:1",
+            "1000:2147483648",
         ] {
             let l = Limits {
                 user: user.into(),

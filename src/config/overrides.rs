@@ -92,6 +92,15 @@ pub fn apply(
                     .parse()?
             }
             "user" => l.user = text(v).ok_or_else(|| bad("use \"UID:GID\"".into()))?,
+            "cpu_time" => {
+                l.cpu_time = match v {
+                    Value::Null => None,
+                    other => Some(parse_duration(
+                        "cpu_time",
+                        &text(other).ok_or_else(|| bad("use e.g. \"30s\", 30 or null".into()))?,
+                    )?),
+                }
+            }
             "runtime" => {
                 l.runtime = match v {
                     Value::Null => None,
@@ -218,6 +227,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn cpu_time_is_a_duration_and_sets_only_itself() {
+        let l = apply(&Limits::default(), &over(r#"{"cpu_time":"20s"}"#), true).unwrap();
+        assert_eq!(l.cpu_time, Some(Duration::from_secs(20)));
+        assert_eq!(l.max_copy_bytes, Limits::default().max_copy_bytes);
+        let e = apply(&Limits::default(), &over(r#"{"cpu_time":"1000d"}"#), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duration") && !e.contains("size"), "{e}");
+        let cli = Limits {
+            cpu_time: Some(Duration::from_secs(10)),
+            ..Limits::default()
+        };
+        assert!(apply(&cli, &over(r#"{"cpu_time":null}"#), false).is_err());
+        assert_eq!(
+            apply(&cli, &over(r#"{"cpu_time":5}"#), false)
+                .unwrap()
+                .cpu_time,
+            Some(Duration::from_secs(5))
+        );
     }
 
     #[test]
