@@ -164,7 +164,8 @@ pub(crate) fn starting_file(project: bool) -> String {
         } else {
             match defaults.first() {
                 None => {
-                    out.push_str(&format!("# {name}: unset by default\n"));
+                    // Two marks: taking one off must still leave valid TOML.
+                    out.push_str(&format!("## {name}: unset by default\n"));
                     continue;
                 }
                 Some(d) if d == "true" || d == "false" || d.parse::<f64>().is_ok() => d.clone(),
@@ -235,6 +236,6 @@ mod tests {
             assert!(text.contains("memory = \"512m\""), "{text}");
         }
         assert!(!starting_file(true).contains("base_url"));
-        assert!(starting_file(false).contains("base_url: unset by default"));
+        assert!(starting_file(false).contains("\n## base_url: unset by default"));
     }
 }

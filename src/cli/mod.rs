@@ -55,6 +55,7 @@ pub enum Command {
     /// Ask a model for code, test it in the sandbox, feed failures back until the tests pass.
     Run(Box<RunArgs>),
     /// Run a command on a workspace in a fresh locked-down container.
+    #[command(mut_arg("pool", |a| a.hide(true)))]
     Exec(ExecArgs),
     /// Evaluate many tasks (JSON Lines) in parallel, one fresh container each.
     Batch(BatchArgs),
@@ -63,6 +64,7 @@ pub enum Command {
     Images(ImagesCommand),
     /// Prove, on this host, each guarantee of the sandbox as configured (memory, processes,
     /// timeout, network, read-only root, privileges, environment, output, clean-up).
+    #[command(mut_arg("exclude", |a| a.hide(true)), mut_arg("include_git", |a| a.hide(true)), mut_arg("junit", |a| a.hide(true)), mut_arg("no_default_excludes", |a| a.hide(true)), mut_arg("pool", |a| a.hide(true)))]
     Doctor(DoctorArgs),
     /// Show the effective settings and where each comes from, or write a starting config file.
     #[command(subcommand)]
@@ -74,6 +76,7 @@ pub enum Command {
     /// this user: each still serves one run only. Runs until Ctrl-C or SIGTERM.
     Pool(PoolArgs),
     /// Remove containers left behind by a crashed run (all of autodev's, or those with --label).
+    #[command(mut_arg("pool", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     Clean {
         /// Only containers that also carry this label KEY=VALUE (e.g. autodev.run=ID); repeatable.
         #[arg(long = "label", value_parser = label_filter)]
@@ -277,8 +280,9 @@ pub struct BatchArgs {
     /// Results file: one JSON line per task, appended as each ends.
     #[arg(long)]
     pub out: PathBuf,
-    /// Tasks running at once: a number, or auto (found while the batch runs, starting at the
-    /// engines' slots plus one, at most four times the slots; one engine's slots: its CPUs).
+    /// Tasks running at once: a number, or auto (found while the batch runs: it starts at twice
+    /// the engines' slots and moves between the slots plus one and four times the slots; one
+    /// engine's slots: its CPUs).
     #[arg(long, short = 'j', default_value = "auto", value_parser = jobs)]
     pub jobs: Jobs,
     /// Extra attempts for a task that ends in sandbox_error.
@@ -318,6 +322,7 @@ pub struct BatchArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Build images from images/NAME/Dockerfile as autodev/NAME:latest (all when NAME is omitted).
+    #[command(mut_arg("pool", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     Build {
         /// Image folder name, e.g. python.
         name: Option<String>,
@@ -335,6 +340,7 @@ pub enum ImagesCommand {
         engines: EngineArgs,
     },
     /// Copy built images from one engine to the --engine ones through the API (no registry needed).
+    #[command(mut_arg("pool", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     Push {
         /// Image folder name, e.g. python (all built ones when omitted).
         name: Option<String>,
@@ -349,6 +355,7 @@ pub enum ImagesCommand {
         engines: EngineArgs,
     },
     /// List the image definitions and whether each is built.
+    #[command(mut_arg("pool", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     List {
         /// Folder holding NAME/Dockerfile.
         #[arg(long)]
@@ -416,6 +423,34 @@ pub enum KubeCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_lists_only_the_flags_a_subcommand_uses() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let mut help = |path: &[&str]| {
+            let mut c = &mut cli;
+            for p in path {
+                c = c.find_subcommand_mut(p).unwrap();
+            }
+            c.render_long_help().to_string()
+        };
+        assert!(!help(&["exec"]).contains("--pool "));
+        assert!(help(&["exec"]).contains("--pool-socket"));
+        let doctor = help(&["doctor"]);
+        assert!(
+            !doctor.contains("--exclude") && !doctor.contains("--junit"),
+            "{doctor}"
+        );
+        for sub in ["build", "push", "list"] {
+            let h = help(&["images", sub]);
+            assert!(
+                !h.contains("--backend") && !h.contains("--pool "),
+                "{sub}: {h}"
+            );
+        }
+        assert!(!help(&["clean"]).contains("--image-pull-policy"));
+    }
 
     #[test]
     fn cli_is_well_formed() {

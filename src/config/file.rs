@@ -9,6 +9,9 @@ use toml_edit::{Item, TableLike, Value};
 use super::keys::{self, Key, Project};
 use crate::profile::ProfilePatch;
 
+/// Largest settings file read (a real one is a few KiB).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Name of a project's configuration file, in its root.
 pub const PROJECT_FILE: &str = "autodev.toml";
 
@@ -78,9 +81,46 @@ pub struct FileError {
 }
 
 impl FileLayer {
-    /// Reads `path`; `Ok(None)` when there is no such file.
+    /// Reads `path`; `Ok(None)` when there is no such file. A file over
+    /// [`MAX_FILE_BYTES`] is refused before it is read.
     pub fn read(path: &Path, scope: Scope) -> Result<Option<FileLayer>, FileError> {
-        match std::fs::read_to_string(path) {
+        let fail = |message: String| FileError {
+            path: path.to_path_buf(),
+            line: 0,
+            message,
+        };
+        // A project file comes with code nobody read: only a plain file
+        // counts, never a link (to a file elsewhere, or to a device). The
+        // user's own may be a link, to a plain file. Checked before opening:
+        // opening a pipe would wait for a writer.
+        let meta = match scope {
+            Scope::Project => std::fs::symlink_metadata(path),
+            Scope::User => std::fs::metadata(path),
+        };
+        match meta {
+            Ok(m) if !m.file_type().is_file() => {
+                return Err(fail(
+                    "is not a regular file (a link, a device, a pipe or a folder): settings are read only from a plain file; remove it or replace it with one".into(),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            _ => {}
+        }
+        let read = std::fs::File::open(path).and_then(|f| {
+            let len = f.metadata()?.len();
+            if len > MAX_FILE_BYTES {
+                return Err(std::io::Error::other(format!(
+                    "it is {len} bytes; a settings file is at most {MAX_FILE_BYTES}"
+                )));
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(f, MAX_FILE_BYTES + 1),
+                &mut text,
+            )?;
+            Ok(text)
+        });
+        match read {
             Ok(text) => Self::parse(path, &text, scope).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FileError {
@@ -299,6 +339,39 @@ pub fn user_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_project_file_must_be_a_plain_file_of_reasonable_size() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(PROJECT_FILE);
+        let elsewhere = d.path().join("elsewhere.toml");
+        std::fs::write(&elsewhere, "[sandbox]\nmemory = \"256m\"\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &p).unwrap();
+        let e = FileLayer::read(&p, Scope::Project).unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{e}");
+        // The user's own file may be a link.
+        assert!(FileLayer::read(&p, Scope::User).unwrap().is_some());
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        assert!(FileLayer::read(&p, Scope::Project).is_err());
+        assert!(
+            FileLayer::read(&p, Scope::User).is_err(),
+            "a device, even for the user"
+        );
+        std::fs::remove_file(&p).unwrap();
+        let fifo = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(
+            FileLayer::read(&p, Scope::Project).is_err(),
+            "no wait on a pipe"
+        );
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        let e = FileLayer::read(&p, Scope::Project).unwrap_err();
+        assert!(e.message.contains("at most"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        assert!(FileLayer::read(&p, Scope::Project).unwrap().is_none());
+    }
 
     fn parse(text: &str, scope: Scope) -> Result<FileLayer, FileError> {
         FileLayer::parse(Path::new("c.toml"), text, scope)

@@ -177,7 +177,9 @@ pub fn load(
         .project_dirs
         .iter()
         .map(|d| d.join(PROJECT_FILE))
-        .find(|p| p.is_file());
+        // Not `is_file`, which follows links: a link named autodev.toml is
+        // found, and refused by `read`.
+        .find(|p| std::fs::symlink_metadata(p).is_ok());
     let project = match project {
         Some(p) => FileLayer::read(&p, Scope::Project)?,
         None => None,
