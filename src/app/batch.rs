@@ -187,6 +187,8 @@ struct BatchProgress {
     bar: Option<indicatif::ProgressBar>,
     total: usize,
     done: usize,
+    /// Of them, tasks run (not invalid lines).
+    ran: usize,
     last_line: std::time::Instant,
     started: std::time::Instant,
 }
@@ -197,6 +199,7 @@ impl BatchProgress {
             bar: None,
             total: 0,
             done: 0,
+            ran: 0,
             last_line: std::time::Instant::now(),
             started: std::time::Instant::now(),
         }
@@ -222,10 +225,15 @@ impl batch::Progress for BatchProgress {
 
     fn task_done(
         &mut self,
-        _r: &TaskResult,
+        r: &TaskResult,
         counts: &std::collections::BTreeMap<TaskVerdict, usize>,
     ) {
         self.done += 1;
+        // The rate is of tasks run, as in the summary: a line that is no
+        // task took no time.
+        if r.verdict != TaskVerdict::InvalidTask {
+            self.ran += 1;
+        }
         let msg: Vec<String> = counts
             .iter()
             .map(|(v, n)| format!("{} {n}", verdict_name(*v)))
@@ -237,7 +245,7 @@ impl batch::Progress for BatchProgress {
             || self.done == self.total
         {
             self.last_line = std::time::Instant::now();
-            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let rate = self.ran as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
             crate::errln!(
                 "autodev batch: {}/{} done ({}), {:.2} tasks/s",
                 self.done,

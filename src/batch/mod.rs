@@ -524,6 +524,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_duplicate_line_is_counted_once_beside_the_first() {
+        let d = tempfile::tempdir().unwrap();
+        let tasks = d.path().join("t.jsonl");
+        std::fs::write(
+            &tasks,
+            "{\"id\":\"a\",\"runner\":\"x\"}\n{\"id\":\"a\",\"runner\":\"y\"}\n",
+        )
+        .unwrap();
+        let sb = FakeSandbox::new(|_, _| Ok(outcome(Verdict::Passed, 0, "ok")));
+        let cfg = BatchConfig {
+            tasks,
+            out: d.path().join("r.jsonl"),
+            jobs: 1,
+            retries: 0,
+            prefetch: 0,
+            resume: false,
+            retry_starved: false,
+            defaults: defaults(),
+            scratch: None,
+            allow_task_overrides: false,
+            rerun: Vec::new(),
+            conventions: String::new(),
+            adaptive: None,
+        };
+        let c = CancellationToken::new();
+        let s = run(sb, &cfg, &mut NoProgress, &c, &c.child_token())
+            .await
+            .unwrap();
+        let rs = read_results(&cfg.out).unwrap();
+        assert_eq!(rs.len(), 2);
+        assert_eq!(
+            s.total, 2,
+            "the summary counts both lines, as the progress did"
+        );
+        let dup = rs
+            .iter()
+            .find(|r| r.verdict == TaskVerdict::InvalidTask)
+            .unwrap();
+        assert!(dup.error.as_deref().unwrap_or("").contains("duplicate id"));
+    }
+
+    #[tokio::test]
     async fn results_never_go_into_the_tasks_file() {
         let d = tempfile::tempdir().unwrap();
         let tasks = d.path().join("t.jsonl");

@@ -125,8 +125,10 @@ pub(super) fn read_tasks(
                     continue;
                 }
                 match parse_task(l, line, base, &cfg.defaults, cfg.allow_task_overrides) {
+                    // No id on the duplicate's result: it must not take the
+                    // place of the first line's (results are keyed by id).
                     Ok(t) if !seen.insert(task_key(&t.id, t.sample)) => Err((
-                        Some(t.id.clone()),
+                        None,
                         t.sample,
                         format!(
                             "line {line}: duplicate id {:?} with sample {}",

@@ -24,6 +24,7 @@ mod health;
 pub mod policy;
 pub mod pool;
 mod removal;
+mod seccomp;
 mod stream;
 mod warm;
 
@@ -63,6 +64,9 @@ pub struct DockerSandbox {
     flavor: Flavor,
     /// Containers started ahead of their runs.
     warm: std::sync::Arc<WarmSet>,
+    /// A security option every container gets besides the policy's (a
+    /// Podman service on this host: its profile without user namespaces).
+    seccomp: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +120,14 @@ impl DockerSandbox {
             host: Default::default(),
             flavor,
             warm: WarmSet::new(1),
+            // Podman reads a profile only from its own host's files.
+            seccomp: (flavor == Flavor::Podman
+                && matches!(
+                    spec.address,
+                    engine::Address::Local | engine::Address::Unix(_)
+                ))
+            .then(seccomp::podman_option)
+            .flatten(),
         })
     }
 
@@ -364,6 +376,11 @@ impl DockerSandbox {
         let mut body = policy::container_body(spec, run_id, IDLE_DEADLINE, self.flavor);
         let facts = self.image_facts(&spec.image).await?;
         policy::cover_volumes(&mut body, &facts.volumes, &spec.limits, self.flavor);
+        if let (Some(opt), Some(host)) = (&self.seccomp, body.host_config.as_mut()) {
+            host.security_opt
+                .get_or_insert_with(Vec::new)
+                .push(opt.clone());
+        }
         let opts = CreateContainerOptions {
             name: Some(format!("autodev-{run_id}")),
             ..Default::default()
