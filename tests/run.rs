@@ -118,16 +118,20 @@ async fn buggy_add_fails_gets_patched_and_passes() {
     std::io::Read::read_to_string(&mut z.by_name("calc.py").unwrap(), &mut calc).unwrap();
     assert!(calc.contains("return a + b"));
 
-    // The transcript tells the whole story, in order.
+    // The transcript tells the whole story, in order: the seed's tests run
+    // as they are first (iteration 0), then each reply is tested.
     let ev = events(d.path());
     assert_eq!(
         kinds(&ev),
         [
-            "start", "git", "prompt", "reply", "patches", "test", "git", "prompt", "reply",
-            "patches", "test", "git", "export", "final"
+            "start", "git", "test", "prompt", "reply", "patches", "test", "git", "prompt",
+            "reply", "patches", "test", "git", "export", "final"
         ]
     );
     let tests: Vec<&Value> = ev.iter().filter(|e| e["event"] == "test").collect();
+    assert_eq!(tests[0]["iteration"], 0);
+    assert_eq!(tests[0]["verdict"], "failed");
+    let tests = &tests[1..];
     assert_eq!(tests[0]["verdict"], "failed");
     assert_eq!(tests[1]["verdict"], "passed");
     assert!(tests[0]["durations"]["total_ms"].as_u64().unwrap() > 0);
@@ -135,7 +139,7 @@ async fn buggy_add_fails_gets_patched_and_passes() {
         .as_str()
         .unwrap()
         .contains("AssertionError"));
-    let repair = &ev[7]["messages"][1]["content"].as_str().unwrap();
+    let repair = &ev[8]["messages"][1]["content"].as_str().unwrap();
     assert!(
         repair.contains("AssertionError: -1 != 5"),
         "failure not fed back"
