@@ -124,8 +124,8 @@ async fn buggy_add_fails_gets_patched_and_passes() {
     assert_eq!(
         kinds(&ev),
         [
-            "start", "git", "test", "prompt", "reply", "patches", "test", "git", "prompt",
-            "reply", "patches", "test", "git", "export", "final"
+            "start", "git", "test", "prompt", "reply", "patches", "test", "git", "prompt", "reply",
+            "patches", "test", "git", "export", "final"
         ]
     );
     let tests: Vec<&Value> = ev.iter().filter(|e| e["event"] == "test").collect();

@@ -207,8 +207,9 @@ impl Limits {
                 "must be at most 4194304 (the kernel's largest process count)",
             );
         }
-        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
-            return range("--timeout", "must be more than 0s and at most 7 days");
+        // As --cpu-time: below 100ms a run cannot even start its command.
+        if self.timeout < Duration::from_millis(100) || self.timeout > MAX_TIMEOUT {
+            return range("--timeout", "must be at least 100ms and at most 7 days");
         }
         if self
             .cpu_time

@@ -54,8 +54,9 @@ pub fn detect(dir: &Path, profiles: &Profiles) -> Option<Detection> {
     }
     let mut seen = 0;
     count_sources(dir, 0, &mut seen, &mut counts);
-    // Marker files first, in the order of their profile's source count.
-    found.sort_by_key(|(p, _)| std::cmp::Reverse(count_of(&counts, p)));
+    // Marker files first, in the order of their profile's source count;
+    // a tie goes by the documented order of the built-in profiles.
+    found.sort_by_key(|(p, _)| (std::cmp::Reverse(count_of(&counts, p)), rank(&p.name)));
     let mut by_sources: Vec<(&Profile, usize)> = counts
         .into_iter()
         .filter(|(p, n)| *n > 0 && !found.iter().any(|(f, _)| f.name == p.name))
@@ -74,6 +75,15 @@ pub fn detect(dir: &Path, profiles: &Profiles) -> Option<Detection> {
     })
 }
 
+/// Where a profile stands when two tie: the built-in ones as documented,
+/// then the user's.
+fn rank(name: &str) -> usize {
+    ["python", "node", "go", "rust", "java"]
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or(usize::MAX)
+}
+
 fn count_of(counts: &[(&Profile, usize)], p: &Profile) -> usize {
     counts
         .iter()
@@ -90,7 +100,11 @@ fn count_sources(dir: &Path, depth: usize, seen: &mut usize, counts: &mut [(&Pro
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
-    for entry in rd.flatten() {
+    // In name order: which entries the cap leaves out must not depend on
+    // the file system's order (for folders of up to 100,000 entries).
+    let mut entries: Vec<_> = rd.flatten().take(100_000).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
         *seen += 1;
         if *seen > MAX_ENTRIES {
             return;
@@ -149,6 +163,11 @@ mod tests {
             assert_eq!((got.chosen.as_str(), got.evidence.as_str()), (name, file));
             assert!(got.others.is_empty());
         }
+        // Two markers and no source: the documented order decides.
+        let d = tree(&["pyproject.toml", "package.json"]);
+        let got = detect(d.path(), &all).unwrap();
+        assert_eq!(got.chosen, "python");
+        assert_eq!(got.others[0].0, "node");
     }
 
     #[test]

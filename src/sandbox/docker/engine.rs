@@ -264,7 +264,20 @@ pub fn engines(
         }
         return Ok(vec![EngineSpec::local()]);
     }
-    urls.iter().map(|u| read(u, false)).collect()
+    let specs: Vec<EngineSpec> = urls
+        .iter()
+        .map(|u| read(u, false))
+        .collect::<Result<_, _>>()?;
+    // The same engine twice would count its slots twice.
+    for (i, a) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|b| b.address == a.address) {
+            return Err(SandboxError::Settings(format!(
+                "engine {} is given twice: give each engine once (#slots=N sets how many runs it takes)",
+                a.name()
+            )));
+        }
+    }
+    Ok(specs)
 }
 
 /// Whether this process runs as a user other than root.
@@ -350,6 +363,8 @@ pub fn parse(url: &str, tls: Option<&TlsFiles>) -> Result<EngineSpec, SandboxErr
         }
         Address::Unix(PathBuf::from(path))
     } else if let Some(hp) = addr.strip_prefix("tcp://") {
+        // One trailing slash, as the docker CLI takes it.
+        let hp = hp.strip_suffix('/').unwrap_or(hp);
         let (host, port) = hp
             .rsplit_once(':')
             .ok_or_else(|| bad("a TCP engine needs a port"))?;
@@ -413,6 +428,18 @@ mod tests {
 
     #[test]
     fn urls_and_slots_are_read() {
+        let slash = parse("tcp://127.0.0.1:2375/", None).unwrap();
+        assert_eq!(slash.address, Address::Tcp("127.0.0.1:2375".into()));
+        let twice = engines(
+            &[
+                "unix:///run/a.sock".into(),
+                "unix:///run/a.sock#slots=2".into(),
+            ],
+            &TlsFlags::default(),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(twice.to_string().contains("given twice"), "{twice}");
         let e = parse("tcp://10.0.0.1:2375#slots=3", None).unwrap();
         assert_eq!(e.address, Address::Tcp("10.0.0.1:2375".into()));
         assert_eq!(e.slots, Some(3));
