@@ -183,6 +183,9 @@ fn a_hostile_project_file_is_refused_with_its_line() {
         ("[run]\nmax_file_size = \"1TiB\"\n", 2, "looser than yours"),
         ("[batch]\njobs = 100000\n", 2, "yours to choose"),
         ("[batch]\nretries = 1000000\n", 2, "looser than yours"),
+        // A value that parses but cannot be used: the file and line lead.
+        ("[sandbox]\nuser = \"0:0\"\n", 2, "never runs as root"),
+        ("\n[sandbox]\ncpus = \"nan\"\n", 3, "--cpus"),
         (
             "[run]\nallow_test_edits = true\n",
             2,

@@ -101,7 +101,29 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
         // and returning it would exit before the clean-up is done.
         std::future::pending::<()>().await;
     }
-    result
+    result.map_err(|e| from_file(e, &settings.origins))
+}
+
+/// A value that parsed but cannot be used names the flag it stands for;
+/// when it came from a file, the file and line are what the user must
+/// change, so they lead the message.
+fn from_file(err: anyhow::Error, origins: &[crate::cli::Origin]) -> anyhow::Error {
+    let Some(ConfigError::OutOfRange { what, .. }) = err.downcast_ref::<ConfigError>() else {
+        return err;
+    };
+    let arg = what.trim_start_matches("--").replace('-', "_");
+    let origin = origins.iter().find(|o| {
+        crate::config::keys::by_name(o.key).is_some_and(|k| k.arg == arg)
+            && matches!(o.source, crate::cli::Source::File { .. })
+    });
+    match origin {
+        Some(o) => {
+            let value = o.value.clone().unwrap_or_default();
+            let (key, source) = (o.key, o.source.to_string());
+            err.context(format!("{source}: {key} = {value}"))
+        }
+        None => err,
+    }
 }
 
 /// Maps an error to the exit code README documents.

@@ -20,14 +20,19 @@ pub fn one_line(rendered: &str) -> String {
     parts.join(" ")
 }
 
-pub(super) fn size(what: &'static str) -> impl Fn(&str) -> Result<u64, ConfigError> + Clone {
-    move |s| config::parse_size(what, s)
+/// clap names the flag already: the message need not say it again.
+fn unnamed(e: ConfigError, what: &str) -> String {
+    e.to_string().replace(&format!(" for {what}"), "")
+}
+
+pub(super) fn size(what: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |s| config::parse_size(what, s).map_err(|e| unnamed(e, what))
 }
 
 pub(super) fn duration(
     what: &'static str,
-) -> impl Fn(&str) -> Result<std::time::Duration, ConfigError> + Clone {
-    move |s| config::parse_duration(what, s)
+) -> impl Fn(&str) -> Result<std::time::Duration, String> + Clone {
+    move |s| config::parse_duration(what, s).map_err(|e| unnamed(e, what))
 }
 
 pub(super) fn verdict(s: &str) -> Result<TaskVerdict, String> {

@@ -30,10 +30,7 @@ pub fn file_context(
         .filter_entry(|e| e.file_name() != ".git" && e.file_name() != MARKER)
         .build();
     for item in walker {
-        let item = item.map_err(|e| WorkspaceError::Walk {
-            path: root.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let item = item.map_err(|e| super::walk_err(root, e))?;
         if !item.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }

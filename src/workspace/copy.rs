@@ -101,10 +101,7 @@ pub fn manifest(
     let mut skipped = Vec::new();
     let mut total = 0u64;
     for item in walker {
-        let item = item.map_err(|e| WorkspaceError::Walk {
-            path: root.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let item = item.map_err(|e| super::walk_err(root, e))?;
         if item.depth() == 0 {
             continue;
         }

@@ -156,6 +156,25 @@ pub fn has_files(root: &Path) -> Result<bool, WorkspaceError> {
         .any(|e| matches!(e.kind, EntryKind::File(_))))
 }
 
+/// A walk error, naming the path once: the walker's own message repeats it.
+pub(crate) fn walk_err(root: &Path, e: ignore::Error) -> WorkspaceError {
+    fn path_of(e: &ignore::Error) -> Option<&Path> {
+        match e {
+            ignore::Error::WithPath { path, .. } => Some(path),
+            ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+                path_of(err)
+            }
+            _ => None,
+        }
+    }
+    let path = path_of(&e).unwrap_or(root).to_path_buf();
+    let detail = match e.io_error() {
+        Some(io) => io.to_string(),
+        None => e.to_string(),
+    };
+    WorkspaceError::Walk { path, detail }
+}
+
 pub(crate) fn io_err<'a>(
     op: &'static str,
     path: &'a Path,
@@ -183,5 +202,21 @@ impl Default for CopyOptions {
             excludes: DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
             include_git: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_error_names_the_path_once() {
+        let e = ignore::Error::WithPath {
+            path: PathBuf::from("wsp/sub"),
+            err: Box::new(ignore::Error::Io(io::Error::from_raw_os_error(13))),
+        };
+        let text = walk_err(Path::new("wsp"), e).to_string();
+        assert_eq!(text.matches("wsp/sub").count(), 1, "{text}");
+        assert!(text.contains("Permission denied"), "{text}");
     }
 }
