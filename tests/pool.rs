@@ -249,3 +249,48 @@ fn a_socket_path_that_is_a_file_is_refused_and_kept() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn another_users_client_is_told_whose_pool_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let _sb = require_docker!();
+    let label = common::test_label("pool-owner");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = d.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("a.txt"), "x").unwrap();
+    let pool = Pool::start(d.path(), &label, 1);
+    // As `nobody`, through setpriv (util-linux): the socket is 0600.
+    let as_nobody = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::bin())
+            .args(["exec", "--pool-socket"])
+            .arg(&pool.socket)
+            .arg("-w")
+            .arg(&ws)
+            .env("HOME", d.path())
+            .args(["--", "true"]);
+        c.output().unwrap()
+    };
+    let out = as_nobody();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("belongs to another user"),
+        "{}",
+        text(&out)
+    );
+    // Even with the socket opened to all, the pool refuses, and says why.
+    std::fs::set_permissions(&pool.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = as_nobody();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("serves only it"), "{}", text(&out));
+    drop(pool);
+    common::wait_until(
+        "the pool's containers are gone",
+        Duration::from_secs(30),
+        || common::containers_with(&label).is_empty(),
+    );
+}

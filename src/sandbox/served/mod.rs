@@ -67,6 +67,15 @@ impl ServedSandbox {
         };
         match tokio::time::timeout(CONNECT_WAIT, UnixStream::connect(&self.socket)).await {
             Ok(Ok(s)) => Ok(s),
+            // The socket is there and someone else's (it is made 0600).
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(SandboxError::Served {
+                    socket: self.name(),
+                    message: "the pool there belongs to another user (permission denied): each user runs their own `autodev pool --socket PATH`".into(),
+                    usage: true,
+                    transient: false,
+                })
+            }
             Ok(Err(e)) => Err(unreachable(e.to_string())),
             Err(_) => Err(unreachable("no answer within 2 s".into())),
         }

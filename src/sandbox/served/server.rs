@@ -211,19 +211,35 @@ struct Client {
     warmed: Arc<Warmed>,
 }
 
+/// The uid of the process at the other end; `u32::MAX` (no one's) when
+/// the kernel did not say, which is refused like another user.
+fn peer_uid(wr: &OwnedWriteHalf) -> u32 {
+    wr.as_ref().peer_cred().map_or(u32::MAX, |c| c.uid())
+}
+
 impl Client {
     /// One client's exchange.
     async fn serve(self, stream: UnixStream, cancel: CancellationToken) {
         let (sandbox, uid) = (&self.sandbox, self.uid);
-        if !stream.peer_cred().is_ok_and(|c| c.uid() == uid) {
-            return;
-        }
         let (mut rd, mut wr) = stream.into_split();
         let Ok(Ok(request)) =
             tokio::time::timeout(REQUEST_WAIT, wire::read(&mut rd, wire::MAX_REQUEST)).await
         else {
             return;
         };
+        let other = peer_uid(&wr);
+        if other != uid {
+            // Told to the client (after its request is read, so that it is
+            // listening) and logged, not a silent reset.
+            crate::errln!(
+                "autodev pool: refused a client of uid {other}: this pool serves uid {uid} only"
+            );
+            let e = SandboxError::Refused {
+                detail: format!("this pool belongs to uid {uid} and serves only it; run your own `autodev pool --socket PATH`"),
+            };
+            let _ = wire::write(&mut wr, &error_frame(&e)).await;
+            return;
+        }
         let spec: RunSpec = match request.parse() {
             Ok(s) => s,
             Err(e) => {
