@@ -160,7 +160,7 @@ async fn buggy_add_fails_gets_patched_and_passes() {
     assert_eq!(subjects.len(), 3, "{log}");
     // Each commit holds what was tested, with the result in its message.
     assert!(
-        subjects[0].starts_with("autodev: iteration 1 (passed"),
+        subjects[0].starts_with("autodev: iteration 2 (passed"),
         "{log}"
     );
     assert!(

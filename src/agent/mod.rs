@@ -214,7 +214,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 }
                 report = self.apply(i, &reply)?;
                 changed_since_test = true;
-                g.pending = Some(format!("autodev: iteration {i}"));
+                g.pending = Some(format!("autodev: iteration {}", i + 1));
                 continue;
             }
             self.ui.say(&format!(
@@ -267,7 +267,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             report = self.apply(i, &reply)?;
             changed_since_test = !report.applied.is_empty();
             if changed_since_test {
-                g.pending = Some(format!("autodev: iteration {i}"));
+                g.pending = Some(format!("autodev: iteration {}", i + 1));
             }
         }
 
