@@ -402,6 +402,25 @@ mod tests {
         RunSpec::new("", "", "img")
     }
 
+    /// One task at a time, no retries, nothing ahead.
+    fn plain(tasks: PathBuf, out: PathBuf) -> BatchConfig {
+        BatchConfig {
+            tasks,
+            out,
+            jobs: 1,
+            retries: 0,
+            prefetch: 0,
+            resume: false,
+            retry_starved: false,
+            defaults: defaults(),
+            scratch: None,
+            allow_task_overrides: false,
+            rerun: Vec::new(),
+            conventions: String::new(),
+            adaptive: None,
+        }
+    }
+
     #[tokio::test]
     async fn sandbox_errors_are_retried_then_reported_apart() {
         let d = tempfile::tempdir().unwrap();
@@ -533,21 +552,7 @@ mod tests {
         )
         .unwrap();
         let sb = FakeSandbox::new(|_, _| Ok(outcome(Verdict::Passed, 0, "ok")));
-        let cfg = BatchConfig {
-            tasks,
-            out: d.path().join("r.jsonl"),
-            jobs: 1,
-            retries: 0,
-            prefetch: 0,
-            resume: false,
-            retry_starved: false,
-            defaults: defaults(),
-            scratch: None,
-            allow_task_overrides: false,
-            rerun: Vec::new(),
-            conventions: String::new(),
-            adaptive: None,
-        };
+        let cfg = plain(tasks, d.path().join("r.jsonl"));
         let c = CancellationToken::new();
         let s = run(sb, &cfg, &mut NoProgress, &c, &c.child_token())
             .await
@@ -575,19 +580,8 @@ mod tests {
         let sb = FakeSandbox::new(|_, _| Ok(outcome(Verdict::Passed, 0, "ok")));
         for out in [tasks.clone(), d.path().join("link.jsonl")] {
             let cfg = BatchConfig {
-                tasks: tasks.clone(),
-                out,
-                jobs: 1,
-                retries: 0,
-                prefetch: 0,
                 resume: true,
-                retry_starved: false,
-                defaults: defaults(),
-                scratch: None,
-                allow_task_overrides: false,
-                rerun: Vec::new(),
-                conventions: String::new(),
-                adaptive: None,
+                ..plain(tasks.clone(), out)
             };
             let c = CancellationToken::new();
             let e = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())
