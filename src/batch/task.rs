@@ -227,6 +227,11 @@ fn parse_task(
             Source::Folder(p)
         }
         (Some(RawWorkspace::Inline { files }), None) | (None, Some(files)) => {
+            if let Some((a, b)) = folder_conflict(&files) {
+                return Err(bad(format!(
+                    "files {a:?} and {b:?} conflict: {a:?} would have to be a file and a folder"
+                )));
+            }
             for (path, content) in &files {
                 let rel = patch::apply::confine(path)
                     .map_err(|(_, why)| bad(format!("file {path:?}: {why}")))?;
@@ -307,6 +312,21 @@ fn parse_task(
         spec,
         kind,
         holdout,
+    })
+}
+
+/// Two inline paths of which one would have to be the other's folder
+/// (`d` and `d/e`), found before any scratch folder exists.
+fn folder_conflict(files: &BTreeMap<String, String>) -> Option<(String, String)> {
+    let clean: Vec<(PathBuf, &String)> = files
+        .keys()
+        .filter_map(|k| patch::apply::confine(k).ok().map(|p| (p, k)))
+        .collect();
+    clean.iter().find_map(|(p, k)| {
+        clean
+            .iter()
+            .find(|(q, _)| q != p && q.starts_with(p))
+            .map(|(_, l)| ((*k).clone(), (*l).clone()))
     })
 }
 
@@ -496,6 +516,17 @@ mod untrusted_tests {
         )
         .unwrap();
         assert!(matches!(t.kind, Kind::Loop { max_iters: 2, .. }));
+    }
+
+    #[test]
+    fn inline_files_that_need_a_file_to_be_a_folder_are_refused_up_front() {
+        let e = parse(
+            r#"{"id":"a","runner":"x","files":{"d":"x","d/e":"y"}}"#,
+            Path::new("/nonexistent"),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("conflict") && !e.contains("scratch"), "{e}");
     }
 
     #[test]
