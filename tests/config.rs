@@ -34,6 +34,24 @@ fn one_line_error(out: &Output, code: i32) -> String {
 }
 
 #[test]
+fn show_reads_a_seeds_project_file_as_run_does() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "seed/autodev.toml",
+        "[sandbox]\nmemory = \"256m\"\n",
+    );
+    write(d.path(), "seed/go.mod", "module x\n");
+    let out = common::isolated(d.path())
+        .args(["config", "show", "--json", "-w", "ws", "--seed", "seed"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(setting(&v, "sandbox.memory")["value"], "256m", "{v}");
+    assert_eq!(v["profile"]["name"], "go", "{v}");
+}
+
+#[test]
 fn show_tells_the_variables_of_other_tools_a_run_reads() {
     let d = tempfile::tempdir().unwrap();
     let out = common::isolated(d.path())

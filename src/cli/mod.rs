@@ -389,6 +389,10 @@ pub enum ConfigCommand {
         /// The project folder: where autodev.toml and the language are looked for.
         #[arg(long, short = 'w', default_value = ".")]
         workspace: PathBuf,
+        /// The --seed folder of a `run`: its autodev.toml is read after the workspace's,
+        /// and the language is detected there, as `run` does.
+        #[arg(long)]
+        seed: Option<PathBuf>,
     },
     /// Write a commented starting file: the user's config file, or with --project an
     /// autodev.toml in the current folder.

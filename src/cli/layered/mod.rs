@@ -357,8 +357,13 @@ fn place(cli: &Cli, cwd: &Path) -> Place {
             (d, Some(detect))
         }
         Command::Exec(a) => (vec![a.workspace.clone()], Some(a.workspace.clone())),
-        Command::Config(ConfigCommand::Show { workspace, .. }) => {
-            (vec![workspace.clone()], Some(workspace.clone()))
+        // As `run` would: the workspace, then the seed.
+        Command::Config(ConfigCommand::Show {
+            workspace, seed, ..
+        }) => {
+            let mut d = vec![workspace.clone()];
+            d.extend(seed.clone());
+            (d, Some(seed.clone().unwrap_or_else(|| workspace.clone())))
         }
         _ => (Vec::new(), None),
     };
