@@ -11,7 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::sandbox::Outcome;
+use serde_json::json;
+
+use super::{AgentError, Loop, TRANSCRIPT_OUTPUT_CHARS};
+use crate::model::ModelClient;
+use crate::report::cut_middle;
+use crate::sandbox::{NullSink, Outcome, Sandbox};
 use crate::workspace::{self, CopyOptions, WorkspaceError};
 
 /// Where the held-out tests are, and when they run.
@@ -50,6 +55,40 @@ pub(super) fn overlay(
         },
     )?;
     Ok(dir)
+}
+
+impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
+    /// A test run of the workspace with the held-out tests laid over it,
+    /// in a scratch copy. Its output goes to the transcript (the
+    /// operator's), never to the model.
+    pub(super) async fn test_holdout(&mut self, iteration: u32) -> Result<Outcome, AgentError> {
+        let Some(h) = &self.cfg.holdout else {
+            return self.test(iteration).await;
+        };
+        self.ui.say(&format!(
+            "── held-out tests ── running: {}",
+            self.cfg.runner
+        ));
+        let scratch = overlay(&self.cfg.workspace, &self.cfg.sandbox.copy, &h.dir)?;
+        let mut spec = self.spec();
+        spec.workspace = scratch.path().to_path_buf();
+        let result = self.sandbox.run(&spec, &mut NullSink, self.cancel).await;
+        let outcome = result?;
+        self.tr.event(
+            "holdout",
+            json!({
+                "iteration": iteration, "verdict": outcome.verdict, "exit_code": outcome.exit_code,
+                "tests": outcome.tests, "tests_note": outcome.tests_note,
+                "stdout_tail": cut_middle(&outcome.stdout.text, TRANSCRIPT_OUTPUT_CHARS),
+                "stderr_tail": cut_middle(&outcome.stderr.text, TRANSCRIPT_OUTPUT_CHARS),
+            }),
+        );
+        self.ui.say(&format!(
+            "held-out tests: {}",
+            crate::report::outcome_line(&outcome)
+        ));
+        Ok(outcome)
+    }
 }
 
 /// What the model is told of a held-out run: how it ended and how many of

@@ -33,7 +33,7 @@ pub use prompts::{CODER_RULES, REVIEWER_RULES};
 use crate::model::{Message, ModelClient, ModelError, Usage};
 use crate::patch::{self, ApplyReport, Refusal};
 use crate::report::{cut_middle, Transcript, Ui};
-use crate::sandbox::{NullSink, Outcome, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::sandbox::{Outcome, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::workspace::{self, WorkspaceError};
 
 /// Characters of each captured stream kept in a transcript event.
@@ -80,6 +80,18 @@ fn not_found(o: &Outcome) -> Result<(), AgentError> {
         return Err(AgentError::Setup(why.trim().to_string()));
     }
     Ok(())
+}
+
+/// How the repair loop ended, for the final steps.
+struct Ended {
+    /// The last tested outcome, if any.
+    last: Option<Outcome>,
+    /// Whether `last` is a held-out run of the files as they are.
+    last_held_out: bool,
+    /// Whether the files changed after `last` was tested.
+    changed_since_test: bool,
+    stop: StopReason,
+    iterations: u32,
 }
 
 struct Loop<'a, M, S> {
@@ -145,14 +157,24 @@ pub async fn run<M: ModelClient, S: Sandbox>(
 }
 
 impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
+    /// The run's steps: the start (up to the first reply), the repair
+    /// loop, and the end (final verdict, export, summary).
     async fn drive(&mut self, t0: Instant) -> Result<RunSummary, AgentError> {
+        let mut g = Guard::default();
+        let reply = self.start(&mut g).await?;
+        let ended = self.repair(&mut g, reply).await?;
+        self.finish(t0, &mut g, ended).await
+    }
+
+    /// Everything before the loop: the workspace, what replies may not
+    /// write, the baseline commit, iteration 0, and the first reply.
+    async fn start(&mut self, g: &mut Guard) -> Result<String, AgentError> {
         let cfg = self.cfg;
         std::fs::create_dir_all(&cfg.workspace).map_err(|source| WorkspaceError::Io {
             op: "creating",
             path: cfg.workspace.clone(),
             source,
         })?;
-
         self.protected = protect::TestGuard::scan(&cfg.workspace, &cfg.protection)?;
         let context =
             workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)?;
@@ -170,7 +192,6 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         // model's changes can be diffed against it; this also finds out what
         // --git cannot do before a model call is paid for.
         self.commit(0, "autodev: baseline (before the model)")?;
-        let mut g = Guard::default();
         // A workspace that already holds tests is tested as it is, once:
         // the starting state is what a reply must not make worse, and a
         // candidate for --keep best.
@@ -181,26 +202,31 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             ));
             let o = self.test(0).await?;
             not_found(&o)?;
-            self.after_test(0, &o, &mut g)?;
+            self.after_test(0, &o, g)?;
         }
-        let reply = self.ask(0, CODER_RULES, initial).await?;
-        let mut report = self.apply(0, &reply)?;
+        self.ask(0, CODER_RULES, initial).await
+    }
+
+    /// The loop: test each reply, and ask for a repair while calls are left.
+    async fn repair(&mut self, g: &mut Guard, first: String) -> Result<Ended, AgentError> {
+        let cfg = self.cfg;
+        let mut report = self.apply(0, &first)?;
         g.pending = Some("autodev: initial generation".into());
         // A first reply without a single PATCH block is told to the model
         // instead of being tested: there is nothing of its to test.
-        let mut no_patch = patch::parse(&reply).is_empty();
-
-        let mut changed_since_test = true;
-        let mut last: Option<Outcome> = None;
-        // Whether `last` is a held-out run of the files as they are.
-        let mut last_held_out = false;
-        let mut stop = StopReason::MaxIters;
-        let mut iterations = 0;
+        let mut no_patch = patch::parse(&first).is_empty();
+        let mut e = Ended {
+            last: None,
+            last_held_out: false,
+            changed_since_test: true,
+            stop: StopReason::MaxIters,
+            iterations: 0,
+        };
         for i in 1..=cfg.max_iters {
-            iterations = i;
+            e.iterations = i;
             if std::mem::take(&mut no_patch) {
                 if self.calls >= cfg.max_iters {
-                    stop = StopReason::NoPatch;
+                    e.stop = StopReason::NoPatch;
                     break;
                 }
                 self.ui
@@ -209,11 +235,11 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 let reply = self.ask(i, CODER_RULES, prompt).await?;
                 if patch::parse(&reply).is_empty() {
                     self.ui.say("the model returned no patch again; stopping");
-                    stop = StopReason::NoPatch;
+                    e.stop = StopReason::NoPatch;
                     break;
                 }
                 report = self.apply(i, &reply)?;
-                changed_since_test = true;
+                e.changed_since_test = true;
                 g.pending = Some(format!("autodev: iteration {}", i + 1));
                 continue;
             }
@@ -221,74 +247,78 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 "\n── iteration {i}/{} ── running: {}",
                 cfg.max_iters, cfg.runner
             ));
-            let outcome = self.test(i).await?;
-            changed_since_test = false;
-            self.after_test(i, &outcome, &mut g)?;
-            let mut outcome = outcome;
+            let mut outcome = self.test(i).await?;
+            e.changed_since_test = false;
+            self.after_test(i, &outcome, g)?;
+            // The visible tests passed: with held-out tests at every check,
+            // those decide; the model is told only how many of them failed.
             let mut held_out_failed = None;
             if outcome.verdict == Verdict::Passed {
-                match cfg.holdout.as_ref().filter(|h| !h.final_only) {
-                    None => {
-                        stop = StopReason::Passed;
-                        last = Some(outcome);
-                        break;
-                    }
-                    Some(_) => {
-                        let h = self.test_holdout(i).await?;
-                        if h.verdict == Verdict::Passed {
-                            stop = StopReason::Passed;
-                            last_held_out = true;
-                            last = Some(h);
-                            break;
-                        }
-                        held_out_failed = Some(holdout::told(&h));
-                        outcome = h;
-                    }
+                if cfg.holdout.as_ref().is_some_and(|h| !h.final_only) {
+                    outcome = self.test_holdout(i).await?;
+                    e.last_held_out = true;
                 }
+                if outcome.verdict == Verdict::Passed {
+                    e.stop = StopReason::Passed;
+                    e.last = Some(outcome);
+                    break;
+                }
+                held_out_failed = Some(holdout::told(&outcome));
             }
             not_found(&outcome)?;
+            e.last_held_out = held_out_failed.is_some();
             // --max-iters counts model calls: the first reply was one.
             if self.calls >= cfg.max_iters {
-                last = Some(outcome);
+                e.last = Some(outcome);
                 break;
             }
             let prompt = match &held_out_failed {
                 Some(told) => prompts::holdout_failed(cfg, told)?,
                 None => self.repair_prompt(&outcome, &report.refused, g.change.as_ref())?,
             };
-            last_held_out = held_out_failed.is_some();
-            last = Some(outcome);
+            e.last = Some(outcome);
             let reply = self.ask(i, REVIEWER_RULES, prompt).await?;
             if patch::parse(&reply).is_empty() {
                 self.ui.say("the model returned no patch; stopping");
-                stop = StopReason::NoPatch;
+                e.stop = StopReason::NoPatch;
                 break;
             }
             report = self.apply(i, &reply)?;
-            changed_since_test = !report.applied.is_empty();
-            if changed_since_test {
+            e.changed_since_test = !report.applied.is_empty();
+            if e.changed_since_test {
                 g.pending = Some(format!("autodev: iteration {}", i + 1));
             }
         }
+        Ok(e)
+    }
 
+    /// After the loop: the final verdict (a last test if the files changed
+    /// since, `--keep best`, the held-out tests), the export, the summary.
+    async fn finish(
+        &mut self,
+        t0: Instant,
+        g: &mut Guard,
+        e: Ended,
+    ) -> Result<RunSummary, AgentError> {
+        let cfg = self.cfg;
         // The original tool always ran the tests once more at the end; when
         // nothing changed since the last run that run's verdict stands.
-        let fin = match last {
-            Some(o) if !changed_since_test => o,
+        let fin = match e.last {
+            Some(o) if !e.changed_since_test => o,
             _ => {
                 self.ui
                     .say(&format!("\n── final check ── running: {}", cfg.runner));
                 let o = self.test(cfg.max_iters + 1).await?;
-                self.after_test(cfg.max_iters + 1, &o, &mut g)?;
+                self.after_test(cfg.max_iters + 1, &o, g)?;
                 o
             }
         };
-        let (mut fin, kept_iteration) = self.keep_best(&mut g, fin)?;
+        let (mut fin, kept_iteration) = self.keep_best(g, fin)?;
         // With held-out tests, they give the final verdict, on the files
         // the run ends with.
-        let fresh = !changed_since_test && kept_iteration.is_none() && last_held_out;
+        let fresh = !e.changed_since_test && kept_iteration.is_none() && e.last_held_out;
         if cfg.holdout.is_some() && !fresh {
-            fin = self.test_holdout(iterations + 1).await?;
+            fin = self.test_holdout(e.iterations + 1).await?;
         }
         if let Some(zip) = &cfg.zip {
             let files = workspace::export_zip(&cfg.workspace, zip, &cfg.sandbox.copy)?;
@@ -304,8 +334,8 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             verdict: fin.verdict,
             exit_code: fin.exit_code,
             tests: fin.tests.clone(),
-            stop_reason: stop,
-            iterations,
+            stop_reason: e.stop,
+            iterations: e.iterations,
             model_calls: self.calls,
             tokens: self.tokens,
             elapsed_ms: ms(t0),
@@ -441,38 +471,6 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         Ok(outcome)
     }
 
-    /// A test run of the workspace with the held-out tests laid over it,
-    /// in a scratch copy. Its output goes to the transcript (the
-    /// operator's), never to the model.
-    async fn test_holdout(&mut self, iteration: u32) -> Result<Outcome, AgentError> {
-        let Some(h) = &self.cfg.holdout else {
-            return self.test(iteration).await;
-        };
-        self.ui.say(&format!(
-            "── held-out tests ── running: {}",
-            self.cfg.runner
-        ));
-        let scratch = holdout::overlay(&self.cfg.workspace, &self.cfg.sandbox.copy, &h.dir)?;
-        let mut spec = self.spec();
-        spec.workspace = scratch.path().to_path_buf();
-        let result = self.sandbox.run(&spec, &mut NullSink, self.cancel).await;
-        let outcome = result?;
-        self.tr.event(
-            "holdout",
-            json!({
-                "iteration": iteration, "verdict": outcome.verdict, "exit_code": outcome.exit_code,
-                "tests": outcome.tests, "tests_note": outcome.tests_note,
-                "stdout_tail": cut_middle(&outcome.stdout.text, TRANSCRIPT_OUTPUT_CHARS),
-                "stderr_tail": cut_middle(&outcome.stderr.text, TRANSCRIPT_OUTPUT_CHARS),
-            }),
-        );
-        self.ui.say(&format!(
-            "held-out tests: {}",
-            crate::report::outcome_line(&outcome)
-        ));
-        Ok(outcome)
-    }
-
     fn repair_prompt(
         &self,
         o: &Outcome,
@@ -488,295 +486,4 @@ fn ms(t: Instant) -> u64 {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-    use crate::model::replay::Replay;
-    use crate::report::UiMode;
-    use crate::sandbox::fake::{outcome, FakeSandbox};
-    use std::path::Path;
-
-    pub(super) fn cfg(ws: &Path) -> AgentConfig {
-        AgentConfig::new(
-            "make add work".into(),
-            "python3 -m unittest".into(),
-            ws.to_path_buf(),
-            3,
-            RunSpec::new(ws, "", "img"),
-        )
-    }
-
-    pub(super) fn replay(replies: &[&str]) -> Replay {
-        let text: String = replies
-            .iter()
-            .map(|r| format!("=== REPLY ===\n{r}\n"))
-            .collect();
-        Replay::from_text(Path::new("test"), &text)
-    }
-
-    pub(super) async fn go(
-        m: &Replay,
-        s: &FakeSandbox,
-        c: &AgentConfig,
-        tr: &mut Transcript,
-    ) -> Result<RunSummary, AgentError> {
-        let mut ui = Ui::new(UiMode::Quiet);
-        run(m, s, c, &mut ui, tr, &CancellationToken::new()).await
-    }
-
-    #[tokio::test]
-    async fn held_out_tests_decide_and_the_model_never_sees_them() {
-        let d = tempfile::tempdir().unwrap();
-        let ws = d.path().join("ws");
-        let hold = d.path().join("hold");
-        std::fs::create_dir_all(&hold).unwrap();
-        std::fs::write(hold.join("test_hidden.py"), "SECRET-HOLDOUT-CASE").unwrap();
-        // Visible tests pass with any a.py; the held-out one needs "2".
-        let s = FakeSandbox::new(|spec, _| {
-            let held = spec.workspace.join("test_hidden.py").exists();
-            let a = std::fs::read_to_string(spec.workspace.join("a.py")).unwrap_or_default();
-            Ok(if !held || a.trim() == "2" {
-                outcome(Verdict::Passed, 0, "ok")
-            } else {
-                outcome(Verdict::Failed, 1, "SECRET-HOLDOUT-CASE failed")
-            })
-        });
-        let m = replay(&["PATCH::a.py\n1\nENDPATCH", "PATCH::a.py\n2\nENDPATCH"]);
-        let mut c = cfg(&ws);
-        c.holdout = Some(holdout::Holdout {
-            dir: hold.clone(),
-            final_only: false,
-        });
-        let logs = tempfile::tempdir().unwrap();
-        let mut tr = Transcript::open(&logs.path().join("t.jsonl")).unwrap();
-        let sum = go(&m, &s, &c, &mut tr).await.unwrap();
-        assert!(sum.passed);
-        assert_eq!(sum.model_calls, 2);
-        assert!(
-            !ws.join("test_hidden.py").exists(),
-            "held-out file in the workspace"
-        );
-        let text = std::fs::read_to_string(logs.path().join("t.jsonl")).unwrap();
-        let prompts: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|e| e["event"] == "prompt")
-            .collect();
-        assert_eq!(prompts.len(), 2);
-        let second = prompts[1].to_string();
-        assert!(second.contains("held-out tests"), "{second}");
-        assert!(!second.contains("SECRET-HOLDOUT"), "{second}");
-
-        // Final-only: the loop stops on the visible pass; the held-out
-        // run at the end gives the verdict.
-        let m = replay(&["PATCH::a.py\n1\nENDPATCH"]);
-        c.holdout = Some(holdout::Holdout {
-            dir: hold,
-            final_only: true,
-        });
-        let ws2 = d.path().join("ws2");
-        c.workspace = ws2.clone();
-        c.sandbox.workspace = ws2;
-        let sum = go(&m, &s, &c, &mut Transcript::disabled()).await.unwrap();
-        assert!(!sum.passed);
-        assert_eq!(sum.verdict, Verdict::Failed);
-        assert_eq!(sum.model_calls, 1);
-    }
-
-    #[tokio::test]
-    async fn fail_patch_pass() {
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&[
-            "PATCH::a.py\nbroken\nENDPATCH",
-            "PATCH::a.py\nfixed\nENDPATCH",
-        ]);
-        let s = FakeSandbox::new(|spec, _| {
-            let text = std::fs::read_to_string(spec.workspace.join("a.py")).unwrap_or_default();
-            let v = if text == "fixed\n" {
-                Verdict::Passed
-            } else {
-                Verdict::Failed
-            };
-            Ok(outcome(
-                v,
-                i64::from(v != Verdict::Passed),
-                "FAIL: test_add",
-            ))
-        });
-        let mut tr = Transcript::disabled();
-        let sum = go(&m, &s, &cfg(d.path()), &mut tr).await.unwrap();
-        assert!(sum.passed);
-        assert_eq!(sum.stop_reason, StopReason::Passed);
-        assert_eq!(sum.iterations, 2);
-        assert_eq!(sum.model_calls, 2);
-        // Tests ran twice in the loop; the final check reused the passing run.
-        assert_eq!(s.calls().len(), 2);
-        assert_eq!(s.calls()[0].command, "python3 -m unittest");
-    }
-
-    #[tokio::test]
-    async fn a_first_reply_without_patch_is_told_to_the_model_not_tested() {
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&["Here is my plan, no code yet.", "PATCH::a.py\nx\nENDPATCH"]);
-        let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
-        let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-            .await
-            .unwrap();
-        assert!(sum.passed, "{sum:?}");
-        assert_eq!(sum.model_calls, 2);
-        // One test run: after the second reply, never on the empty workspace.
-        assert_eq!(s.calls().len(), 1);
-        // Twice without a patch: the run stops, never having tested nothing.
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&["no code", "still no code"]);
-        let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
-        let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-            .await
-            .unwrap();
-        assert!(!sum.passed);
-        assert_eq!(sum.stop_reason, StopReason::NoPatch);
-    }
-
-    #[tokio::test]
-    async fn a_pass_on_an_empty_workspace_is_no_tests() {
-        let d = tempfile::tempdir().unwrap();
-        // The only file the model writes is refused: the workspace stays empty.
-        let m = replay(&["PATCH::../a.py\nx\nENDPATCH", "PATCH::../b.py\nx\nENDPATCH"]);
-        let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
-        let mut c = cfg(d.path());
-        c.max_iters = 1;
-        let sum = go(&m, &s, &c, &mut Transcript::disabled()).await.unwrap();
-        assert!(!sum.passed);
-        assert_eq!(sum.verdict, Verdict::NoTests);
-    }
-
-    #[tokio::test]
-    async fn no_patch_stops_and_fails() {
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&["PATCH::a.py\nx\nENDPATCH", "I cannot fix this."]);
-        let s = FakeSandbox::verdicts(vec![Verdict::Failed]);
-        let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-            .await
-            .unwrap();
-        assert!(!sum.passed);
-        assert_eq!(sum.stop_reason, StopReason::NoPatch);
-        assert_eq!(s.calls().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn max_iters_counts_model_calls() {
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&[
-            "PATCH::a.py\n0\nENDPATCH",
-            "PATCH::a.py\n1\nENDPATCH",
-            "PATCH::a.py\n2\nENDPATCH",
-            "PATCH::a.py\n3\nENDPATCH",
-        ]);
-        let s = FakeSandbox::verdicts(vec![Verdict::Failed]);
-        let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-            .await
-            .unwrap();
-        assert_eq!(sum.stop_reason, StopReason::MaxIters);
-        assert_eq!(sum.iterations, 3);
-        assert_eq!(sum.model_calls, 3, "--max-iters 3 is 3 model calls");
-        assert_eq!(s.calls().len(), 3, "each reply tested once, no extra check");
-        assert_eq!(
-            std::fs::read_to_string(d.path().join("a.py")).unwrap(),
-            "2\n"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_runner_that_is_not_found_is_a_set_up_error_not_sent_to_the_model() {
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&["PATCH::a.py\n0\nENDPATCH", "PATCH::a.py\n1\nENDPATCH"]);
-        let s = FakeSandbox::new(|_, _| {
-            Ok(crate::sandbox::fake::outcome(
-                Verdict::Failed,
-                127,
-                "sh: 1: nosuchrunner: not found\n",
-            ))
-        });
-        let e = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-            .await
-            .unwrap_err();
-        assert!(matches!(e, AgentError::Setup(_)), "{e}");
-        assert_eq!(s.calls().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn sandbox_error_stops_and_is_not_sent_to_the_model() {
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&["PATCH::a.py\nx\nENDPATCH", "PATCH::a.py\ny\nENDPATCH"]);
-        let s = FakeSandbox::new(|_, _| Err(SandboxError::CopyFailed("tar broke".into())));
-        let p = d.path().join("t.jsonl");
-        let mut tr = Transcript::open(&p).unwrap();
-        let err = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AgentError::Sandbox(_)), "{err}");
-        let text = std::fs::read_to_string(&p).unwrap();
-        let prompts = text
-            .lines()
-            .filter(|l| l.contains("\"event\":\"prompt\""))
-            .count();
-        assert_eq!(prompts, 1, "only the initial prompt may be sent");
-        assert!(text.contains("\"kind\":\"sandbox_error\""));
-    }
-
-    #[tokio::test]
-    async fn timeout_is_told_in_plain_words_and_refusals_are_reported() {
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&[
-            "PATCH::../evil.py\nx\nENDPATCH",
-            "PATCH::a.py\nok\nENDPATCH",
-        ]);
-        let s = FakeSandbox::new(|_, n| {
-            Ok(if n == 0 {
-                Outcome {
-                    verdict: Verdict::TimedOut,
-                    exit_code: None,
-                    ..outcome(Verdict::TimedOut, 0, "")
-                }
-            } else {
-                outcome(Verdict::Passed, 0, "")
-            })
-        });
-        let p = d.path().join("t.jsonl");
-        let mut tr = Transcript::open(&p).unwrap();
-        let sum = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
-            .await
-            .unwrap();
-        assert!(sum.passed);
-        let text = std::fs::read_to_string(&p).unwrap();
-        let repair = text
-            .lines()
-            .filter(|l| l.contains("\"event\":\"prompt\""))
-            .nth(1)
-            .unwrap()
-            .to_string();
-        assert!(repair.contains("wall-clock limit"), "{repair}");
-        assert!(
-            repair.contains("NOT applied") && repair.contains("../evil.py"),
-            "{repair}"
-        );
-        assert!(!d.path().join("evil.py").exists());
-    }
-
-    #[tokio::test]
-    async fn model_error_keeps_the_transcript() {
-        let d = tempfile::tempdir().unwrap();
-        let m = replay(&[]);
-        let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
-        let p = d.path().join("t.jsonl");
-        let mut tr = Transcript::open(&p).unwrap();
-        let err = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            AgentError::Model(ModelError::ReplayExhausted { .. })
-        ));
-        let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains("\"kind\":\"model_error\""));
-    }
-}
+pub(super) mod tests;
