@@ -43,6 +43,55 @@ pub(super) async fn run_cmd(
     }
     let model = build_model(&args)?;
     let ws = &args.workspace;
+    let (seen, delete) = check_folders(&args)?;
+
+    // 2. The sandbox: daemon, image and a trial create with these limits,
+    //    before any model call or deletion.
+    let mut spec = RunSpec::new(ws, runner.as_str(), args.sandbox.image());
+    spec.limits = limits;
+    spec.env = args.sandbox.env.clone();
+    spec.copy = args.sandbox.copy_options(&profile.exclude);
+    spec.labels = args.sandbox.label.clone();
+    spec.junit = args.sandbox.junit()?;
+    let sandbox = super::connect(&args.sandbox.engines)
+        .await
+        .map_err(AgentError::from)?;
+    sandbox.preflight(&spec).await.map_err(AgentError::from)?;
+
+    // 3. Only now change the disk: reset, create and mark, seed.
+    lay_out(&args, &seen, delete)?;
+
+    let mut transcript = if args.no_transcript {
+        Transcript::disabled()
+    } else {
+        let path = args
+            .transcript
+            .clone()
+            .unwrap_or_else(|| default_transcript(ws));
+        Transcript::open(&path)
+            .map_err(|e| UsageError(format!("cannot open transcript {}: {e}", path.display())))?
+    };
+    let mode = if args.json {
+        UiMode::Json
+    } else if args.quiet {
+        UiMode::Quiet
+    } else {
+        UiMode::Human
+    };
+    let mut ui = Ui::new(mode);
+    let cfg = agent_config(&args, profile, task, &runner, spec);
+    if let Some(p) = transcript.path() {
+        ui.say(&format!("transcript: {}", p.display()));
+    }
+    let result = agent::run(&model, &sandbox, &cfg, &mut ui, &mut transcript, cancel).await;
+    report(&args, &mut ui, result)
+}
+
+/// What is on disk where the run will write, checked before anything
+/// changes: the workspace (and what `--reset` may delete of it), the seed,
+/// the held-out tests, and a repository `--git` would commit in.
+fn check_folders(args: &RunArgs) -> Result<(reset::Observed, bool)> {
+    let ws = &args.workspace;
     let seen = reset::observe(ws).map_err(|source| WorkspaceError::Io {
         op: "reading",
         path: ws.clone(),
@@ -104,21 +153,13 @@ pub(super) async fn run_cmd(
     } else {
         false
     };
+    Ok((seen, delete))
+}
 
-    // 2. The sandbox: daemon, image and a trial create with these limits,
-    //    before any model call or deletion.
-    let mut spec = RunSpec::new(ws, runner.as_str(), args.sandbox.image());
-    spec.limits = limits;
-    spec.env = args.sandbox.env.clone();
-    spec.copy = args.sandbox.copy_options(&profile.exclude);
-    spec.labels = args.sandbox.label.clone();
-    spec.junit = args.sandbox.junit()?;
-    let sandbox = super::connect(&args.sandbox.engines)
-        .await
-        .map_err(AgentError::from)?;
-    sandbox.preflight(&spec).await.map_err(AgentError::from)?;
-
-    // 3. Only now change the disk: reset, create and mark, seed.
+/// Reset, create and mark, seed: the run's only changes to the disk
+/// before the loop.
+fn lay_out(args: &RunArgs, seen: &reset::Observed, delete: bool) -> Result<()> {
+    let ws = &args.workspace;
     if delete {
         std::fs::remove_dir_all(&seen.abs).map_err(|source| WorkspaceError::Io {
             op: "deleting",
@@ -142,30 +183,22 @@ pub(super) async fn run_cmd(
     if let Some(seed) = &args.seed {
         crate::workspace::copy_tree(seed, ws, &crate::workspace::CopyOptions::default())?;
     }
+    Ok(())
+}
 
-    let mut transcript = if args.no_transcript {
-        Transcript::disabled()
-    } else {
-        let path = args
-            .transcript
-            .clone()
-            .unwrap_or_else(|| default_transcript(ws));
-        Transcript::open(&path)
-            .map_err(|e| UsageError(format!("cannot open transcript {}: {e}", path.display())))?
-    };
-    let mode = if args.json {
-        UiMode::Json
-    } else if args.quiet {
-        UiMode::Quiet
-    } else {
-        UiMode::Human
-    };
-    let mut ui = Ui::new(mode);
-    let cfg = AgentConfig {
+/// The loop's settings, from the flags.
+fn agent_config(
+    args: &RunArgs,
+    profile: &Profile,
+    task: String,
+    runner: &str,
+    spec: RunSpec,
+) -> AgentConfig {
+    AgentConfig {
         task,
-        runner: runner.as_str().into(),
+        runner: runner.into(),
         conventions: profile.prompt.clone(),
-        workspace: ws.clone(),
+        workspace: args.workspace.clone(),
         max_iters: args.max_iters,
         sandbox: spec,
         context_chars: args.max_context_chars,
@@ -188,11 +221,15 @@ pub(super) async fn run_cmd(
                 dir,
                 final_only: args.holdout_final_only,
             }),
-    };
-    if let Some(p) = transcript.path() {
-        ui.say(&format!("transcript: {}", p.display()));
     }
-    let result = agent::run(&model, &sandbox, &cfg, &mut ui, &mut transcript, cancel).await;
+}
+
+/// The summary line (and JSON), and the exit code.
+fn report(
+    args: &RunArgs,
+    ui: &mut Ui,
+    result: Result<crate::agent::RunSummary, AgentError>,
+) -> Result<ExitCode> {
     match result {
         Ok(summary) => {
             if args.json {
