@@ -15,15 +15,15 @@
 //! Not done here: scheduling across hosts.
 
 mod adaptive;
+mod inputs;
 mod results;
 mod runner;
 mod scratch;
 mod starts;
 mod task;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,7 +35,8 @@ pub use results::{pass_at_k, read_results, summarize, Summary, TaskResult, TaskV
 pub use scratch::{clean_scratch, SCRATCH_PREFIX};
 
 use crate::sandbox::{RunSpec, Sandbox, SandboxError};
-use results::{repair_tail, task_key, write_result};
+use inputs::Inputs;
+use results::{task_key, write_result};
 use runner::{run_task, Gate};
 use scratch::scratch_dir;
 use task::{read_tasks, Kind, Listed, Source, Task};
@@ -132,15 +133,6 @@ impl Progress for NoProgress {
     fn finish(&mut self) {}
 }
 
-/// Whether two paths name one file (through links or other spellings).
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
 /// Runs the batch. `stop` (first Ctrl-C) stops starting tasks; `kill` (second)
 /// interrupts running ones, whose results are then not written (a resume
 /// runs them again).
@@ -152,79 +144,13 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     kill: &CancellationToken,
 ) -> Result<Summary, BatchError> {
     let t0 = Instant::now();
-    // `-` is standard input, as for most tools that read a file.
-    let from_stdin = cfg.tasks == Path::new("-");
-    let bytes = if from_stdin {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map(|_| b)
-    } else {
-        std::fs::read(&cfg.tasks)
-    }
-    .map_err(|source| BatchError::Io {
-        op: "reading tasks file",
-        path: cfg.tasks.clone(),
-        source,
-    })?;
-    if cfg.out.is_dir() {
-        return Err(BatchError::Io {
-            op: "cannot write results to",
-            path: cfg.out.clone(),
-            source: std::io::Error::other("it is a folder: give --out a file path"),
-        });
-    }
-    if same_file(&cfg.tasks, &cfg.out) {
-        return Err(BatchError::Io {
-            op: "refusing to write results into",
-            path: cfg.out.clone(),
-            source: std::io::Error::other("it is the tasks file: give --out another file"),
-        });
-    }
-    let base = cfg
-        .tasks
-        .parent()
-        .filter(|_| !from_stdin)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let Inputs {
+        bytes,
+        base,
+        done,
+        mut out,
+    } = inputs::open(cfg)?;
 
-    let mut done: HashSet<String> = HashSet::new();
-    if cfg.resume {
-        repair_tail(&cfg.out)?;
-        // A sandbox error says nothing about the task: a resume runs it
-        // again, as it does any verdict in `rerun`. The new line supersedes
-        // the old one (see `read_results`).
-        done.extend(
-            read_results(&cfg.out)?
-                .iter()
-                .filter(|r| {
-                    r.verdict != TaskVerdict::SandboxError && !cfg.rerun.contains(&r.verdict)
-                })
-                .map(TaskResult::key),
-        );
-    } else if cfg.out.exists()
-        && std::fs::metadata(&cfg.out)
-            .map(|m| m.len() > 0)
-            .unwrap_or(false)
-    {
-        // Appending a second run's lines to a first run's would double-count.
-        return Err(BatchError::Io {
-            op: "refusing to overwrite",
-            path: cfg.out.clone(),
-            source: std::io::Error::other(
-                "the results file exists: pass --resume to continue it, or remove it",
-            ),
-        });
-    }
-    let mut out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cfg.out)
-        .map_err(|source| BatchError::Io {
-            op: "opening results file",
-            path: cfg.out.clone(),
-            source,
-        })?;
-
-    let mut counts: BTreeMap<TaskVerdict, usize> = BTreeMap::new();
     let Listed {
         tasks,
         invalid,
@@ -234,10 +160,14 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         preflight(&sandbox, cfg, &tasks).await?;
     }
     progress.start(tasks.len() + invalid.len());
+    let mut book = Book {
+        out: &mut out,
+        path: &cfg.out,
+        counts: BTreeMap::new(),
+        ran: 0,
+    };
     for r in invalid {
-        write_result(&mut out, &cfg.out, &r)?;
-        *counts.entry(r.verdict).or_default() += 1;
-        progress.task_done(&r, &counts);
+        book.record(&r, false, progress)?;
     }
 
     let mut jobs = cfg.jobs.max(1);
@@ -269,7 +199,6 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     let mut starved = Vec::new();
     let mut pending = tasks.into_iter();
     let mut set: JoinSet<Option<TaskResult>> = JoinSet::new();
-    let mut ran = 0;
     let mut draining = false;
     loop {
         while !stop.is_cancelled() && set.len() < jobs + cfg.prefetch {
@@ -303,10 +232,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
                         tally(&mut seconds_at_jobs, at_jobs);
                         at_jobs = (jobs, Instant::now());
                     }
-                    write_result(&mut out, &cfg.out, &r)?;
-                    ran += 1;
-                    *counts.entry(r.verdict).or_default() += 1;
-                    progress.task_done(&r, &counts);
+                    book.record(&r, true, progress)?;
                 }
             }
             _ = stop.cancelled(), if !draining => {
@@ -315,37 +241,13 @@ pub async fn run<S: Sandbox + Clone + 'static>(
             }
         }
     }
-    // Tasks that timed out starved of CPU say nothing about their code:
-    // run them again alone, where nothing competes with them. The new line
-    // supersedes the old one.
     if !stop.is_cancelled() && !starved.is_empty() {
-        let alone = Gate {
-            slots: adaptive::Slots::new(1),
-            starts: starts::Starts::new(1),
-            stop: stop.clone(),
-            conventions: gate.conventions.clone(),
-        };
-        for task in starved {
-            let r = run_task(
-                &sandbox,
-                task,
-                cfg.retries,
-                cfg.scratch.as_deref(),
-                kill,
-                &alone,
-            )
-            .await;
-            if let Some(r) = r {
-                write_result(&mut out, &cfg.out, &r)?;
-                ran += 1;
-                *counts.entry(r.verdict).or_default() += 1;
-                progress.task_done(&r, &counts);
-            }
-        }
+        rerun_starved(&sandbox, cfg, starved, &gate, kill, &mut book, progress).await?;
     }
     progress.finish();
     let wall = t0.elapsed().as_secs_f64();
     let mut summary = summarize(&read_results(&cfg.out)?);
+    let (ran, counts) = (book.ran, book.counts);
     summary.ran = ran;
     summary.skipped = skipped;
     summary.wall_seconds = wall;
@@ -389,6 +291,67 @@ async fn preflight<S: Sandbox>(
         spec.image = t.spec.image.clone();
     }
     sandbox.preflight(&spec).await.map_err(BatchError::Sandbox)
+}
+
+/// The results file and the counts of this run's lines.
+struct Book<'a> {
+    out: &'a mut std::fs::File,
+    path: &'a std::path::Path,
+    counts: BTreeMap<TaskVerdict, usize>,
+    /// Tasks run (not invalid lines).
+    ran: usize,
+}
+
+impl Book<'_> {
+    /// Writes one result and counts it; `ran`: a task that ran.
+    fn record(
+        &mut self,
+        r: &TaskResult,
+        ran: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<(), BatchError> {
+        write_result(self.out, self.path, r)?;
+        self.ran += usize::from(ran);
+        *self.counts.entry(r.verdict).or_default() += 1;
+        progress.task_done(r, &self.counts);
+        Ok(())
+    }
+}
+
+/// Runs again, one at a time, the tasks that timed out starved of CPU.
+async fn rerun_starved<S: Sandbox>(
+    sandbox: &S,
+    cfg: &BatchConfig,
+    starved: Vec<Task>,
+    gate: &Gate,
+    kill: &CancellationToken,
+    book: &mut Book<'_>,
+    progress: &mut dyn Progress,
+) -> Result<(), BatchError> {
+    // Tasks that timed out starved of CPU say nothing about their code:
+    // run them again alone, where nothing competes with them. The new line
+    // supersedes the old one.
+    let alone = Gate {
+        slots: adaptive::Slots::new(1),
+        starts: starts::Starts::new(1),
+        stop: gate.stop.clone(),
+        conventions: gate.conventions.clone(),
+    };
+    for task in starved {
+        let r = run_task(
+            sandbox,
+            task,
+            cfg.retries,
+            cfg.scratch.as_deref(),
+            kill,
+            &alone,
+        )
+        .await;
+        if let Some(r) = r {
+            book.record(&r, true, progress)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
