@@ -401,19 +401,9 @@ mod tests {
             }
         });
         let cfg = BatchConfig {
-            tasks: tasks.clone(),
-            out: d.path().join("r.jsonl"),
-            jobs: 1,
             retries: 2,
             prefetch: 1,
-            resume: false,
-            retry_starved: false,
-            defaults: defaults(),
-            scratch: None,
-            allow_task_overrides: false,
-            rerun: Vec::new(),
-            conventions: String::new(),
-            adaptive: None,
+            ..plain(tasks.clone(), d.path().join("r.jsonl"))
         };
         let c = CancellationToken::new();
         let s = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())
@@ -482,19 +472,8 @@ mod tests {
         .unwrap();
         let sb = FakeSandbox::new(|_, _| Ok(outcome(Verdict::Passed, 0, "ok")));
         let cfg = BatchConfig {
-            tasks,
-            out: d.path().join("r.jsonl"),
-            jobs: 1,
-            retries: 0,
-            prefetch: 0,
-            resume: false,
-            retry_starved: false,
-            defaults: defaults(),
             scratch: Some(d.path().join("nonexistent")),
-            allow_task_overrides: false,
-            rerun: Vec::new(),
-            conventions: String::new(),
-            adaptive: None,
+            ..plain(tasks, d.path().join("r.jsonl"))
         };
         let c = CancellationToken::new();
         let e = run(sb.clone(), &cfg, &mut NoProgress, &c, &c.child_token())
