@@ -17,6 +17,15 @@ use thiserror::Error;
 
 use crate::sandbox::docker::DockerSandbox;
 
+impl crate::error::Classify for ImageError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            ImageError::Build { .. } => crate::error::ErrorClass::Sandbox,
+            _ => crate::error::ErrorClass::Usage,
+        }
+    }
+}
+
 /// A failed image build.
 #[derive(Debug, Error)]
 #[non_exhaustive]

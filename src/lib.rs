@@ -1,19 +1,37 @@
-//! autodev: a language model writes and repairs code; every line it writes
-//! runs inside a fresh, locked-down Docker container.
+//! autodev's engine: a language model writes and repairs code; every line it
+//! writes runs inside a fresh, locked-down sandbox.
 //!
-//! Module map:
-//! - [`config`]: limits and settings, validated once.
-//! - [`sandbox`]: the `Sandbox` trait, the Docker and Kubernetes executors, a fake for tests.
+//! The front ends (the `autodev` binary's `cli` and `app`, later the service
+//! and the MCP server) sit on top of this library and share its settings,
+//! errors and verdicts; nothing here knows which front end calls it.
+//!
+//! Module map, ground floor first:
+//! - [`exit`], [`error`]: exit codes, and the one classification of failure
+//!   ([`error::ErrorClass`]) every front end maps to its own status.
+//! - [`config`]: limits and settings, validated once; the keys a file or a
+//!   task line may set, and how far.
+//! - [`profile`]: language profiles (image, test command, excludes) and their
+//!   detection.
+//! - [`workspace`]: the host folder: copy manifest, tar stream, context,
+//!   export, git, reset.
+//! - [`sandbox`]: the `Sandbox` seam and its Docker, Kubernetes and socket
+//!   backends; verdicts, limits, output capture.
+//! - [`model`]: model clients (OpenAI-compatible, Ollama, replay).
+//! - [`patch`]: model replies to files, confined to the workspace.
+//! - [`agent`]: the repair loop over a model and a sandbox.
+//! - [`batch`]: many tasks, bounded concurrency, one result line each.
 //! - [`doctor`]: proving each guarantee of the sandbox on this host.
-//! - [`workspace`]: the host folder: copy manifest, tar stream, context, export.
-//! - [`images`]: building the sandbox images from `images/*/Dockerfile`.
+//! - [`images`]: building the sandbox images.
+//! - [`report`]: the transcript and what the terminal shows.
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod agent;
-pub mod app;
 pub mod batch;
-pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod error;
+pub mod exit;
 pub mod images;
 pub mod model;
 pub mod patch;

@@ -2,9 +2,12 @@
 
 use std::process::ExitCode;
 
-use autodev::cli::exit;
-use autodev::cli::LoadError;
+mod app;
+mod cli;
+
 use autodev::errln;
+use cli::exit;
+use cli::LoadError;
 
 fn main() -> ExitCode {
     // A bug must still end in one line, not a Rust panic message.
@@ -26,7 +29,7 @@ fn main() -> ExitCode {
     }));
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    let loaded = match autodev::cli::load(&argv, &|k| std::env::var(k).ok(), &cwd) {
+    let loaded = match cli::load(&argv, &|k| std::env::var(k).ok(), &cwd) {
         Ok(loaded) => loaded,
         // --help and --version print as clap formats them.
         Err(LoadError::Clap(e)) if !e.use_stderr() => e.exit(),
@@ -45,14 +48,14 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::SANDBOX);
         }
     };
-    let result = runtime.block_on(autodev::app::run(loaded));
+    let result = runtime.block_on(app::run(loaded));
     // Background tasks (signal handler, stray readers) must not delay exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     let code = match result {
         Ok(code) => code,
         Err(err) => {
-            errln!("autodev: {}", autodev::app::error_line(&err));
-            ExitCode::from(autodev::app::exit_code_for(&err))
+            errln!("autodev: {}", app::error_line(&err));
+            ExitCode::from(app::exit_code_for(&err))
         }
     };
     // Output lost to a full disk is a failure even when the run went well.

@@ -20,7 +20,7 @@ use crate::workspace::{self, WorkspaceError};
 /// How good a test run was: a pass beats everything, then more tests
 /// passed, then fewer failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Score {
+pub(super) struct Score {
     passed: bool,
     tests_passed: u32,
     tests_failing: u32,
@@ -28,7 +28,7 @@ pub struct Score {
 
 impl Score {
     /// The score of `o`.
-    pub fn of(o: &Outcome) -> Score {
+    pub(super) fn of(o: &Outcome) -> Score {
         let t = o.tests.as_ref();
         Score {
             passed: o.verdict == Verdict::Passed,
@@ -38,7 +38,7 @@ impl Score {
     }
 
     /// `passed/total` for messages, when there was a report.
-    pub fn counts(o: &Outcome) -> String {
+    pub(super) fn counts(o: &Outcome) -> String {
         match &o.tests {
             Some(t) => format!(
                 "{}/{} tests passed, {} failed",
@@ -69,7 +69,7 @@ impl Ord for Score {
 
 /// What one iteration changed in the tests' results.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Change {
+pub(super) struct Change {
     /// Failing before, still there and not failing now.
     pub fixed: Vec<String>,
     /// Not failing before (so passing, or new), failing now.
@@ -81,13 +81,13 @@ pub struct Change {
 
 impl Change {
     /// Whether the iteration lost ground: a test broke or went missing.
-    pub fn regressed(&self) -> bool {
+    pub(super) fn regressed(&self) -> bool {
         !self.broke.is_empty() || !self.missing.is_empty()
     }
 }
 
 /// The per-test change from `before` to `after`, when both have a report.
-pub fn compare(before: &Outcome, after: &Outcome) -> Option<Change> {
+pub(super) fn compare(before: &Outcome, after: &Outcome) -> Option<Change> {
     let failing = |o: &Outcome| -> Option<BTreeSet<String>> {
         o.tests
             .as_ref()

@@ -69,6 +69,18 @@ impl From<SandboxError> for AgentError {
     }
 }
 
+impl crate::error::Classify for AgentError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            AgentError::Model(m) => m.class(),
+            AgentError::Sandbox(s) => s.class(),
+            AgentError::Workspace(_) | AgentError::Setup(_) => ErrorClass::Usage,
+            AgentError::Interrupted => ErrorClass::Interrupted,
+        }
+    }
+}
+
 /// The shell's exit status for a command it cannot find.
 const NOT_FOUND: i64 = 127;
 

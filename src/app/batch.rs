@@ -8,10 +8,9 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
-use crate::batch::{self, BatchConfig, TaskResult, TaskVerdict};
 use crate::cli::{exit, BatchArgs, Jobs};
-use crate::profile::Profile;
-use crate::sandbox::RunSpec;
+use autodev::batch::{self, BatchConfig, TaskResult, TaskVerdict};
+use autodev::profile::Profile;
 
 /// `--jobs auto` goes at most this many times the engines' slots.
 const AUTO_JOBS_CAP: usize = 4;
@@ -22,13 +21,7 @@ pub(super) async fn batch_cmd(
     stop: &CancellationToken,
     kill: &CancellationToken,
 ) -> Result<ExitCode> {
-    let limits = args.sandbox.limits()?;
-    let mut defaults = RunSpec::new("", "", args.sandbox.image());
-    defaults.limits = limits;
-    defaults.env = args.sandbox.env.clone();
-    defaults.copy = args.sandbox.copy_options(&profile.exclude);
-    defaults.labels = args.sandbox.label.clone();
-    defaults.junit = args.sandbox.junit()?;
+    let defaults = args.sandbox.run_spec("", "", &profile.exclude)?;
     let cfg = BatchConfig {
         tasks: args.tasks.clone(),
         out: args.out.clone(),
@@ -92,9 +85,9 @@ pub(super) async fn batch_cmd(
     let mut progress = BatchProgress::new();
     let summary = batch::run(sandbox, &cfg, &mut progress, stop, kill).await?;
     if args.json {
-        crate::outln!("{}", serde_json::to_string(&summary)?);
+        autodev::outln!("{}", serde_json::to_string(&summary)?);
     } else {
-        crate::errln!("{}", batch_report(&summary, &cfg.out));
+        autodev::errln!("{}", batch_report(&summary, &cfg.out));
     }
     Ok(ExitCode::from(if summary.interrupted {
         exit::INTERRUPTED
@@ -219,7 +212,7 @@ impl batch::Progress for BatchProgress {
             }
             self.bar = Some(bar);
         } else {
-            crate::errln!("autodev batch: {to_run} task(s) to run");
+            autodev::errln!("autodev batch: {to_run} task(s) to run");
         }
     }
 
@@ -246,7 +239,7 @@ impl batch::Progress for BatchProgress {
         {
             self.last_line = std::time::Instant::now();
             let rate = self.ran as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-            crate::errln!(
+            autodev::errln!(
                 "autodev batch: {}/{} done ({}), {:.2} tasks/s",
                 self.done,
                 self.total,
@@ -261,7 +254,7 @@ impl batch::Progress for BatchProgress {
             format!("stopping: waiting for {running} running task(s); Ctrl-C again to kill them");
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => crate::errln!("autodev batch: {line}"),
+            None => autodev::errln!("autodev batch: {line}"),
         }
     }
 

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::UsageError;
 use crate::cli::{ConfigCommand, ProfileChoice, Settings};
-use crate::config::file::{self, PROJECT_FILE};
-use crate::config::keys::{self, Project};
+use autodev::config::file::{self, PROJECT_FILE};
+use autodev::config::keys::{self, Project};
 
 /// Secrets autodev reads from the environment only; `show` says whether each is set.
 const SECRETS: &[&str] = &["OPENAI_API_KEY"];
@@ -45,7 +45,7 @@ fn effective(settings: &Settings) -> Vec<crate::cli::Origin> {
         let Some(text) = std::env::var(var).ok().filter(|v| !v.is_empty()) else {
             continue;
         };
-        if *var == "USE_OLLAMA" && !crate::model::truthy(&text) {
+        if *var == "USE_OLLAMA" && !autodev::model::truthy(&text) {
             continue;
         }
         o.value = Some(stands.map_or(text, str::to_string));
@@ -76,15 +76,15 @@ fn show(settings: &Settings, as_json: bool) -> Result<ExitCode> {
             "profiles": settings.profiles.names(),
             "secrets": secrets.iter().map(|(k, set)| json!({"name": k, "set": set})).collect::<Vec<_>>(),
         });
-        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
+        autodev::outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    crate::outln!("profile: {}", profile_line(settings));
-    crate::outln!("profiles: {}", settings.profiles.names().join(", "));
+    autodev::outln!("profile: {}", profile_line(settings));
+    autodev::outln!("profiles: {}", settings.profiles.names().join(", "));
     match &user {
-        Some(u) if settings.files.contains(u) => crate::outln!("user file: {}", u.display()),
-        Some(u) => crate::outln!("user file: {} (none)", u.display()),
-        None => crate::outln!("user file: none (no HOME or XDG_CONFIG_HOME)"),
+        Some(u) if settings.files.contains(u) => autodev::outln!("user file: {}", u.display()),
+        Some(u) => autodev::outln!("user file: {} (none)", u.display()),
+        None => autodev::outln!("user file: none (no HOME or XDG_CONFIG_HOME)"),
     }
     let project: Vec<String> = settings
         .files
@@ -92,7 +92,7 @@ fn show(settings: &Settings, as_json: bool) -> Result<ExitCode> {
         .filter(|f| Some(*f) != user.as_ref())
         .map(|f| f.display().to_string())
         .collect();
-    crate::outln!(
+    autodev::outln!(
         "project file: {}",
         if project.is_empty() {
             format!("none ({PROJECT_FILE} in the workspace or here)")
@@ -101,17 +101,17 @@ fn show(settings: &Settings, as_json: bool) -> Result<ExitCode> {
         }
     );
     for (name, set) in &secrets {
-        crate::outln!(
+        autodev::outln!(
             "{name}: {} (read from the environment only; never printed)",
             if *set { "set" } else { "not set" }
         );
     }
-    crate::outln!("");
+    autodev::outln!("");
     let width = keys::KEYS.iter().map(|k| k.name.len()).max().unwrap_or(0);
     let vwidth = 28;
     for o in &origins {
         let value = o.value.as_deref().unwrap_or("(unset)");
-        crate::outln!("{:width$}  {value:vwidth$}  {}", o.key, o.source);
+        autodev::outln!("{:width$}  {value:vwidth$}  {}", o.key, o.source);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -205,14 +205,14 @@ fn init(project: bool, force: bool) -> Result<ExitCode> {
     }
     std::fs::write(&path, starting_file(project))
         .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
-    crate::errln!("autodev: wrote {}", path.display());
+    autodev::errln!("autodev: wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::file::{FileLayer, Scope};
+    use autodev::config::file::{FileLayer, Scope};
 
     /// Every commented setting of the starting files, uncommented, is a
     /// valid file of its kind.

@@ -7,16 +7,13 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{exit, DoctorArgs};
-use crate::doctor::{self, Status, Targets};
-use crate::sandbox::{AnySandbox, RunSpec};
+use autodev::doctor::{self, Status, Targets};
+use autodev::sandbox::AnySandbox;
 
 pub(super) async fn doctor_cmd(args: DoctorArgs, cancel: &CancellationToken) -> Result<ExitCode> {
     let s = &args.sandbox;
     let dir = tempfile::tempdir()?;
-    let mut spec = RunSpec::new(dir.path(), "true", s.image());
-    spec.limits = s.limits()?;
-    spec.env = s.env.clone();
-    spec.labels = s.label.clone();
+    let spec = s.run_spec(dir.path(), "true", &[])?;
     let sandbox = super::connect(&s.engines).await?;
     sandbox.check_limits(&spec).await?;
     // Something on the host that a run without network must not reach.
@@ -31,7 +28,7 @@ pub(super) async fn doctor_cmd(args: DoctorArgs, cancel: &CancellationToken) -> 
     let (name, version) = describe(&sandbox).await;
     let found = tokio::select! {
         r = doctor::examine(&sandbox, &spec, &targets, cancel) => r,
-        _ = cancel.cancelled() => Err(crate::sandbox::SandboxError::Interrupted),
+        _ = cancel.cancelled() => Err(autodev::sandbox::SandboxError::Interrupted),
     };
     accept.abort();
     let found = found?;
@@ -44,9 +41,9 @@ pub(super) async fn doctor_cmd(args: DoctorArgs, cancel: &CancellationToken) -> 
             "findings": found,
             "broken": broken,
         });
-        crate::outln!("{v}");
+        autodev::outln!("{v}");
     } else {
-        crate::outln!("autodev doctor: {name} ({version}), image {}", spec.image);
+        autodev::outln!("autodev doctor: {name} ({version}), image {}", spec.image);
         for f in &found {
             let status = match f.status {
                 Status::Held => "held   ",
@@ -54,8 +51,8 @@ pub(super) async fn doctor_cmd(args: DoctorArgs, cancel: &CancellationToken) -> 
                 Status::Unknown => "unknown",
             };
             match &f.fix {
-                Some(fix) => crate::outln!("  {status} {:<17} {}; fix: {fix}", f.check, f.detail),
-                None => crate::outln!("  {status} {:<17} {}", f.check, f.detail),
+                Some(fix) => autodev::outln!("  {status} {:<17} {}; fix: {fix}", f.check, f.detail),
+                None => autodev::outln!("  {status} {:<17} {}", f.check, f.detail),
             }
         }
     }

@@ -7,29 +7,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
 use crate::cli::{exit, ExecArgs};
-use crate::profile::Profile;
-use crate::sandbox::served::ServedSandbox;
-use crate::sandbox::{
+use autodev::profile::Profile;
+use autodev::sandbox::served::ServedSandbox;
+use autodev::sandbox::{
     NullSink, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, StdioSink,
 };
-use crate::workspace::WorkspaceError;
+use autodev::workspace::WorkspaceError;
 
 pub(super) async fn exec_cmd(
     args: ExecArgs,
     profile: &Profile,
     cancel: &CancellationToken,
 ) -> Result<ExitCode> {
-    let limits = args.sandbox.limits()?;
-    let mut spec = RunSpec::new(
+    let mut spec = args.sandbox.run_spec(
         &args.workspace,
-        crate::sandbox::Command::from_args(&args.command),
-        args.sandbox.image(),
-    );
-    spec.limits = limits;
-    spec.env = args.sandbox.env.clone();
-    spec.copy = args.sandbox.copy_options(&profile.exclude);
-    spec.labels = args.sandbox.label.clone();
-    spec.junit = args.sandbox.junit()?;
+        autodev::sandbox::Command::from_args(&args.command),
+        &profile.exclude,
+    )?;
     let original = match &args.rerun {
         Some(path) => Some(rerun_spec(path, &mut spec)?),
         None => None,
@@ -66,16 +60,16 @@ pub(super) async fn exec_cmd(
     match result {
         Ok(outcome) => {
             if args.json {
-                crate::outln!("{}", serde_json::to_string(&outcome)?);
+                autodev::outln!("{}", serde_json::to_string(&outcome)?);
             } else {
-                crate::errln!("{}", crate::report::outcome_line(&outcome));
+                autodev::errln!("{}", autodev::report::outcome_line(&outcome));
             }
             Ok(ExitCode::from(outcome.verdict.exit_code()))
         }
         Err(SandboxError::Interrupted) => {
             if args.json {
                 // A caller reading JSON gets JSON on every path.
-                crate::outln!(
+                autodev::outln!(
                     "{}",
                     serde_json::json!({"verdict": "interrupted", "error": SandboxError::Interrupted.to_string()})
                 );
@@ -83,8 +77,8 @@ pub(super) async fn exec_cmd(
             Err(SandboxError::Interrupted.into())
         }
         Err(e) if args.json && !matches!(e, SandboxError::Workspace(_)) => {
-            crate::outln!("{}", serde_json::to_string(&Outcome::from_error(&e))?);
-            crate::errln!("autodev: {e}");
+            autodev::outln!("{}", serde_json::to_string(&Outcome::from_error(&e))?);
+            autodev::errln!("autodev: {e}");
             Ok(ExitCode::from(exit::SANDBOX))
         }
         Err(e) => Err(e.into()),
@@ -137,9 +131,10 @@ fn rerun_spec(path: &std::path::Path, spec: &mut RunSpec) -> Result<Original> {
 }
 
 fn report_rerun(orig: &Original, now: &Outcome, spec: &RunSpec, json: bool) -> Result<ExitCode> {
-    let tree = crate::workspace::manifest(&spec.workspace, &spec.copy, spec.limits.max_copy_bytes)
-        .and_then(|m| crate::workspace::tree_hash(&m))
-        .ok();
+    let tree =
+        autodev::workspace::manifest(&spec.workspace, &spec.copy, spec.limits.max_copy_bytes)
+            .and_then(|m| autodev::workspace::tree_hash(&m))
+            .ok();
     let same_verdict = orig.verdict == now.verdict.as_str();
     let same_output = now
         .record
@@ -147,7 +142,7 @@ fn report_rerun(orig: &Original, now: &Outcome, spec: &RunSpec, json: bool) -> R
         .is_some_and(|r| r.output_sha256 == orig.record.output_sha256);
     let same_workspace = tree.is_some() && tree == orig.record.workspace_sha256;
     if json {
-        crate::outln!(
+        autodev::outln!(
             "{}",
             serde_json::json!({
                 "same_verdict": same_verdict, "same_output": same_output,
@@ -157,7 +152,7 @@ fn report_rerun(orig: &Original, now: &Outcome, spec: &RunSpec, json: bool) -> R
         );
     } else {
         let word = |same: bool| if same { "same" } else { "different" };
-        crate::errln!(
+        autodev::errln!(
             "autodev: rerun {} (original {}): verdict {}, output {}, workspace {}",
             now.verdict,
             orig.verdict,

@@ -6,8 +6,8 @@ use anyhow::Result;
 
 use super::{connect, UsageError};
 use crate::cli::ImagesCommand;
-use crate::images::{self, Definitions};
-use crate::sandbox::docker::{engine, DockerSandbox};
+use autodev::images::{self, Definitions};
+use autodev::sandbox::docker::{engine, DockerSandbox};
 
 pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
     match cmd {
@@ -25,7 +25,7 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
             // Every engine given builds its own copy: a fleet without a registry.
             for sandbox in pool.engines() {
                 for name in &names {
-                    crate::errln!(
+                    autodev::errln!(
                         "autodev: building {} from {} on {}",
                         images::tag_for(name),
                         defs.describe(name),
@@ -33,11 +33,11 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
                     );
                     let tag = images::build(sandbox, &defs, name, base.as_deref(), |line| {
                         if !quiet && !line.is_empty() {
-                            crate::errln!("  {line}");
+                            autodev::errln!("  {line}");
                         }
                     })
                     .await?;
-                    crate::errln!("autodev: built {tag}");
+                    autodev::errln!("autodev: built {tag}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -91,7 +91,7 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
                 for tag in &tags {
                     let t = std::time::Instant::now();
                     images::push(&source, to, tag).await?;
-                    crate::errln!(
+                    autodev::errln!(
                         "autodev: copied {tag} from {} to {} in {:.1}s",
                         source.name(),
                         to.name(),
@@ -113,7 +113,7 @@ pub(super) async fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
                     } else {
                         "not built"
                     };
-                    crate::outln!("{name}\t{tag}\t{state}\t{}", sandbox.name());
+                    autodev::outln!("{name}\t{tag}\t{state}\t{}", sandbox.name());
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -6,9 +6,9 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::KubeCommand;
-use crate::sandbox::kube::setup::{Enforcement, POLICY};
-use crate::sandbox::kube::{KubeSandbox, KubeSettings};
-use crate::sandbox::{RunSpec, SandboxError};
+use autodev::sandbox::kube::setup::{Enforcement, POLICY};
+use autodev::sandbox::kube::{KubeSandbox, KubeSettings};
+use autodev::sandbox::{RunSpec, SandboxError};
 
 pub(super) async fn kube_cmd(cmd: KubeCommand, cancel: &CancellationToken) -> Result<ExitCode> {
     let KubeCommand::Setup {
@@ -28,18 +28,18 @@ pub(super) async fn kube_cmd(cmd: KubeCommand, cancel: &CancellationToken) -> Re
         _ = cancel.cancelled() => return Err(SandboxError::Interrupted.into()),
     };
     let said = |created| if created { "created" } else { "already there" };
-    crate::outln!("namespace {namespace}: {}", said(report.namespace_created));
-    crate::outln!("network policy {POLICY}: {}", said(report.policy_created));
+    autodev::outln!("namespace {namespace}: {}", said(report.namespace_created));
+    autodev::outln!("network policy {POLICY}: {}", said(report.policy_created));
     let target = &report.probe_target;
     match &report.enforcement {
-        Enforcement::Enforced => crate::outln!(
+        Enforcement::Enforced => autodev::outln!(
             "network denial: enforced (a probe pod reached {target}; one under the policy could not)"
         ),
-        Enforcement::NotEnforced => crate::outln!(
+        Enforcement::NotEnforced => autodev::outln!(
             "network denial: NOT enforced: a probe pod under the policy reached {target}; this cluster's network plugin ignores NetworkPolicy, so runs here have the network"
         ),
         Enforcement::Unknown(why) => {
-            crate::outln!("network denial: could not tell: {why}")
+            autodev::outln!("network denial: could not tell: {why}")
         }
     }
     Ok(ExitCode::SUCCESS)

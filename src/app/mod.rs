@@ -20,17 +20,14 @@ use std::sync::Arc;
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentError;
 use crate::cli::{exit, Command, Loaded, ProfileChoice};
 use crate::cli::{Backend, EngineArgs};
-use crate::config::ConfigError;
-use crate::images::ImageError;
-use crate::model::ModelError;
-use crate::sandbox::docker::engine::{self, TlsFlags};
-use crate::sandbox::docker::pool::DockerPool;
-use crate::sandbox::kube::{KubeSandbox, KubeSettings};
-use crate::sandbox::{AnySandbox, Sandbox, SandboxError};
-use crate::workspace::WorkspaceError;
+use autodev::config::ConfigError;
+use autodev::error::ErrorClass;
+use autodev::sandbox::docker::engine::{self, TlsFlags};
+use autodev::sandbox::docker::pool::DockerPool;
+use autodev::sandbox::kube::{KubeSandbox, KubeSettings};
+use autodev::sandbox::{AnySandbox, Sandbox, SandboxError};
 
 /// Runs the command line, with every settings layer applied.
 pub async fn run(loaded: Loaded) -> Result<ExitCode> {
@@ -44,28 +41,9 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
     if let (ProfileChoice::Detected(d), Command::Run(_) | Command::Exec(_), false) =
         (&settings.choice, &cli.command, quiet)
     {
-        crate::errln!("autodev: {}", d.describe());
+        autodev::errln!("autodev: {}", d.describe());
     }
-    let engines = match &cli.command {
-        Command::Run(a) => a.sandbox.engines.clone(),
-        Command::Exec(a) => a.sandbox.engines.clone(),
-        Command::Pool(a) => a.sandbox.engines.clone(),
-        Command::Doctor(a) => a.sandbox.engines.clone(),
-        Command::Batch(a) => a.sandbox.engines.clone(),
-        Command::Images(
-            crate::cli::ImagesCommand::Build { engines, .. }
-            | crate::cli::ImagesCommand::Push { engines, .. }
-            | crate::cli::ImagesCommand::List { engines, .. },
-        )
-        | Command::Clean { engines, .. } => engines.clone(),
-        Command::Config(_) => EngineArgs::default(),
-        // What `kube setup`'s probe pods leave is cleaned where they ran.
-        Command::Kube(crate::cli::KubeCommand::Setup { namespace, .. }) => EngineArgs {
-            backend: Backend::Kubernetes,
-            namespace: Some(namespace.clone()),
-            ..EngineArgs::default()
-        },
-    };
+    let engines = cli.command.engines();
     let leaving = spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()), engines);
     let result = match cli.command {
         Command::Config(cmd) => config::config_cmd(cmd, &settings),
@@ -85,10 +63,10 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
         } => {
             let mut dirs = vec![std::env::temp_dir()];
             dirs.extend(scratch);
-            let folders: usize = dirs.iter().map(|d| crate::batch::clean_scratch(d)).sum();
+            let folders: usize = dirs.iter().map(|d| autodev::batch::clean_scratch(d)).sum();
             let sandbox = connect(&engines).await?;
             let n = sandbox.clean(&label).await?;
-            crate::errln!(
+            autodev::errln!(
                 "autodev: removed {n} leftover container(s) and {folders} scratch folder(s) of dead processes"
             );
             Ok(ExitCode::SUCCESS)
@@ -113,7 +91,7 @@ fn from_file(err: anyhow::Error, origins: &[crate::cli::Origin]) -> anyhow::Erro
     };
     let arg = what.trim_start_matches("--").replace('-', "_");
     let origin = origins.iter().find(|o| {
-        crate::config::keys::by_name(o.key).is_some_and(|k| k.arg == arg)
+        autodev::config::keys::by_name(o.key).is_some_and(|k| k.arg == arg)
             && matches!(o.source, crate::cli::Source::File { .. })
     });
     match origin {
@@ -126,54 +104,15 @@ fn from_file(err: anyhow::Error, origins: &[crate::cli::Origin]) -> anyhow::Erro
     }
 }
 
-/// Maps an error to the exit code README documents.
+/// Maps an error to its exit code: by the class the error carries
+/// (`autodev::error`); the front end's own usage errors are usage errors.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
-    if let Some(e) = err.downcast_ref::<AgentError>() {
-        return match e {
-            AgentError::Model(m) if m.is_usage() => exit::USAGE,
-            AgentError::Model(_) => exit::MODEL,
-            AgentError::Sandbox(s) if s.is_usage() => exit::USAGE,
-            AgentError::Workspace(_) => exit::USAGE,
-            AgentError::Sandbox(_) => exit::SANDBOX,
-            AgentError::Interrupted => exit::INTERRUPTED,
-            AgentError::Setup(_) => exit::USAGE,
-        };
-    }
-    if let Some(m) = err.downcast_ref::<ModelError>() {
-        return if m.is_usage() {
-            exit::USAGE
-        } else {
-            exit::MODEL
-        };
-    }
-    if err.downcast_ref::<UsageError>().is_some() {
-        return exit::USAGE;
-    }
-    if let Some(e) = err.downcast_ref::<SandboxError>() {
-        return match e {
-            SandboxError::Interrupted => exit::INTERRUPTED,
-            s if s.is_usage() => exit::USAGE,
-            _ => exit::SANDBOX,
-        };
-    }
-    if err.downcast_ref::<ConfigError>().is_some() || err.downcast_ref::<WorkspaceError>().is_some()
-    {
-        return exit::USAGE;
-    }
-    if let Some(e) = err.downcast_ref::<crate::batch::BatchError>() {
-        return match e {
-            crate::batch::BatchError::Sandbox(s) if !s.is_usage() => exit::SANDBOX,
-            crate::batch::BatchError::Output { .. } => exit::OUTPUT,
-            _ => exit::USAGE,
-        };
-    }
-    if let Some(e) = err.downcast_ref::<ImageError>() {
-        return match e {
-            ImageError::Build { .. } => exit::SANDBOX,
-            _ => exit::USAGE,
-        };
-    }
-    exit::FAILED
+    err.chain()
+        .find_map(|e| match e.downcast_ref::<UsageError>() {
+            Some(_) => Some(ErrorClass::Usage),
+            None => autodev::error::class_of(e),
+        })
+        .map_or(exit::FAILED, ErrorClass::exit_code)
 }
 
 /// Connects to the backend the flags name: Docker engines (the flags, or
@@ -264,14 +203,14 @@ fn spawn_signal_handler(
         };
         next().await;
         if kill.is_some() {
-            crate::errln!("\nautodev: stopping: no new tasks; running ones finish (Ctrl-C again to kill them)");
+            autodev::errln!("\nautodev: stopping: no new tasks; running ones finish (Ctrl-C again to kill them)");
         } else {
-            crate::errln!("\nautodev: interrupted, cleaning up (Ctrl-C again to exit at once)");
+            autodev::errln!("\nautodev: interrupted, cleaning up (Ctrl-C again to exit at once)");
         }
         cancel.cancel();
         if let Some(kill) = kill {
             next().await;
-            crate::errln!("\nautodev: killing running tasks and removing their containers");
+            autodev::errln!("\nautodev: killing running tasks and removing their containers");
             kill.cancel();
         }
         next().await;
@@ -280,7 +219,7 @@ fn spawn_signal_handler(
         // second Ctrl-C right after the first): remove what this process
         // created, within a bound, then go.
         let own = [(
-            crate::sandbox::docker::PID_LABEL.to_string(),
+            autodev::sandbox::docker::PID_LABEL.to_string(),
             std::process::id().to_string(),
         )];
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
@@ -302,6 +241,9 @@ pub struct UsageError(pub String);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autodev::agent::AgentError;
+    use autodev::model::ModelError;
+    use autodev::workspace::WorkspaceError;
 
     #[test]
     fn error_line_names_each_cause_once_on_one_line() {

@@ -5,14 +5,14 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PoolArgs;
-use crate::sandbox::served::server::{self, PoolSocket};
-use crate::sandbox::{Sandbox, SandboxError};
+use autodev::sandbox::served::server::{self, PoolSocket};
+use autodev::sandbox::{Sandbox, SandboxError};
 
 pub(super) async fn pool_cmd(args: PoolArgs, cancel: &CancellationToken) -> Result<()> {
     // What the containers started ahead are made for (nothing of a run,
     // workspace, command or environment, is in a container's definition).
-    let limits = args.sandbox.limits()?;
-    let warm = server::settings(args.sandbox.image(), &limits, &args.sandbox.label);
+    let spec = args.sandbox.run_spec("/", "true", &[])?;
+    let warm = server::settings(&spec.image, &spec.limits, &spec.labels);
     // A bad path is said before any engine is asked; on a later error the
     // socket goes with it.
     let socket = PoolSocket::bind(&args.socket)?;
@@ -21,7 +21,7 @@ pub(super) async fn pool_cmd(args: PoolArgs, cancel: &CancellationToken) -> Resu
     sandbox.check_limits(&warm).await?;
     sandbox.preflight(&warm).await?;
     sandbox.warm(&warm);
-    crate::errln!(
+    autodev::errln!(
         "autodev pool: serving runs on {}, {} container(s) of {} started ahead; Ctrl-C or SIGTERM stops it and removes them",
         args.socket.display(),
         args.sandbox.engines.pool,

@@ -9,14 +9,14 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
-use crate::agent::{self, AgentConfig, AgentError};
 use crate::cli::{exit, Provider, RunArgs};
-use crate::model::{AnyModel, ModelError, ModelSettings, ProviderKind, RetryPolicy};
-use crate::patch::ApplyOptions;
-use crate::profile::Profile;
-use crate::report::{Transcript, Ui, UiMode};
-use crate::sandbox::{RunSpec, Sandbox};
-use crate::workspace::{reset, WorkspaceError};
+use autodev::agent::{self, AgentConfig, AgentError};
+use autodev::model::{AnyModel, ModelError, ModelSettings, ProviderKind, RetryPolicy};
+use autodev::patch::ApplyOptions;
+use autodev::profile::Profile;
+use autodev::report::{Transcript, Ui, UiMode};
+use autodev::sandbox::{RunSpec, Sandbox};
+use autodev::workspace::{reset, WorkspaceError};
 
 pub(super) async fn run_cmd(
     args: RunArgs,
@@ -25,9 +25,11 @@ pub(super) async fn run_cmd(
 ) -> Result<ExitCode> {
     // 1. Everything that can be checked without touching the disk or the
     //    network: flags, task, model settings (the replay file is read here).
-    let limits = args.sandbox.limits()?;
-    let task = read_task(&args.task)?;
     let runner = args.runner.clone().unwrap_or_default();
+    let spec = args
+        .sandbox
+        .run_spec(&args.workspace, runner.as_str(), &profile.exclude)?;
+    let task = read_task(&args.task)?;
     if runner.trim().is_empty() {
         return Err(UsageError(format!(
             "--runner is empty: give the test command, e.g. --runner \"{}\"",
@@ -47,12 +49,6 @@ pub(super) async fn run_cmd(
 
     // 2. The sandbox: daemon, image and a trial create with these limits,
     //    before any model call or deletion.
-    let mut spec = RunSpec::new(ws, runner.as_str(), args.sandbox.image());
-    spec.limits = limits;
-    spec.env = args.sandbox.env.clone();
-    spec.copy = args.sandbox.copy_options(&profile.exclude);
-    spec.labels = args.sandbox.label.clone();
-    spec.junit = args.sandbox.junit()?;
     let sandbox = super::connect(&args.sandbox.engines)
         .await
         .map_err(AgentError::from)?;
@@ -141,7 +137,7 @@ fn check_folders(args: &RunArgs) -> Result<(reset::Observed, bool)> {
         }
     }
     if args.git && !args.reset && seen.kind == reset::Kind::Folder {
-        crate::workspace::git::check_clean(ws)?;
+        autodev::workspace::git::check_clean(ws)?;
     }
     let delete = if args.reset {
         let home = std::env::var_os("HOME").and_then(|h| PathBuf::from(h).canonicalize().ok());
@@ -181,7 +177,7 @@ fn lay_out(args: &RunArgs, seen: &reset::Observed, delete: bool) -> Result<()> {
         })?;
     }
     if let Some(seed) = &args.seed {
-        crate::workspace::copy_tree(seed, ws, &crate::workspace::CopyOptions::default())?;
+        autodev::workspace::copy_tree(seed, ws, &autodev::workspace::CopyOptions::default())?;
     }
     Ok(())
 }
@@ -210,14 +206,14 @@ fn agent_config(
         apply: ApplyOptions {
             max_file_bytes: args.max_file_size,
         },
-        protection: crate::agent::protect::Protection {
+        protection: autodev::agent::protect::Protection {
             allow_test_edits: args.allow_test_edits,
             globs: args.protect.clone(),
         },
         holdout: args
             .holdout
             .clone()
-            .map(|dir| crate::agent::holdout::Holdout {
+            .map(|dir| autodev::agent::holdout::Holdout {
                 dir,
                 final_only: args.holdout_final_only,
             }),
@@ -228,12 +224,12 @@ fn agent_config(
 fn report(
     args: &RunArgs,
     ui: &mut Ui,
-    result: Result<crate::agent::RunSummary, AgentError>,
+    result: Result<autodev::agent::RunSummary, AgentError>,
 ) -> Result<ExitCode> {
     match result {
         Ok(summary) => {
             if args.json {
-                crate::outln!("{}", serde_json::to_string(&summary)?);
+                autodev::outln!("{}", serde_json::to_string(&summary)?);
             }
             ui.summary(&format!(
                 "autodev: {} after {} iteration(s) ({}), final verdict {}, {:.1}s, {} tokens",
@@ -254,7 +250,7 @@ fn report(
         }
         Err(e) => {
             if args.json {
-                crate::outln!("{}", json!({"passed": false, "error": e.to_string()}));
+                autodev::outln!("{}", json!({"passed": false, "error": e.to_string()}));
             }
             Err(e.into())
         }

@@ -28,7 +28,7 @@ const HOLD: usize = 4;
 
 /// The controller.
 #[derive(Debug, Clone)]
-pub struct Adaptive {
+pub(super) struct Adaptive {
     limit: usize,
     floor: usize,
     max: usize,
@@ -45,7 +45,7 @@ pub struct Adaptive {
 
 impl Adaptive {
     /// Starts at `start`, climbs within `range`.
-    pub fn new(start: usize, range: std::ops::RangeInclusive<usize>, now: Instant) -> Self {
+    pub(super) fn new(start: usize, range: std::ops::RangeInclusive<usize>, now: Instant) -> Self {
         let max = (*range.end()).max(1);
         let floor = (*range.start()).clamp(1, max);
         Adaptive {
@@ -63,7 +63,7 @@ impl Adaptive {
 
     /// Tasks that may run at once now.
     #[cfg(test)]
-    pub fn limit(&self) -> usize {
+    pub(super) fn limit(&self) -> usize {
         self.limit
     }
 
@@ -75,7 +75,7 @@ impl Adaptive {
 
     /// A task ended at `now`, with a transient sandbox error or not;
     /// returns the new limit when it changes.
-    pub fn record(&mut self, now: Instant, transient_error: bool) -> Option<usize> {
+    pub(super) fn record(&mut self, now: Instant, transient_error: bool) -> Option<usize> {
         self.done_in_window += 1;
         self.errors_in_window += usize::from(transient_error);
         let elapsed = now.saturating_duration_since(self.window_start);
@@ -149,7 +149,7 @@ impl Adaptive {
 /// Run slots whose number can change while tasks hold them: a lower limit
 /// takes effect as running tasks end, a higher one at once.
 #[derive(Debug)]
-pub struct Slots {
+pub(super) struct Slots {
     /// Held, and the limit.
     state: std::sync::Mutex<(usize, usize)>,
     freed: tokio::sync::Notify,
@@ -157,11 +157,11 @@ pub struct Slots {
 
 /// One slot, given back when dropped.
 #[derive(Debug)]
-pub struct Slot(std::sync::Arc<Slots>);
+pub(super) struct Slot(std::sync::Arc<Slots>);
 
 impl Slots {
     /// `limit` slots.
-    pub fn new(limit: usize) -> std::sync::Arc<Self> {
+    pub(super) fn new(limit: usize) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Slots {
             state: std::sync::Mutex::new((0, limit.max(1))),
             freed: tokio::sync::Notify::new(),
@@ -173,7 +173,7 @@ impl Slots {
     }
 
     /// Waits for a free slot.
-    pub async fn acquire(self: &std::sync::Arc<Self>) -> Slot {
+    pub(super) async fn acquire(self: &std::sync::Arc<Self>) -> Slot {
         loop {
             // Registered before the check: a slot freed in between is not missed.
             let freed = self.freed.notified();
@@ -189,7 +189,7 @@ impl Slots {
     }
 
     /// Changes the number of slots.
-    pub fn set_limit(&self, limit: usize) {
+    pub(super) fn set_limit(&self, limit: usize) {
         self.lock().1 = limit.max(1);
         self.freed.notify_waiters();
     }

@@ -110,6 +110,17 @@ pub enum BatchError {
     },
 }
 
+impl crate::error::Classify for BatchError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            BatchError::Sandbox(s) => s.class(),
+            BatchError::Output { .. } => ErrorClass::Output,
+            BatchError::Scratch { .. } | BatchError::Io { .. } => ErrorClass::Usage,
+        }
+    }
+}
+
 /// Progress callbacks, so the CLI can draw bars and tests can stay quiet.
 pub trait Progress: Send {
     /// The batch starts with this many tasks to run.

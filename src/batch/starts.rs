@@ -34,7 +34,7 @@ const QUEUE_FLOOR: usize = 2;
 
 /// The start limit's controller.
 #[derive(Debug, Clone)]
-pub struct StartLimit {
+pub(super) struct StartLimit {
     limit: usize,
     max: usize,
     /// Doubling until the engine first queues.
@@ -50,7 +50,7 @@ pub struct StartLimit {
 
 impl StartLimit {
     /// A limit that never goes over `max` (more cannot be in flight).
-    pub fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize) -> Self {
         let max = max.max(1);
         StartLimit {
             limit: INITIAL.min(max),
@@ -63,7 +63,7 @@ impl StartLimit {
     }
 
     /// Containers that may start at once now.
-    pub fn limit(&self) -> usize {
+    pub(super) fn limit(&self) -> usize {
         self.limit
     }
 
@@ -71,7 +71,7 @@ impl StartLimit {
     /// limit when it changes. Decided once per window of `limit` starts:
     /// the starts in flight when the engine began to queue all queued, and
     /// one cause must not halve the limit once per start.
-    pub fn record(&mut self, latency: Duration, overload: bool) -> Option<usize> {
+    pub(super) fn record(&mut self, latency: Duration, overload: bool) -> Option<usize> {
         if overload {
             self.errors += 1;
         } else {

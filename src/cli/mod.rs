@@ -4,40 +4,57 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config;
-use crate::sandbox::kube::PullPolicy;
+use autodev::config;
+use autodev::sandbox::kube::PullPolicy;
 
 mod layered;
 mod parse;
 mod sandbox;
 
-use crate::batch::TaskVerdict;
+use autodev::batch::TaskVerdict;
 pub(crate) use layered::{built as built_command, find_arg};
 pub use layered::{load, LoadError, Loaded, Origin, ProfileChoice, Settings, Source};
 pub use parse::one_line;
 use parse::{duration, label_filter, size, verdict};
 pub use sandbox::{Backend, EngineArgs, SandboxArgs};
 
-/// Exit codes shared by every subcommand (docs/exec.md lists them).
-pub mod exit {
-    /// Tests passed / command succeeded.
-    pub const OK: u8 = 0;
-    /// Tests failed.
-    pub const FAILED: u8 = 1;
-    /// Bad flags, bad task file, bad workspace: nothing ran.
-    pub const USAGE: u8 = 2;
-    /// The model API failed (after retries) or refused the request.
-    pub const MODEL: u8 = 3;
-    /// Output could not be written (a full disk, say); a closed pipe is not an error.
-    pub const OUTPUT: u8 = 74;
-    /// The wall-clock limit passed.
-    pub const TIMED_OUT: u8 = 124;
-    /// The sandbox infrastructure failed (daemon, image, copy).
-    pub const SANDBOX: u8 = 125;
-    /// Interrupted by Ctrl-C or SIGTERM; everything was cleaned up.
-    pub const INTERRUPTED: u8 = 130;
-    /// A process was killed for exceeding the memory limit.
-    pub const OOM: u8 = 137;
+pub use autodev::exit;
+
+impl Command {
+    /// The sandbox flags of a subcommand that runs code.
+    pub fn sandbox_args(&self) -> Option<&SandboxArgs> {
+        match self {
+            Command::Run(a) => Some(&a.sandbox),
+            Command::Exec(a) => Some(&a.sandbox),
+            Command::Batch(a) => Some(&a.sandbox),
+            Command::Doctor(a) => Some(&a.sandbox),
+            Command::Pool(a) => Some(&a.sandbox),
+            _ => None,
+        }
+    }
+
+    /// The engines (or cluster) the subcommand talks to: where a signal's
+    /// clean-up looks for what it started.
+    pub fn engines(&self) -> EngineArgs {
+        if let Some(s) = self.sandbox_args() {
+            return s.engines.clone();
+        }
+        match self {
+            Command::Images(
+                ImagesCommand::Build { engines, .. }
+                | ImagesCommand::Push { engines, .. }
+                | ImagesCommand::List { engines, .. },
+            )
+            | Command::Clean { engines, .. } => engines.clone(),
+            // What `kube setup`'s probe pods leave is cleaned where they ran.
+            Command::Kube(KubeCommand::Setup { namespace, .. }) => EngineArgs {
+                backend: Backend::Kubernetes,
+                namespace: Some(namespace.clone()),
+                ..EngineArgs::default()
+            },
+            _ => EngineArgs::default(),
+        }
+    }
 }
 
 /// Let a language model write and repair code; run every line of it in a locked-down container.
@@ -167,7 +184,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub model: Option<String>,
     /// Model calls at most (the first reply and the repairs); the tests run after each.
-    #[arg(long, default_value_t = crate::agent::DEFAULT_MAX_ITERS,
+    #[arg(long, default_value_t = autodev::agent::DEFAULT_MAX_ITERS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_iters: u32,
     /// Delete the workspace first: only a folder autodev created, or an empty one.
@@ -205,16 +222,16 @@ pub struct RunArgs {
     #[arg(long, default_value = "120s", value_parser = duration("--model-timeout"))]
     pub model_timeout: std::time::Duration,
     /// Largest model reply accepted; a bigger one is refused, not buffered.
-    #[arg(long, default_value_t = crate::model::DEFAULT_MAX_REPLY_BYTES, value_parser = size("--max-reply-size"))]
+    #[arg(long, default_value_t = autodev::model::DEFAULT_MAX_REPLY_BYTES, value_parser = size("--max-reply-size"))]
     pub max_reply_size: u64,
     /// Attempts per model request (429, 5xx, timeouts and connection errors are retried).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub model_attempts: u32,
     /// Characters of file context sent to the model.
-    #[arg(long, default_value_t = crate::agent::DEFAULT_CONTEXT_CHARS)]
+    #[arg(long, default_value_t = autodev::agent::DEFAULT_CONTEXT_CHARS)]
     pub max_context_chars: usize,
     /// Characters of failure output sent to the model (head and tail kept).
-    #[arg(long, default_value_t = crate::agent::DEFAULT_FAILURE_CHARS)]
+    #[arg(long, default_value_t = autodev::agent::DEFAULT_FAILURE_CHARS)]
     pub max_failure_chars: usize,
     /// Largest file a patch may write.
     #[arg(long, default_value = "1MiB", value_parser = size("--max-file-size"))]
@@ -413,7 +430,7 @@ pub enum KubeCommand {
     /// then probe whether the cluster enforces it (the cluster comes from KUBECONFIG).
     Setup {
         /// Namespace to prepare.
-        #[arg(long, default_value = crate::sandbox::kube::DEFAULT_NAMESPACE)]
+        #[arg(long, default_value = autodev::sandbox::kube::DEFAULT_NAMESPACE)]
         namespace: String,
         /// Image of the two probe pods (needs bash and timeout).
         #[arg(long, default_value = config::DEFAULT_IMAGE)]

@@ -1,7 +1,7 @@
 //! Value parsers for the flags, and clap's errors on one line.
 
-use crate::batch::TaskVerdict;
-use crate::config::{self, ConfigError, Network};
+use autodev::batch::TaskVerdict;
+use autodev::config::{self, ConfigError, Network};
 
 /// clap's error text on one line: what went wrong and the arguments it
 /// names, without the usage block and the `--help` tip.

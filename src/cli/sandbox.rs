@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::parse::{duration, env_item, label_item, network, size};
-use crate::config::{self, defaults, ConfigError, Limits, Network};
-use crate::sandbox::kube::PullPolicy;
-use crate::workspace::{CopyOptions, DEFAULT_EXCLUDES};
+use autodev::config::{self, defaults, ConfigError, Limits, Network};
+use autodev::sandbox::kube::PullPolicy;
+use autodev::sandbox::RunSpec;
+use autodev::workspace::{CopyOptions, DEFAULT_EXCLUDES};
 
 /// Where sandboxes run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -124,6 +125,24 @@ pub struct SandboxArgs {
 }
 
 impl SandboxArgs {
+    /// What a run of `command` on `workspace` gets from these flags: image,
+    /// limits, environment, copy, labels and report. The one place flags
+    /// become a run's settings; every subcommand that runs code asks here.
+    pub fn run_spec(
+        &self,
+        workspace: impl Into<PathBuf>,
+        command: impl Into<autodev::sandbox::Command>,
+        profile_excludes: &[String],
+    ) -> Result<RunSpec, ConfigError> {
+        let mut spec = RunSpec::new(workspace, command, self.image());
+        spec.limits = self.limits()?;
+        spec.env = self.env.clone();
+        spec.copy = self.copy_options(profile_excludes);
+        spec.labels = self.label.clone();
+        spec.junit = self.junit()?;
+        Ok(spec)
+    }
+
     /// The validated limits these flags describe.
     pub fn limits(&self) -> Result<Limits, ConfigError> {
         let l = Limits {
@@ -145,8 +164,8 @@ impl SandboxArgs {
     }
 
     /// Where to look for the JUnit report.
-    pub fn junit(&self) -> Result<crate::sandbox::Junit, ConfigError> {
-        use crate::sandbox::Junit;
+    pub fn junit(&self) -> Result<autodev::sandbox::Junit, ConfigError> {
+        use autodev::sandbox::Junit;
         match self.junit.as_deref() {
             None => Ok(Junit::FromImage),
             Some("none") => Ok(Junit::Off),

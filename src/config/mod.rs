@@ -41,6 +41,13 @@ pub mod defaults {
     pub const USER: &str = "1000:1000";
 }
 
+/// Every settings error is the caller's to fix.
+impl crate::error::Classify for ConfigError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Usage
+    }
+}
+
 /// A setting that cannot be used, with what to do about it.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -48,16 +55,36 @@ pub enum ConfigError {
     #[error(
         "invalid size {value:?} for {what}: use a number with an optional unit up to 1PiB, e.g. 512m, 1GiB"
     )]
-    BadSize { what: &'static str, value: String },
+    BadSize {
+        /// The flag or key it was given for.
+        what: &'static str,
+        /// The text given.
+        value: String,
+    },
     /// A number of cores such as `0.5` could not be read.
     #[error("invalid {what} {value:?}: use a number of cores, e.g. 0.5 or 2")]
-    BadNumber { what: &'static str, value: String },
+    BadNumber {
+        /// The flag or key it was given for.
+        what: &'static str,
+        /// The text given.
+        value: String,
+    },
     /// A duration such as `180s` could not be read.
     #[error("invalid duration {value:?} for {what}: use e.g. 90s, 3m, 1h (at most 7 days)")]
-    BadDuration { what: &'static str, value: String },
+    BadDuration {
+        /// The flag or key it was given for.
+        what: &'static str,
+        /// The text given.
+        value: String,
+    },
     /// A value is outside what the executor accepts.
     #[error("invalid {what}: {reason}")]
-    OutOfRange { what: &'static str, reason: String },
+    OutOfRange {
+        /// The flag or key it was given for.
+        what: &'static str,
+        /// Why it cannot be used, and the range that can.
+        reason: String,
+    },
     /// An unknown network mode.
     #[error("invalid network {0:?}: use none (the default) or bridge")]
     BadNetwork(String),
@@ -339,14 +366,16 @@ mod opt_duration {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => super::humantime_serde_compat::serialize(d, s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         #[derive(Deserialize)]
         struct Wrap(#[serde(with = "super::humantime_serde_compat")] Duration);
         Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
@@ -359,11 +388,11 @@ mod humantime_serde_compat {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {

@@ -316,6 +316,16 @@ impl ModelSettings {
     }
 }
 
+impl crate::error::Classify for ModelError {
+    fn class(&self) -> crate::error::ErrorClass {
+        if self.is_usage() {
+            crate::error::ErrorClass::Usage
+        } else {
+            crate::error::ErrorClass::Model
+        }
+    }
+}
+
 impl ModelError {
     /// Whether the error is in what the user gave (settings, replay file),
     /// found before any request: a usage error, not a failure of the model.
@@ -339,7 +349,7 @@ impl ProviderKind {
 }
 
 /// `1`, `true`, `yes` or `on`, in any case: how people write "set" in the environment.
-pub(crate) fn truthy(v: &str) -> bool {
+pub fn truthy(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),
         "1" | "true" | "yes" | "on"

@@ -126,6 +126,17 @@ pub enum SandboxError {
 pub const START_DOCKER: &str =
     "start it (e.g. `systemctl start docker`), or pick another with --engine or DOCKER_HOST";
 
+impl crate::error::Classify for SandboxError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            SandboxError::Interrupted => ErrorClass::Interrupted,
+            s if s.is_usage() => ErrorClass::Usage,
+            _ => ErrorClass::Sandbox,
+        }
+    }
+}
+
 impl SandboxError {
     /// Whether the error is in what the user asked for (exit code 2), not
     /// in the infrastructure.

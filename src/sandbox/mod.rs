@@ -1,7 +1,7 @@
 //! Running a command on a workspace inside an isolated, throw-away environment.
 //!
 //! [`Sandbox`] is the seam: [`docker::DockerSandbox`] is the real one (a fresh
-//! locked-down container per run), [`fake::FakeSandbox`] serves scripted
+//! locked-down container per run), `fake::FakeSandbox` (tests only) serves scripted
 //! outcomes to unit tests of the loop and batch code. A sandbox never reports
 //! its own failure as a test failure: infrastructure problems are
 //! [`SandboxError`]s, and become the `sandbox_error` verdict only at the edge.
@@ -11,6 +11,7 @@ pub mod capture;
 pub mod demux;
 pub mod docker;
 mod error;
+#[cfg(test)]
 pub mod fake;
 mod feed;
 pub mod kube;
@@ -75,14 +76,15 @@ impl Verdict {
 
     /// Exit code of `autodev exec` for this verdict (documented in README).
     pub fn exit_code(self) -> u8 {
+        use crate::exit;
         match self {
-            Verdict::Passed => 0,
-            Verdict::Failed => 1,
-            Verdict::TimedOut => 124,
-            Verdict::SandboxError => 125,
-            Verdict::OomKilled => 137,
-            Verdict::NoTests => 5,
-            Verdict::Unverified => 6,
+            Verdict::Passed => exit::OK,
+            Verdict::Failed => exit::FAILED,
+            Verdict::TimedOut => exit::TIMED_OUT,
+            Verdict::SandboxError => exit::SANDBOX,
+            Verdict::OomKilled => exit::OOM,
+            Verdict::NoTests => exit::NO_TESTS,
+            Verdict::Unverified => exit::UNVERIFIED,
         }
     }
 }

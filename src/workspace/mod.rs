@@ -35,6 +35,13 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
 /// the model, and never written by a patch.
 pub const MARKER: &str = ".autodev-workspace";
 
+/// Every workspace error is the caller's to fix.
+impl crate::error::Classify for WorkspaceError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Usage
+    }
+}
+
 /// A problem with the workspace folder.
 #[derive(Debug, Error)]
 #[non_exhaustive]

@@ -9,7 +9,7 @@ use clap::{ArgAction, CommandFactory};
 
 use super::Layered;
 use crate::cli::Cli;
-use crate::config::file::Raw;
+use autodev::config::file::Raw;
 
 /// The ids of the arguments typed on the command line (of the subcommand run).
 pub(super) fn given_flags(m: &clap::ArgMatches) -> Vec<String> {

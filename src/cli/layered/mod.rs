@@ -20,9 +20,9 @@ use clap::{CommandFactory, FromArgMatches};
 use serde::Serialize;
 
 use super::{Cli, Command, ConfigCommand};
-use crate::config::file::{self, FileError, FileLayer, Raw, Scope, PROJECT_FILE};
-use crate::config::keys::{self, Key};
-use crate::profile::{self, Detection, Profile, ProfileError, Profiles};
+use autodev::config::file::{self, FileError, FileLayer, Raw, Scope, PROJECT_FILE};
+use autodev::config::keys::{self, Key};
+use autodev::profile::{self, Detection, Profile, ProfileError, Profiles};
 pub(crate) use command::{built, find_arg};
 use command::{clap_default, given_flags, with_defaults};
 use values::{check_tightening, check_value, env_value};
@@ -377,14 +377,7 @@ fn place(cli: &Cli, cwd: &Path) -> Place {
 }
 
 fn flag_profile(cli: &Cli) -> Option<String> {
-    match &cli.command {
-        Command::Run(a) => a.sandbox.profile.clone(),
-        Command::Exec(a) => a.sandbox.profile.clone(),
-        Command::Pool(a) => a.sandbox.profile.clone(),
-        Command::Batch(a) => a.sandbox.profile.clone(),
-        Command::Doctor(a) => a.sandbox.profile.clone(),
-        _ => None,
-    }
+    cli.command.sandbox_args()?.profile.clone()
 }
 
 #[cfg(test)]
@@ -525,6 +518,6 @@ mod tests {
             panic!("run")
         };
         assert_eq!(a.runner.as_deref(), Some("make test"));
-        assert_eq!(a.sandbox.image(), crate::config::DEFAULT_IMAGE);
+        assert_eq!(a.sandbox.image(), autodev::config::DEFAULT_IMAGE);
     }
 }

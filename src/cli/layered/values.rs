@@ -5,9 +5,9 @@
 use std::ffi::OsString;
 
 use super::command::{clap_default, find_arg, is_flag, is_list};
-use crate::config::file::{Entry, FileError, FileLayer, Raw};
-use crate::config::keys::{Key, Measure, Project};
-use crate::config::{parse_duration, parse_size};
+use autodev::config::file::{Entry, FileError, FileLayer, Raw};
+use autodev::config::keys::{Key, Measure, Project};
+use autodev::config::{parse_duration, parse_size};
 
 /// Reads an environment variable's text as the setting's kind of value.
 pub(super) fn env_value(cmd: &clap::Command, key: &Key, text: &str) -> Raw {

@@ -35,7 +35,7 @@ const STARVED_SHARE: f64 = 0.25;
 /// (its owner died): then the wrapper kills everything and the engine
 /// removes the container. Long enough that a live owner's clock, which
 /// starts earlier, always acts first (and says `timed_out`).
-pub const DEADLINE_GRACE: Duration = Duration::from_secs(15);
+pub(super) const DEADLINE_GRACE: Duration = Duration::from_secs(15);
 
 /// The exit status of a process ended by SIGKILL (128 + 9), as the OOM
 /// killer ends one.

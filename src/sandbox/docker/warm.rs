@@ -26,10 +26,10 @@ use super::removal::Removal;
 use crate::sandbox::RunSpec;
 
 /// How long a container waits for its run before it is not used any more.
-pub const MAX_IDLE: Duration = Duration::from_secs(120);
+pub(super) const MAX_IDLE: Duration = Duration::from_secs(120);
 /// The deadline the wrapper enforces on a waiting container: past
 /// [`MAX_IDLE`], so this process never hands out one about to end.
-pub const IDLE_DEADLINE: Duration = Duration::from_secs(150);
+pub(super) const IDLE_DEADLINE: Duration = Duration::from_secs(150);
 
 /// The container's output, as the attach gives it.
 pub(super) type Output =
