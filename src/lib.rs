@@ -8,6 +8,8 @@
 //! Module map, ground floor first:
 //! - [`exit`], [`error`]: exit codes, and the one classification of failure
 //!   ([`error::ErrorClass`]) every front end maps to its own status.
+//! - [`term`], [`text`]: writing to the terminal (`outln!`, `errln!`) and
+//!   cutting long text.
 //! - [`config`]: limits and settings, validated once; the keys a file or a
 //!   task line may set, and how far.
 //! - [`profile`]: language profiles (image, test command, excludes) and their
@@ -22,7 +24,8 @@
 //! - [`batch`]: many tasks, bounded concurrency, one result line each.
 //! - [`doctor`]: proving each guarantee of the sandbox on this host.
 //! - [`images`]: building the sandbox images.
-//! - [`report`]: the transcript and what the terminal shows.
+//! - [`report`]: the transcript and what the terminal shows (a leaf: no
+//!   engine module below it imports it).
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -38,4 +41,6 @@ pub mod patch;
 pub mod profile;
 pub mod report;
 pub mod sandbox;
+pub mod term;
+pub mod text;
 pub mod workspace;

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         }
     };
     // Output lost to a full disk is a failure even when the run went well.
-    match autodev::report::term::failure() {
+    match autodev::term::failure() {
         Some(why) => {
             errln!("autodev: {why}");
             ExitCode::from(exit::OUTPUT)

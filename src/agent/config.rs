@@ -104,7 +104,7 @@ pub struct RunSummary {
     /// Exit code of the final test run.
     pub exit_code: Option<i64>,
     /// Per-test results of the final test run; `null` without a report.
-    pub tests: Option<crate::report::junit::TestReport>,
+    pub tests: Option<crate::sandbox::junit::TestReport>,
     /// Why the loop stopped.
     pub stop_reason: StopReason,
     /// Test runs inside the loop.

@@ -232,9 +232,9 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
 mod tests {
     use super::super::tests::{cfg, go, replay};
     use super::*;
-    use crate::report::junit::{TestFailure, TestReport};
     use crate::report::Transcript;
     use crate::sandbox::fake::{outcome, FakeSandbox};
+    use crate::sandbox::junit::{TestFailure, TestReport};
 
     fn run(verdict: Verdict, total: u32, failing: &[&str]) -> Outcome {
         let mut o = outcome(verdict, i64::from(verdict != Verdict::Passed), "");
@@ -296,13 +296,13 @@ mod tests {
 
     fn with_tests(v: Verdict, total: u32, failing: &[&str]) -> Outcome {
         let mut o = outcome(v, i64::from(v != Verdict::Passed), "");
-        o.tests = Some(crate::report::junit::TestReport {
+        o.tests = Some(crate::sandbox::junit::TestReport {
             total,
             passed: total - failing.len() as u32,
             failed: failing.len() as u32,
             failing: failing
                 .iter()
-                .map(|n| crate::report::junit::TestFailure {
+                .map(|n| crate::sandbox::junit::TestFailure {
                     name: n.to_string(),
                     message: "assert".into(),
                 })

@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::{AgentError, Loop, TRANSCRIPT_OUTPUT_CHARS};
 use crate::model::ModelClient;
-use crate::report::cut_middle;
 use crate::sandbox::{NullSink, Outcome, Sandbox};
+use crate::text::cut_middle;
 use crate::workspace::{self, CopyOptions, WorkspaceError};
 
 /// Where the held-out tests are, and when they run.

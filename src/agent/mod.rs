@@ -32,8 +32,9 @@ pub use prompts::{CODER_RULES, REVIEWER_RULES};
 
 use crate::model::{Message, ModelClient, ModelError, Usage};
 use crate::patch::{self, ApplyReport, Refusal};
-use crate::report::{cut_middle, Transcript, Ui};
+use crate::report::{Transcript, Ui};
 use crate::sandbox::{Outcome, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::text::cut_middle;
 use crate::workspace::{self, WorkspaceError};
 
 /// Characters of each captured stream kept in a transcript event.

@@ -4,8 +4,8 @@
 use super::guard::Change;
 use super::{AgentConfig, AgentError};
 use crate::patch::Refusal;
-use crate::report::cut_middle;
 use crate::sandbox::{Outcome, Verdict};
+use crate::text::cut_middle;
 use crate::workspace;
 
 /// Rules for the first request.

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::BatchError;
 use crate::model::Usage;
-use crate::report::cut_middle;
 use crate::sandbox::{Outcome, Verdict};
+use crate::text::cut_middle;
 
 /// Characters of each output stream kept in a result line.
 const RESULT_TAIL_CHARS: usize = 2000;
@@ -113,7 +113,7 @@ pub struct TaskResult {
     pub error: Option<String>,
     /// Per-test results of the (last) test run; `null` without a report.
     #[serde(default)]
-    pub tests: Option<crate::report::junit::TestReport>,
+    pub tests: Option<crate::sandbox::junit::TestReport>,
     /// Why `tests` is null, when a report was looked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_note: Option<String>,
@@ -450,7 +450,7 @@ mod tests {
     fn the_result_line_schema_is_pinned() {
         let mut r = TaskResult::invalid(3, Some("a".into()), 1, "why".into());
         r.refused = vec!["x".into()];
-        r.tests = Some(crate::report::junit::TestReport::default());
+        r.tests = Some(crate::sandbox::junit::TestReport::default());
         r.tests_note = Some("n".into());
         let o = crate::sandbox::fake::outcome(Verdict::Passed, 0, "ok");
         let spec = crate::sandbox::RunSpec::new("/w", "true", "img");

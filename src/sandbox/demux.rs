@@ -265,7 +265,7 @@ impl ReportDemux {
         }
         // The wrapper sends at most the cap plus one byte; more means other
         // output is mixed in, and the report cannot be trusted.
-        if self.report.len() > crate::report::junit::MAX_REPORT_BYTES + 64 * 1024 {
+        if self.report.len() > crate::sandbox::junit::MAX_REPORT_BYTES + 64 * 1024 {
             self.report = Vec::new();
             self.state = ReportState::Flooded;
         }

@@ -14,6 +14,7 @@ mod error;
 #[cfg(test)]
 pub mod fake;
 mod feed;
+pub mod junit;
 pub mod kube;
 pub mod output;
 mod reach;
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::report::junit::TestReport;
+use crate::sandbox::junit::TestReport;
 pub use any::AnySandbox;
 pub use capture::{Capture, Captured};
 pub use error::{SandboxError, START_DOCKER};
@@ -367,10 +368,10 @@ impl OutputSink for StdioSink {
     // A closed pipe or a full disk must not abort the run (the capture still
     // has the output); a full disk is reported when the run ends.
     fn stdout(&mut self, bytes: &[u8]) {
-        crate::report::term::write(crate::report::term::Stream::Out, bytes);
+        crate::term::write(crate::term::Stream::Out, bytes);
     }
     fn stderr(&mut self, bytes: &[u8]) {
-        crate::report::term::write(crate::report::term::Stream::Err, bytes);
+        crate::term::write(crate::term::Stream::Err, bytes);
     }
 }
 

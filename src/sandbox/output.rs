@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::demux::{Demuxed, ReadyDemux, Report, ReportDemux, Usage};
 use super::{Capture, Captured, OutputSink, Verdict};
-use crate::report::junit::{self, TestReport};
+use crate::sandbox::junit::{self, TestReport};
 
 /// Where the run's test report is looked for, and whether its absence is news.
 #[derive(Debug, Clone, PartialEq, Eq)]

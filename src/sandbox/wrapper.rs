@@ -173,7 +173,7 @@ fn script() -> String {
     // One byte over the cap tells a report that was cut from one that fits.
     WRAPPER.replace(
         "REPORT_CAP",
-        &(crate::report::junit::MAX_REPORT_BYTES + 1).to_string(),
+        &(crate::sandbox::junit::MAX_REPORT_BYTES + 1).to_string(),
     )
 }
 

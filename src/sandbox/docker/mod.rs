@@ -19,6 +19,7 @@
 //!
 //! Not done here: image builds (see `images`), retries (see `batch`).
 
+mod attach;
 pub mod engine;
 mod health;
 pub mod policy;
@@ -355,14 +356,14 @@ impl DockerSandbox {
         let early = self
             .flavor
             .auto_removes()
-            .then(|| stream::ExitWait::register(self, &id));
+            .then(|| attach::ExitWait::register(self, &id));
         self.guarded(
             "start container",
             &lost,
             self.docker.start_container(&id, None),
         )
         .await?;
-        let exit = early.unwrap_or_else(|| stream::ExitWait::register(self, &id));
+        let exit = early.unwrap_or_else(|| attach::ExitWait::register(self, &id));
         Ok(Started {
             removal,
             output: attach.output,

@@ -13,14 +13,10 @@
 //! deadline, a little later, ends it even if this process is gone).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::container::LogOutput;
-use futures_util::Stream;
-use tokio::io::AsyncWrite;
-
+use super::attach::{Input, Output};
 use super::policy::{self, Flavor};
 use super::removal::Removal;
 use crate::sandbox::RunSpec;
@@ -30,12 +26,6 @@ pub(super) const MAX_IDLE: Duration = Duration::from_secs(120);
 /// The deadline the wrapper enforces on a waiting container: past
 /// [`MAX_IDLE`], so this process never hands out one about to end.
 pub(super) const IDLE_DEADLINE: Duration = Duration::from_secs(150);
-
-/// The container's output, as the attach gives it.
-pub(super) type Output =
-    Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
-/// The container's stdin.
-pub(super) type Input = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// Which containers can serve `spec`: those of the same definition.
 pub(super) fn key(spec: &RunSpec, flavor: Flavor) -> String {
@@ -54,7 +44,7 @@ pub(super) struct Started {
     pub(super) output: Output,
     pub(super) input: Input,
     /// The wait for its exit status, registered before it started.
-    pub(super) exit: super::stream::ExitWait,
+    pub(super) exit: super::attach::ExitWait,
     pub(super) since: Instant,
 }
 
@@ -225,7 +215,7 @@ mod tests {
             removal: Removal::new(docker, "test".into()),
             output,
             input: Box::pin(tokio::io::sink()),
-            exit: super::super::stream::ExitWait::never(),
+            exit: super::super::attach::ExitWait::never(),
             since: Instant::now(),
         }
     }

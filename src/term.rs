@@ -69,13 +69,13 @@ pub fn failure() -> Option<String> {
 /// `println!` that never panics.
 #[macro_export]
 macro_rules! outln {
-    ($($t:tt)*) => { $crate::report::term::out_line(&format!($($t)*)) };
+    ($($t:tt)*) => { $crate::term::out_line(&format!($($t)*)) };
 }
 
 /// `eprintln!` that never panics.
 #[macro_export]
 macro_rules! errln {
-    ($($t:tt)*) => { $crate::report::term::err_line(&format!($($t)*)) };
+    ($($t:tt)*) => { $crate::term::err_line(&format!($($t)*)) };
 }
 
 #[cfg(test)]
