@@ -20,6 +20,8 @@
 //!   backends; verdicts, limits, output capture.
 //! - [`model`]: model clients (OpenAI-compatible, Ollama, replay).
 //! - [`patch`]: model replies to files, confined to the workspace.
+//! - [`events`]: what happens in a run ([`events::RunEvent`]) and the
+//!   [`events::Observer`] seam every front end listens on.
 //! - [`agent`]: the repair loop over a model and a sandbox.
 //! - [`batch`]: many tasks, bounded concurrency, one result line each.
 //! - [`doctor`]: proving each guarantee of the sandbox on this host.
@@ -34,6 +36,7 @@ pub mod batch;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod events;
 pub mod exit;
 pub mod images;
 pub mod model;

@@ -3,11 +3,8 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-
-use crate::model::Usage;
 use crate::patch::ApplyOptions;
-use crate::sandbox::{Command, RunSpec, Verdict};
+use crate::sandbox::{Command, RunSpec};
 
 /// Test-and-repair rounds at most, unless told otherwise.
 pub const DEFAULT_MAX_ITERS: u32 = 6;
@@ -50,6 +47,8 @@ pub struct AgentConfig {
     pub protection: super::protect::Protection,
     /// Tests the model never sees, which give the verdict.
     pub holdout: Option<super::holdout::Holdout>,
+    /// Where the front end records the run, named in the summary.
+    pub transcript: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -78,58 +77,7 @@ impl AgentConfig {
             apply: ApplyOptions::default(),
             protection: super::protect::Protection::default(),
             holdout: None,
+            transcript: None,
         }
-    }
-}
-
-/// Why the loop stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The tests passed.
-    Passed,
-    /// The model's reply held no patch.
-    NoPatch,
-    /// `max_iters` rounds were used.
-    MaxIters,
-}
-
-/// The result of a run that went to the end.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
-    /// The final tests passed.
-    pub passed: bool,
-    /// Verdict of the final test run.
-    pub verdict: Verdict,
-    /// Exit code of the final test run.
-    pub exit_code: Option<i64>,
-    /// Per-test results of the final test run; `null` without a report.
-    pub tests: Option<crate::sandbox::junit::TestReport>,
-    /// Why the loop stopped.
-    pub stop_reason: StopReason,
-    /// Test runs inside the loop.
-    pub iterations: u32,
-    /// Model requests made.
-    pub model_calls: u32,
-    /// Tokens used, as reported by the server.
-    pub tokens: Usage,
-    /// Wall time of the whole run.
-    pub elapsed_ms: u64,
-    /// Where the workspace was exported.
-    #[serde(serialize_with = "lossy_path")]
-    pub zip: Option<PathBuf>,
-    /// Where the transcript is.
-    #[serde(serialize_with = "lossy_path")]
-    pub transcript: Option<PathBuf>,
-    /// With `keep_best`: the iteration whose files were restored, when the
-    /// last one was worse.
-    pub kept_iteration: Option<u32>,
-}
-
-/// A path as JSON text: paths need not be UTF-8, JSON strings must be.
-fn lossy_path<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-    match p {
-        Some(p) => s.serialize_some(&p.to_string_lossy()),
-        None => s.serialize_none(),
     }
 }

@@ -10,9 +10,8 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
-use serde_json::json;
-
 use super::{AgentError, Loop};
+use crate::events::RunEvent;
 use crate::model::ModelClient;
 use crate::sandbox::{Outcome, Sandbox, Verdict};
 use crate::workspace::{self, WorkspaceError};
@@ -138,25 +137,13 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         let score = Score::of(o);
         g.change = g.prev.as_ref().and_then(|prev| compare(prev, o));
         if let Some(c) = &g.change {
-            if !c.broke.is_empty() {
-                self.ui.say(&format!(
-                    "regression: {} test(s) that passed before now fail: {}",
-                    c.broke.len(),
-                    c.broke.join(", ")
-                ));
-            }
-            if !c.missing.is_empty() {
-                self.ui.say(&format!(
-                    "regression: {} test(s) of the last run are missing from this one: {}",
-                    c.missing.len(),
-                    c.missing.join(", ")
-                ));
-            }
-            self.tr.event(
-                "progress",
-                json!({"iteration": i, "fixed": c.fixed, "broke": c.broke,
-                       "missing": c.missing, "regression": c.regressed()}),
-            );
+            self.obs.on(&RunEvent::Progress {
+                iteration: i,
+                fixed: c.fixed.clone(),
+                broke: c.broke.clone(),
+                missing: c.missing.clone(),
+                regression: c.regressed(),
+            });
         }
         if let Some(msg) = g.pending.take() {
             if !self.cfg.git_only_improving || g.committed.is_none_or(|c| score > c) {
@@ -171,7 +158,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                 self.commit(i, &format!("{msg} ({counts})"))?;
                 g.committed = Some(score);
             } else if self.cfg.git {
-                self.ui.say(&format!(
+                self.note(&format!(
                     "git: not committing iteration {i}: not better than the last commit"
                 ));
             }
@@ -214,15 +201,11 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             return Ok((fin, None));
         }
         workspace::restore(&self.cfg.workspace, files.path())?;
-        self.ui.say(&format!(
-            "kept the best iteration ({at}: {}) instead of the last ({})",
-            Score::counts(&outcome),
-            Score::counts(&fin)
-        ));
-        self.tr.event(
-            "keep_best",
-            json!({"iteration": at, "best": Score::counts(&outcome), "last": Score::counts(&fin)}),
-        );
+        self.obs.on(&RunEvent::KeepBest {
+            iteration: at,
+            best: Score::counts(&outcome),
+            last: Score::counts(&fin),
+        });
         self.commit(at, &format!("autodev: back to iteration {at}, the best"))?;
         Ok((outcome, Some(at)))
     }
@@ -232,7 +215,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
 mod tests {
     use super::super::tests::{cfg, go, replay};
     use super::*;
-    use crate::report::Transcript;
+    use crate::events::Recorder;
     use crate::sandbox::fake::{outcome, FakeSandbox};
     use crate::sandbox::junit::{TestFailure, TestReport};
 
@@ -339,9 +322,7 @@ mod tests {
         c.git = true;
         c.git_only_improving = true;
         c.keep_best = true;
-        let logs = tempfile::tempdir().unwrap();
-        let tp = logs.path().join("t.jsonl");
-        let mut tr = Transcript::open(&tp).unwrap();
+        let mut tr = Recorder::default();
         let sum = go(&m, &s, &c, &mut tr).await.unwrap();
         assert!(!sum.passed);
         // The last files (v3) were worse than v1's: v1's are back.
@@ -350,7 +331,7 @@ mod tests {
             std::fs::read_to_string(d.path().join("calc.py")).unwrap(),
             "v1\n"
         );
-        let text = std::fs::read_to_string(&tp).unwrap();
+        let text = tr.lines();
         let events: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

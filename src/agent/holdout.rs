@@ -11,12 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
-use super::{AgentError, Loop, TRANSCRIPT_OUTPUT_CHARS};
+use super::{AgentError, Loop};
+use crate::events::{RunEvent, TestRun, TestStep};
 use crate::model::ModelClient;
 use crate::sandbox::{NullSink, Outcome, Sandbox};
-use crate::text::cut_middle;
 use crate::workspace::{self, CopyOptions, WorkspaceError};
 
 /// Where the held-out tests are, and when they run.
@@ -63,30 +61,19 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
     /// operator's), never to the model.
     pub(super) async fn test_holdout(&mut self, iteration: u32) -> Result<Outcome, AgentError> {
         let Some(h) = &self.cfg.holdout else {
-            return self.test(iteration).await;
+            return self.test(iteration, TestStep::Final).await;
         };
-        self.ui.say(&format!(
-            "── held-out tests ── running: {}",
-            self.cfg.runner
-        ));
+        self.obs.on(&RunEvent::Testing {
+            step: TestStep::Holdout,
+            runner: self.cfg.runner.to_string(),
+        });
         let scratch = overlay(&self.cfg.workspace, &self.cfg.sandbox.copy, &h.dir)?;
         let mut spec = self.spec();
         spec.workspace = scratch.path().to_path_buf();
         let result = self.sandbox.run(&spec, &mut NullSink, self.cancel).await;
         let outcome = result?;
-        self.tr.event(
-            "holdout",
-            json!({
-                "iteration": iteration, "verdict": outcome.verdict, "exit_code": outcome.exit_code,
-                "tests": outcome.tests, "tests_note": outcome.tests_note,
-                "stdout_tail": cut_middle(&outcome.stdout.text, TRANSCRIPT_OUTPUT_CHARS),
-                "stderr_tail": cut_middle(&outcome.stderr.text, TRANSCRIPT_OUTPUT_CHARS),
-            }),
-        );
-        self.ui.say(&format!(
-            "held-out tests: {}",
-            crate::report::outcome_line(&outcome)
-        ));
+        self.obs
+            .on(&RunEvent::Holdout(TestRun::of(iteration, &outcome)));
         Ok(outcome)
     }
 }

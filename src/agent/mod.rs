@@ -13,7 +13,6 @@
 
 use std::time::Instant;
 
-use serde_json::json;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
@@ -23,22 +22,16 @@ pub mod holdout;
 mod prompts;
 pub mod protect;
 
-pub use config::{
-    AgentConfig, RunSummary, StopReason, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS,
-    DEFAULT_MAX_ITERS,
-};
+pub use crate::events::{RunSummary, StopReason};
+pub use config::{AgentConfig, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS, DEFAULT_MAX_ITERS};
 use guard::{Change, Guard};
 pub use prompts::{CODER_RULES, REVIEWER_RULES};
 
+use crate::events::{Observer, RunEvent, Stream, TestRun, TestStep};
 use crate::model::{Message, ModelClient, ModelError, Usage};
-use crate::patch::{self, ApplyReport, Refusal};
-use crate::report::{Transcript, Ui};
-use crate::sandbox::{Outcome, RunSpec, Sandbox, SandboxError, Verdict};
-use crate::text::cut_middle;
+use crate::patch::{self, ApplyReport, ParsedReply, Refusal};
+use crate::sandbox::{Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::workspace::{self, WorkspaceError};
-
-/// Characters of each captured stream kept in a transcript event.
-const TRANSCRIPT_OUTPUT_CHARS: usize = 4000;
 
 /// Why a run could not go on.
 #[derive(Debug, Error)]
@@ -111,8 +104,7 @@ struct Loop<'a, M, S> {
     model: &'a M,
     sandbox: &'a S,
     cfg: &'a AgentConfig,
-    ui: &'a mut Ui,
-    tr: &'a mut Transcript,
+    obs: &'a mut dyn Observer,
     cancel: &'a CancellationToken,
     tokens: Usage,
     calls: u32,
@@ -125,26 +117,25 @@ pub async fn run<M: ModelClient, S: Sandbox>(
     model: &M,
     sandbox: &S,
     cfg: &AgentConfig,
-    ui: &mut Ui,
-    tr: &mut Transcript,
+    obs: &mut dyn Observer,
     cancel: &CancellationToken,
 ) -> Result<RunSummary, AgentError> {
     let t0 = Instant::now();
-    tr.event(
-        "start",
-        json!({
-            "task": cfg.task, "runner": cfg.runner, "model": model.describe(),
-            // Lossy: a path need not be UTF-8, and JSON text must be.
-            "workspace": cfg.workspace.to_string_lossy(), "max_iters": cfg.max_iters,
-            "image": cfg.sandbox.image, "limits": cfg.sandbox.limits,
-        }),
-    );
+    obs.on(&RunEvent::Start {
+        task: cfg.task.clone(),
+        runner: cfg.runner.to_string(),
+        model: model.describe(),
+        // Lossy: a path need not be UTF-8, and JSON text must be.
+        workspace: cfg.workspace.to_string_lossy().into_owned(),
+        max_iters: cfg.max_iters,
+        image: cfg.sandbox.image.clone(),
+        limits: cfg.sandbox.limits.clone(),
+    });
     let mut l = Loop {
         model,
         sandbox,
         cfg,
-        ui,
-        tr,
+        obs,
         cancel,
         tokens: Usage::default(),
         calls: 0,
@@ -161,10 +152,12 @@ pub async fn run<M: ModelClient, S: Sandbox>(
             AgentError::Interrupted => "interrupted",
             AgentError::Setup(_) => "setup_error",
         };
-        l.tr.event(
-            "error",
-            json!({"kind": kind, "message": e.to_string(), "elapsed_ms": ms(t0), "tokens": l.tokens}),
-        );
+        l.obs.on(&RunEvent::Error {
+            kind,
+            message: e.to_string(),
+            elapsed_ms: ms(t0),
+            tokens: l.tokens,
+        });
     }
     result
 }
@@ -181,7 +174,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
 
     /// Everything before the loop: the workspace, what replies may not
     /// write, the baseline commit, iteration 0, and the first reply.
-    async fn start(&mut self, g: &mut Guard) -> Result<String, AgentError> {
+    async fn start(&mut self, g: &mut Guard) -> Result<ParsedReply, AgentError> {
         let cfg = self.cfg;
         std::fs::create_dir_all(&cfg.workspace).map_err(|source| WorkspaceError::Io {
             op: "creating",
@@ -209,11 +202,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         // the starting state is what a reply must not make worse, and a
         // candidate for --keep best.
         if self.protected.has_tests() {
-            self.ui.say(&format!(
-                "\n── iteration 0 (the starting state) ── running: {}",
-                cfg.runner
-            ));
-            let o = self.test(0).await?;
+            let o = self.test(0, TestStep::Start).await?;
             not_found(&o)?;
             self.after_test(0, &o, g)?;
         }
@@ -221,13 +210,13 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
     }
 
     /// The loop: test each reply, and ask for a repair while calls are left.
-    async fn repair(&mut self, g: &mut Guard, first: String) -> Result<Ended, AgentError> {
+    async fn repair(&mut self, g: &mut Guard, first: ParsedReply) -> Result<Ended, AgentError> {
         let cfg = self.cfg;
-        let mut report = self.apply(0, &first)?;
-        g.pending = Some("autodev: initial generation".into());
         // A first reply without a single PATCH block is told to the model
         // instead of being tested: there is nothing of its to test.
-        let mut no_patch = patch::parse(&first).is_empty();
+        let mut no_patch = first.is_empty();
+        let mut report = self.apply(0, first)?;
+        g.pending = Some("autodev: initial generation".into());
         let mut e = Ended {
             last: None,
             last_held_out: false,
@@ -242,25 +231,24 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
                     e.stop = StopReason::NoPatch;
                     break;
                 }
-                self.ui
-                    .say("the model's reply held no PATCH block; asking again (nothing to test)");
+                self.note("the model's reply held no PATCH block; asking again (nothing to test)");
                 let prompt = prompts::no_patch(cfg)?;
                 let reply = self.ask(i, CODER_RULES, prompt).await?;
-                if patch::parse(&reply).is_empty() {
-                    self.ui.say("the model returned no patch again; stopping");
+                if reply.is_empty() {
+                    self.note("the model returned no patch again; stopping");
                     e.stop = StopReason::NoPatch;
                     break;
                 }
-                report = self.apply(i, &reply)?;
+                report = self.apply(i, reply)?;
                 e.changed_since_test = true;
                 g.pending = Some(format!("autodev: iteration {}", i + 1));
                 continue;
             }
-            self.ui.say(&format!(
-                "\n── iteration {i}/{} ── running: {}",
-                cfg.max_iters, cfg.runner
-            ));
-            let mut outcome = self.test(i).await?;
+            let step = TestStep::Iteration {
+                n: i,
+                of: cfg.max_iters,
+            };
+            let mut outcome = self.test(i, step).await?;
             e.changed_since_test = false;
             self.after_test(i, &outcome, g)?;
             // The visible tests passed: with held-out tests at every check,
@@ -291,12 +279,12 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             };
             e.last = Some(outcome);
             let reply = self.ask(i, REVIEWER_RULES, prompt).await?;
-            if patch::parse(&reply).is_empty() {
-                self.ui.say("the model returned no patch; stopping");
+            if reply.is_empty() {
+                self.note("the model returned no patch; stopping");
                 e.stop = StopReason::NoPatch;
                 break;
             }
-            report = self.apply(i, &reply)?;
+            report = self.apply(i, reply)?;
             e.changed_since_test = !report.applied.is_empty();
             if e.changed_since_test {
                 g.pending = Some(format!("autodev: iteration {}", i + 1));
@@ -319,9 +307,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         let fin = match e.last {
             Some(o) if !e.changed_since_test => o,
             _ => {
-                self.ui
-                    .say(&format!("\n── final check ── running: {}", cfg.runner));
-                let o = self.test(cfg.max_iters + 1).await?;
+                let o = self.test(cfg.max_iters + 1, TestStep::Final).await?;
                 self.after_test(cfg.max_iters + 1, &o, g)?;
                 o
             }
@@ -335,12 +321,10 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         }
         if let Some(zip) = &cfg.zip {
             let files = workspace::export_zip(&cfg.workspace, zip, &cfg.sandbox.copy)?;
-            self.tr.event(
-                "export",
-                json!({"zip": zip.to_string_lossy(), "files": files}),
-            );
-            self.ui
-                .say(&format!("exported {files} files to {}", zip.display()));
+            self.obs.on(&RunEvent::Export {
+                zip: zip.to_string_lossy().into_owned(),
+                files,
+            });
         }
         let summary = RunSummary {
             passed: fin.verdict == Verdict::Passed,
@@ -353,11 +337,10 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
             tokens: self.tokens,
             elapsed_ms: ms(t0),
             zip: cfg.zip.clone(),
-            transcript: self.tr.path().map(|p| p.to_path_buf()),
+            transcript: cfg.transcript.clone(),
             kept_iteration,
         };
-        self.tr
-            .event("final", serde_json::to_value(&summary).unwrap_or_default());
+        self.obs.on(&RunEvent::Final(summary.clone()));
         Ok(summary)
     }
 
@@ -366,7 +349,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         iteration: u32,
         rules: &str,
         user: String,
-    ) -> Result<String, AgentError> {
+    ) -> Result<ParsedReply, AgentError> {
         let system = if self.cfg.conventions.is_empty() {
             rules.to_string()
         } else {
@@ -378,19 +361,19 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         let messages = [Message::system(&system), Message::user(user)];
         // The next test run's container starts while the model thinks.
         self.sandbox.warm(&self.spec());
-        self.tr.event(
-            "prompt",
-            json!({"iteration": iteration, "messages": messages,
-                   "chars": messages.iter().map(|m| m.content.len()).sum::<usize>()}),
-        );
+        self.obs.on(&RunEvent::Prompt {
+            iteration,
+            chars: messages.iter().map(|m| m.content.len()).sum(),
+            messages: messages.to_vec(),
+        });
         let t = Instant::now();
-        self.ui
-            .thinking(&format!("asking {}", self.model.describe()));
+        self.obs.on(&RunEvent::Thinking {
+            model: self.model.describe(),
+        });
         let result = tokio::select! {
             r = self.model.complete(&messages) => r,
             _ = self.cancel.cancelled() => Err(ModelError::Interrupted),
         };
-        self.ui.done_thinking();
         self.calls += 1;
         let completion = match result {
             Ok(c) => c,
@@ -400,29 +383,30 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         if let Some(u) = completion.usage {
             self.tokens += u;
         }
-        self.tr.event(
-            "reply",
-            json!({"iteration": iteration, "text": completion.text, "usage": completion.usage,
-                   "attempts": completion.attempts, "ms": ms(t)}),
-        );
-        Ok(completion.text)
+        self.obs.on(&RunEvent::Reply {
+            iteration,
+            text: completion.text.clone(),
+            usage: completion.usage,
+            attempts: completion.attempts,
+            ms: ms(t),
+        });
+        // Parsed once, here: the loop asks whether it holds a block, and
+        // applies the same blocks.
+        Ok(patch::parse(&completion.text))
     }
 
-    fn apply(&mut self, iteration: u32, reply: &str) -> Result<ApplyReport, AgentError> {
-        let mut parsed = patch::parse(reply);
+    fn apply(
+        &mut self,
+        iteration: u32,
+        mut parsed: ParsedReply,
+    ) -> Result<ApplyReport, AgentError> {
         self.protected.filter(&mut parsed);
         let report = patch::apply(&self.cfg.workspace, &parsed, self.cfg.apply);
-        self.tr.event(
-            "patches",
-            json!({"iteration": iteration, "applied": report.applied, "refused": report.refused}),
-        );
-        for p in &report.applied {
-            self.ui.say(&format!("  wrote {p}"));
-        }
-        for r in &report.refused {
-            self.ui
-                .say(&format!("  refused {:?}: {}", r.path, r.detail));
-        }
+        self.obs.on(&RunEvent::Patches {
+            iteration,
+            applied: report.applied.clone(),
+            refused: report.refused.clone(),
+        });
         Ok(report)
     }
 
@@ -432,17 +416,18 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         }
         let c = workspace::git_commit(&self.cfg.workspace, message)?;
         if iteration == 0 && !c.skipped_repos.is_empty() {
-            self.ui.say(&format!(
+            self.note(&format!(
                 "git: leaving nested repositories out of autodev's commits: {}",
                 c.skipped_repos.join(", ")
             ));
         }
         if let Some(id) = c.id {
-            self.tr.event(
-                "git",
-                json!({"iteration": iteration, "commit": id, "message": message,
-                       "skipped_repos": c.skipped_repos}),
-            );
+            self.obs.on(&RunEvent::Commit {
+                iteration,
+                commit: id,
+                message: message.to_string(),
+                skipped_repos: c.skipped_repos,
+            });
         }
         Ok(())
     }
@@ -455,33 +440,31 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         spec
     }
 
-    async fn test(&mut self, iteration: u32) -> Result<Outcome, AgentError> {
+    /// One test run of the workspace, its output streamed to the observer.
+    async fn test(&mut self, iteration: u32, step: TestStep) -> Result<Outcome, AgentError> {
         let spec = self.spec();
-        let mut sink = self.ui.sink();
-        let result = self.sandbox.run(&spec, sink.as_mut(), self.cancel).await;
-        let mut outcome = match result {
-            Ok(o) => o,
-            Err(e) => return Err(e.into()),
-        };
+        self.obs.on(&RunEvent::Testing {
+            step,
+            runner: self.cfg.runner.to_string(),
+        });
+        let result = self
+            .sandbox
+            .run(&spec, &mut Live(&mut *self.obs), self.cancel)
+            .await;
+        let mut outcome = result?;
         // A pass over an empty workspace tested nothing the model wrote.
         if outcome.verdict == Verdict::Passed && !workspace::has_files(&self.cfg.workspace)? {
             outcome.verdict = Verdict::NoTests;
             outcome.tests_note = Some("the workspace holds no file: nothing was tested".into());
         }
-        self.tr.event(
-            "test",
-            json!({
-                "iteration": iteration, "verdict": outcome.verdict, "exit_code": outcome.exit_code,
-                "durations": outcome.durations, "tests": outcome.tests, "tests_note": outcome.tests_note,
-                "record": outcome.record, "resources": outcome.resources,
-                "stdout_tail": cut_middle(&outcome.stdout.text, TRANSCRIPT_OUTPUT_CHARS),
-                "stderr_tail": cut_middle(&outcome.stderr.text, TRANSCRIPT_OUTPUT_CHARS),
-                "stdout_bytes": outcome.stdout.total_bytes, "stdout_dropped": outcome.stdout.dropped_bytes,
-                "stderr_bytes": outcome.stderr.total_bytes, "stderr_dropped": outcome.stderr.dropped_bytes,
-            }),
-        );
-        self.ui.say(&crate::report::outcome_line(&outcome));
+        self.obs
+            .on(&RunEvent::Test(TestRun::of(iteration, &outcome)));
         Ok(outcome)
+    }
+
+    /// A line for whoever watches; it changes nothing.
+    fn note(&mut self, line: &str) {
+        self.obs.on(&RunEvent::Note(line.to_string()));
     }
 
     fn repair_prompt(
@@ -491,6 +474,24 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         change: Option<&Change>,
     ) -> Result<String, AgentError> {
         prompts::repair(self.cfg, o, refused, change)
+    }
+}
+
+/// The running test's output, passed on live as events.
+struct Live<'a>(&'a mut dyn Observer);
+
+impl OutputSink for Live<'_> {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.0.on(&RunEvent::Output {
+            stream: Stream::Stdout,
+            bytes: bytes.to_vec(),
+        });
+    }
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.0.on(&RunEvent::Output {
+            stream: Stream::Stderr,
+            bytes: bytes.to_vec(),
+        });
     }
 }
 

@@ -1,8 +1,8 @@
 //! The loop's unit tests, against a replay model and a fake sandbox.
 
 use super::*;
+use crate::events::{NullObserver, Observer, Recorder};
 use crate::model::replay::Replay;
-use crate::report::UiMode;
 use crate::sandbox::fake::{outcome, FakeSandbox};
 use std::path::Path;
 
@@ -28,10 +28,9 @@ pub(super) async fn go(
     m: &Replay,
     s: &FakeSandbox,
     c: &AgentConfig,
-    tr: &mut Transcript,
+    obs: &mut dyn Observer,
 ) -> Result<RunSummary, AgentError> {
-    let mut ui = Ui::new(UiMode::Quiet);
-    run(m, s, c, &mut ui, tr, &CancellationToken::new()).await
+    run(m, s, c, obs, &CancellationToken::new()).await
 }
 
 #[tokio::test]
@@ -57,8 +56,7 @@ async fn held_out_tests_decide_and_the_model_never_sees_them() {
         dir: hold.clone(),
         final_only: false,
     });
-    let logs = tempfile::tempdir().unwrap();
-    let mut tr = Transcript::open(&logs.path().join("t.jsonl")).unwrap();
+    let mut tr = Recorder::default();
     let sum = go(&m, &s, &c, &mut tr).await.unwrap();
     assert!(sum.passed);
     assert_eq!(sum.model_calls, 2);
@@ -66,7 +64,7 @@ async fn held_out_tests_decide_and_the_model_never_sees_them() {
         !ws.join("test_hidden.py").exists(),
         "held-out file in the workspace"
     );
-    let text = std::fs::read_to_string(logs.path().join("t.jsonl")).unwrap();
+    let text = tr.lines();
     let prompts: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -87,7 +85,7 @@ async fn held_out_tests_decide_and_the_model_never_sees_them() {
     let ws2 = d.path().join("ws2");
     c.workspace = ws2.clone();
     c.sandbox.workspace = ws2;
-    let sum = go(&m, &s, &c, &mut Transcript::disabled()).await.unwrap();
+    let sum = go(&m, &s, &c, &mut NullObserver).await.unwrap();
     assert!(!sum.passed);
     assert_eq!(sum.verdict, Verdict::Failed);
     assert_eq!(sum.model_calls, 1);
@@ -113,7 +111,7 @@ async fn fail_patch_pass() {
             "FAIL: test_add",
         ))
     });
-    let mut tr = Transcript::disabled();
+    let mut tr = NullObserver;
     let sum = go(&m, &s, &cfg(d.path()), &mut tr).await.unwrap();
     assert!(sum.passed);
     assert_eq!(sum.stop_reason, StopReason::Passed);
@@ -129,9 +127,7 @@ async fn a_first_reply_without_patch_is_told_to_the_model_not_tested() {
     let d = tempfile::tempdir().unwrap();
     let m = replay(&["Here is my plan, no code yet.", "PATCH::a.py\nx\nENDPATCH"]);
     let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
-    let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-        .await
-        .unwrap();
+    let sum = go(&m, &s, &cfg(d.path()), &mut NullObserver).await.unwrap();
     assert!(sum.passed, "{sum:?}");
     assert_eq!(sum.model_calls, 2);
     // One test run: after the second reply, never on the empty workspace.
@@ -140,9 +136,7 @@ async fn a_first_reply_without_patch_is_told_to_the_model_not_tested() {
     let d = tempfile::tempdir().unwrap();
     let m = replay(&["no code", "still no code"]);
     let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
-    let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-        .await
-        .unwrap();
+    let sum = go(&m, &s, &cfg(d.path()), &mut NullObserver).await.unwrap();
     assert!(!sum.passed);
     assert_eq!(sum.stop_reason, StopReason::NoPatch);
 }
@@ -155,7 +149,7 @@ async fn a_pass_on_an_empty_workspace_is_no_tests() {
     let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
     let mut c = cfg(d.path());
     c.max_iters = 1;
-    let sum = go(&m, &s, &c, &mut Transcript::disabled()).await.unwrap();
+    let sum = go(&m, &s, &c, &mut NullObserver).await.unwrap();
     assert!(!sum.passed);
     assert_eq!(sum.verdict, Verdict::NoTests);
 }
@@ -165,9 +159,7 @@ async fn no_patch_stops_and_fails() {
     let d = tempfile::tempdir().unwrap();
     let m = replay(&["PATCH::a.py\nx\nENDPATCH", "I cannot fix this."]);
     let s = FakeSandbox::verdicts(vec![Verdict::Failed]);
-    let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-        .await
-        .unwrap();
+    let sum = go(&m, &s, &cfg(d.path()), &mut NullObserver).await.unwrap();
     assert!(!sum.passed);
     assert_eq!(sum.stop_reason, StopReason::NoPatch);
     assert_eq!(s.calls().len(), 1);
@@ -183,9 +175,7 @@ async fn max_iters_counts_model_calls() {
         "PATCH::a.py\n3\nENDPATCH",
     ]);
     let s = FakeSandbox::verdicts(vec![Verdict::Failed]);
-    let sum = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
-        .await
-        .unwrap();
+    let sum = go(&m, &s, &cfg(d.path()), &mut NullObserver).await.unwrap();
     assert_eq!(sum.stop_reason, StopReason::MaxIters);
     assert_eq!(sum.iterations, 3);
     assert_eq!(sum.model_calls, 3, "--max-iters 3 is 3 model calls");
@@ -207,7 +197,7 @@ async fn a_runner_that_is_not_found_is_a_set_up_error_not_sent_to_the_model() {
             "sh: 1: nosuchrunner: not found\n",
         ))
     });
-    let e = go(&m, &s, &cfg(d.path()), &mut Transcript::disabled())
+    let e = go(&m, &s, &cfg(d.path()), &mut NullObserver)
         .await
         .unwrap_err();
     assert!(matches!(e, AgentError::Setup(_)), "{e}");
@@ -219,13 +209,12 @@ async fn sandbox_error_stops_and_is_not_sent_to_the_model() {
     let d = tempfile::tempdir().unwrap();
     let m = replay(&["PATCH::a.py\nx\nENDPATCH", "PATCH::a.py\ny\nENDPATCH"]);
     let s = FakeSandbox::new(|_, _| Err(SandboxError::CopyFailed("tar broke".into())));
-    let p = d.path().join("t.jsonl");
-    let mut tr = Transcript::open(&p).unwrap();
+    let mut tr = Recorder::default();
     let err = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
         .await
         .unwrap_err();
     assert!(matches!(err, AgentError::Sandbox(_)), "{err}");
-    let text = std::fs::read_to_string(&p).unwrap();
+    let text = tr.lines();
     let prompts = text
         .lines()
         .filter(|l| l.contains("\"event\":\"prompt\""))
@@ -252,13 +241,12 @@ async fn timeout_is_told_in_plain_words_and_refusals_are_reported() {
             outcome(Verdict::Passed, 0, "")
         })
     });
-    let p = d.path().join("t.jsonl");
-    let mut tr = Transcript::open(&p).unwrap();
+    let mut tr = Recorder::default();
     let sum = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
         .await
         .unwrap();
     assert!(sum.passed);
-    let text = std::fs::read_to_string(&p).unwrap();
+    let text = tr.lines();
     let repair = text
         .lines()
         .filter(|l| l.contains("\"event\":\"prompt\""))
@@ -278,8 +266,7 @@ async fn model_error_keeps_the_transcript() {
     let d = tempfile::tempdir().unwrap();
     let m = replay(&[]);
     let s = FakeSandbox::verdicts(vec![Verdict::Passed]);
-    let p = d.path().join("t.jsonl");
-    let mut tr = Transcript::open(&p).unwrap();
+    let mut tr = Recorder::default();
     let err = go(&m, &s, &cfg(&d.path().join("ws")), &mut tr)
         .await
         .unwrap_err();
@@ -287,6 +274,6 @@ async fn model_error_keeps_the_transcript() {
         err,
         AgentError::Model(ModelError::ReplayExhausted { .. })
     ));
-    let text = std::fs::read_to_string(&p).unwrap();
+    let text = tr.lines();
     assert!(text.contains("\"kind\":\"model_error\""));
 }

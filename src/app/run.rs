@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::UsageError;
 use crate::cli::{exit, Provider, RunArgs};
 use autodev::agent::{self, AgentConfig, AgentError};
+use autodev::events::Observers;
 use autodev::model::{AnyModel, ModelError, ModelSettings, ProviderKind, RetryPolicy};
 use autodev::patch::ApplyOptions;
 use autodev::profile::Profile;
@@ -75,11 +76,14 @@ pub(super) async fn run_cmd(
         UiMode::Human
     };
     let mut ui = Ui::new(mode);
-    let cfg = agent_config(&args, profile, task, &runner, spec);
+    let mut cfg = agent_config(&args, profile, task, &runner, spec);
+    cfg.transcript = transcript.path().map(Path::to_path_buf);
     if let Some(p) = transcript.path() {
         ui.say(&format!("transcript: {}", p.display()));
     }
-    let result = agent::run(&model, &sandbox, &cfg, &mut ui, &mut transcript, cancel).await;
+    let mut observers = Observers(vec![&mut ui, &mut transcript]);
+    let result = agent::run(&model, &sandbox, &cfg, &mut observers, cancel).await;
+    drop(observers);
     report(&args, &mut ui, result)
 }
 
@@ -217,6 +221,7 @@ fn agent_config(
                 dir,
                 final_only: args.holdout_final_only,
             }),
+        transcript: None,
     }
 }
 

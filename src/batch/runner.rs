@@ -14,8 +14,8 @@ use super::scratch::prepare;
 use super::starts::Starts;
 use super::task::{Kind, Task};
 use crate::agent::{self, AgentConfig, AgentError};
+use crate::events::NullObserver;
 use crate::patch::{self, ApplyOptions};
-use crate::report::{Transcript, Ui, UiMode};
 use crate::sandbox::{NullSink, RunSpec, Sandbox, SandboxError};
 
 /// Prepares the run (creates its container) before waiting for a slot, so
@@ -177,16 +177,7 @@ async fn attempt_task<S: Sandbox>(
                     spec.clone(),
                 )
             };
-            let mut ui = Ui::new(UiMode::Json);
-            let summary = agent::run(
-                &model,
-                sandbox,
-                &cfg,
-                &mut ui,
-                &mut Transcript::disabled(),
-                kill,
-            )
-            .await?;
+            let summary = agent::run(&model, sandbox, &cfg, &mut NullObserver, kill).await?;
             result.verdict = summary.verdict.into();
             result.exit_code = summary.exit_code;
             result.tests = summary.tests;

@@ -8,6 +8,8 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
+use crate::events::{Observer, RunEvent};
+
 /// An append-only JSON Lines event log.
 #[derive(Debug)]
 pub struct Transcript {
@@ -69,6 +71,23 @@ impl Transcript {
     }
 }
 
+/// The transcript records every event of the run's record, as it happens.
+impl Observer for Transcript {
+    fn on(&mut self, event: &RunEvent) {
+        if self.file.is_none() || !event.recorded() {
+            return;
+        }
+        let Ok(Value::Object(mut fields)) = serde_json::to_value(event) else {
+            return;
+        };
+        let kind = match fields.remove("event") {
+            Some(Value::String(k)) => k,
+            _ => return,
+        };
+        self.event(&kind, Value::Object(fields));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +108,30 @@ mod tests {
         assert_eq!(events[0]["event"], "prompt");
         assert_eq!(events[0]["iteration"], 0);
         assert!(events[1]["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn as_an_observer_it_records_the_record_and_not_the_live_view() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.jsonl");
+        let mut t = Transcript::open(&p).unwrap();
+        t.on(&RunEvent::Note("a line for the terminal".into()));
+        t.on(&RunEvent::Output {
+            stream: crate::events::Stream::Stdout,
+            bytes: b"live".to_vec(),
+        });
+        t.on(&RunEvent::Export {
+            zip: "out.zip".into(),
+            files: 3,
+        });
+        let text = std::fs::read_to_string(&p).unwrap();
+        let events: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 1, "{text}");
+        assert_eq!(events[0]["event"], "export");
+        assert_eq!(events[0]["files"], 3);
+        assert!(events[0]["ts"].is_string());
     }
 }

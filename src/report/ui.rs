@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::events::{Observer, RunEvent, Stream, TestStep};
 use crate::sandbox::{NullSink, OutputSink, StdioSink};
+use crate::term;
 
 /// How much to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,73 @@ impl Ui {
     pub fn summary(&self, line: &str) {
         if self.mode != UiMode::Json {
             crate::errln!("{line}");
+        }
+    }
+}
+
+/// The terminal's view of a run: headers, the spinner, the test output
+/// streamed, one line per test run.
+impl Observer for Ui {
+    fn on(&mut self, event: &RunEvent) {
+        if !matches!(event, RunEvent::Output { .. }) {
+            self.done_thinking();
+        }
+        match event {
+            RunEvent::Thinking { model } => self.thinking(&format!("asking {model}")),
+            RunEvent::Testing { step, runner } => self.say(&match step {
+                TestStep::Start => {
+                    format!("\n── iteration 0 (the starting state) ── running: {runner}")
+                }
+                TestStep::Iteration { n, of } => {
+                    format!("\n── iteration {n}/{of} ── running: {runner}")
+                }
+                TestStep::Final => format!("\n── final check ── running: {runner}"),
+                TestStep::Holdout => format!("── held-out tests ── running: {runner}"),
+            }),
+            RunEvent::Output { stream, bytes } if self.mode == UiMode::Human => match stream {
+                Stream::Stdout => term::write(term::Stream::Out, bytes),
+                Stream::Stderr => term::write(term::Stream::Err, bytes),
+            },
+            RunEvent::Test(t) => self.say(&super::test_line(t)),
+            RunEvent::Holdout(t) => self.say(&format!("held-out tests: {}", super::test_line(t))),
+            RunEvent::Patches {
+                applied, refused, ..
+            } => {
+                for p in applied {
+                    self.say(&format!("  wrote {p}"));
+                }
+                for r in refused {
+                    self.say(&format!("  refused {:?}: {}", r.path, r.detail));
+                }
+            }
+            RunEvent::Progress { broke, missing, .. } => {
+                if !broke.is_empty() {
+                    self.say(&format!(
+                        "regression: {} test(s) that passed before now fail: {}",
+                        broke.len(),
+                        broke.join(", ")
+                    ));
+                }
+                if !missing.is_empty() {
+                    self.say(&format!(
+                        "regression: {} test(s) of the last run are missing from this one: {}",
+                        missing.len(),
+                        missing.join(", ")
+                    ));
+                }
+            }
+            RunEvent::KeepBest {
+                iteration,
+                best,
+                last,
+            } => self.say(&format!(
+                "kept the best iteration ({iteration}: {best}) instead of the last ({last})"
+            )),
+            RunEvent::Export { zip, files } => {
+                self.say(&format!("exported {files} files to {zip}"))
+            }
+            RunEvent::Note(line) => self.say(line),
+            _ => {}
         }
     }
 }
