@@ -18,6 +18,7 @@ pub mod junit;
 pub mod kube;
 pub mod output;
 mod reach;
+mod run;
 pub mod served;
 #[cfg(test)]
 mod slow_api;

@@ -19,16 +19,16 @@ use super::DockerSandbox;
 use crate::sandbox::SandboxError;
 
 /// The container's output, as the attach gives it.
-pub(super) type Output =
+pub(crate) type Output =
     Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 /// The container's stdin.
-pub(super) type Input = Pin<Box<dyn AsyncWrite + Send>>;
+pub(crate) type Input = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// The wait for a container's exit status, sent before the container
 /// starts: the engine removes a container when it ends, and a wait sent
 /// after that finds nothing.
 #[derive(Debug)]
-pub(super) struct ExitWait {
+pub(crate) struct ExitWait {
     task: tokio::task::JoinHandle<Result<i64, BollardError>>,
     /// Docker answers once it has removed the container too.
     removes: bool,

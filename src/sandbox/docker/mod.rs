@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::output::ReportAt;
 use super::Junit;
 use super::{ms, new_run_id, RunClock};
-use super::{Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError};
+use super::{Outcome, OutputSink, RunSpec, Sandbox, SandboxError};
 use crate::workspace::Manifest;
 pub use engine::EngineSpec;
 use health::{Watchdog, HEARTBEAT_TIMEOUT};
@@ -437,6 +437,36 @@ impl DockerSandbox {
     }
 }
 
+impl super::run::Backend for DockerSandbox {
+    type Handle = Removal;
+    const REMOVE_LOST: bool = false;
+    type Io = (attach::Output, attach::Input, attach::ExitWait);
+
+    async fn drive(
+        &self,
+        run: &mut super::run::Running<'_, Removal>,
+        io: Self::Io,
+        manifest: Manifest,
+    ) -> Result<Outcome, SandboxError> {
+        self.drive_run(run, io, manifest).await
+    }
+
+    async fn remove(&self, handle: &mut Removal) -> Result<(), String> {
+        handle.now().await
+    }
+
+    fn left_behind(&self, handle: &Removal, why: &str) -> String {
+        format!(
+            "could not remove container {} on {}: {why}; run `autodev clean`",
+            handle.id, self.name
+        )
+    }
+
+    fn place(&self, _: &super::run::RunFacts) -> String {
+        self.name.clone()
+    }
+}
+
 impl Sandbox for DockerSandbox {
     type Prepared = DockerPrepared;
 
@@ -486,7 +516,6 @@ impl Sandbox for DockerSandbox {
             manifest,
             clock,
         } = p;
-        let (mut durations, total) = clock.start();
         // Prepared long ago (a batch's prefetched run waiting for a slot): its
         // container nears the end of its wait and is replaced by a fresh one.
         let started = if started.since.elapsed() < warm::MAX_IDLE {
@@ -496,55 +525,26 @@ impl Sandbox for DockerSandbox {
             self.launch(&spec).await?
         };
         let Started {
-            mut removal,
+            removal,
             output,
             input,
             exit,
             ..
         } = started;
-        let mut tree = None;
-        let result = if cancel.is_cancelled() {
-            Err(SandboxError::Interrupted)
-        } else {
-            let id = removal.id.clone();
-            self.drive(
-                (&id, &nonce, &report),
-                (output, input, exit),
-                &mut removal,
-                &spec,
-                manifest,
-                sink,
-                cancel,
-                &mut durations,
-                &mut tree,
-            )
-            .await
+        let prepared = super::run::Prepared {
+            handle: removal,
+            io: (output, input, exit),
+            nonce,
+            report,
+            spec,
+            manifest,
+            clock,
+            facts: super::run::RunFacts {
+                image_id,
+                ..Default::default()
+            },
         };
-        let t_rm = Instant::now();
-        // A lost engine will not answer a removal either: waiting for it
-        // would only delay the retry elsewhere. The removal goes on in the
-        // background (and `autodev clean` finds what it could not remove).
-        let removed = match &result {
-            Err(SandboxError::LostHost { .. }) => {
-                drop(removal);
-                return result;
-            }
-            _ => removal.now().await,
-        };
-        durations.remove_ms = ms(t_rm.elapsed());
-        durations.total_ms = total.ms();
-        if let Err(e) = &removed {
-            crate::errln!(
-                "autodev: warning: could not remove container {} on {}: {e}; run `autodev clean`",
-                removal.id,
-                self.name
-            );
-        }
-        result.map(|mut o| {
-            o.durations = durations;
-            o.record = Some(RunRecord::new(&spec, image_id, tree, &self.name, &o));
-            o
-        })
+        super::run::start(self, prepared, sink, cancel).await
     }
 
     async fn abandon(&self, p: DockerPrepared) {

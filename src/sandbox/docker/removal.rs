@@ -19,7 +19,7 @@ pub(super) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// when dropped first (a caller that drops a prepared run, or a future
 /// dropped mid-run, must not leave a container behind).
 #[derive(Debug)]
-pub(super) struct Removal {
+pub(crate) struct Removal {
     docker: Docker,
     /// The container.
     pub(super) id: String,

@@ -18,9 +18,10 @@ use super::health::{Watchdog, HEARTBEAT_TIMEOUT};
 use super::removal::{Removal, CLEANUP_TIMEOUT};
 use super::{ms, DockerSandbox};
 use crate::sandbox::feed::ChannelWriter;
-use crate::sandbox::output::{judge, ReportAt, RunOutput};
+use crate::sandbox::output::{judge, RunOutput};
+use crate::sandbox::run::Running;
 use crate::sandbox::wrapper;
-use crate::sandbox::{Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict};
+use crate::sandbox::{Outcome, OutputSink, SandboxError, TimeLimit, Verdict};
 use crate::workspace::{self, Manifest};
 
 /// A run that timed out having used less than this share of the CPU time
@@ -37,39 +38,37 @@ pub(super) const DEADLINE_GRACE: Duration = Duration::from_secs(15);
 /// killer ends one.
 const SIGKILL_STATUS: i64 = 137;
 
-impl DockerSandbox {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn drive(
-        &self,
-        (id, nonce, report_at): (&str, &str, &ReportAt),
-        (mut stream, mut input, mut exit): (Output, Input, ExitWait),
-        removal: &mut Removal,
-        spec: &RunSpec,
-        manifest: Manifest,
-        sink: &mut dyn OutputSink,
-        cancel: &CancellationToken,
-        durations: &mut Durations,
-        tree: &mut Option<String>,
-    ) -> Result<Outcome, SandboxError> {
-        // One heartbeat for the whole run: a cut link shows no error, calls
-        // just hang.
-        let lost = CancellationToken::new();
-        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
-        let started = Instant::now();
-        let limits = &spec.limits;
+/// How the output stream ended.
+enum Ended {
+    /// The container closed it: the command is over.
+    Closed,
+    /// The wall clock ran out first.
+    TimedOut,
+    /// The engine broke it off.
+    Broken(bollard::errors::Error),
+}
+
+/// The workspace on its way in: the tar produced on a blocking thread and
+/// fed to the container's stdin through a small channel, so memory stays
+/// bounded whatever the size.
+struct Feed {
+    packer: tokio::task::JoinHandle<Result<String, workspace::WorkspaceError>>,
+    feeder: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Feed {
+    fn start(run: &Running<'_, Removal>, mut input: Input, manifest: Manifest) -> Self {
+        let limits = &run.spec.limits;
         let header = wrapper::header(
-            nonce,
-            report_at.path(),
+            &run.nonce,
+            run.report.path(),
             limits
                 .cpu_time
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             limits.timeout + DEADLINE_GRACE,
-            &spec.env,
-            &spec.command,
+            &run.spec.env,
+            &run.spec.command,
         );
-
-        // The tar is produced on a blocking thread and fed to the container's
-        // stdin through a small channel: memory stays bounded whatever the size.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let packer = tokio::task::spawn_blocking(move || {
             workspace::write_tar(&manifest, ChannelWriter::new(tx))
@@ -81,121 +80,66 @@ impl DockerSandbox {
             }
             input.shutdown().await
         });
+        Feed { packer, feeder }
+    }
 
-        let mut output = RunOutput::new(nonce, limits.output_limit, report_at.clone())
-            .expect_report(&spec.command);
-        let mut timed_out = false;
-        let mut stream_error = None;
-        let deadline = tokio::time::sleep(limits.timeout);
-        tokio::pin!(deadline);
-
-        loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    feeder.abort();
-                    return Err(SandboxError::Interrupted);
-                }
-                _ = &mut deadline => {
-                    timed_out = true;
-                    break;
-                }
-                _ = lost.cancelled() => {
-                    feeder.abort();
-                    return Err(self.lost("the run", format!("no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs())));
-                }
-                item = stream.next() => match item {
-                    None => break,
-                    Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
-                        output.stdout(&message, sink);
-                    }
-                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                        output.stderr(&message, sink);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        stream_error = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        let ended = Instant::now();
-        feeder.abort();
-        // The packer is done once the wrapper has unpacked everything (or
-        // the copy failed); it is never waited for.
-        let packed = if packer.is_finished() {
-            packer.await.ok()
+    /// Stops feeding; the packer's result if it is done (it is once the
+    /// wrapper has unpacked everything, or the copy failed), never waited for.
+    async fn stop(self) -> Option<Result<String, workspace::WorkspaceError>> {
+        self.feeder.abort();
+        if self.packer.is_finished() {
+            self.packer.await.ok()
         } else {
-            packer.abort();
+            self.packer.abort();
             None
+        }
+    }
+}
+
+impl DockerSandbox {
+    /// Docker's part of a run: feed the settings and the workspace in,
+    /// stream the output until it ends or the clock runs out, then read
+    /// the exit status.
+    pub(super) async fn drive_run(
+        &self,
+        run: &mut Running<'_, Removal>,
+        (mut stream, input, mut exit): (Output, Input, ExitWait),
+        manifest: Manifest,
+    ) -> Result<Outcome, SandboxError> {
+        // One heartbeat for the whole run: a cut link shows no error, calls
+        // just hang.
+        let lost = CancellationToken::new();
+        let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
+        let started = Instant::now();
+        let feed = Feed::start(run, input, manifest);
+        let mut output =
+            RunOutput::new(&run.nonce, run.spec.limits.output_limit, run.report.clone())
+                .expect_report(&run.spec.command);
+        let ended = tokio::select! {
+            biased;
+            _ = run.cancel.cancelled() => Err(SandboxError::Interrupted),
+            _ = lost.cancelled() => Err(self.lost("the run", format!("no answer to a ping within {}s", HEARTBEAT_TIMEOUT.as_secs()))),
+            e = pump(&mut stream, &mut output, run.sink, run.spec.limits.timeout) => Ok(e),
         };
+        let ended_at = Instant::now();
+        let packed = feed.stop().await;
+        let ended = ended?;
         let packed_err = match packed {
             Some(Ok(hash)) => {
-                *tree = Some(hash);
+                run.facts.tree = Some(hash);
                 None
             }
             Some(Err(e)) => Some(e),
             None => None,
         };
         let ready_at = output.ready_at();
-        let ready = ready_at.unwrap_or(ended);
-        durations.copy_in_ms = ms(ready - started);
-        durations.run_ms = ms(ended - ready);
-
-        if timed_out {
-            // Before the kill: how much CPU did the run get? Far less than
-            // the wall clock allowed means the host was busy, not the code slow.
-            let starved = self.cpu_ns(id).await.map(|used| {
-                let allowed = spec.limits.timeout.as_nanos() as f64 * spec.limits.cpus;
-                (used as f64) < allowed * STARVED_SHARE
-            });
-            // Kill now so the clock stops; removal (forced) follows in `run`.
-            // If the daemon cannot kill it, the verdict is the daemon's fault.
-            let kill = tokio::time::timeout(
-                CLEANUP_TIMEOUT,
-                self.docker.kill_container(
-                    id,
-                    Some(KillContainerOptions {
-                        signal: "SIGKILL".into(),
-                    }),
-                ),
-            )
-            .await;
-            match kill {
-                Ok(Ok(()))
-                | Ok(Err(BollardError::DockerResponseServerError {
-                    status_code: 409, ..
-                })) => {}
-                Ok(Err(e)) => {
-                    return Err(match self.err("kill at timeout", e) {
-                        lost @ SandboxError::LostHost { .. } => lost,
-                        other => SandboxError::KillFailed {
-                            engine: self.name.clone(),
-                            detail: other.to_string(),
-                        },
-                    })
-                }
-                Err(_) => {
-                    return Err(self.lost(
-                        "kill at timeout",
-                        format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()),
-                    ))
-                }
-            }
-            let f = output.finish(sink);
-            return Ok(Outcome {
-                timed_out_by: Some(TimeLimit::WallClock),
-                starved,
-                durations: *durations,
-                tests: f.tests,
-                tests_note: f.tests_note,
-                ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
-            }
-            .with_usage(None));
-        }
-        if let Some(e) = stream_error {
-            return Err(self.lost("output streaming", e.to_string()));
+        let ready = ready_at.unwrap_or(ended_at);
+        run.durations.copy_in_ms = ms(ready - started);
+        run.durations.run_ms = ms(ended_at - ready);
+        match ended {
+            Ended::TimedOut => return self.timed_out(run, output).await,
+            Ended::Broken(e) => return Err(self.lost("output streaming", e.to_string())),
+            Ended::Closed => {}
         }
         if ready_at.is_none() {
             // The packer's own error says more than tar's complaint about a cut stream.
@@ -204,9 +148,9 @@ impl DockerSandbox {
             }
             return Err(SandboxError::CopyFailed(output.copy_failure()));
         }
-
-        let exit_code = exit.status(self, id, &lost, removal).await?;
-        let f = output.finish(sink);
+        let id = run.handle.id.clone();
+        let exit_code = exit.status(self, &id, &lost, &mut run.handle).await?;
+        let f = output.finish(run.sink);
         // The cgroup's count of OOM kills, as the wrapper read it when the
         // command ended (a child killed while the command lived on counts).
         // A SIGKILL with no count (the wrapper died with its command, as
@@ -216,7 +160,7 @@ impl DockerSandbox {
         let oom = match count {
             Some(n) => n > 0,
             None if exit_code == SIGKILL_STATUS && !f.cpu_exceeded => {
-                self.oom_seen(id, &exit).await
+                self.oom_seen(&id, &exit).await
             }
             None => false,
         };
@@ -224,12 +168,71 @@ impl DockerSandbox {
         Ok(Outcome {
             verdict,
             timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
-            durations: *durations,
+            durations: run.durations,
             tests: f.tests,
             tests_note: note.or(f.tests_note),
             ..Outcome::new(Verdict::Passed, Some(exit_code), f.stdout, f.stderr)
         }
         .with_usage(f.usage))
+    }
+
+    /// The wall clock ran out: how much CPU the run got (far less than the
+    /// clock allowed means the host was busy, not the code slow), then the
+    /// kill that stops it. If the engine cannot kill it, that is the
+    /// engine's fault, not a verdict.
+    async fn timed_out(
+        &self,
+        run: &mut Running<'_, Removal>,
+        output: RunOutput,
+    ) -> Result<Outcome, SandboxError> {
+        let id = run.handle.id.clone();
+        let limits = &run.spec.limits;
+        let starved = self.cpu_ns(&id).await.map(|used| {
+            let allowed = limits.timeout.as_nanos() as f64 * limits.cpus;
+            (used as f64) < allowed * STARVED_SHARE
+        });
+        // Removal (forced) follows in `start`.
+        let kill = tokio::time::timeout(
+            CLEANUP_TIMEOUT,
+            self.docker.kill_container(
+                &id,
+                Some(KillContainerOptions {
+                    signal: "SIGKILL".into(),
+                }),
+            ),
+        )
+        .await;
+        match kill {
+            Ok(Ok(()))
+            | Ok(Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            })) => {}
+            Ok(Err(e)) => {
+                return Err(match self.err("kill at timeout", e) {
+                    lost @ SandboxError::LostHost { .. } => lost,
+                    other => SandboxError::KillFailed {
+                        engine: self.name.clone(),
+                        detail: other.to_string(),
+                    },
+                })
+            }
+            Err(_) => {
+                return Err(self.lost(
+                    "kill at timeout",
+                    format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()),
+                ))
+            }
+        }
+        let f = output.finish(run.sink);
+        Ok(Outcome {
+            timed_out_by: Some(TimeLimit::WallClock),
+            starved,
+            durations: run.durations,
+            tests: f.tests,
+            tests_note: f.tests_note,
+            ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
+        }
+        .with_usage(None))
     }
 
     /// The container's CPU time so far, in ns, from the engine's stats.
@@ -243,6 +246,34 @@ impl DockerSandbox {
         match first {
             Ok(Some(Ok(s))) => s.cpu_stats?.cpu_usage?.total_usage,
             _ => None,
+        }
+    }
+}
+
+/// Passes the container's output on until it ends or `timeout` passes.
+async fn pump(
+    stream: &mut Output,
+    output: &mut RunOutput,
+    sink: &mut dyn OutputSink,
+    timeout: std::time::Duration,
+) -> Ended {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut deadline => return Ended::TimedOut,
+            item = stream.next() => match item {
+                None => return Ended::Closed,
+                Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                    output.stdout(&message, sink);
+                }
+                Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                    output.stderr(&message, sink);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Ended::Broken(e),
+            }
         }
     }
 }

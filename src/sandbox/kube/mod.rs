@@ -21,7 +21,7 @@ mod removal;
 mod run;
 pub mod setup;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
@@ -29,8 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::ReportAt;
 use super::{
-    walk, Junit, Outcome, OutputSink, RunClock, RunRecord, RunSpec, Sandbox, SandboxError,
-    CONVENTIONAL_JUNIT,
+    walk, Junit, Outcome, OutputSink, RunClock, RunSpec, Sandbox, SandboxError, CONVENTIONAL_JUNIT,
 };
 use crate::workspace::Manifest;
 pub use client::{KubeSettings, DEFAULT_NAMESPACE};
@@ -80,6 +79,40 @@ impl KubeSandbox {
     }
 }
 
+impl super::run::Backend for KubeSandbox {
+    type Handle = PodRemoval;
+    const REMOVE_LOST: bool = true;
+    type Io = ();
+
+    async fn drive(
+        &self,
+        run: &mut super::run::Running<'_, PodRemoval>,
+        (): (),
+        manifest: Manifest,
+    ) -> Result<Outcome, SandboxError> {
+        self.drive_run(run, manifest).await
+    }
+
+    async fn remove(&self, handle: &mut PodRemoval) -> Result<(), String> {
+        handle.now().await
+    }
+
+    fn left_behind(&self, handle: &PodRemoval, why: &str) -> String {
+        format!(
+            "could not delete pod {} in {}: {why}; run `autodev clean --backend kubernetes`",
+            handle.name(),
+            self.name()
+        )
+    }
+
+    fn place(&self, facts: &super::run::RunFacts) -> String {
+        match &facts.place {
+            Some(node) => format!("{} node {node}", self.cluster),
+            None => self.cluster.clone(),
+        }
+    }
+}
+
 impl Sandbox for KubeSandbox {
     type Prepared = KubePrepared;
 
@@ -114,57 +147,17 @@ impl Sandbox for KubeSandbox {
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<Outcome, SandboxError> {
-        let KubePrepared {
-            mut removal,
-            nonce,
-            report,
-            spec,
-            manifest,
-            clock,
-        } = p;
-        let (mut durations, total) = clock.start();
-        let mut facts = run::Facts::default();
-        let result = if cancel.is_cancelled() {
-            Err(SandboxError::Interrupted)
-        } else {
-            self.drive(
-                removal.name(),
-                (&nonce, &report),
-                &spec,
-                manifest,
-                sink,
-                cancel,
-                &mut durations,
-                &mut facts,
-            )
-            .await
+        let prepared = super::run::Prepared {
+            handle: p.removal,
+            io: (),
+            nonce: p.nonce,
+            report: p.report,
+            spec: p.spec,
+            manifest: p.manifest,
+            clock: p.clock,
+            facts: super::run::RunFacts::default(),
         };
-        let t_rm = Instant::now();
-        let removed = removal.now().await;
-        durations.remove_ms = super::ms(t_rm.elapsed());
-        durations.total_ms = total.ms();
-        if let Err(e) = &removed {
-            crate::errln!(
-                "autodev: warning: could not delete pod {} in {}: {e}; run `autodev clean --backend kubernetes`",
-                removal.name(),
-                self.name()
-            );
-        }
-        let engine = match &facts.node {
-            Some(node) => format!("{} node {node}", self.cluster),
-            None => self.cluster.clone(),
-        };
-        result.map(|mut o| {
-            o.durations = durations;
-            o.record = Some(RunRecord::new(
-                &spec,
-                facts.image_id,
-                facts.tree,
-                &engine,
-                &o,
-            ));
-            o
-        })
+        super::run::start(self, prepared, sink, cancel).await
     }
 
     async fn abandon(&self, p: KubePrepared) {

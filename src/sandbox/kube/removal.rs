@@ -14,7 +14,7 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deletes its pod when told to, or, as a backstop, in the background when
 /// dropped first.
 #[derive(Debug)]
-pub(super) struct PodRemoval {
+pub(crate) struct PodRemoval {
     pods: Api<Pod>,
     name: String,
     armed: bool,

@@ -9,12 +9,12 @@ use kube::api::AttachParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::removal::PodRemoval;
 use super::{pod, removal, KubeSandbox};
 use crate::sandbox::feed::ChannelWriter;
-use crate::sandbox::output::{judge, ReportAt, RunOutput};
-use crate::sandbox::{
-    ms, Durations, Outcome, OutputSink, RunSpec, SandboxError, TimeLimit, Verdict,
-};
+use crate::sandbox::output::{judge, RunOutput};
+use crate::sandbox::run::{RunFacts, Running};
+use crate::sandbox::{ms, Outcome, RunSpec, SandboxError, TimeLimit, Verdict};
 use crate::workspace::{self, Manifest};
 
 /// GNU tar reading a pipe waits for whole records of this size; stdin
@@ -36,31 +36,28 @@ const POLL_MAX: Duration = Duration::from_millis(200);
 /// Buffer between the WebSocket and the readers.
 const STREAM_BUF: usize = 64 * 1024;
 
-/// What a run learned about where it ran.
-#[derive(Debug, Default)]
-pub(super) struct Facts {
-    pub(super) node: Option<String>,
-    pub(super) image_id: Option<String>,
-    pub(super) tree: Option<String>,
+/// The attached pod's output streams.
+struct Streams<R> {
+    stdout: R,
+    stderr: R,
 }
 
 impl KubeSandbox {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn drive(
+    /// Kubernetes' part of a run: wait until the pod runs, attach, feed the
+    /// workspace in, stream the output until it ends or the clock runs
+    /// out, then read the exit from the container's terminated state.
+    pub(super) async fn drive_run(
         &self,
-        name: &str,
-        (nonce, report): (&str, &ReportAt),
-        spec: &RunSpec,
+        run: &mut Running<'_, PodRemoval>,
         manifest: Manifest,
-        sink: &mut dyn OutputSink,
-        cancel: &CancellationToken,
-        durations: &mut Durations,
-        facts: &mut Facts,
     ) -> Result<Outcome, SandboxError> {
+        let name = run.handle.name().to_string();
         let t0 = Instant::now();
-        let node = self.wait_running(name, spec, cancel, facts).await?;
+        let node = self
+            .wait_running(&name, &run.spec, run.cancel, &mut run.facts)
+            .await?;
         // Scheduling and starting the container are part of creating it here.
-        durations.create_ms += ms(t0.elapsed());
+        run.durations.create_ms += ms(t0.elapsed());
         let started = Instant::now();
         let ap = AttachParams::default()
             .container(pod::CONTAINER)
@@ -70,89 +67,35 @@ impl KubeSandbox {
             .max_stdin_buf_size(STREAM_BUF)
             .max_stdout_buf_size(STREAM_BUF)
             .max_stderr_buf_size(STREAM_BUF);
-        let mut attached = self.call("attach", self.pods.attach(name, &ap)).await?;
+        let mut attached = self.call("attach", self.pods.attach(&name, &ap)).await?;
         let broken = || SandboxError::CopyFailed("the attach stream lacks a channel".into());
-        let mut stdin = attached.stdin().ok_or_else(broken)?;
-        let mut stdout = attached.stdout().ok_or_else(broken)?;
-        let mut stderr = attached.stderr().ok_or_else(broken)?;
-
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-        let mut packer = tokio::task::spawn_blocking(move || {
-            workspace::write_tar(&manifest, ChannelWriter::new(tx))
-        });
-        let feeder = tokio::spawn(async move {
-            let mut sent = 0;
-            while let Some(chunk) = rx.recv().await {
-                stdin.write_all(&chunk).await?;
-                sent += chunk.len();
-            }
-            let pad = (TAR_RECORD - sent % TAR_RECORD) % TAR_RECORD;
-            stdin.write_all(&vec![0; pad]).await?;
-            stdin.flush().await?;
-            // Dropping stdin would close the whole stream on older servers.
-            std::future::pending::<()>().await;
-            Ok::<_, std::io::Error>(stdin)
-        });
-
-        let limits = &spec.limits;
-        let mut output =
-            RunOutput::new(nonce, limits.output_limit, report.clone()).expect_report(&spec.command);
-        let (mut obuf, mut ebuf) = (vec![0; STREAM_BUF], vec![0; STREAM_BUF]);
-        let (mut out_open, mut err_open) = (true, true);
-        let mut packed = None;
-        let mut timed_out = false;
-        let deadline = tokio::time::sleep(limits.timeout);
-        tokio::pin!(deadline);
-        let mut check = tokio::time::interval(NODE_CHECK);
-        check.tick().await;
-        let result = loop {
-            if !out_open && !err_open {
-                break Ok(());
-            }
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break Err(SandboxError::Interrupted),
-                _ = &mut deadline => {
-                    timed_out = true;
-                    break Ok(());
-                }
-                r = &mut packer, if packed.is_none() => match r {
-                    Ok(Ok(hash)) => packed = Some(hash),
-                    Ok(Err(e)) => break Err(SandboxError::Workspace(e)),
-                    Err(e) => break Err(SandboxError::CopyFailed(format!("packing the workspace failed: {e}"))),
-                },
-                _ = check.tick() => {
-                    if self.node_ready(&node).await == Some(false) {
-                        break Err(self.lost("the run", format!("node {node} is no longer Ready")));
-                    }
-                }
-                n = stdout.read(&mut obuf), if out_open => match n {
-                    Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => output.stdout(&obuf[..n], sink),
-                },
-                n = stderr.read(&mut ebuf), if err_open => match n {
-                    Ok(0) | Err(_) => err_open = false,
-                    Ok(n) => output.stderr(&ebuf[..n], sink),
-                },
-            }
+        let stdin = attached.stdin().ok_or_else(broken)?;
+        let streams = Streams {
+            stdout: attached.stdout().ok_or_else(broken)?,
+            stderr: attached.stderr().ok_or_else(broken)?,
         };
+        let (mut packer, feeder) = feed(stdin, manifest);
+        let mut output =
+            RunOutput::new(&run.nonce, run.spec.limits.output_limit, run.report.clone())
+                .expect_report(&run.spec.command);
+        let pumped = self
+            .pump(run, &node, streams, &mut packer, &mut output)
+            .await;
         let ended = Instant::now();
         feeder.abort();
         packer.abort();
         attached.abort();
-        result?;
-        facts.tree = packed;
+        let timed_out = pumped?;
         let ready = output.ready_at().unwrap_or(ended);
-        durations.copy_in_ms = ms(ready - started);
-        durations.run_ms = ms(ended - ready);
-
+        run.durations.copy_in_ms = ms(ready - started);
+        run.durations.run_ms = ms(ended - ready);
         if timed_out {
-            // Deleting the pod stops the clock; the caller's removal finds it gone.
-            let _ = removal::delete(&self.pods, name).await;
-            let f = output.finish(sink);
+            // Deleting the pod stops the clock; the removal finds it gone.
+            let _ = removal::delete(&self.pods, &name).await;
+            let f = output.finish(run.sink);
             return Ok(Outcome {
                 timed_out_by: Some(TimeLimit::WallClock),
-                durations: *durations,
+                durations: run.durations,
                 tests: f.tests,
                 tests_note: f.tests_note,
                 ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
@@ -162,31 +105,58 @@ impl KubeSandbox {
         if output.ready_at().is_none() {
             return Err(SandboxError::CopyFailed(output.copy_failure()));
         }
-        let exit = self.wait_exit(name, &node).await?;
+        let exit = self.wait_exit(&name, &node).await?;
         // The run is over when the cluster has recorded its exit.
-        durations.run_ms = ms(ready.elapsed());
-        let f = output.finish(sink);
-        if exit.reason.as_deref() == Some("DeadlineExceeded") {
-            // The cluster's backstop fired before autodev's own clock.
-            return Ok(Outcome {
-                timed_out_by: Some(TimeLimit::WallClock),
-                durations: *durations,
-                ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
+        run.durations.run_ms = ms(ready.elapsed());
+        Ok(ended_outcome(run, output, &exit))
+    }
+
+    /// Passes the pod's output on until both streams end or the wall clock
+    /// runs out (`Ok(true)`), watching the packer and the node meanwhile.
+    async fn pump<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        run: &mut Running<'_, PodRemoval>,
+        node: &str,
+        mut streams: Streams<R>,
+        packer: &mut Packer,
+        output: &mut RunOutput,
+    ) -> Result<bool, SandboxError> {
+        let (mut obuf, mut ebuf) = (vec![0; STREAM_BUF], vec![0; STREAM_BUF]);
+        let (mut out_open, mut err_open) = (true, true);
+        let mut packed = false;
+        let deadline = tokio::time::sleep(run.spec.limits.timeout);
+        tokio::pin!(deadline);
+        let mut check = tokio::time::interval(NODE_CHECK);
+        check.tick().await;
+        while out_open || err_open {
+            tokio::select! {
+                biased;
+                _ = run.cancel.cancelled() => return Err(SandboxError::Interrupted),
+                _ = &mut deadline => return Ok(true),
+                r = &mut *packer, if !packed => match r {
+                    Ok(Ok(hash)) => {
+                        run.facts.tree = Some(hash);
+                        packed = true;
+                    }
+                    Ok(Err(e)) => return Err(SandboxError::Workspace(e)),
+                    Err(e) => return Err(SandboxError::CopyFailed(format!("packing the workspace failed: {e}"))),
+                },
+                _ = check.tick() => {
+                    if self.node_ready(node).await == Some(false) {
+                        return Err(self.lost("the run", format!("node {node} is no longer Ready")));
+                    }
+                }
+                n = streams.stdout.read(&mut obuf), if out_open => match n {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => output.stdout(&obuf[..n], run.sink),
+                },
+                n = streams.stderr.read(&mut ebuf), if err_open => match n {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(n) => output.stderr(&ebuf[..n], run.sink),
+                },
             }
-            .with_usage(None));
         }
-        let oom = exit.reason.as_deref() == Some("OOMKilled")
-            || f.usage.and_then(|u| u.oom_kills).is_some_and(|n| n > 0);
-        let (verdict, note) = judge(exit.code, oom, &f);
-        Ok(Outcome {
-            verdict,
-            timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
-            durations: *durations,
-            tests: f.tests,
-            tests_note: note.or(f.tests_note),
-            ..Outcome::new(Verdict::Passed, Some(exit.code), f.stdout, f.stderr)
-        }
-        .with_usage(f.usage))
+        Ok(false)
     }
 
     /// Waits until the pod's container runs (it then waits on stdin);
@@ -197,7 +167,7 @@ impl KubeSandbox {
         name: &str,
         spec: &RunSpec,
         cancel: &CancellationToken,
-        facts: &mut Facts,
+        facts: &mut RunFacts,
     ) -> Result<String, SandboxError> {
         let t0 = Instant::now();
         let mut pause = Duration::from_millis(20);
@@ -209,7 +179,7 @@ impl KubeSandbox {
                 .await?
                 .ok_or_else(|| self.lost("start", "the pod was deleted before it ran".into()))?;
             let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-            facts.node.clone_from(&node);
+            facts.place.clone_from(&node);
             let status = pod.status.unwrap_or_default();
             let cs = status
                 .container_statuses
@@ -364,6 +334,61 @@ fn said(reason: Option<&str>, message: Option<&str>) -> String {
         (None, Some(m)) => m.to_string(),
         (None, None) => "no reason given".into(),
     }
+}
+
+/// The tar of the workspace, produced on a blocking thread.
+type Packer = tokio::task::JoinHandle<Result<String, workspace::WorkspaceError>>;
+
+/// Feeds the workspace's tar into the pod's stdin, padded to whole tar
+/// records, through a small channel: memory stays bounded whatever the size.
+fn feed<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    mut stdin: W,
+    manifest: Manifest,
+) -> (Packer, tokio::task::JoinHandle<std::io::Result<W>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let packer = tokio::task::spawn_blocking(move || {
+        workspace::write_tar(&manifest, ChannelWriter::new(tx))
+    });
+    let feeder = tokio::spawn(async move {
+        let mut sent = 0;
+        while let Some(chunk) = rx.recv().await {
+            stdin.write_all(&chunk).await?;
+            sent += chunk.len();
+        }
+        let pad = (TAR_RECORD - sent % TAR_RECORD) % TAR_RECORD;
+        stdin.write_all(&vec![0; pad]).await?;
+        stdin.flush().await?;
+        // Dropping stdin would close the whole stream on older servers.
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(stdin)
+    });
+    (packer, feeder)
+}
+
+/// The outcome of a pod whose container ended by itself.
+fn ended_outcome(run: &mut Running<'_, PodRemoval>, output: RunOutput, exit: &Exit) -> Outcome {
+    let f = output.finish(run.sink);
+    if exit.reason.as_deref() == Some("DeadlineExceeded") {
+        // The cluster's backstop fired before autodev's own clock.
+        return Outcome {
+            timed_out_by: Some(TimeLimit::WallClock),
+            durations: run.durations,
+            ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
+        }
+        .with_usage(None);
+    }
+    let oom = exit.reason.as_deref() == Some("OOMKilled")
+        || f.usage.and_then(|u| u.oom_kills).is_some_and(|n| n > 0);
+    let (verdict, note) = judge(exit.code, oom, &f);
+    Outcome {
+        verdict,
+        timed_out_by: f.cpu_exceeded.then_some(TimeLimit::CpuTime),
+        durations: run.durations,
+        tests: f.tests,
+        tests_note: note.or(f.tests_note),
+        ..Outcome::new(Verdict::Passed, Some(exit.code), f.stdout, f.stderr)
+    }
+    .with_usage(f.usage)
 }
 
 #[cfg(test)]
