@@ -130,7 +130,7 @@ pub(crate) fn starting_file(project: bool) -> String {
          # Uncomment a line to change it; `autodev config show` prints what is in effect.\n"
     });
     let mut section = "";
-    for key in keys::KEYS {
+    for key in keys::KEYS.iter() {
         if project && matches!(key.project, Project::Forbidden(_)) {
             continue;
         }

@@ -1,7 +1,7 @@
 //! Value parsers for the flags, and clap's errors on one line.
 
 use autodev::batch::TaskVerdict;
-use autodev::config::{self, ConfigError, Network};
+use autodev::config::{self, ConfigError};
 
 /// clap's error text on one line: what went wrong and the arguments it
 /// names, without the usage block and the `--help` tip.
@@ -21,7 +21,7 @@ pub fn one_line(rendered: &str) -> String {
 }
 
 /// clap names the flag already: the message need not say it again.
-fn unnamed(e: ConfigError, what: &str) -> String {
+pub(super) fn unnamed(e: ConfigError, what: &str) -> String {
     e.to_string().replace(&format!(" for {what}"), "")
 }
 
@@ -39,10 +39,6 @@ pub(super) fn verdict(s: &str) -> Result<TaskVerdict, String> {
     serde_json::from_value(serde_json::Value::String(s.trim().to_string())).map_err(|_| {
         format!("unknown verdict {s:?}: use passed, failed, timed_out, oom_killed, model_error or invalid_task")
     })
-}
-
-pub(super) fn network(s: &str) -> Result<Network, ConfigError> {
-    s.parse()
 }
 
 pub(super) fn label_filter(s: &str) -> Result<(String, String), String> {

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::parse::{duration, env_item, label_item, network, size};
-use autodev::config::{self, defaults, ConfigError, Limits, Network};
+use super::parse::{env_item, label_item, unnamed};
+use autodev::config::limits::{Value, LIMITS};
+use autodev::config::{self, ConfigError, Limits};
 use autodev::sandbox::kube::PullPolicy;
 use autodev::sandbox::RunSpec;
 use autodev::workspace::{CopyOptions, DEFAULT_EXCLUDES};
@@ -66,47 +67,13 @@ pub struct SandboxArgs {
     /// Image to run in [default: the profile's].
     #[arg(long)]
     pub image: Option<String>,
-    /// CPU quota in cores.
-    #[arg(long, default_value = defaults::CPUS, allow_negative_numbers = true)]
-    pub cpus: f64,
-    /// Memory limit (no swap on top), e.g. 512m.
-    #[arg(long, default_value = defaults::MEMORY, value_parser = size("--memory"))]
-    pub memory: u64,
-    /// Maximum number of processes and threads.
-    #[arg(long, default_value = defaults::PIDS)]
-    pub pids: u32,
-    /// Wall-clock limit, e.g. 180s or 3m.
-    #[arg(long, default_value = defaults::TIMEOUT, value_parser = duration("--timeout"))]
-    pub timeout: std::time::Duration,
-    /// CPU time the run may use, all processes together (e.g. 60s); the wall clock still applies.
-    #[arg(long, value_parser = duration("--cpu-time"))]
-    pub cpu_time: Option<std::time::Duration>,
-    /// Network: none (default) or bridge.
-    #[arg(long, default_value = defaults::NETWORK, value_parser = network)]
-    pub network: Network,
-    /// Bytes of stdout and of stderr kept (head and tail), e.g. 1MiB.
-    #[arg(long, default_value = defaults::OUTPUT_LIMIT, value_parser = size("--output-limit"))]
-    pub output_limit: u64,
-    /// Size of the writable /workspace tmpfs.
-    #[arg(long, default_value = defaults::WORKSPACE_SIZE, value_parser = size("--workspace-size"))]
-    pub workspace_size: u64,
-    /// Size of the writable /tmp tmpfs.
-    #[arg(long, default_value = defaults::TMP_SIZE, value_parser = size("--tmp-size"))]
-    pub tmp_size: u64,
-    /// Refuse to copy a workspace larger than this.
-    #[arg(long, default_value = defaults::MAX_COPY, value_parser = size("--max-copy"))]
-    pub max_copy: u64,
+    /// The limits, one flag per row of `autodev::config::limits::LIMITS`.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// JUnit XML report the test command writes, a path inside the sandbox, read after it
     /// ends for per-test results; `none` to not look. Default: the image's autodev.junit label.
     #[arg(long)]
     pub junit: Option<String>,
-    /// OCI runtime, e.g. runsc (gVisor) for stronger isolation; with --backend kubernetes,
-    /// the pods' RuntimeClass (also --runtime-class).
-    #[arg(long, visible_alias = "runtime-class")]
-    pub runtime: Option<String>,
-    /// User inside the container, UID:GID (never root).
-    #[arg(long, default_value = defaults::USER)]
-    pub user: String,
     /// Environment variable for the command, KEY=VALUE or KEY (taken from here); repeatable.
     #[arg(long = "env", short = 'e', value_parser = env_item)]
     pub env: Vec<(String, String)>,
@@ -145,22 +112,8 @@ impl SandboxArgs {
 
     /// The validated limits these flags describe.
     pub fn limits(&self) -> Result<Limits, ConfigError> {
-        let l = Limits {
-            cpus: self.cpus,
-            memory: self.memory,
-            pids: self.pids,
-            timeout: self.timeout,
-            output_limit: self.output_limit,
-            network: self.network,
-            workspace_size: self.workspace_size,
-            tmp_size: self.tmp_size,
-            max_copy_bytes: self.max_copy,
-            user: self.user.clone(),
-            runtime: self.runtime.clone(),
-            cpu_time: self.cpu_time,
-        };
-        l.validate()?;
-        Ok(l)
+        self.limits.0.validate()?;
+        Ok(self.limits.0.clone())
     }
 
     /// Where to look for the JUnit report.
@@ -199,5 +152,57 @@ impl SandboxArgs {
             excludes,
             include_git: self.include_git,
         }
+    }
+}
+
+/// The limit flags, made from the table of limits: a new row is a new
+/// flag, with its default, help and parser.
+#[derive(Debug, Clone, Default)]
+pub struct LimitArgs(pub Limits);
+
+impl clap::FromArgMatches for LimitArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut l = Limits::default();
+        for row in LIMITS {
+            if let Some(v) = m.get_one::<Value>(row.name) {
+                (row.set)(&mut l, v.clone());
+            }
+        }
+        Ok(LimitArgs(l))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for row in LIMITS {
+            if let Some(v) = m.get_one::<Value>(row.name) {
+                (row.set)(&mut self.0, v.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for LimitArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        LIMITS.iter().fold(cmd, |cmd, row| {
+            let what: &'static str = row.name;
+            let mut arg = clap::Arg::new(row.name)
+                .long(row.name.replace('_', "-"))
+                .value_name(row.name.to_uppercase())
+                .help(row.help)
+                .allow_negative_numbers(true)
+                // clap names the flag already: the message need not say it again.
+                .value_parser(move |s: &str| row.unit.parse(what, s).map_err(|e| unnamed(e, what)));
+            if let Some(d) = row.default {
+                arg = arg.default_value(d);
+            }
+            if let Some(a) = row.flag_alias {
+                arg = arg.visible_alias(a);
+            }
+            cmd.arg(arg)
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }

@@ -51,33 +51,33 @@ const fn key(name: &'static str, arg: &'static str, project: Project) -> Key {
 }
 
 use Measure::{Duration, Number, Size};
-use Project::{Allowed, Forbidden, Only, Tighten};
+use Project::{Allowed, Forbidden, Tighten};
 
 const DESTINATION: &str = "it decides where your code or your API key goes";
 const COST: &str = "it decides what your API key pays for";
 const LOAD: &str = "how many containers run on your engines at once is yours to choose";
 
-/// Every setting, in the order `config show` and `config init` list them.
-pub const KEYS: &[Key] = &[
+/// Every setting, in the order `config show` and `config init` list them:
+/// the profile and image, the limits (from their table), then the rest.
+pub static KEYS: std::sync::LazyLock<Vec<Key>> = std::sync::LazyLock::new(|| {
+    let (head, tail) = OTHER_KEYS.split_at(2);
+    let limits = super::limits::LIMITS.iter().map(|l| Key {
+        name: l.file_key,
+        arg: l.name,
+        project: l.project,
+    });
+    head.iter()
+        .copied()
+        .chain(limits)
+        .chain(tail.iter().copied())
+        .collect()
+});
+
+/// The settings that are not sandbox limits ([`super::limits::LIMITS`]).
+const OTHER_KEYS: &[Key] = &[
     key("profile", "profile", Allowed),
     key("sandbox.image", "image", Allowed),
-    key("sandbox.cpus", "cpus", Tighten(Number)),
-    key("sandbox.memory", "memory", Tighten(Size)),
-    key("sandbox.pids", "pids", Tighten(Number)),
-    key("sandbox.timeout", "timeout", Tighten(Duration)),
-    key("sandbox.cpu_time", "cpu_time", Tighten(Duration)),
-    key("sandbox.network", "network", Only("none")),
-    key("sandbox.output_limit", "output_limit", Tighten(Size)),
-    key("sandbox.workspace_size", "workspace_size", Tighten(Size)),
-    key("sandbox.tmp_size", "tmp_size", Tighten(Size)),
-    key("sandbox.max_copy", "max_copy", Tighten(Size)),
     key("sandbox.junit", "junit", Allowed),
-    key(
-        "sandbox.runtime",
-        "runtime",
-        Forbidden("the isolation runtime is yours to choose"),
-    ),
-    key("sandbox.user", "user", Allowed),
     key(
         "sandbox.env",
         "env",

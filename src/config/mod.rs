@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod keys;
+pub mod limits;
 pub mod overrides;
 
 use std::time::Duration;
@@ -169,27 +170,6 @@ impl Limits {
         self.runtime
             .as_deref()
             .is_some_and(|r| r.starts_with("runsc"))
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // The texts are constants, proven to parse by a unit test.
-        let size = |what, v| parse_size(what, v).unwrap_or_default();
-        Limits {
-            cpus: defaults::CPUS.parse().unwrap_or_default(),
-            memory: size("--memory", defaults::MEMORY),
-            pids: defaults::PIDS.parse().unwrap_or_default(),
-            timeout: parse_duration("--timeout", defaults::TIMEOUT).unwrap_or_default(),
-            output_limit: size("--output-limit", defaults::OUTPUT_LIMIT),
-            network: defaults::NETWORK.parse().unwrap_or_default(),
-            workspace_size: size("--workspace-size", defaults::WORKSPACE_SIZE),
-            tmp_size: size("--tmp-size", defaults::TMP_SIZE),
-            max_copy_bytes: size("--max-copy", defaults::MAX_COPY),
-            user: defaults::USER.to_string(),
-            runtime: None,
-            cpu_time: None,
-        }
     }
 }
 

@@ -9,29 +9,22 @@
 
 use serde_json::{Map, Value};
 
-use super::{parse_duration, parse_size, ConfigError, Limits, Network};
+use super::limits::{for_task_key, LIMITS};
+use super::{ConfigError, Limits};
 
 /// Names a task's `limits` may hold.
-pub const KEYS: &[&str] = &[
-    "cpus",
-    "memory",
-    "pids",
-    "timeout",
-    "output_limit",
-    "network",
-    "workspace_size",
-    "tmp_size",
-    "max_copy_bytes",
-    "user",
-    "runtime",
-    "cpu_time",
-];
+pub fn keys() -> Vec<&'static str> {
+    LIMITS
+        .iter()
+        .flat_map(|l| std::iter::once(l.name).chain(l.task_alias))
+        .collect()
+}
 
 /// Why a task's limits cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OverrideError {
-    /// Not one of [`KEYS`].
-    #[error("limits: unknown setting {0:?}; known: {known}", known = KEYS.join(", "))]
+    /// Not one of [`keys`].
+    #[error("limits: unknown setting {0:?}; known: {known}", known = keys().join(", "))]
     Unknown(String),
     /// A value of the wrong type or form.
     #[error("limits.{key}: {reason}")]
@@ -65,57 +58,15 @@ pub fn apply(
 ) -> Result<Limits, OverrideError> {
     let mut l = base.clone();
     for (key, v) in over {
-        let key: &'static str = KEYS
-            .iter()
-            .find(|k| **k == key)
-            .ok_or_else(|| OverrideError::Unknown(key.clone()))?;
-        let bad = |reason: String| OverrideError::BadValue { key, reason };
-        match key {
-            "cpus" => {
-                l.cpus = number(v).ok_or_else(|| bad("use a number of cores, e.g. 0.5".into()))?
-            }
-            "pids" => {
-                l.pids = number(v)
-                    .filter(|n| n.fract() == 0.0 && *n >= 0.0 && *n <= f64::from(u32::MAX))
-                    .map(|n| n as u32)
-                    .ok_or_else(|| bad("use a whole number".into()))?
-            }
-            "timeout" => {
-                l.timeout = parse_duration(
-                    "timeout",
-                    &text(v).ok_or_else(|| bad("use e.g. \"30s\" or 30".into()))?,
-                )?
-            }
-            "network" => {
-                l.network = text(v)
-                    .ok_or_else(|| bad("use \"none\" or \"bridge\"".into()))?
-                    .parse()?
-            }
-            "user" => l.user = text(v).ok_or_else(|| bad("use \"UID:GID\"".into()))?,
-            "cpu_time" => {
-                l.cpu_time = match v {
-                    Value::Null => None,
-                    other => Some(parse_duration(
-                        "cpu_time",
-                        &text(other).ok_or_else(|| bad("use e.g. \"30s\", 30 or null".into()))?,
-                    )?),
-                }
-            }
-            "runtime" => {
-                l.runtime = match v {
-                    Value::Null => None,
-                    Value::String(s) => Some(s.clone()),
-                    _ => return Err(bad("use a runtime name or null".into())),
-                }
-            }
-            _ => {
-                let bytes = parse_size(
-                    key,
-                    &text(v).ok_or_else(|| bad("use a size, e.g. \"256m\" or 268435456".into()))?,
-                )?;
-                *size_field(&mut l, key) = bytes;
-            }
-        }
+        let row = for_task_key(key).ok_or_else(|| OverrideError::Unknown(key.clone()))?;
+        let value = row
+            .unit
+            .from_json(row.name, v)?
+            .ok_or_else(|| OverrideError::BadValue {
+                key: row.name,
+                reason: row.unit.hint().into(),
+            })?;
+        (row.set)(&mut l, value);
     }
     if !allow_loosen {
         check_floor(base, &l)?;
@@ -124,76 +75,16 @@ pub fn apply(
     Ok(l)
 }
 
-fn size_field<'a>(l: &'a mut Limits, key: &str) -> &'a mut u64 {
-    match key {
-        "memory" => &mut l.memory,
-        "output_limit" => &mut l.output_limit,
-        "workspace_size" => &mut l.workspace_size,
-        "tmp_size" => &mut l.tmp_size,
-        _ => &mut l.max_copy_bytes,
-    }
-}
-
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-    .filter(|n: &f64| n.is_finite())
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn check_floor(cli: &Limits, task: &Limits) -> Result<(), OverrideError> {
-    let loosens = |key, task: String, cli: String| Err(OverrideError::Loosens { key, task, cli });
-    let sizes = [
-        ("memory", task.memory, cli.memory),
-        ("output_limit", task.output_limit, cli.output_limit),
-        ("workspace_size", task.workspace_size, cli.workspace_size),
-        ("tmp_size", task.tmp_size, cli.tmp_size),
-        ("max_copy_bytes", task.max_copy_bytes, cli.max_copy_bytes),
-    ];
-    for (key, t, c) in sizes {
-        if t > c {
-            return loosens(key, t.to_string(), c.to_string());
+    for row in LIMITS {
+        let (t, c) = ((row.get)(task), (row.get)(cli));
+        if t.looser_than(&c, row.floor) {
+            return Err(OverrideError::Loosens {
+                key: row.name,
+                task: t.show(),
+                cli: c.show(),
+            });
         }
-    }
-    if task.cpus > cli.cpus {
-        return loosens("cpus", task.cpus.to_string(), cli.cpus.to_string());
-    }
-    if task.pids > cli.pids {
-        return loosens("pids", task.pids.to_string(), cli.pids.to_string());
-    }
-    if task.timeout > cli.timeout {
-        let f = |d| humantime::format_duration(d).to_string();
-        return loosens("timeout", f(task.timeout), f(cli.timeout));
-    }
-    let cpu = |c: Option<std::time::Duration>| {
-        c.map_or("none".into(), |d| humantime::format_duration(d).to_string())
-    };
-    if cli
-        .cpu_time
-        .is_some_and(|c| task.cpu_time.is_none_or(|t| t > c))
-    {
-        return loosens("cpu_time", cpu(task.cpu_time), cpu(cli.cpu_time));
-    }
-    if task.network == Network::Bridge && cli.network == Network::None {
-        return loosens("network", "bridge".into(), "none".into());
-    }
-    // A task cannot tell which runtime or user is the stronger one: any change is a loosening.
-    if task.runtime != cli.runtime {
-        let f = |r: &Option<String>| r.clone().unwrap_or_else(|| "the daemon's default".into());
-        return loosens("runtime", f(&task.runtime), f(&cli.runtime));
-    }
-    if task.user != cli.user {
-        return loosens("user", task.user.clone(), cli.user.clone());
     }
     Ok(())
 }

@@ -213,7 +213,7 @@ pub fn load(
     if let Some(project) = &project {
         check_tightening(&cmd, project, user.as_ref(), &given)?;
     }
-    for key in keys::KEYS {
+    for key in keys::KEYS.iter() {
         let var = keys::env_var(key);
         let Some(text) = env(&var).filter(|v| !v.is_empty()) else {
             continue;
@@ -425,8 +425,8 @@ mod tests {
         assert_eq!(l.settings.profile.name, "go");
         assert!(matches!(l.settings.choice, ProfileChoice::Detected(_)));
         assert_eq!(a.sandbox.image(), "autodev/go:latest");
-        assert_eq!(a.sandbox.memory, 256 << 20);
-        assert_eq!(a.sandbox.pids, 64);
+        assert_eq!(a.sandbox.limits.0.memory, 256 << 20);
+        assert_eq!(a.sandbox.limits.0.pids, 64);
         assert_eq!(a.sandbox.exclude, ["data/"]);
         assert_eq!(origin(&l, "sandbox.pids").source, Source::Flag);
         assert_eq!(origin(&l, "sandbox.cpus").source, Source::Default);
