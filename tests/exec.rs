@@ -294,6 +294,31 @@ async fn root_is_read_only_workspace_and_tmp_are_writable() {
 
 #[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
+async fn file_size_limit_stops_a_write_past_it() {
+    let sb = require_docker!();
+    let label = common::test_label("fsize");
+    let ws = common::workspace(&[]);
+    let mut spec = common::spec(
+        ws.path(),
+        "head -c 100000 /dev/zero > /tmp/big; echo rc=$?; wc -c < /tmp/big; head -c 1000 /dev/zero > /tmp/small && echo small-ok",
+        &label,
+    );
+    spec.limits.file_size = Some(64 * 1024);
+    let out = sb
+        .run(&spec, &mut NullSink, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.verdict, Verdict::Passed, "{out:?}");
+    let lines: Vec<&str> = out.stdout.text.lines().collect();
+    // The writer is stopped at the limit (SIGXFSZ, 128 + 25, or EFBIG).
+    assert_ne!(lines.first(), Some(&"rc=0"), "{out:?}");
+    assert_eq!(lines.get(1).map(|l| l.trim()), Some("65536"), "{out:?}");
+    assert_eq!(lines.get(2), Some(&"small-ok"), "{out:?}");
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
 async fn host_environment_does_not_leak_but_env_flag_passes() {
     let _sb = require_docker!();
     let label = common::test_label("env");

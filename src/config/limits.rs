@@ -318,6 +318,23 @@ pub const LIMITS: &[Limit] = &[
             }
         },
     },
+    Limit {
+        name: "file_size",
+        file_key: "sandbox.file_size",
+        task_alias: None,
+        flag_alias: None,
+        help: "Largest file a process may write, e.g. 16m (a write past it fails); Docker engines only.",
+        default: None,
+        unit: Unit::OptionalBytes,
+        project: Project::Tighten(Measure::Size),
+        floor: Floor::Larger,
+        get: |l| Value::OptionalBytes(l.file_size),
+        set: |l, v| {
+            if let Value::OptionalBytes(x) = v {
+                l.file_size = x;
+            }
+        },
+    },
 ];
 
 /// The limit a task line's `key` names.
@@ -465,6 +482,7 @@ impl Default for Limits {
             user: String::new(),
             runtime: None,
             cpu_time: None,
+            file_size: None,
         };
         for row in LIMITS {
             // The texts are constants, proven to parse by a unit test.

@@ -160,6 +160,11 @@ pub struct Limits {
     /// `None`: only the wall clock limits it.
     #[serde(with = "opt_duration")]
     pub cpu_time: Option<Duration>,
+    /// Largest file a process may write, in bytes (`RLIMIT_FSIZE`; a write
+    /// past it fails and the writer gets `SIGXFSZ`); `None`: only the
+    /// tmpfs sizes bound it.
+    #[serde(default)]
+    pub file_size: Option<u64>,
 }
 
 impl Limits {
@@ -234,6 +239,9 @@ impl Limits {
             if v > MAX_SIZE {
                 return range(what, "must be at most 1PiB");
             }
+        }
+        if self.file_size.is_some_and(|n| !(1024..=MAX_SIZE).contains(&n)) {
+            return range("--file-size", "must be at least 1KiB and at most 1PiB");
         }
         if self.output_limit < 1024 {
             return range("--output-limit", "must be at least 1KiB");

@@ -45,6 +45,28 @@ pub const GVISOR_PIDS_HEADROOM: u32 = 96;
 
 /// The cgroup's process limit for `limits`: `--pids`, plus the runtime's
 /// own threads under gVisor.
+/// The resource limits set per process: the largest file a process may
+/// write (`--file-size`), and under Podman the ones it would raise.
+fn ulimits(l: &crate::config::Limits, flavor: Flavor) -> Option<Vec<ResourcesUlimits>> {
+    let limit = |name: &str, n: i64| ResourcesUlimits {
+        name: Some(name.into()),
+        soft: Some(n),
+        hard: Some(n),
+    };
+    let mut u = Vec::new();
+    // Rootful Podman raises open files and processes to 1048576 and
+    // 4194304 unless told otherwise, which fails where root may not
+    // raise limits (no CAP_SYS_RESOURCE); Docker passes on its own.
+    if flavor == Flavor::Podman {
+        u.push(limit("nofile", PODMAN_NOFILE));
+        u.push(limit("nproc", PODMAN_NPROC));
+    }
+    if let Some(n) = l.file_size {
+        u.push(limit("fsize", i64::try_from(n).unwrap_or(i64::MAX)));
+    }
+    (!u.is_empty()).then_some(u)
+}
+
 fn pids_limit(l: &crate::config::Limits) -> i64 {
     i64::from(l.pids)
         + if l.gvisor() {
@@ -170,15 +192,7 @@ pub(super) fn container_body(
         // Rootful Podman raises open files and processes to 1048576 and
         // 4194304 unless told otherwise, which fails where root may not
         // raise limits (no CAP_SYS_RESOURCE); Docker passes on its own.
-        ulimits: (flavor == Flavor::Podman).then(|| {
-            [("nofile", PODMAN_NOFILE), ("nproc", PODMAN_NPROC)]
-                .map(|(name, n)| ResourcesUlimits {
-                    name: Some(name.into()),
-                    soft: Some(n),
-                    hard: Some(n),
-                })
-                .to_vec()
-        }),
+        ulimits: ulimits(l, flavor),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -310,5 +324,22 @@ mod tests {
         );
         assert!(!t.contains_key("/"));
         assert_eq!(clean_mount_path("//a/./b/../c/"), "/a/c");
+    }
+
+    #[test]
+    fn file_size_becomes_an_fsize_ulimit_and_nothing_else_does() {
+        let mut spec = RunSpec::new("/tmp", "true", "img");
+        let h = container_body(&spec, "r", Duration::from_secs(1), Flavor::Docker)
+            .host_config
+            .unwrap();
+        assert_eq!(h.ulimits, None);
+        spec.limits.file_size = Some(4096);
+        let h = container_body(&spec, "r", Duration::from_secs(1), Flavor::Docker)
+            .host_config
+            .unwrap();
+        let u = h.ulimits.unwrap();
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].name.as_deref(), Some("fsize"));
+        assert_eq!((u[0].soft, u[0].hard), (Some(4096), Some(4096)));
     }
 }

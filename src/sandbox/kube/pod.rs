@@ -102,6 +102,12 @@ pub(super) fn pod_body(
     pull: PullPolicy,
 ) -> Result<Pod, SandboxError> {
     let l = &spec.limits;
+    if l.file_size.is_some() {
+        // A pod has no per-process resource limits to set it with.
+        return Err(SandboxError::Settings(
+            "--file-size is enforced by Docker engines only: a Kubernetes pod has no per-process file-size limit; leave it unset with --backend kubernetes".into(),
+        ));
+    }
     let (uid, gid) = ids(&l.user)?;
     let mut labels = BTreeMap::from([
         (MANAGED_LABEL.to_string(), "true".to_string()),
