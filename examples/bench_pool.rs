@@ -4,8 +4,8 @@
 //! 1. Critical-path overhead of one test run (prepare + copy-in + exit →
 //!    verdict, i.e. the wall time of `prepare` and `start` minus the
 //!    command's own run), on a tiny and on a 5.8 MB workspace, with the
-//!    container started ahead (`--pool 1`, warmed while "the model thinks")
-//!    and without (`--pool 0`).
+//!    container started ahead (`--warm 1`, warmed while "the model thinks")
+//!    and without (`--warm 0`).
 //! 2. A six-iteration `autodev run` with an instant (replay) model, per
 //!    iteration, pool on and off, against one `docker run --rm` of the same
 //!    image.
@@ -103,7 +103,7 @@ async fn main() {
                     .args(["-w", "ws", "--reset", "--no-zip", "--no-transcript", "-q"])
                     .arg("--replay")
                     .arg(&replay)
-                    .args(["--max-iters", "6", "--image", &image, "--pool", pool]),
+                    .args(["--max-iters", "6", "--image", &image, "--warm", pool]),
             );
             into.push(s / 6.0);
         }
@@ -114,7 +114,7 @@ async fn main() {
     let mut pool = Command::new(&bin)
         .args(["pool", "--socket"])
         .arg(&socket)
-        .args(["--image", &image, "--pool", "2"])
+        .args(["--image", &image, "--warm", "2"])
         .stderr(Stdio::null())
         .spawn()
         .expect("autodev pool starts");

@@ -26,7 +26,7 @@ impl Pool {
         let child = common::isolated(dir)
             .args(["pool", "--socket"])
             .arg(&socket)
-            .args(["--pool", &size.to_string()])
+            .args(["--warm", &size.to_string()])
             .sandboxed(label)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -77,6 +77,7 @@ async fn describe(sandbox: &AnySandbox) -> (String, String) {
             (e.name().to_string(), v)
         }
         AnySandbox::Kube(k) => (format!("Kubernetes {}", k.name()), k.version().await),
+        AnySandbox::Socket(_) => ("an autodev pool".into(), "-".into()),
     }
 }
 
@@ -119,6 +120,7 @@ async fn targets(sandbox: &AnySandbox, port: u16) -> Targets {
             }
         }
         AnySandbox::Kube(k) => addrs.push(k.probe_target()),
+        AnySandbox::Socket(_) => {}
     }
     Targets { addrs }
 }

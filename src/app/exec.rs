@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 use super::UsageError;
 use crate::cli::{exit, ExecArgs};
 use autodev::profile::Profile;
-use autodev::sandbox::served::ServedSandbox;
+use autodev::sandbox::socket::SocketSandbox;
+use autodev::sandbox::AnySandbox;
 use autodev::sandbox::{
     NullSink, Outcome, OutputSink, RunRecord, RunSpec, Sandbox, SandboxError, StdioSink,
 };
@@ -40,19 +41,15 @@ pub(super) async fn exec_cmd(
         Box::new(StdioSink)
     };
     let result = match &args.pool_socket {
-        // The pool checks the limits against its own hosts.
-        Some(socket) => {
-            ServedSandbox::new(socket)
-                .run(&spec, sink.as_mut(), cancel)
-                .await
-        }
-        None => match super::connect(&args.sandbox.engines).await {
-            Ok(s) => match s.check_limits(&spec).await {
-                Ok(()) => s.run(&spec, sink.as_mut(), cancel).await,
-                Err(e) => Err(e),
-            },
+        Some(socket) => Ok(AnySandbox::Socket(SocketSandbox::new(socket))),
+        None => super::connect(&args.sandbox.engines).await,
+    };
+    let result = match result {
+        Ok(s) => match s.check_limits(&spec).await {
+            Ok(()) => s.run(&spec, sink.as_mut(), cancel).await,
             Err(e) => Err(e),
         },
+        Err(e) => Err(e),
     };
     if let (Some(orig), Ok(outcome)) = (&original, &result) {
         return report_rerun(orig, outcome, &spec, args.json);

@@ -25,7 +25,7 @@ use crate::cli::{Backend, EngineArgs};
 use autodev::config::ConfigError;
 use autodev::error::ErrorClass;
 use autodev::sandbox::docker::engine::{self, TlsFlags};
-use autodev::sandbox::docker::pool::DockerPool;
+use autodev::sandbox::docker::fleet::DockerFleet;
 use autodev::sandbox::kube::{KubeSandbox, KubeSettings};
 use autodev::sandbox::{AnySandbox, Sandbox, SandboxError};
 
@@ -140,9 +140,9 @@ pub(crate) async fn connect(args: &EngineArgs) -> Result<AnySandbox, SandboxErro
     let tls = tls_flags(args);
     let specs = engine::engines(&args.engine, &tls, |k| std::env::var(k).ok())?;
     Ok(AnySandbox::Docker(
-        DockerPool::connect(&specs)
+        DockerFleet::connect(&specs)
             .await?
-            .with_warm(usize::from(args.pool)),
+            .with_warm(usize::from(args.warm)),
     ))
 }
 

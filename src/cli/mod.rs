@@ -72,7 +72,7 @@ pub enum Command {
     /// Ask a model for code, test it in the sandbox, feed failures back until the tests pass.
     Run(Box<RunArgs>),
     /// Run a command on a workspace in a fresh locked-down container.
-    #[command(mut_arg("pool", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)))]
     Exec(ExecArgs),
     /// Evaluate many tasks (JSON Lines) in parallel, one fresh container each.
     Batch(BatchArgs),
@@ -81,7 +81,7 @@ pub enum Command {
     Images(ImagesCommand),
     /// Prove, on this host, each guarantee of the sandbox as configured (memory, processes,
     /// timeout, network, read-only root, privileges, environment, output, clean-up).
-    #[command(mut_arg("exclude", |a| a.hide(true)), mut_arg("include_git", |a| a.hide(true)), mut_arg("junit", |a| a.hide(true)), mut_arg("no_default_excludes", |a| a.hide(true)), mut_arg("pool", |a| a.hide(true)))]
+    #[command(mut_arg("exclude", |a| a.hide(true)), mut_arg("include_git", |a| a.hide(true)), mut_arg("junit", |a| a.hide(true)), mut_arg("no_default_excludes", |a| a.hide(true)), mut_arg("warm", |a| a.hide(true)))]
     Doctor(DoctorArgs),
     /// Show the effective settings and where each comes from, or write a starting config file.
     #[command(subcommand)]
@@ -93,7 +93,7 @@ pub enum Command {
     /// this user: each still serves one run only. Runs until Ctrl-C or SIGTERM.
     Pool(PoolArgs),
     /// Remove containers left behind by a crashed run (all of autodev's, or those with --label).
-    #[command(mut_arg("pool", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     Clean {
         /// Only containers that also carry this label KEY=VALUE (e.g. autodev.run=ID); repeatable.
         #[arg(long = "label", value_parser = label_filter)]
@@ -339,7 +339,7 @@ pub struct BatchArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Build images from images/NAME/Dockerfile as autodev/NAME:latest (all when NAME is omitted).
-    #[command(mut_arg("pool", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     Build {
         /// Image folder name, e.g. python.
         name: Option<String>,
@@ -357,7 +357,7 @@ pub enum ImagesCommand {
         engines: EngineArgs,
     },
     /// Copy built images from one engine to the --engine ones through the API (no registry needed).
-    #[command(mut_arg("pool", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     Push {
         /// Image folder name, e.g. python (all built ones when omitted).
         name: Option<String>,
@@ -372,7 +372,7 @@ pub enum ImagesCommand {
         engines: EngineArgs,
     },
     /// List the image definitions and whether each is built.
-    #[command(mut_arg("pool", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     List {
         /// Folder holding NAME/Dockerfile.
         #[arg(long)]
@@ -456,7 +456,7 @@ mod tests {
             }
             c.render_long_help().to_string()
         };
-        assert!(!help(&["exec"]).contains("--pool "));
+        assert!(!help(&["exec"]).contains("--warm "));
         assert!(help(&["exec"]).contains("--pool-socket"));
         let doctor = help(&["doctor"]);
         assert!(
@@ -466,7 +466,7 @@ mod tests {
         for sub in ["build", "push", "list"] {
             let h = help(&["images", sub]);
             assert!(
-                !h.contains("--backend") && !h.contains("--pool "),
+                !h.contains("--backend") && !h.contains("--warm "),
                 "{sub}: {h}"
             );
         }

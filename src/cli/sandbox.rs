@@ -50,8 +50,9 @@ pub struct EngineArgs {
     pub tls_key: Option<PathBuf>,
     /// Docker: containers kept started ahead, per set of limits, while `run` waits for the
     /// model or a test runs (each used by one run only); 0 starts each when its run comes.
-    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u8).range(0..=16))]
-    pub pool: u8,
+    /// (`--pool` is its older name.)
+    #[arg(long, alias = "pool", default_value = "1", value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub warm: u8,
 }
 
 /// Sandbox limits shared by exec, run and batch.

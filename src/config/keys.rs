@@ -102,7 +102,7 @@ const OTHER_KEYS: &[Key] = &[
     key("engines.tls_ca", "tls_ca", Forbidden(DESTINATION)),
     key("engines.tls_cert", "tls_cert", Forbidden(DESTINATION)),
     key("engines.tls_key", "tls_key", Forbidden(DESTINATION)),
-    key("engines.pool", "pool", Allowed),
+    key("engines.warm", "warm", Allowed),
     key("model.provider", "provider", Forbidden(DESTINATION)),
     key("model.name", "model", Forbidden(COST)),
     key("model.base_url", "base_url", Forbidden(DESTINATION)),
@@ -181,8 +181,15 @@ pub const PROFILE_FIELDS: &[&str] = &[
     "extensions",
 ];
 
-/// The setting called `name` in a file.
+/// Settings that were renamed: the old name a file may still use, and the new.
+const RENAMED: &[(&str, &str)] = &[("engines.pool", "engines.warm")];
+
+/// The setting called `name` in a file (or its older name).
 pub fn by_name(name: &str) -> Option<&'static Key> {
+    let name = RENAMED
+        .iter()
+        .find(|(old, _)| *old == name)
+        .map_or(name, |(_, new)| *new);
     KEYS.iter().find(|k| k.name == name)
 }
 
@@ -214,6 +221,12 @@ pub fn env_var(k: &Key) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renamed_key_still_reads_as_its_new_name() {
+        assert_eq!(by_name("engines.pool").unwrap().name, "engines.warm");
+        assert_eq!(by_name("engines.warm").unwrap().arg, "warm");
+    }
 
     #[test]
     fn names_and_args_are_unique_and_sections_listed() {

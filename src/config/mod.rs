@@ -240,7 +240,10 @@ impl Limits {
                 return range(what, "must be at most 1PiB");
             }
         }
-        if self.file_size.is_some_and(|n| !(1024..=MAX_SIZE).contains(&n)) {
+        if self
+            .file_size
+            .is_some_and(|n| !(1024..=MAX_SIZE).contains(&n))
+        {
             return range("--file-size", "must be at least 1KiB and at most 1PiB");
         }
         if self.output_limit < 1024 {

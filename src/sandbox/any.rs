@@ -3,34 +3,39 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::docker::pool::{DockerPool, PoolPrepared};
+use super::docker::fleet::{DockerFleet, FleetPrepared};
 use super::kube::{KubePrepared, KubeSandbox};
+use super::socket::{SocketPrepared, SocketSandbox};
 use super::{Outcome, OutputSink, RunSpec, Sandbox, SandboxError};
 
 /// A sandbox backend.
 #[derive(Debug, Clone)]
 pub enum AnySandbox {
     /// One or more Docker engines.
-    Docker(DockerPool),
+    Docker(DockerFleet),
     /// A Kubernetes cluster.
     Kube(Box<KubeSandbox>),
+    /// An `autodev pool` on this machine, over its Unix socket.
+    Socket(SocketSandbox),
 }
 
 /// A run prepared by some backend.
 #[derive(Debug)]
 pub enum AnyPrepared {
     /// On a Docker engine.
-    Docker(PoolPrepared),
+    Docker(FleetPrepared),
     /// A pod.
     Kube(KubePrepared),
+    /// By a pool.
+    Socket(SocketPrepared),
 }
 
 impl AnySandbox {
     /// The Docker pool, for what only Docker does (image builds and transfers).
-    pub fn as_docker(&self) -> Option<&DockerPool> {
+    pub fn as_docker(&self) -> Option<&DockerFleet> {
         match self {
             AnySandbox::Docker(p) => Some(p),
-            AnySandbox::Kube(_) => None,
+            AnySandbox::Kube(_) | AnySandbox::Socket(_) => None,
         }
     }
 
@@ -45,6 +50,8 @@ impl AnySandbox {
                 Ok(())
             }
             AnySandbox::Kube(k) => k.check_limits(spec).await,
+            // The pool checks the limits against its own hosts.
+            AnySandbox::Socket(_) => Ok(()),
         }
     }
 
@@ -53,6 +60,8 @@ impl AnySandbox {
         match self {
             AnySandbox::Docker(p) => p.total_slots(),
             AnySandbox::Kube(k) => k.total_slots().await,
+            // The pool shares its engines among its clients.
+            AnySandbox::Socket(_) => 1,
         }
     }
 }
@@ -64,6 +73,7 @@ impl Sandbox for AnySandbox {
         match self {
             AnySandbox::Docker(p) => p.prepare(spec).await.map(AnyPrepared::Docker),
             AnySandbox::Kube(k) => k.prepare(spec).await.map(AnyPrepared::Kube),
+            AnySandbox::Socket(s) => s.prepare(spec).await.map(AnyPrepared::Socket),
         }
     }
 
@@ -76,6 +86,7 @@ impl Sandbox for AnySandbox {
         match (self, prepared) {
             (AnySandbox::Docker(s), AnyPrepared::Docker(p)) => s.start(p, sink, cancel).await,
             (AnySandbox::Kube(s), AnyPrepared::Kube(p)) => s.start(p, sink, cancel).await,
+            (AnySandbox::Socket(s), AnyPrepared::Socket(p)) => s.start(p, sink, cancel).await,
             // A run is only ever started by the backend that prepared it.
             (s, p) => {
                 s.abandon(p).await;
@@ -90,6 +101,7 @@ impl Sandbox for AnySandbox {
         match (self, prepared) {
             (AnySandbox::Docker(s), AnyPrepared::Docker(p)) => s.abandon(p).await,
             (AnySandbox::Kube(s), AnyPrepared::Kube(p)) => s.abandon(p).await,
+            (AnySandbox::Socket(s), AnyPrepared::Socket(p)) => s.abandon(p).await,
             // Dropped: each prepared run removes itself in the background.
             (_, p) => drop(p),
         }
@@ -99,6 +111,7 @@ impl Sandbox for AnySandbox {
         match self {
             AnySandbox::Docker(p) => p.preflight(spec).await,
             AnySandbox::Kube(k) => k.preflight(spec).await,
+            AnySandbox::Socket(k) => k.preflight(spec).await,
         }
     }
 
@@ -106,6 +119,7 @@ impl Sandbox for AnySandbox {
         match self {
             AnySandbox::Docker(p) => p.warm(spec),
             AnySandbox::Kube(k) => k.warm(spec),
+            AnySandbox::Socket(k) => k.warm(spec),
         }
     }
 
@@ -113,6 +127,7 @@ impl Sandbox for AnySandbox {
         match self {
             AnySandbox::Docker(p) => p.retire(spec).await,
             AnySandbox::Kube(k) => k.retire(spec).await,
+            AnySandbox::Socket(k) => k.retire(spec).await,
         }
     }
 
@@ -120,6 +135,7 @@ impl Sandbox for AnySandbox {
         match self {
             AnySandbox::Docker(p) => p.clean(labels).await,
             AnySandbox::Kube(k) => k.clean(labels).await,
+            AnySandbox::Socket(k) => k.clean(labels).await,
         }
     }
 }

@@ -19,9 +19,9 @@ pub mod kube;
 pub mod output;
 mod reach;
 mod run;
-pub mod served;
 #[cfg(test)]
 mod slow_api;
+pub mod socket;
 pub mod wrapper;
 
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! The Docker implementation of [`Sandbox`] on one engine: one fresh,
 //! locked-down container per run, driven through bollard over one shared
-//! connection pool. [`pool::DockerPool`] spreads runs over several engines.
+//! connection pool. [`pool::DockerFleet`] spreads runs over several engines.
 //!
 //! Lifecycle: `prepare` walks the workspace and takes a container started
 //! ahead (`warm.rs`), or creates, attaches and starts one (`none` log driver
@@ -21,9 +21,9 @@
 
 mod attach;
 pub mod engine;
+pub mod fleet;
 mod health;
 pub mod policy;
-pub mod pool;
 mod removal;
 mod seccomp;
 mod stream;

@@ -5,8 +5,10 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PoolArgs;
-use autodev::sandbox::served::server::{self, PoolSocket};
+mod server;
+
 use autodev::sandbox::{Sandbox, SandboxError};
+use server::PoolSocket;
 
 pub(super) async fn pool_cmd(args: PoolArgs, cancel: &CancellationToken) -> Result<()> {
     // What the containers started ahead are made for (nothing of a run,
@@ -24,7 +26,7 @@ pub(super) async fn pool_cmd(args: PoolArgs, cancel: &CancellationToken) -> Resu
     autodev::errln!(
         "autodev pool: serving runs on {}, {} container(s) of {} started ahead; Ctrl-C or SIGTERM stops it and removes them",
         args.socket.display(),
-        args.sandbox.engines.pool,
+        args.sandbox.engines.warm,
         warm.image
     );
     server::serve(sandbox, socket, &warm, cancel).await;

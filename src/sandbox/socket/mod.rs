@@ -2,7 +2,7 @@
 //! that separate invocations (one `exec` per test, from a script) share
 //! containers started ahead.
 //!
-//! [`ServedSandbox`] is the client, a backend like any other behind
+//! [`SocketSandbox`] is the client, a backend like any other behind
 //! [`Sandbox`]; [`server`] is the pool's side. Each run still gets a fresh
 //! container that serves it alone; what the pool saves a client is the
 //! create and start. The pool serves its own user only (the socket's mode
@@ -10,7 +10,6 @@
 //! could), and owns the containers: the ownership and dead-man rules are
 //! those of any autodev process.
 
-pub mod server;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -33,20 +32,20 @@ const REMOVAL_WAIT: Duration = Duration::from_secs(30);
 
 /// A sandbox that an `autodev pool` process provides.
 #[derive(Debug, Clone)]
-pub struct ServedSandbox {
+pub struct SocketSandbox {
     socket: PathBuf,
 }
 
 /// A run the pool has prepared: its connection, waiting for the start.
 #[derive(Debug)]
-pub struct ServedPrepared {
+pub struct SocketPrepared {
     stream: UnixStream,
 }
 
-impl ServedSandbox {
+impl SocketSandbox {
     /// The pool listening at `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        ServedSandbox {
+        SocketSandbox {
             socket: socket.into(),
         }
     }
@@ -163,17 +162,17 @@ fn absolute(path: &Path) -> Result<PathBuf, SandboxError> {
     })
 }
 
-impl Sandbox for ServedSandbox {
-    type Prepared = ServedPrepared;
+impl Sandbox for SocketSandbox {
+    type Prepared = SocketPrepared;
 
-    async fn prepare(&self, spec: &RunSpec) -> Result<ServedPrepared, SandboxError> {
+    async fn prepare(&self, spec: &RunSpec) -> Result<SocketPrepared, SandboxError> {
         let stream = self.ask(Tag::Prepare, spec).await?;
-        Ok(ServedPrepared { stream })
+        Ok(SocketPrepared { stream })
     }
 
     async fn start(
         &self,
-        prepared: ServedPrepared,
+        prepared: SocketPrepared,
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<Outcome, SandboxError> {
@@ -193,7 +192,7 @@ impl Sandbox for ServedSandbox {
         }
     }
 
-    async fn abandon(&self, prepared: ServedPrepared) {
+    async fn abandon(&self, prepared: SocketPrepared) {
         let (mut rd, wr) = prepared.stream.into_split();
         drop(wr);
         // The pool removes the container, then closes the connection.
@@ -258,7 +257,7 @@ mod tests {
         let socket = fake_pool(dir.path(), frames);
         let mut seen = Seen::default();
         let spec = RunSpec::new("relative/ws", "true", "img");
-        let r = ServedSandbox::new(socket)
+        let r = SocketSandbox::new(socket)
             .run(&spec, &mut seen, &CancellationToken::new())
             .await;
         (r, seen)
@@ -312,7 +311,7 @@ mod tests {
         assert!(r.unwrap_err().is_transient());
         // Nobody listening: one line that says what to start.
         let dir = tempfile::tempdir().unwrap();
-        let e = ServedSandbox::new(dir.path().join("none.sock"))
+        let e = SocketSandbox::new(dir.path().join("none.sock"))
             .preflight(&RunSpec::new("/", "true", "img"))
             .await
             .unwrap_err();

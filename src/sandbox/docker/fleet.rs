@@ -62,13 +62,13 @@ impl Member {
 
 /// Several Docker engines used as one sandbox.
 #[derive(Debug, Clone)]
-pub struct DockerPool {
+pub struct DockerFleet {
     members: Arc<Vec<Member>>,
 }
 
 /// A run prepared on one engine of the pool.
 #[derive(Debug)]
-pub struct PoolPrepared {
+pub struct FleetPrepared {
     inner: DockerPrepared,
     load: Load,
 }
@@ -86,7 +86,7 @@ impl Drop for Load {
     }
 }
 
-impl DockerPool {
+impl DockerFleet {
     /// Connects to every engine at once; any engine that does not answer
     /// within two seconds, or has bad settings, is an error naming it.
     pub async fn connect(specs: &[EngineSpec]) -> Result<Self, SandboxError> {
@@ -109,14 +109,14 @@ impl DockerPool {
         if members.is_empty() {
             return Err(SandboxError::Settings("no engine to run on".into()));
         }
-        Ok(DockerPool {
+        Ok(DockerFleet {
             members: Arc::new(members),
         })
     }
 
     /// A pool of one connected engine.
     pub fn single(sandbox: DockerSandbox, slots: usize) -> Self {
-        DockerPool {
+        DockerFleet {
             members: Arc::new(vec![Member {
                 sandbox,
                 slots: slots.max(1),
@@ -186,10 +186,10 @@ impl DockerPool {
     }
 }
 
-impl Sandbox for DockerPool {
-    type Prepared = PoolPrepared;
+impl Sandbox for DockerFleet {
+    type Prepared = FleetPrepared;
 
-    async fn prepare(&self, spec: &RunSpec) -> Result<PoolPrepared, SandboxError> {
+    async fn prepare(&self, spec: &RunSpec) -> Result<FleetPrepared, SandboxError> {
         let mut tried = Vec::new();
         let mut last = None;
         while let Some(index) = self.pick(&tried) {
@@ -203,7 +203,7 @@ impl Sandbox for DockerPool {
                 index,
             };
             match self.members[index].sandbox.prepare(spec).await {
-                Ok(inner) => return Ok(PoolPrepared { inner, load }),
+                Ok(inner) => return Ok(FleetPrepared { inner, load }),
                 Err(e) => {
                     self.record(index, Err(&e));
                     // A dead engine is skipped at once; any other error is the run's.
@@ -226,7 +226,7 @@ impl Sandbox for DockerPool {
 
     async fn start(
         &self,
-        p: PoolPrepared,
+        p: FleetPrepared,
         sink: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<Outcome, SandboxError> {
@@ -240,7 +240,7 @@ impl Sandbox for DockerPool {
         result
     }
 
-    async fn abandon(&self, p: PoolPrepared) {
+    async fn abandon(&self, p: FleetPrepared) {
         self.members[p.load.index].sandbox.abandon(p.inner).await;
     }
 

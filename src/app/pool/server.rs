@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, Frame, Tag, WireError};
-use crate::config::Limits;
-use crate::sandbox::{with_tag, AnySandbox, Command, OutputSink, RunSpec, Sandbox, SandboxError};
+use autodev::config::Limits;
+use autodev::sandbox::socket::wire::{self, Frame, Tag, WireError};
+use autodev::sandbox::{with_tag, AnySandbox, Command, OutputSink, RunSpec, Sandbox, SandboxError};
 
 /// How long a new connection may take to say what it wants.
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
@@ -231,7 +231,7 @@ impl Client {
         if other != uid {
             // Told to the client (after its request is read, so that it is
             // listening) and logged, not a silent reset.
-            crate::errln!(
+            autodev::errln!(
                 "autodev pool: refused a client of uid {other}: this pool serves uid {uid} only"
             );
             let e = SandboxError::Refused {
