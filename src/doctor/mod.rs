@@ -76,6 +76,7 @@ pub struct Targets {
     pub addrs: Vec<String>,
 }
 
+mod checks;
 mod mounts;
 mod network;
 
@@ -93,185 +94,27 @@ pub async fn examine(
     let mut base = base.clone();
     base.junit = Junit::Off;
     base.labels.push((DOCTOR_LABEL.into(), run_id.clone()));
-    let run = |command: String, tweak: &dyn Fn(&mut RunSpec)| {
+    let run = |command: String, timeout: Option<Duration>| {
         let mut s = base.clone();
         s.command = Command::Shell(command);
-        tweak(&mut s);
+        if let Some(t) = timeout {
+            s.limits.timeout = t;
+        }
         async move { sandbox.run(&s, &mut NullSink, cancel).await }
     };
-    let mut found = Vec::new();
 
     // The image: everything else depends on the wrapper's /bin/sh and tar.
     sandbox.preflight(&base).await?;
-    match run("true".into(), &|_| {}).await {
-        Ok(o) if o.verdict == Verdict::Passed => found.push(Finding::held(
-            "image",
-            format!(
-                "{} has /bin/sh and tar; a run copies in and passes",
-                base.image
-            ),
-        )),
-        Ok(o) => found.push(Finding::broken(
-            "image",
-            format!("`true` ended {}", o.verdict),
-            "use an image with /bin/sh and tar (images/README)",
-        )),
-        Err(e) => return Err(e),
+    let image = run("true".into(), None).await?;
+    let mut found = vec![checks::image(&base, &image)];
+    for check in checks::CHECKS {
+        let outcome = run((check.command)(&base.limits), check.timeout).await;
+        found.extend(check.judge.findings(&base, &outcome));
     }
-
-    let l = &base.limits;
-    // Memory: a balloon a quarter over the limit must be killed.
-    let balloon = l.memory + l.memory / 4;
-    let found_mem = match run(
-        // A string doubled until it is over the limit: fast in any runtime.
-        format!(
-            "awk 'BEGIN {{ s = \"x\"; while (length(s) < {balloon}) s = s s; print length(s) }}'"
-        ),
-        &|s| s.limits.timeout = Duration::from_secs(60),
-    )
-    .await
-    {
-        Ok(o) if o.verdict == Verdict::OomKilled => Finding::held(
-            "memory limit",
-            format!(
-                "a {balloon}-byte balloon under --memory {} was oom_killed",
-                l.memory
-            ),
-        ),
-        Ok(o) if o.verdict == Verdict::Passed => Finding::broken(
-            "memory limit",
-            format!("a process held {balloon} bytes under --memory {}", l.memory),
-            "the engine or runtime does not enforce memory limits (cgroup memory controller?)",
-        ),
-        other => Finding::unknown("memory limit", ended(&other)),
-    };
-    found.push(found_mem);
-
-    // Processes: spawning past the limit must fail.
-    let want = l.pids + 50;
-    found.push(
-        match run(
-            format!(
-                "for i in $(seq 1 {want}); do sleep 30 & done 2>/dev/null; echo spawned; ls -d /proc/[0-9]* | wc -l; kill -9 -1"
-            ),
-            &|s| s.limits.timeout = Duration::from_secs(60),
-        )
-        .await
-        {
-            Ok(o) if o.stdout.text.starts_with("spawned") => {
-                let n: u32 = o.stdout.text.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
-                if n > l.pids {
-                    Finding::broken(
-                        "process limit",
-                        format!("{n} processes ran under --pids {}", l.pids),
-                        "the engine does not enforce a per-sandbox process limit (Kubernetes: the kubelet's --pod-max-pids)",
-                    )
-                } else {
-                    Finding::held("process limit", format!("{n} processes at most under --pids {}", l.pids))
-                }
-            }
-            Ok(o) if matches!(o.verdict, Verdict::Failed | Verdict::TimedOut) => Finding::held(
-                "process limit",
-                format!("spawning {want} processes under --pids {} failed ({})", l.pids, o.verdict),
-            ),
-            other => Finding::unknown("process limit", ended(&other)),
-        },
-    );
-
-    // Wall clock: a tree that ignores SIGTERM must still end, entirely.
-    found.push(
-        match run(
-            "trap '' TERM; (trap '' TERM; sleep 1000) & sleep 1000".into(),
-            &|s| s.limits.timeout = Duration::from_secs(3),
-        )
-        .await
-        {
-            Ok(o) if o.verdict == Verdict::TimedOut => Finding::held(
-                "wall-clock limit",
-                "a SIGTERM-ignoring process tree was killed at --timeout 3s",
-            ),
-            Ok(o) => Finding::broken(
-                "wall-clock limit",
-                format!(
-                    "a SIGTERM-ignoring tree under --timeout 3s ended {}",
-                    o.verdict
-                ),
-                "report this: the timeout must kill the whole sandbox",
-            ),
-            other => Finding::unknown("wall-clock limit", ended(&other)),
-        },
-    );
-
-    // Lockdown: read-only root, no capabilities, no privilege gain, no host environment.
-    let lockdown = run(
-        // /var/tmp is world-writable: only a read-only root stops uid 1000 there.
-        "touch /var/tmp/autodev-doctor 2>&1 && echo wrote-root; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; id -u; env"
-            .into(),
-        &|_| {},
-    )
-    .await;
-    let given: Vec<&str> = base.env.iter().map(|(k, _)| k.as_str()).collect();
-    found.extend(lockdown_findings(&lockdown, &given));
-
-    // Storage: nothing writable but autodev's bounded tmpfs mounts.
-    found.push(mounts::finding(&run(mounts::PROBE.into(), &|_| {}).await));
-
-    // Namespaces: a new user namespace hands the code capabilities over
-    // kernel code that is otherwise out of its reach (a common exploit path).
-    found.push(
-        match run("unshare -U true 2>&1 && echo made-userns".into(), &|_| {}).await {
-            Ok(o) if o.stdout.text.contains("made-userns") => {
-                if l.gvisor() {
-                    Finding::held(
-                        "user namespaces",
-                        "created, but inside gVisor's own kernel, not the host's",
-                    )
-                } else {
-                    Finding::broken(
-                        "user namespaces",
-                        "a run created a user namespace",
-                        "the engine's seccomp profile allows unshare (Podman's default does): use Docker, or a profile that denies it",
-                    )
-                }
-            }
-            Ok(o) if o.verdict == Verdict::Failed => {
-                Finding::held("user namespaces", "creating a user namespace failed")
-            }
-            other => Finding::unknown("user namespaces", ended(&other)),
-        },
-    );
-
-    // Output: a flood four times the limit is kept within the limit.
-    let flood = l.output_limit * 4;
-    found.push(
-        match run(format!("head -c {flood} /dev/zero | tr '\\0' y"), &|_| {}).await {
-            Ok(o)
-                if o.stdout.total_bytes == flood
-                    && (o.stdout.text.len() as u64) <= l.output_limit + 1024 =>
-            {
-                Finding::held(
-                    "output limit",
-                    format!("{flood} bytes written, {} kept", o.stdout.text.len()),
-                )
-            }
-            Ok(o) if o.stdout.total_bytes == flood => Finding::broken(
-                "output limit",
-                format!(
-                    "{} bytes kept of a {flood}-byte flood under --output-limit {}",
-                    o.stdout.text.len(),
-                    l.output_limit
-                ),
-                "report this: captures must stay within --output-limit",
-            ),
-            other => Finding::unknown("output limit", ended(&other)),
-        },
-    );
-
     found.push(network(
         &run_network(&base, targets, sandbox, cancel).await,
         base.limits.network,
     ));
-
     // Nothing of any run above may be left.
     found.push(
         match sandbox.clean(&[(DOCTOR_LABEL.into(), run_id)]).await {
