@@ -166,110 +166,13 @@ pub fn load(
     let place = first.as_ref().map(|c| place(c, cwd)).unwrap_or_default();
     let flag_profile = first.as_ref().and_then(flag_profile);
 
-    let mut files = Vec::new();
-    let mut layers: Vec<Layered> = Vec::new();
-    let mut profiles = Profiles::default();
-    let user = match file::user_file(env) {
-        Some(p) => FileLayer::read(&p, Scope::User)?,
-        None => None,
-    };
-    let project = place
-        .project_dirs
-        .iter()
-        .map(|d| d.join(PROJECT_FILE))
-        // Not `is_file`, which follows links: a link named autodev.toml is
-        // found, and refused by `read`.
-        .find(|p| std::fs::symlink_metadata(p).is_ok());
-    let project = match project {
-        Some(p) => FileLayer::read(&p, Scope::Project)?,
-        None => None,
-    };
     let cmd = built();
-    for layer in [user.as_ref(), project.as_ref()].into_iter().flatten() {
-        files.push(layer.path.clone());
-        for e in &layer.entries {
-            check_value(&cmd, e.key, &e.value).map_err(|message| FileError {
-                path: layer.path.clone(),
-                line: e.line,
-                message,
-            })?;
-            layers.push(Layered {
-                key: e.key,
-                value: e.value.clone(),
-                source: Source::File {
-                    path: layer.path.clone(),
-                    line: e.line,
-                },
-            });
-        }
-        for (name, patch, line) in &layer.profiles {
-            profiles.apply(name, patch.clone()).map_err(|e| FileError {
-                path: layer.path.clone(),
-                line: *line,
-                message: e.to_string(),
-            })?;
-        }
-    }
-    if let Some(project) = &project {
-        check_tightening(&cmd, project, user.as_ref(), &given)?;
-    }
-    for key in keys::KEYS.iter() {
-        let var = keys::env_var(key);
-        let Some(text) = env(&var).filter(|v| !v.is_empty()) else {
-            continue;
-        };
-        let value = env_value(&cmd, key, &text);
-        check_value(&cmd, key, &value).map_err(|message| LoadError::Env {
-            var: var.clone(),
-            message,
-        })?;
-        layers.push(Layered {
-            key,
-            value,
-            source: Source::Env { var },
-        });
-    }
-
-    // The profile: a flag, else the highest layer naming one, else the
-    // workspace's files, else the default.
-    let named = flag_profile.map(|p| (p, Source::Flag)).or_else(|| {
-        layers
-            .iter()
-            .rev()
-            .find(|l| l.key.name == "profile")
-            .map(|l| (l.value.display(), l.source.clone()))
-    });
-    let (profile, choice) = match named {
-        Some((name, source)) => (profiles.get(&name)?.clone(), ProfileChoice::Named(source)),
-        None => match place
-            .detect_in
-            .as_deref()
-            .and_then(|d| profile::detect(d, &profiles))
-        {
-            Some(d) => (profiles.get(&d.chosen)?.clone(), ProfileChoice::Detected(d)),
-            None => (
-                profiles.get(profile::DEFAULT)?.clone(),
-                ProfileChoice::Fallback,
-            ),
-        },
-    };
-    let from_profile = Source::Profile {
-        name: profile.name.clone(),
-    };
-    let mut below: Vec<Layered> = [
-        ("sandbox.image", Some(profile.image.clone())),
-        ("run.runner", Some(profile.runner.clone())),
-        ("sandbox.junit", profile.junit.clone()),
-    ]
-    .into_iter()
-    .filter_map(|(name, v)| {
-        Some(Layered {
-            key: keys::by_name(name)?,
-            value: Raw::Text(v?),
-            source: from_profile.clone(),
-        })
-    })
-    .collect();
+    let read = read_files(&cmd, env, &place, &given)?;
+    let mut layers = read.layers;
+    layers.extend(env_layers(&cmd, env)?);
+    let (profile, choice) = choose_profile(flag_profile, &layers, &place, &read.profiles)?;
+    // The profile's values sit below every other layer.
+    let mut below = profile_layers(&profile);
     below.extend(layers);
     let layers = below;
 
@@ -287,46 +190,7 @@ pub fn load(
     }
     let origins = keys::KEYS
         .iter()
-        .map(|key| {
-            if key.name == "profile" {
-                return Origin {
-                    key: key.name,
-                    value: Some(profile.name.clone()),
-                    source: match &choice {
-                        ProfileChoice::Named(s) => s.clone(),
-                        ProfileChoice::Detected(d) => Source::Detected {
-                            evidence: d.evidence.clone(),
-                        },
-                        ProfileChoice::Fallback => Source::Default,
-                    },
-                };
-            }
-            let given = leaf
-                .try_get_raw(key.arg)
-                .ok()
-                .flatten()
-                .filter(|_| leaf.value_source(key.arg) == Some(ValueSource::CommandLine));
-            if let Some(raw) = given {
-                let parts: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
-                return Origin {
-                    key: key.name,
-                    value: Some(parts.join(", ")),
-                    source: Source::Flag,
-                };
-            }
-            match effective.get(key.arg) {
-                Some(l) => Origin {
-                    key: key.name,
-                    value: Some(l.value.display()),
-                    source: l.source.clone(),
-                },
-                None => Origin {
-                    key: key.name,
-                    value: clap_default(&cmd, key.arg),
-                    source: Source::Default,
-                },
-            }
-        })
+        .map(|key| origin(key, leaf, &effective, &cmd, (&profile, &choice)))
         .collect();
     Ok(Loaded {
         cli,
@@ -334,10 +198,208 @@ pub fn load(
             profile,
             choice,
             origins,
-            profiles,
-            files,
+            profiles: read.profiles,
+            files: read.files,
         },
     })
+}
+
+/// What the settings files gave.
+struct FileLayers {
+    /// The files read, user file first.
+    files: Vec<PathBuf>,
+    /// Their values, in order.
+    layers: Vec<Layered>,
+    /// The profiles, with the files' `[profiles.NAME]` tables applied.
+    profiles: Profiles,
+}
+
+/// Reads the user's file and the project's (the first `autodev.toml` in
+/// the command's folders), checking each value with its flag's parser and
+/// that the project file only tightens limits.
+fn read_files(
+    cmd: &clap::Command,
+    env: &dyn Fn(&str) -> Option<String>,
+    place: &Place,
+    given: &[String],
+) -> Result<FileLayers, LoadError> {
+    let mut read = FileLayers {
+        files: Vec::new(),
+        layers: Vec::new(),
+        profiles: Profiles::default(),
+    };
+    let user = match file::user_file(env) {
+        Some(p) => FileLayer::read(&p, Scope::User)?,
+        None => None,
+    };
+    let project = place
+        .project_dirs
+        .iter()
+        .map(|d| d.join(PROJECT_FILE))
+        // Not `is_file`, which follows links: a link named autodev.toml is
+        // found, and refused by `read`.
+        .find(|p| std::fs::symlink_metadata(p).is_ok());
+    let project = match project {
+        Some(p) => FileLayer::read(&p, Scope::Project)?,
+        None => None,
+    };
+    for layer in [user.as_ref(), project.as_ref()].into_iter().flatten() {
+        read.files.push(layer.path.clone());
+        for e in &layer.entries {
+            check_value(cmd, e.key, &e.value).map_err(|message| FileError {
+                path: layer.path.clone(),
+                line: e.line,
+                message,
+            })?;
+            read.layers.push(Layered {
+                key: e.key,
+                value: e.value.clone(),
+                source: Source::File {
+                    path: layer.path.clone(),
+                    line: e.line,
+                },
+            });
+        }
+        for (name, patch, line) in &layer.profiles {
+            read.profiles
+                .apply(name, patch.clone())
+                .map_err(|e| FileError {
+                    path: layer.path.clone(),
+                    line: *line,
+                    message: e.to_string(),
+                })?;
+        }
+    }
+    if let Some(project) = &project {
+        check_tightening(cmd, project, user.as_ref(), given)?;
+    }
+    Ok(read)
+}
+
+/// The `AUTODEV_*` variables, each checked with its flag's parser.
+fn env_layers(
+    cmd: &clap::Command,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Layered>, LoadError> {
+    let mut layers = Vec::new();
+    for key in keys::KEYS.iter() {
+        let var = keys::env_var(key);
+        let Some(text) = env(&var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let value = env_value(cmd, key, &text);
+        check_value(cmd, key, &value).map_err(|message| LoadError::Env {
+            var: var.clone(),
+            message,
+        })?;
+        layers.push(Layered {
+            key,
+            value,
+            source: Source::Env { var },
+        });
+    }
+    Ok(layers)
+}
+
+/// The profile: a flag, else the highest layer naming one, else the
+/// workspace's files, else the default.
+fn choose_profile(
+    flag: Option<String>,
+    layers: &[Layered],
+    place: &Place,
+    profiles: &Profiles,
+) -> Result<(Profile, ProfileChoice), LoadError> {
+    let named = flag.map(|p| (p, Source::Flag)).or_else(|| {
+        layers
+            .iter()
+            .rev()
+            .find(|l| l.key.name == "profile")
+            .map(|l| (l.value.display(), l.source.clone()))
+    });
+    Ok(match named {
+        Some((name, source)) => (profiles.get(&name)?.clone(), ProfileChoice::Named(source)),
+        None => match place
+            .detect_in
+            .as_deref()
+            .and_then(|d| profile::detect(d, profiles))
+        {
+            Some(d) => (profiles.get(&d.chosen)?.clone(), ProfileChoice::Detected(d)),
+            None => (
+                profiles.get(profile::DEFAULT)?.clone(),
+                ProfileChoice::Fallback,
+            ),
+        },
+    })
+}
+
+/// The settings a profile gives: its image, runner and report path.
+fn profile_layers(profile: &Profile) -> Vec<Layered> {
+    let from_profile = Source::Profile {
+        name: profile.name.clone(),
+    };
+    [
+        ("sandbox.image", Some(profile.image.clone())),
+        ("run.runner", Some(profile.runner.clone())),
+        ("sandbox.junit", profile.junit.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| {
+        Some(Layered {
+            key: keys::by_name(name)?,
+            value: Raw::Text(v?),
+            source: from_profile.clone(),
+        })
+    })
+    .collect()
+}
+
+/// Where `key`'s value came from: the flag typed, the highest layer, or
+/// the default.
+fn origin(
+    key: &'static Key,
+    leaf: &clap::ArgMatches,
+    effective: &BTreeMap<&'static str, &Layered>,
+    cmd: &clap::Command,
+    (profile, choice): (&Profile, &ProfileChoice),
+) -> Origin {
+    if key.name == "profile" {
+        return Origin {
+            key: key.name,
+            value: Some(profile.name.clone()),
+            source: match choice {
+                ProfileChoice::Named(s) => s.clone(),
+                ProfileChoice::Detected(d) => Source::Detected {
+                    evidence: d.evidence.clone(),
+                },
+                ProfileChoice::Fallback => Source::Default,
+            },
+        };
+    }
+    let given = leaf
+        .try_get_raw(key.arg)
+        .ok()
+        .flatten()
+        .filter(|_| leaf.value_source(key.arg) == Some(ValueSource::CommandLine));
+    if let Some(raw) = given {
+        let parts: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+        return Origin {
+            key: key.name,
+            value: Some(parts.join(", ")),
+            source: Source::Flag,
+        };
+    }
+    match effective.get(key.arg) {
+        Some(l) => Origin {
+            key: key.name,
+            value: Some(l.value.display()),
+            source: l.source.clone(),
+        },
+        None => Origin {
+            key: key.name,
+            value: clap_default(cmd, key.arg),
+            source: Source::Default,
+        },
+    }
 }
 
 /// Where a command looks for `autodev.toml`, and for the project's language.
