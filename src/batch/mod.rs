@@ -24,7 +24,6 @@ mod task;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use thiserror::Error;
@@ -171,57 +170,32 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         preflight(&sandbox, cfg, &tasks).await?;
     }
     progress.start(tasks.len() + invalid.len());
-    let mut book = Book {
-        out: &mut out,
-        path: &cfg.out,
-        counts: BTreeMap::new(),
-        ran: 0,
-    };
+    let mut book = Book::new(&mut out, &cfg.out);
     for r in invalid {
         book.record(&r, false, progress)?;
     }
 
-    let mut jobs = cfg.jobs.max(1);
-    let mut at_jobs = (jobs, Instant::now());
-    let mut seconds_at_jobs = BTreeMap::new();
-    let mut control = cfg
-        .adaptive
-        .clone()
-        .map(|range| adaptive::Adaptive::new(jobs, range, Instant::now()));
-    // `prefetch` more tasks are in flight than may run: they prepare (scratch
-    // folder, container start) while the others run, and start the moment a
-    // slot frees up. Starting containers has its own limit: past a few at
-    // once the engine only queues them (`starts`).
-    let most = cfg.adaptive.as_ref().map_or(jobs, |r| *r.end()) + cfg.prefetch;
-    let gate = Gate {
-        slots: adaptive::Slots::new(jobs),
-        starts: starts::Starts::new(most),
-        stop: stop.clone(),
-        conventions: Arc::from(cfg.conventions.as_str()),
-    };
-    let by_key: HashMap<String, Task> = if cfg.retry_starved {
-        tasks
-            .iter()
-            .map(|t| (task_key(&t.id, t.sample), t.clone()))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    let mut level = Level::new(cfg);
+    let gate = Gate::new(cfg, level.jobs, stop);
+    // The tasks a starved result would run again.
+    let by_key: HashMap<String, Task> = tasks
+        .iter()
+        .filter(|_| cfg.retry_starved)
+        .map(|t| (task_key(&t.id, t.sample), t.clone()))
+        .collect();
     let mut starved = Vec::new();
+    let spawner = Spawner {
+        sandbox: &sandbox,
+        cfg,
+        gate: &gate,
+        kill,
+    };
     let mut pending = tasks.into_iter();
     let mut set: JoinSet<Option<TaskResult>> = JoinSet::new();
     let mut draining = false;
     loop {
-        while !stop.is_cancelled() && set.len() < jobs + cfg.prefetch {
-            let Some(task) = pending.next() else { break };
-            let sandbox = sandbox.clone();
-            let kill = kill.clone();
-            let retries = cfg.retries;
-            let scratch = cfg.scratch.clone();
-            let gate = gate.clone();
-            set.spawn(async move {
-                run_task(&sandbox, task, retries, scratch.as_deref(), &kill, &gate).await
-            });
+        if !stop.is_cancelled() {
+            spawner.fill(&mut set, &mut pending, level.jobs + cfg.prefetch);
         }
         if set.is_empty() {
             break;
@@ -231,18 +205,11 @@ pub async fn run<S: Sandbox + Clone + 'static>(
                 let Some(joined) = joined else { break };
                 // A panicking task loses only its own result; the batch goes on.
                 if let Ok(Some(r)) = joined {
-                    if r.starved == Some(true) {
-                        starved.extend(by_key.get(&r.key()).cloned());
-                    }
+                    starved.extend(by_key.get(&r.key()).filter(|_| r.starved == Some(true)).cloned());
                     // A task that needed another attempt met an overloaded
                     // or failing host.
                     let strained = r.attempts > 1 || r.verdict == TaskVerdict::SandboxError;
-                    if let Some(limit) = control.as_mut().and_then(|c| c.record(Instant::now(), strained)) {
-                        gate.slots.set_limit(limit);
-                        jobs = limit;
-                        tally(&mut seconds_at_jobs, at_jobs);
-                        at_jobs = (jobs, Instant::now());
-                    }
+                    level.record(strained, &gate.slots);
                     book.record(&r, true, progress)?;
                 }
             }
@@ -256,27 +223,102 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         rerun_starved(&sandbox, cfg, starved, &gate, kill, &mut book, progress).await?;
     }
     progress.finish();
-    let wall = t0.elapsed().as_secs_f64();
     let mut summary = summarize(&read_results(&cfg.out)?);
-    let (ran, counts) = (book.ran, book.counts);
-    summary.ran = ran;
+    let wall = t0.elapsed().as_secs_f64();
+    summary.ran = book.ran;
     summary.skipped = skipped;
     summary.wall_seconds = wall;
-    summary.tasks_per_second = if wall > 0.0 { ran as f64 / wall } else { 0.0 };
+    summary.tasks_per_second = if wall > 0.0 {
+        book.ran as f64 / wall
+    } else {
+        0.0
+    };
     summary.interrupted = stop.is_cancelled();
-    summary.jobs = jobs;
-    if control.is_some() {
-        tally(&mut seconds_at_jobs, at_jobs);
-        summary.seconds_at_jobs = seconds_at_jobs;
-    }
     summary.starts = gate.starts.limit();
-    summary.this_run = counts;
+    summary.this_run = book.counts;
+    level.finish(&mut summary);
     Ok(summary)
 }
 
-/// Adds the time since `since` to the total at `jobs` tasks at once.
-fn tally(totals: &mut BTreeMap<usize, f64>, (jobs, since): (usize, Instant)) {
-    *totals.entry(jobs).or_insert(0.0) += since.elapsed().as_secs_f64();
+/// What starting a task needs.
+struct Spawner<'a, S> {
+    sandbox: &'a S,
+    cfg: &'a BatchConfig,
+    gate: &'a Gate,
+    kill: &'a CancellationToken,
+}
+
+impl<S: Sandbox + Clone + 'static> Spawner<'_, S> {
+    /// Starts tasks from `pending` until `limit` are in flight.
+    fn fill(
+        &self,
+        set: &mut JoinSet<Option<TaskResult>>,
+        pending: &mut impl Iterator<Item = Task>,
+        limit: usize,
+    ) {
+        while set.len() < limit {
+            let Some(task) = pending.next() else { break };
+            let sandbox = self.sandbox.clone();
+            let kill = self.kill.clone();
+            let retries = self.cfg.retries;
+            let scratch = self.cfg.scratch.clone();
+            let gate = self.gate.clone();
+            set.spawn(async move {
+                run_task(&sandbox, task, retries, scratch.as_deref(), &kill, &gate).await
+            });
+        }
+    }
+}
+
+/// How many tasks run at once: fixed, or moved by `--jobs auto`'s
+/// controller, with the time spent at each level.
+struct Level {
+    jobs: usize,
+    control: Option<adaptive::Adaptive>,
+    since: Instant,
+    seconds_at: BTreeMap<usize, f64>,
+}
+
+impl Level {
+    fn new(cfg: &BatchConfig) -> Self {
+        let jobs = cfg.jobs.max(1);
+        Level {
+            jobs,
+            control: cfg
+                .adaptive
+                .clone()
+                .map(|range| adaptive::Adaptive::new(jobs, range, Instant::now())),
+            since: Instant::now(),
+            seconds_at: BTreeMap::new(),
+        }
+    }
+
+    /// A task ended (`strained`: it met an overloaded or failing host);
+    /// the controller may move the level, and the slots with it.
+    fn record(&mut self, strained: bool, slots: &adaptive::Slots) {
+        let Some(c) = self.control.as_mut() else {
+            return;
+        };
+        if let Some(limit) = c.record(Instant::now(), strained) {
+            self.tally();
+            self.jobs = limit;
+            slots.set_limit(limit);
+        }
+    }
+
+    /// Adds the time since the last change to the total at this level.
+    fn tally(&mut self) {
+        *self.seconds_at.entry(self.jobs).or_insert(0.0) += self.since.elapsed().as_secs_f64();
+        self.since = Instant::now();
+    }
+
+    fn finish(mut self, summary: &mut Summary) {
+        summary.jobs = self.jobs;
+        if self.control.is_some() {
+            self.tally();
+            summary.seconds_at_jobs = self.seconds_at;
+        }
+    }
 }
 
 /// What is not about any one task is checked once: a scratch folder can be
@@ -313,7 +355,16 @@ struct Book<'a> {
     ran: usize,
 }
 
-impl Book<'_> {
+impl<'a> Book<'a> {
+    fn new(out: &'a mut std::fs::File, path: &'a std::path::Path) -> Self {
+        Book {
+            out,
+            path,
+            counts: BTreeMap::new(),
+            ran: 0,
+        }
+    }
+
     /// Writes one result and counts it; `ran`: a task that ran.
     fn record(
         &mut self,

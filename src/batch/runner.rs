@@ -13,6 +13,7 @@ use super::results::{fill, TaskResult, TaskVerdict};
 use super::scratch::prepare;
 use super::starts::Starts;
 use super::task::{Kind, Task};
+use super::BatchConfig;
 use crate::agent::{self, AgentConfig, AgentError};
 use crate::events::NullObserver;
 use crate::patch::{self, ApplyOptions};
@@ -61,6 +62,23 @@ pub(super) struct Gate {
     pub(super) stop: CancellationToken,
     /// The profile's conventions, told to the model of every repair loop.
     pub(super) conventions: Arc<str>,
+}
+
+impl Gate {
+    /// The gate of a batch starting at `jobs` tasks at once. `prefetch`
+    /// more tasks are in flight than may run: they prepare (scratch
+    /// folder, container start) while the others run, and start the
+    /// moment a slot frees up. Starting containers has its own limit:
+    /// past a few at once the engine only queues them (`starts`).
+    pub(super) fn new(cfg: &BatchConfig, jobs: usize, stop: &CancellationToken) -> Self {
+        let most = cfg.adaptive.as_ref().map_or(jobs, |r| *r.end()) + cfg.prefetch;
+        Gate {
+            slots: Slots::new(jobs),
+            starts: Starts::new(most),
+            stop: stop.clone(),
+            conventions: Arc::from(cfg.conventions.as_str()),
+        }
+    }
 }
 
 /// Runs one task to a result; `None` if it was interrupted.
