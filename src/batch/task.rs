@@ -166,21 +166,7 @@ fn parse_task(
     defaults: &RunSpec,
     allow_overrides: bool,
 ) -> Result<Task, (Option<String>, u32, String)> {
-    let raw: RawTask = serde_json::from_str(text).map_err(|e| {
-        // Salvage the id so the error line can be matched to its task.
-        let v: Option<serde_json::Value> = serde_json::from_str(text).ok();
-        let id = v
-            .as_ref()
-            .and_then(|v| v.get("id"))
-            .and_then(|i| i.as_str())
-            .map(str::to_string);
-        let sample = v
-            .as_ref()
-            .and_then(|v| v.get("sample"))
-            .and_then(|s| s.as_u64())
-            .unwrap_or(0) as u32;
-        (id, sample, format!("line {line}: {e}"))
-    })?;
+    let raw: RawTask = serde_json::from_str(text).map_err(|e| salvage(text, line, &e))?;
     let bad = |msg: String| {
         (
             Some(raw.id.clone()),
@@ -200,94 +186,19 @@ fn parse_task(
             "runner is {runner_bytes} bytes, over the {MAX_RUNNER_BYTES}-byte cap: put a long script in a file of the workspace and run that"
         )));
     }
-    let holdout = match raw.holdout {
-        None => None,
-        Some(RawWorkspace::Folder(p)) => {
-            let p = confine(base, &p, "holdout", allow_overrides).map_err(bad)?;
-            if !p.is_dir() {
-                return Err(bad(format!("holdout {} is not a folder", p.display())));
-            }
-            Some(Source::Folder(p))
-        }
-        Some(RawWorkspace::Inline { files }) => {
-            for path in files.keys() {
-                patch::apply::confine(path)
-                    .map_err(|(_, why)| bad(format!("holdout file {path:?}: {why}")))?;
-            }
-            Some(Source::Inline(files))
-        }
-    };
-    let source = match (raw.workspace, raw.files) {
-        (Some(_), Some(_)) => return Err(bad("give either workspace or files, not both".into())),
-        (Some(RawWorkspace::Folder(p)), None) => {
-            let p = confine(base, &p, "workspace", allow_overrides).map_err(bad)?;
-            if !p.is_dir() {
-                return Err(bad(format!("workspace {} is not a folder", p.display())));
-            }
-            Source::Folder(p)
-        }
-        (Some(RawWorkspace::Inline { files }), None) | (None, Some(files)) => {
-            if let Some((a, b)) = folder_conflict(&files) {
-                return Err(bad(format!(
-                    "files {a:?} and {b:?} conflict: {a:?} would have to be a file and a folder"
-                )));
-            }
-            for (path, content) in &files {
-                let rel = patch::apply::confine(path)
-                    .map_err(|(_, why)| bad(format!("file {path:?}: {why}")))?;
-                if patch::apply::plants_git_head(&rel, content) {
-                    return Err(bad(format!(
-                        "file {path:?}: a git HEAD file is protected (it would make a repository)"
-                    )));
-                }
-            }
-            Source::Inline(files)
-        }
-        (None, None) => Source::Empty,
-    };
-    let kind = match (raw.solution, raw.task) {
-        (Some(_), Some(_)) => return Err(bad("give either solution or task, not both".into())),
-        (Some(s), None) => Kind::Solution(s),
-        (None, Some(t)) => {
-            let mut model = raw.model.unwrap_or_default();
-            if let Some(r) = model.replay.take() {
-                model.replay =
-                    Some(confine(base, &r, "model.replay", allow_overrides).map_err(bad)?);
-            }
-            // A replay is no destination; any other provider is one.
-            let provider = model.provider.filter(|p| *p != ProviderKind::Replay);
-            for (field, given) in [
-                ("model.provider", provider.is_some()),
-                ("model.base_url", model.base_url.is_some()),
-                ("model.name", model.name.is_some()),
-            ] {
-                if given {
-                    untrusted(field, 0.0, 0.0, allow_overrides).map_err(bad)?;
-                }
-            }
-            model.validate().map_err(|e| bad(format!("model: {e}")))?;
-            let max_iters = raw.max_iters.unwrap_or(DEFAULT_MAX_ITERS);
-            untrusted(
-                "max_iters",
-                f64::from(max_iters),
-                f64::from(DEFAULT_MAX_ITERS),
-                allow_overrides,
-            )
-            .map_err(bad)?;
-            Kind::Loop {
-                task: t,
-                model,
-                max_iters,
-            }
-        }
-        (None, None) if raw.model.is_some() => {
-            return Err(bad(
-                "model is given but there is no task for it: add \"task\", or drop \"model\""
-                    .into(),
-            ))
-        }
-        (None, None) => Kind::Check,
-    };
+    let holdout = raw
+        .holdout
+        .map(|h| holdout_source(h, base, allow_overrides))
+        .transpose()
+        .map_err(bad)?;
+    let source = workspace_source(raw.workspace, raw.files, base, allow_overrides).map_err(bad)?;
+    let kind = kind(
+        (raw.solution, raw.task, raw.model),
+        raw.max_iters,
+        base,
+        allow_overrides,
+    )
+    .map_err(bad)?;
     let mut spec = defaults.clone();
     spec.command = raw.runner;
     if let Some(img) = raw.image {
@@ -313,6 +224,129 @@ fn parse_task(
         kind,
         holdout,
     })
+}
+
+/// A line that is not a task: its id and sample, if they can be read, so
+/// the error line can be matched to its task.
+fn salvage(text: &str, line: usize, e: &serde_json::Error) -> (Option<String>, u32, String) {
+    let v: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    let id = v
+        .as_ref()
+        .and_then(|v| v.get("id"))
+        .and_then(|i| i.as_str())
+        .map(str::to_string);
+    let sample = v
+        .as_ref()
+        .and_then(|v| v.get("sample"))
+        .and_then(|s| s.as_u64())
+        .unwrap_or(0) as u32;
+    (id, sample, format!("line {line}: {e}"))
+}
+
+/// A task's held-out tests: a folder confined to the tasks file's, or files.
+fn holdout_source(h: RawWorkspace, base: &Path, allow: bool) -> Result<Source, String> {
+    match h {
+        RawWorkspace::Folder(p) => {
+            let p = confine(base, &p, "holdout", allow)?;
+            if !p.is_dir() {
+                return Err(format!("holdout {} is not a folder", p.display()));
+            }
+            Ok(Source::Folder(p))
+        }
+        RawWorkspace::Inline { files } => {
+            for path in files.keys() {
+                patch::apply::confine(path)
+                    .map_err(|(_, why)| format!("holdout file {path:?}: {why}"))?;
+            }
+            Ok(Source::Inline(files))
+        }
+    }
+}
+
+/// A task's workspace: a folder confined to the tasks file's, files
+/// (checked as a reply's would be), or nothing.
+fn workspace_source(
+    workspace: Option<RawWorkspace>,
+    files: Option<BTreeMap<String, String>>,
+    base: &Path,
+    allow: bool,
+) -> Result<Source, String> {
+    match (workspace, files) {
+        (Some(_), Some(_)) => Err("give either workspace or files, not both".into()),
+        (Some(RawWorkspace::Folder(p)), None) => {
+            let p = confine(base, &p, "workspace", allow)?;
+            if !p.is_dir() {
+                return Err(format!("workspace {} is not a folder", p.display()));
+            }
+            Ok(Source::Folder(p))
+        }
+        (Some(RawWorkspace::Inline { files }), None) | (None, Some(files)) => {
+            if let Some((a, b)) = folder_conflict(&files) {
+                return Err(format!(
+                    "files {a:?} and {b:?} conflict: {a:?} would have to be a file and a folder"
+                ));
+            }
+            for (path, content) in &files {
+                let rel = patch::apply::confine(path)
+                    .map_err(|(_, why)| format!("file {path:?}: {why}"))?;
+                if patch::apply::plants_git_head(&rel, content) {
+                    return Err(format!(
+                        "file {path:?}: a git HEAD file is protected (it would make a repository)"
+                    ));
+                }
+            }
+            Ok(Source::Inline(files))
+        }
+        (None, None) => Ok(Source::Empty),
+    }
+}
+
+/// What a task does: check a solution, run a repair loop (whose model
+/// settings a task line may not point elsewhere), or run the tests as they are.
+fn kind(
+    (solution, task, model): (Option<String>, Option<String>, Option<ModelSettings>),
+    max_iters: Option<u32>,
+    base: &Path,
+    allow: bool,
+) -> Result<Kind, String> {
+    match (solution, task) {
+        (Some(_), Some(_)) => Err("give either solution or task, not both".into()),
+        (Some(s), None) => Ok(Kind::Solution(s)),
+        (None, Some(t)) => {
+            let mut model = model.unwrap_or_default();
+            if let Some(r) = model.replay.take() {
+                model.replay = Some(confine(base, &r, "model.replay", allow)?);
+            }
+            // A replay is no destination; any other provider is one.
+            let provider = model.provider.filter(|p| *p != ProviderKind::Replay);
+            for (field, given) in [
+                ("model.provider", provider.is_some()),
+                ("model.base_url", model.base_url.is_some()),
+                ("model.name", model.name.is_some()),
+            ] {
+                if given {
+                    untrusted(field, 0.0, 0.0, allow)?;
+                }
+            }
+            model.validate().map_err(|e| format!("model: {e}"))?;
+            let max_iters = max_iters.unwrap_or(DEFAULT_MAX_ITERS);
+            untrusted(
+                "max_iters",
+                f64::from(max_iters),
+                f64::from(DEFAULT_MAX_ITERS),
+                allow,
+            )?;
+            Ok(Kind::Loop {
+                task: t,
+                model,
+                max_iters,
+            })
+        }
+        (None, None) if model.is_some() => Err(
+            "model is given but there is no task for it: add \"task\", or drop \"model\"".into(),
+        ),
+        (None, None) => Ok(Kind::Check),
+    }
 }
 
 /// Two inline paths of which one would have to be the other's folder
