@@ -109,13 +109,71 @@ pub(super) fn pod_body(
         ));
     }
     let (uid, gid) = ids(&l.user)?;
+    let (labels, annotations) = labels(spec, l.network, run_id);
+    let container = container(spec, nonce, report, pull);
+    let memory_dir = |name: &str, size: u64| Volume {
+        name: name.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity(size.to_string())),
+        }),
+        ..Default::default()
+    };
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![container],
+            // autodev, not a controller, owns retries: verdicts stay exact.
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            active_deadline_seconds: Some(
+                i64::try_from(l.timeout.as_secs())
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_add(DEADLINE_GRACE_SECS),
+            ),
+            termination_grace_period_seconds: Some(0),
+            runtime_class_name: l.runtime.clone(),
+            hostname: Some("sandbox".into()),
+            security_context: Some(PodSecurityContext {
+                run_as_user: Some(uid),
+                run_as_group: Some(gid),
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            volumes: Some(vec![
+                memory_dir("workspace", l.workspace_size),
+                memory_dir("tmp", l.tmp_size),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The pod's labels (autodev's, and the run's own, made valid label
+/// values) and annotations (the run's labels as given).
+fn labels(
+    spec: &RunSpec,
+    network: Network,
+    run_id: &str,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut labels = BTreeMap::from([
         (MANAGED_LABEL.to_string(), "true".to_string()),
         (RUN_LABEL.to_string(), run_id.to_string()),
         (PID_LABEL.to_string(), std::process::id().to_string()),
         (
             NETWORK_LABEL.to_string(),
-            match l.network {
+            match network {
                 Network::None => "none",
                 Network::Bridge => "bridge",
             }
@@ -127,26 +185,25 @@ pub(super) fn pod_body(
         labels.insert(k.clone(), label_value(v));
         annotations.insert(k.clone(), v.clone());
     }
+    (labels, annotations)
+}
+
+/// The one container: the wrapper, the limits as requests and limits,
+/// and no privilege of any kind.
+fn container(spec: &RunSpec, nonce: &str, report: Option<&str>, pull: PullPolicy) -> Container {
+    let l = &spec.limits;
     // Requests equal to limits: the pod is scheduled where the limits fit.
     let millicpus = ((l.cpus * 1000.0).ceil() as i64).max(1);
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(format!("{millicpus}m"))),
         ("memory".to_string(), Quantity(l.memory.to_string())),
     ]);
-    let memory_dir = |name: &str, size: u64| Volume {
-        name: name.to_string(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: Some("Memory".into()),
-            size_limit: Some(Quantity(size.to_string())),
-        }),
-        ..Default::default()
-    };
     let mount = |name: &str, path: &str| VolumeMount {
         name: name.to_string(),
         mount_path: path.to_string(),
         ..Default::default()
     };
-    let container = Container {
+    Container {
         name: CONTAINER.into(),
         image: Some(spec.image.clone()),
         image_pull_policy: Some(pull.as_str().into()),
@@ -190,46 +247,7 @@ pub(super) fn pod_body(
         }),
         volume_mounts: Some(vec![mount("workspace", "/workspace"), mount("tmp", "/tmp")]),
         ..Default::default()
-    };
-    Ok(Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![container],
-            // autodev, not a controller, owns retries: verdicts stay exact.
-            restart_policy: Some("Never".into()),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            active_deadline_seconds: Some(
-                i64::try_from(l.timeout.as_secs())
-                    .unwrap_or(i64::MAX / 2)
-                    .saturating_add(DEADLINE_GRACE_SECS),
-            ),
-            termination_grace_period_seconds: Some(0),
-            runtime_class_name: l.runtime.clone(),
-            hostname: Some("sandbox".into()),
-            security_context: Some(PodSecurityContext {
-                run_as_user: Some(uid),
-                run_as_group: Some(gid),
-                run_as_non_root: Some(true),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    localhost_profile: None,
-                }),
-                ..Default::default()
-            }),
-            volumes: Some(vec![
-                memory_dir("workspace", l.workspace_size),
-                memory_dir("tmp", l.tmp_size),
-            ]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+    }
 }
 
 #[cfg(test)]
