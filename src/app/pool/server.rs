@@ -262,6 +262,20 @@ impl Client {
         let _ = wire::write(&mut wr, &frame).await;
     }
 
+    /// The next run of these settings finds a container started. The
+    /// settings let go are retired in the background: their removal
+    /// (which waits for a start under way) is not this run's.
+    fn rewarm(&self, spec: &RunSpec) {
+        let dropped = self.warmed.used(spec);
+        if !dropped.is_empty() {
+            let sandbox = self.sandbox.clone();
+            tokio::spawn(async move {
+                join_all(dropped.iter().map(|s| sandbox.retire(s))).await;
+            });
+        }
+        self.sandbox.warm(spec);
+    }
+
     /// Prepares a run, waits for the client's start, runs it and streams it back.
     async fn prepared_run(
         &self,
@@ -284,29 +298,14 @@ impl Client {
                 return;
             }
         };
-        // The next run of these settings finds a container started. The
-        // settings let go are retired in the background: their removal
-        // (which waits for a start under way) is not this run's.
-        let dropped = self.warmed.used(spec);
-        if !dropped.is_empty() {
-            let sandbox = sandbox.clone();
-            tokio::spawn(async move {
-                join_all(dropped.iter().map(|s| sandbox.retire(s))).await;
-            });
-        }
-        sandbox.warm(spec);
+        self.rewarm(spec);
         if wire::write(&mut wr, &Frame::empty(Tag::Ready))
             .await
             .is_err()
         {
             return sandbox.abandon(prepared).await;
         }
-        let go = tokio::select! {
-            f = wire::read(&mut rd, wire::MAX_REQUEST) => matches!(f, Ok(Frame { tag: Tag::Start, .. })),
-            _ = cancel.cancelled() => false,
-            _ = tokio::time::sleep(START_WAIT) => false,
-        };
-        if !go {
+        if !started(&mut rd, cancel).await {
             sandbox.abandon(prepared).await;
             if cancel.is_cancelled() {
                 let _ = wire::write(&mut wr, &error_frame(&SandboxError::Interrupted)).await;
@@ -364,6 +363,15 @@ impl Client {
         drop(sink);
         let _ = writer.await;
         watcher.abort();
+    }
+}
+
+/// Whether the client asks to start within [`START_WAIT`].
+async fn started(rd: &mut OwnedReadHalf, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        f = wire::read(rd, wire::MAX_REQUEST) => matches!(f, Ok(Frame { tag: Tag::Start, .. })),
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(START_WAIT) => false,
     }
 }
 
