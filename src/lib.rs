@@ -28,11 +28,14 @@
 //! - [`images`]: building the sandbox images.
 //! - [`report`]: the transcript and what the terminal shows (a leaf: no
 //!   engine module below it imports it).
+//! - [`classify`]: which [`error::ErrorClass`] an error is, whatever its
+//!   type (it knows every module's errors, so it sits on top).
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod agent;
 pub mod batch;
+pub mod classify;
 pub mod config;
 pub mod doctor;
 pub mod error;

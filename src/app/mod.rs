@@ -110,7 +110,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     err.chain()
         .find_map(|e| match e.downcast_ref::<UsageError>() {
             Some(_) => Some(ErrorClass::Usage),
-            None => autodev::error::class_of(e),
+            None => autodev::classify::class_of(e),
         })
         .map_or(exit::FAILED, ErrorClass::exit_code)
 }

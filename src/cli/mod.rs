@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use autodev::config;
 use autodev::sandbox::kube::PullPolicy;
 
 mod layered;
@@ -433,7 +432,7 @@ pub enum KubeCommand {
         #[arg(long, default_value = autodev::sandbox::kube::DEFAULT_NAMESPACE)]
         namespace: String,
         /// Image of the two probe pods (needs bash and timeout).
-        #[arg(long, default_value = config::DEFAULT_IMAGE)]
+        #[arg(long, default_value = autodev::profile::DEFAULT_IMAGE)]
         image: String,
         /// When nodes pull the probe image.
         #[arg(long, value_enum, default_value_t)]

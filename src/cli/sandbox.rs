@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::parse::{env_item, label_item, unnamed};
 use autodev::config::limits::{Value, LIMITS};
-use autodev::config::{self, ConfigError, Limits};
+use autodev::config::{ConfigError, Limits};
 use autodev::sandbox::kube::PullPolicy;
 use autodev::sandbox::RunSpec;
 use autodev::workspace::{CopyOptions, DEFAULT_EXCLUDES};
@@ -133,7 +133,9 @@ impl SandboxArgs {
 
     /// The image runs use.
     pub fn image(&self) -> &str {
-        self.image.as_deref().unwrap_or(config::DEFAULT_IMAGE)
+        self.image
+            .as_deref()
+            .unwrap_or(autodev::profile::DEFAULT_IMAGE)
     }
 
     /// What to leave out of the copy: the workspace's own defaults and the

@@ -14,9 +14,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Image used when no profile names one: built from `images/python`.
-pub const DEFAULT_IMAGE: &str = "autodev/python:latest";
-
 /// The default of each limit, as the command line writes it: the flags and
 /// [`Limits::default`] both read these.
 pub mod defaults {

@@ -10,6 +10,9 @@ mod detect;
 
 use std::collections::BTreeMap;
 
+/// Image used when no profile names one: built from `images/python`.
+pub const DEFAULT_IMAGE: &str = "autodev/python:latest";
+
 pub use detect::{detect, Detection};
 
 /// A language profile.
@@ -51,7 +54,7 @@ type Builtin = (
 const BUILTIN: &[Builtin] = &[
     (
         "python",
-        crate::config::DEFAULT_IMAGE,
+        DEFAULT_IMAGE,
         "python3 -m pytest -q",
         &[".pytest_cache/", ".mypy_cache/", ".tox/"],
         "Python 3.11 with pytest. Put tests in test_*.py files (pytest or unittest style) next to \
@@ -256,10 +259,7 @@ mod tests {
             assert!(embedded.contains(&p.name), "{} has no image", p.name);
             assert!(!p.runner.is_empty() && !p.prompt.is_empty());
         }
-        assert_eq!(
-            all.get(DEFAULT).unwrap().image,
-            crate::config::DEFAULT_IMAGE
-        );
+        assert_eq!(all.get(DEFAULT).unwrap().image, DEFAULT_IMAGE);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The backend chosen at run time, as [`crate::model::AnyModel`] is for
+//! The backend chosen at run time, as `model::AnyModel` is for
 //! models: the subcommands hold an [`AnySandbox`] and never name a backend.
 
 use tokio_util::sync::CancellationToken;

@@ -8,13 +8,14 @@ pub mod fleet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use autodev::config::{self, Limits};
+use autodev::config::Limits;
 use autodev::sandbox::docker::DockerSandbox;
 use autodev::sandbox::RunSpec;
 
 /// Image the tests run in: the real default image, built by `.ci/run`.
 pub fn image() -> String {
-    std::env::var("AUTODEV_TEST_IMAGE").unwrap_or_else(|_| config::DEFAULT_IMAGE.to_string())
+    std::env::var("AUTODEV_TEST_IMAGE")
+        .unwrap_or_else(|_| autodev::profile::DEFAULT_IMAGE.to_string())
 }
 
 /// The OCI runtime the suites run under: `AUTODEV_TEST_RUNTIME` (CI's

@@ -580,6 +580,6 @@ mod tests {
             panic!("run")
         };
         assert_eq!(a.runner.as_deref(), Some("make test"));
-        assert_eq!(a.sandbox.image(), autodev::config::DEFAULT_IMAGE);
+        assert_eq!(a.sandbox.image(), autodev::profile::DEFAULT_IMAGE);
     }
 }

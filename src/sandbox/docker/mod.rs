@@ -1,6 +1,6 @@
 //! The Docker implementation of [`Sandbox`] on one engine: one fresh,
 //! locked-down container per run, driven through bollard over one shared
-//! connection pool. [`pool::DockerFleet`] spreads runs over several engines.
+//! connection pool. [`fleet::DockerFleet`] spreads runs over several engines.
 //!
 //! Lifecycle: `prepare` walks the workspace and takes a container started
 //! ahead (`warm.rs`), or creates, attaches and starts one (`none` log driver

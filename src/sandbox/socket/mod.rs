@@ -3,7 +3,7 @@
 //! containers started ahead.
 //!
 //! [`SocketSandbox`] is the client, a backend like any other behind
-//! [`Sandbox`]; [`server`] is the pool's side. Each run still gets a fresh
+//! [`Sandbox`]; the pool's side is the binary's `app::pool::server`. Each run still gets a fresh
 //! container that serves it alone; what the pool saves a client is the
 //! create and start. The pool serves its own user only (the socket's mode
 //! and a peer check), reads the client's workspace itself (the same user
