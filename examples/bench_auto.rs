@@ -1,4 +1,4 @@
-//! `batch --jobs auto` against every fixed `--jobs` and against
+//! `batch --jobs auto` (twice the engines' slots) against every fixed `--jobs` and against
 //! `xargs -P4 docker run --rm`, on N HumanEval-sized tasks (a small Python
 //! function and its asserts, a quarter of them wrong), side by side.
 //!

@@ -346,23 +346,9 @@ async fn second_signal_kills_running_tasks_cleanly_and_resume_completes() {
         ),
         (Some(2), Some(4), Some(6))
     );
-    // The default is `--jobs auto`: on one local engine it runs between its
-    // cores + 1 and 4x its cores (too few tasks here to leave the start).
+    // The default is `--jobs auto`: twice the local engine's slots (its cores).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let jobs = s["jobs"].as_u64().unwrap_or(0);
-    assert!(
-        (cores + 1..=4 * cores).contains(&jobs),
-        "auto ran at {jobs}"
-    );
-    // Where its time went: all of the batch's time, at the level it ended at.
-    let at = s["seconds_at_jobs"].as_object().expect("seconds_at_jobs");
-    let spent: f64 = at.values().filter_map(Value::as_f64).sum();
-    let wall = s["wall_seconds"].as_f64().unwrap();
-    assert!(
-        spent > 0.0 && spent <= wall,
-        "{spent} s at levels, {wall} s in all"
-    );
-    assert!(at.contains_key(&jobs.to_string()), "{at:?}");
+    assert_eq!(s["jobs"].as_u64(), Some(2 * cores), "{s}");
     common::assert_no_leak(&label);
 }
 

@@ -12,9 +12,6 @@ use crate::cli::{exit, BatchArgs, Jobs};
 use autodev::batch::{self, BatchConfig, TaskResult, TaskVerdict};
 use autodev::profile::Profile;
 
-/// `--jobs auto` goes at most this many times the engines' slots.
-const AUTO_JOBS_CAP: usize = 4;
-
 pub(super) async fn batch_cmd(
     args: BatchArgs,
     profile: &Profile,
@@ -26,7 +23,6 @@ pub(super) async fn batch_cmd(
         tasks: args.tasks.clone(),
         out: args.out.clone(),
         jobs: 0,
-        adaptive: None,
         retries: args.retries,
         retry_starved: args.retry_starved,
         prefetch: args.prefetch.unwrap_or(1),
@@ -61,27 +57,16 @@ pub(super) async fn batch_cmd(
         }
     }
     let sandbox = super::connect(&args.sandbox.engines).await?;
-    let (jobs, adaptive) = match args.jobs {
-        Jobs::Fixed(j) => (j, None),
-        Jobs::Auto => {
-            // Every engine's slots (each engine's CPU count unless given),
-            // asked once. Never below one above the slots: while one task's
-            // container starts (the engine's CPU), another's test can use
-            // the CPU, and above the slots a CPU-bound host only shares its
-            // CPU, it loses no throughput. Below that is only for an
-            // overloaded engine. Starts at twice the slots, inside the
-            // range, so a short batch does not spend itself climbing
-            // (measured on 2 slots: `--jobs 1` and `2` took 1.18-1.34x the
-            // best level, and a batch of 17 s lost as much climbing from 3).
-            let slots = sandbox.total_slots().await.max(1);
-            (2 * slots, Some(slots + 1..=AUTO_JOBS_CAP * slots))
-        }
+    let jobs = match args.jobs {
+        Jobs::Fixed(j) => j,
+        // Twice every engine's slots (each engine's CPU count unless
+        // given): while one task's container starts (the engine's CPU),
+        // another's test can use the CPU. A controller that moved the level
+        // while the batch ran did no better within the host's noise
+        // (docs/batch.md), so the level is fixed.
+        Jobs::Auto => 2 * sandbox.total_slots().await.max(1),
     };
-    let cfg = BatchConfig {
-        jobs,
-        adaptive,
-        ..cfg
-    };
+    let cfg = BatchConfig { jobs, ..cfg };
     let mut progress = BatchProgress::new();
     let summary = batch::run(sandbox, &cfg, &mut progress, stop, kill).await?;
     if args.json {

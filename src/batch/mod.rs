@@ -10,15 +10,15 @@
 //! Task lines are read in `task.rs`, each task run to its result in
 //! `runner.rs`, results written and summed up in `results.rs`, scratch
 //! folders made and cleaned in `scratch.rs`; the limits on running and on
-//! starting containers move in `adaptive.rs` and `starts.rs`.
+//! starting containers moves in `starts.rs` (over `slots.rs`).
 //!
 //! Not done here: scheduling across hosts.
 
-mod adaptive;
 mod inputs;
 mod results;
 mod runner;
 mod scratch;
+mod slots;
 mod starts;
 mod task;
 
@@ -47,10 +47,8 @@ pub struct BatchConfig {
     pub tasks: PathBuf,
     /// The results file (appended).
     pub out: PathBuf,
-    /// Tasks running at once (with `adaptive`: at first).
+    /// Tasks running at once.
     pub jobs: usize,
-    /// `--jobs auto`: the limit moves with the measured rate, within this.
-    pub adaptive: Option<std::ops::RangeInclusive<usize>>,
     /// Extra attempts for a task that ends in `sandbox_error`.
     pub retries: u32,
     /// Run again, one at a time, tasks that timed out starved of CPU.
@@ -175,8 +173,8 @@ pub async fn run<S: Sandbox + Clone + 'static>(
         book.record(&r, false, progress)?;
     }
 
-    let mut level = Level::new(cfg);
-    let gate = Gate::new(cfg, level.jobs, stop);
+    let jobs = cfg.jobs.max(1);
+    let gate = Gate::new(cfg, jobs, stop);
     // The tasks a starved result would run again.
     let by_key: HashMap<String, Task> = tasks
         .iter()
@@ -195,7 +193,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     let mut draining = false;
     loop {
         if !stop.is_cancelled() {
-            spawner.fill(&mut set, &mut pending, level.jobs + cfg.prefetch);
+            spawner.fill(&mut set, &mut pending, jobs + cfg.prefetch);
         }
         if set.is_empty() {
             break;
@@ -206,10 +204,6 @@ pub async fn run<S: Sandbox + Clone + 'static>(
                 // A panicking task loses only its own result; the batch goes on.
                 if let Ok(Some(r)) = joined {
                     starved.extend(by_key.get(&r.key()).filter(|_| r.starved == Some(true)).cloned());
-                    // A task that needed another attempt met an overloaded
-                    // or failing host.
-                    let strained = r.attempts > 1 || r.verdict == TaskVerdict::SandboxError;
-                    level.record(strained, &gate.slots);
                     book.record(&r, true, progress)?;
                 }
             }
@@ -236,7 +230,7 @@ pub async fn run<S: Sandbox + Clone + 'static>(
     summary.interrupted = stop.is_cancelled();
     summary.starts = gate.starts.limit();
     summary.this_run = book.counts;
-    level.finish(&mut summary);
+    summary.jobs = jobs;
     Ok(summary)
 }
 
@@ -266,57 +260,6 @@ impl<S: Sandbox + Clone + 'static> Spawner<'_, S> {
             set.spawn(async move {
                 run_task(&sandbox, task, retries, scratch.as_deref(), &kill, &gate).await
             });
-        }
-    }
-}
-
-/// How many tasks run at once: fixed, or moved by `--jobs auto`'s
-/// controller, with the time spent at each level.
-struct Level {
-    jobs: usize,
-    control: Option<adaptive::Adaptive>,
-    since: Instant,
-    seconds_at: BTreeMap<usize, f64>,
-}
-
-impl Level {
-    fn new(cfg: &BatchConfig) -> Self {
-        let jobs = cfg.jobs.max(1);
-        Level {
-            jobs,
-            control: cfg
-                .adaptive
-                .clone()
-                .map(|range| adaptive::Adaptive::new(jobs, range, Instant::now())),
-            since: Instant::now(),
-            seconds_at: BTreeMap::new(),
-        }
-    }
-
-    /// A task ended (`strained`: it met an overloaded or failing host);
-    /// the controller may move the level, and the slots with it.
-    fn record(&mut self, strained: bool, slots: &adaptive::Slots) {
-        let Some(c) = self.control.as_mut() else {
-            return;
-        };
-        if let Some(limit) = c.record(Instant::now(), strained) {
-            self.tally();
-            self.jobs = limit;
-            slots.set_limit(limit);
-        }
-    }
-
-    /// Adds the time since the last change to the total at this level.
-    fn tally(&mut self) {
-        *self.seconds_at.entry(self.jobs).or_insert(0.0) += self.since.elapsed().as_secs_f64();
-        self.since = Instant::now();
-    }
-
-    fn finish(mut self, summary: &mut Summary) {
-        summary.jobs = self.jobs;
-        if self.control.is_some() {
-            self.tally();
-            summary.seconds_at_jobs = self.seconds_at;
         }
     }
 }
@@ -394,7 +337,7 @@ async fn rerun_starved<S: Sandbox>(
     // run them again alone, where nothing competes with them. The new line
     // supersedes the old one.
     let alone = Gate {
-        slots: adaptive::Slots::new(1),
+        slots: slots::Slots::new(1),
         starts: starts::Starts::new(1),
         stop: gate.stop.clone(),
         conventions: gate.conventions.clone(),
@@ -442,7 +385,6 @@ mod tests {
             allow_task_overrides: false,
             rerun: Vec::new(),
             conventions: String::new(),
-            adaptive: None,
         }
     }
 

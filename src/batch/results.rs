@@ -217,10 +217,6 @@ pub struct Summary {
     /// Containers that could start at once at the end (the start latency
     /// moves it).
     pub starts: usize,
-    /// `--jobs auto`: seconds spent at each number of tasks at once, by
-    /// that number (where it settled, and what the climb tried).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub seconds_at_jobs: BTreeMap<usize, f64>,
 }
 
 /// Unbiased pass@k for one problem with `n` samples of which `c` passed

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::adaptive::Slots;
 use super::results::{fill, TaskResult, TaskVerdict};
 use super::scratch::prepare;
+use super::slots::Slots;
 use super::starts::Starts;
 use super::task::{Kind, Task};
 use super::BatchConfig;
@@ -71,7 +71,7 @@ impl Gate {
     /// moment a slot frees up. Starting containers has its own limit:
     /// past a few at once the engine only queues them (`starts`).
     pub(super) fn new(cfg: &BatchConfig, jobs: usize, stop: &CancellationToken) -> Self {
-        let most = cfg.adaptive.as_ref().map_or(jobs, |r| *r.end()) + cfg.prefetch;
+        let most = jobs + cfg.prefetch;
         Gate {
             slots: Slots::new(jobs),
             starts: Starts::new(most),

@@ -1,5 +1,5 @@
 //! How many containers a batch creates and starts at once: a limit of its
-//! own, apart from how many tasks run (`adaptive`).
+//! own, apart from how many tasks run.
 //!
 //! Creating and starting a container is the engine's work, and an engine
 //! does it no faster for being asked many times at once: past a few, more
@@ -20,7 +20,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::adaptive::Slots;
+use super::slots::Slots;
 
 /// Starts at once before anything is measured.
 const INITIAL: usize = 4;

@@ -271,7 +271,7 @@ pub struct RunArgs {
 /// How many tasks of a batch run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Jobs {
-    /// Found while the batch runs (see `batch::adaptive`).
+    /// Twice the engines' slots.
     Auto,
     /// This many.
     Fixed(usize),
