@@ -38,6 +38,7 @@ pub use wrapper::Command;
 
 use crate::config::Limits;
 use crate::workspace::CopyOptions;
+use run::RunClock;
 
 /// How a run ended. Exactly one applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -501,64 +502,6 @@ fn new_nonce() -> String {
         fastrand::u64(..),
         fastrand::u64(..)
     )
-}
-
-/// A run's clock, from prepare on: how long the create took, and the
-/// run's total without the wait between prepare and start (for a slot),
-/// which is not the run's.
-#[derive(Debug, Clone, Copy)]
-struct RunClock {
-    t0: std::time::Instant,
-    create_ms: u64,
-}
-
-impl RunClock {
-    /// Starts at prepare.
-    fn new() -> Self {
-        RunClock {
-            t0: std::time::Instant::now(),
-            create_ms: 0,
-        }
-    }
-
-    /// The create is done.
-    fn created(self) -> Self {
-        RunClock {
-            create_ms: ms(self.t0.elapsed()),
-            ..self
-        }
-    }
-
-    /// At start: the durations so far, and the stopwatch for the total.
-    fn start(self) -> (Durations, Total) {
-        let waited = self
-            .t0
-            .elapsed()
-            .saturating_sub(std::time::Duration::from_millis(self.create_ms));
-        let durations = Durations {
-            create_ms: self.create_ms,
-            ..Durations::default()
-        };
-        (
-            durations,
-            Total {
-                t0: self.t0,
-                waited,
-            },
-        )
-    }
-}
-
-/// The stopwatch for a run's total, less its wait for a slot.
-struct Total {
-    t0: std::time::Instant,
-    waited: std::time::Duration,
-}
-
-impl Total {
-    fn ms(&self) -> u64 {
-        ms(self.t0.elapsed().saturating_sub(self.waited))
-    }
 }
 
 fn ms(d: std::time::Duration) -> u64 {

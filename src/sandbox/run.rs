@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::output::ReportAt;
-use super::{ms, Durations, Outcome, OutputSink, RunClock, RunRecord, RunSpec, SandboxError};
+use super::{ms, Durations, Outcome, OutputSink, RunRecord, RunSpec, SandboxError};
 use crate::workspace::Manifest;
 
 /// What a backend learned about where and what it ran.
@@ -138,4 +138,62 @@ pub(crate) async fn start<B: Backend>(
         ));
         o
     })
+}
+
+/// A run's clock, from prepare on: how long the create took, and the
+/// run's total without the wait between prepare and start (for a slot),
+/// which is not the run's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunClock {
+    t0: std::time::Instant,
+    create_ms: u64,
+}
+
+impl RunClock {
+    /// Starts at prepare.
+    pub(crate) fn new() -> Self {
+        RunClock {
+            t0: std::time::Instant::now(),
+            create_ms: 0,
+        }
+    }
+
+    /// The create is done.
+    pub(crate) fn created(self) -> Self {
+        RunClock {
+            create_ms: ms(self.t0.elapsed()),
+            ..self
+        }
+    }
+
+    /// At start: the durations so far, and the stopwatch for the total.
+    fn start(self) -> (Durations, Total) {
+        let waited = self
+            .t0
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_millis(self.create_ms));
+        let durations = Durations {
+            create_ms: self.create_ms,
+            ..Durations::default()
+        };
+        (
+            durations,
+            Total {
+                t0: self.t0,
+                waited,
+            },
+        )
+    }
+}
+
+/// The stopwatch for a run's total, less its wait for a slot.
+struct Total {
+    t0: std::time::Instant,
+    waited: std::time::Duration,
+}
+
+impl Total {
+    fn ms(&self) -> u64 {
+        ms(self.t0.elapsed().saturating_sub(self.waited))
+    }
 }

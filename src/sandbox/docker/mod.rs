@@ -437,36 +437,6 @@ impl DockerSandbox {
     }
 }
 
-impl super::run::Backend for DockerSandbox {
-    type Handle = Removal;
-    const REMOVE_LOST: bool = false;
-    type Io = (attach::Output, attach::Input, attach::ExitWait);
-
-    async fn drive(
-        &self,
-        run: &mut super::run::Running<'_, Removal>,
-        io: Self::Io,
-        manifest: Manifest,
-    ) -> Result<Outcome, SandboxError> {
-        self.drive_run(run, io, manifest).await
-    }
-
-    async fn remove(&self, handle: &mut Removal) -> Result<(), String> {
-        handle.now().await
-    }
-
-    fn left_behind(&self, handle: &Removal, why: &str) -> String {
-        format!(
-            "could not remove container {} on {}: {why}; run `autodev clean`",
-            handle.id, self.name
-        )
-    }
-
-    fn place(&self, _: &super::run::RunFacts) -> String {
-        self.name.clone()
-    }
-}
-
 impl Sandbox for DockerSandbox {
     type Prepared = DockerPrepared;
 

@@ -250,6 +250,37 @@ impl DockerSandbox {
     }
 }
 
+/// Docker's part of the one `start` both backends share.
+impl crate::sandbox::run::Backend for DockerSandbox {
+    type Handle = Removal;
+    const REMOVE_LOST: bool = false;
+    type Io = (Output, Input, ExitWait);
+
+    async fn drive(
+        &self,
+        run: &mut crate::sandbox::run::Running<'_, Removal>,
+        io: Self::Io,
+        manifest: Manifest,
+    ) -> Result<Outcome, SandboxError> {
+        self.drive_run(run, io, manifest).await
+    }
+
+    async fn remove(&self, handle: &mut Removal) -> Result<(), String> {
+        handle.now().await
+    }
+
+    fn left_behind(&self, handle: &Removal, why: &str) -> String {
+        format!(
+            "could not remove container {} on {}: {why}; run `autodev clean`",
+            handle.id, self.name
+        )
+    }
+
+    fn place(&self, _: &crate::sandbox::run::RunFacts) -> String {
+        self.name.clone()
+    }
+}
+
 /// Passes the container's output on until it ends or `timeout` passes.
 async fn pump(
     stream: &mut Output,
