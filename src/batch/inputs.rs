@@ -77,13 +77,7 @@ pub(super) fn open(cfg: &BatchConfig) -> Result<Inputs, BatchError> {
             .unwrap_or(false)
     {
         // Appending a second run's lines to a first run's would double-count.
-        return Err(BatchError::Io {
-            op: "refusing to overwrite",
-            path: cfg.out.clone(),
-            source: std::io::Error::other(
-                "the results file exists: pass --resume to continue it, or remove it",
-            ),
-        });
+        return Err(BatchError::ResultsExist(cfg.out.clone()));
     }
     let out = OpenOptions::new()
         .create(true)

@@ -94,6 +94,10 @@ pub enum BatchError {
         #[source]
         source: std::io::Error,
     },
+    /// The results file holds a run's results already: appending a second
+    /// run's would count tasks twice.
+    #[error("refusing to overwrite {0}: the results file exists: pass --resume to continue it, or remove it")]
+    ResultsExist(PathBuf),
     /// The tasks or results file could not be read or written.
     #[error("{op} {path}: {source}")]
     Io {
@@ -113,7 +117,9 @@ impl crate::error::Classify for BatchError {
         match self {
             BatchError::Sandbox(s) => s.class(),
             BatchError::Output { .. } => ErrorClass::Output,
-            BatchError::Scratch { .. } | BatchError::Io { .. } => ErrorClass::Usage,
+            BatchError::Scratch { .. } | BatchError::Io { .. } | BatchError::ResultsExist(_) => {
+                ErrorClass::Usage
+            }
         }
     }
 }
