@@ -5,7 +5,8 @@
 //! neither prints nor writes files. The terminal (`report::Ui`), the JSON
 //! Lines transcript (`report::Transcript`), a batch (which listens to
 //! nothing, [`NullObserver`]) and, later, a service's event stream are
-//! observers of the same events. Serialized, an event is `{"event": kind,
+//! observers of the same events; the test output passes live through
+//! [`Observer::output`]. Serialized, an event is `{"event": kind,
 //! ...fields}`, the transcript's line format.
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use crate::model::{Message, Usage};
 use crate::patch::Refusal;
 use crate::sandbox::junit::TestReport;
 use crate::sandbox::{Durations, Outcome, Resources, RunRecord, Verdict};
+use crate::term::Stream;
 use crate::text::cut_middle;
 
 /// Characters of each output stream an event carries (head and tail).
@@ -87,14 +89,6 @@ pub enum RunEvent {
         step: TestStep,
         /// The test command.
         runner: String,
-    },
-    /// A chunk of the running test's output, live.
-    #[serde(skip)]
-    Output {
-        /// Which stream.
-        stream: Stream,
-        /// The bytes, as they came.
-        bytes: Vec<u8>,
     },
     /// A test run ended.
     Test(TestRun),
@@ -177,16 +171,6 @@ pub enum TestStep {
     Final,
     /// The held-out tests, on a scratch copy.
     Holdout,
-}
-
-/// Standard output or standard error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
 }
 
 /// A test run's result as events carry it: the outcome with its output cut
@@ -303,10 +287,7 @@ impl RunEvent {
     pub fn recorded(&self) -> bool {
         !matches!(
             self,
-            RunEvent::Thinking { .. }
-                | RunEvent::Testing { .. }
-                | RunEvent::Output { .. }
-                | RunEvent::Note(_)
+            RunEvent::Thinking { .. } | RunEvent::Testing { .. } | RunEvent::Note(_)
         )
     }
 }
@@ -317,6 +298,14 @@ pub trait Observer: Send {
     /// One event, in order. An observer cannot stop the run; one that
     /// fails (a full disk) says so itself, once.
     fn on(&mut self, event: &RunEvent);
+
+    /// A chunk of the running test's output, live, as it comes. Not an
+    /// event: it is no part of the record (the test event carries the
+    /// output's head and tail), and passing bytes on must cost nothing
+    /// where nobody watches. Ignored unless an observer wants it.
+    fn output(&mut self, stream: Stream, bytes: &[u8]) {
+        let _ = (stream, bytes);
+    }
 }
 
 /// Listens to nothing (a batch's tasks, tests).
@@ -334,6 +323,12 @@ impl Observer for Observers<'_> {
     fn on(&mut self, event: &RunEvent) {
         for o in &mut self.0 {
             o.on(event);
+        }
+    }
+
+    fn output(&mut self, stream: Stream, bytes: &[u8]) {
+        for o in &mut self.0 {
+            o.output(stream, bytes);
         }
     }
 }

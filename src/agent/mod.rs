@@ -27,10 +27,11 @@ pub use config::{AgentConfig, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS, DEFA
 use guard::{Change, Guard};
 pub use prompts::{CODER_RULES, REVIEWER_RULES};
 
-use crate::events::{Observer, RunEvent, Stream, TestRun, TestStep};
+use crate::events::{Observer, RunEvent, TestRun, TestStep};
 use crate::model::{Message, ModelClient, ModelError, Usage};
 use crate::patch::{self, ApplyReport, ParsedReply, Refusal};
 use crate::sandbox::{Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
+use crate::term::Stream;
 use crate::workspace::{self, WorkspaceError};
 
 /// Why a run could not go on.
@@ -477,21 +478,15 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
     }
 }
 
-/// The running test's output, passed on live as events.
+/// The running test's output, passed on live to the observer.
 struct Live<'a>(&'a mut dyn Observer);
 
 impl OutputSink for Live<'_> {
     fn stdout(&mut self, bytes: &[u8]) {
-        self.0.on(&RunEvent::Output {
-            stream: Stream::Stdout,
-            bytes: bytes.to_vec(),
-        });
+        self.0.output(Stream::Out, bytes);
     }
     fn stderr(&mut self, bytes: &[u8]) {
-        self.0.on(&RunEvent::Output {
-            stream: Stream::Stderr,
-            bytes: bytes.to_vec(),
-        });
+        self.0.output(Stream::Err, bytes);
     }
 }
 

@@ -40,17 +40,15 @@ pub(super) async fn exec_cmd(
     } else {
         Box::new(StdioSink)
     };
-    let result = match &args.pool_socket {
-        Some(socket) => Ok(AnySandbox::Socket(SocketSandbox::new(socket))),
-        None => super::connect(&args.sandbox.engines).await,
-    };
-    let result = match result {
-        Ok(s) => match s.check_limits(&spec).await {
-            Ok(()) => s.run(&spec, sink.as_mut(), cancel).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let sandbox = match &args.pool_socket {
+            Some(socket) => AnySandbox::Socket(SocketSandbox::new(socket)),
+            None => super::connect(&args.sandbox.engines).await?,
+        };
+        sandbox.check_limits(&spec).await?;
+        sandbox.run(&spec, sink.as_mut(), cancel).await
+    }
+    .await;
     if let (Some(orig), Ok(outcome)) = (&original, &result) {
         return report_rerun(orig, outcome, &spec, args.json);
     }

@@ -165,13 +165,9 @@ pub struct LimitArgs(pub Limits);
 
 impl clap::FromArgMatches for LimitArgs {
     fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        let mut l = Limits::default();
-        for row in LIMITS {
-            if let Some(v) = m.get_one::<Value>(row.name) {
-                (row.set)(&mut l, v.clone());
-            }
-        }
-        Ok(LimitArgs(l))
+        let mut args = LimitArgs::default();
+        args.update_from_arg_matches(m)?;
+        Ok(args)
     }
 
     fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {

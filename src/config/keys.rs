@@ -60,23 +60,27 @@ const LOAD: &str = "how many containers run on your engines at once is yours to 
 /// Every setting, in the order `config show` and `config init` list them:
 /// the profile and image, the limits (from their table), then the rest.
 pub static KEYS: std::sync::LazyLock<Vec<Key>> = std::sync::LazyLock::new(|| {
-    let (head, tail) = OTHER_KEYS.split_at(2);
     let limits = super::limits::LIMITS.iter().map(|l| Key {
         name: l.file_key,
         arg: l.name,
         project: l.project,
     });
-    head.iter()
+    FIRST_KEYS
+        .iter()
         .copied()
         .chain(limits)
-        .chain(tail.iter().copied())
+        .chain(OTHER_KEYS.iter().copied())
         .collect()
 });
 
-/// The settings that are not sandbox limits ([`super::limits::LIMITS`]).
-const OTHER_KEYS: &[Key] = &[
+/// The settings listed before the limits.
+const FIRST_KEYS: &[Key] = &[
     key("profile", "profile", Allowed),
     key("sandbox.image", "image", Allowed),
+];
+
+/// The settings listed after the limits ([`super::limits::LIMITS`]).
+const OTHER_KEYS: &[Key] = &[
     key("sandbox.junit", "junit", Allowed),
     key(
         "sandbox.env",

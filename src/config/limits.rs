@@ -409,10 +409,8 @@ impl Unit {
             (J::Null, Unit::OptionalBytes) => return Ok(Some(Value::OptionalBytes(None))),
             (J::Null, Unit::OptionalText) => return Ok(Some(Value::OptionalText(None))),
             (J::String(s), _) => s.clone(),
-            (J::Number(n), Unit::Text | Unit::OptionalText | Unit::Network) => {
-                let _ = n;
-                return Ok(None);
-            }
+            // Plain numbers are bytes, cores or seconds; text is text.
+            (J::Number(_), Unit::Text | Unit::OptionalText | Unit::Network) => return Ok(None),
             (J::Number(n), _) => n.to_string(),
             _ => return Ok(None),
         };

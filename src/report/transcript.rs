@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::events::{Observer, RunEvent};
 
@@ -46,20 +46,23 @@ impl Transcript {
         self.path.as_deref()
     }
 
-    /// Appends one event: `{"ts": ..., "event": kind, ...fields}`.
-    /// A write failure is reported once and does not stop the run.
-    pub fn event(&mut self, kind: &str, fields: Value) {
+    /// Appends one line: `{"ts": ..., "event": kind, ...fields}`, the
+    /// event's own fields as serialized. A write failure is reported once
+    /// and does not stop the run.
+    fn write(&mut self, event: &RunEvent) {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        let mut obj = json!({
-            "ts": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            "event": kind,
-        });
-        if let (Some(o), Value::Object(extra)) = (obj.as_object_mut(), fields) {
-            o.extend(extra);
-        }
-        let mut line = obj.to_string();
+        let Ok(Value::Object(mut obj)) = serde_json::to_value(event) else {
+            return;
+        };
+        obj.insert(
+            "ts".into(),
+            humantime::format_rfc3339_millis(SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        let mut line = Value::Object(obj).to_string();
         line.push('\n');
         // One write per line so a concurrent reader never sees half an event.
         if let Err(e) = file.write_all(line.as_bytes()).and_then(|_| file.flush()) {
@@ -74,17 +77,9 @@ impl Transcript {
 /// The transcript records every event of the run's record, as it happens.
 impl Observer for Transcript {
     fn on(&mut self, event: &RunEvent) {
-        if self.file.is_none() || !event.recorded() {
-            return;
+        if event.recorded() {
+            self.write(event);
         }
-        let Ok(Value::Object(mut fields)) = serde_json::to_value(event) else {
-            return;
-        };
-        let kind = match fields.remove("event") {
-            Some(Value::String(k)) => k,
-            _ => return,
-        };
-        self.event(&kind, Value::Object(fields));
     }
 }
 
@@ -97,8 +92,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("runs/t.jsonl");
         let mut t = Transcript::open(&p).unwrap();
-        t.event("prompt", json!({"iteration": 0}));
-        t.event("final", json!({"passed": true}));
+        t.on(&RunEvent::Prompt {
+            iteration: 0,
+            messages: Vec::new(),
+            chars: 0,
+        });
+        t.on(&RunEvent::Export {
+            zip: "out.zip".into(),
+            files: 1,
+        });
         let text = std::fs::read_to_string(&p).unwrap();
         let events: Vec<Value> = text
             .lines()
@@ -116,10 +118,7 @@ mod tests {
         let p = d.path().join("t.jsonl");
         let mut t = Transcript::open(&p).unwrap();
         t.on(&RunEvent::Note("a line for the terminal".into()));
-        t.on(&RunEvent::Output {
-            stream: crate::events::Stream::Stdout,
-            bytes: b"live".to_vec(),
-        });
+        t.output(crate::term::Stream::Out, b"live");
         t.on(&RunEvent::Export {
             zip: "out.zip".into(),
             files: 3,

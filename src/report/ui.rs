@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::events::{Observer, RunEvent, Stream, TestStep};
-use crate::sandbox::{NullSink, OutputSink, StdioSink};
+use crate::events::{Observer, RunEvent, TestStep};
 use crate::term;
 
 /// How much to show.
@@ -78,14 +77,6 @@ impl Ui {
         }
     }
 
-    /// Where test output goes while it runs.
-    pub fn sink(&self) -> Box<dyn OutputSink> {
-        match self.mode {
-            UiMode::Human => Box::new(StdioSink),
-            _ => Box::new(NullSink),
-        }
-    }
-
     /// The final line (all modes but JSON, which prints its object instead).
     pub fn summary(&self, line: &str) {
         if self.mode != UiMode::Json {
@@ -98,9 +89,7 @@ impl Ui {
 /// streamed, one line per test run.
 impl Observer for Ui {
     fn on(&mut self, event: &RunEvent) {
-        if !matches!(event, RunEvent::Output { .. }) {
-            self.done_thinking();
-        }
+        self.done_thinking();
         match event {
             RunEvent::Thinking { model } => self.thinking(&format!("asking {model}")),
             RunEvent::Testing { step, runner } => self.say(&match step {
@@ -113,10 +102,6 @@ impl Observer for Ui {
                 TestStep::Final => format!("\n── final check ── running: {runner}"),
                 TestStep::Holdout => format!("── held-out tests ── running: {runner}"),
             }),
-            RunEvent::Output { stream, bytes } if self.mode == UiMode::Human => match stream {
-                Stream::Stdout => term::write(term::Stream::Out, bytes),
-                Stream::Stderr => term::write(term::Stream::Err, bytes),
-            },
             RunEvent::Test(t) => self.say(&super::test_line(t)),
             RunEvent::Holdout(t) => self.say(&format!("held-out tests: {}", super::test_line(t))),
             RunEvent::Patches {
@@ -157,6 +142,11 @@ impl Observer for Ui {
             }
             RunEvent::Note(line) => self.say(line),
             _ => {}
+        }
+    }
+    fn output(&mut self, stream: term::Stream, bytes: &[u8]) {
+        if self.mode == UiMode::Human {
+            term::write(stream, bytes);
         }
     }
 }
