@@ -57,7 +57,7 @@ pub(super) const CHECKS: &[Check] = &[
         command: |l| {
             format!(
                 "for i in $(seq 1 {}); do sleep 30 & done 2>/dev/null; echo spawned; ls -d /proc/[0-9]* | wc -l; kill -9 -1",
-                l.pids + 50
+                spawn_count(l)
             )
         },
         timeout: Some(Duration::from_secs(60)),
@@ -122,6 +122,11 @@ fn balloon(l: &Limits) -> u64 {
     l.memory + l.memory / 4
 }
 
+/// Processes the process check tries to start: past the limit.
+fn spawn_count(l: &Limits) -> u32 {
+    l.pids + 50
+}
+
 fn memory(l: &Limits, r: &Result<Outcome, SandboxError>) -> Finding {
     let balloon = balloon(l);
     match r {
@@ -168,7 +173,7 @@ fn processes(l: &Limits, r: &Result<Outcome, SandboxError>) -> Finding {
             "process limit",
             format!(
                 "spawning {} processes under --pids {} failed ({})",
-                l.pids + 50,
+                spawn_count(l),
                 l.pids,
                 o.verdict
             ),

@@ -123,7 +123,6 @@ impl KubeSandbox {
     ) -> Result<bool, SandboxError> {
         let (mut obuf, mut ebuf) = (vec![0; STREAM_BUF], vec![0; STREAM_BUF]);
         let (mut out_open, mut err_open) = (true, true);
-        let mut packed = false;
         let deadline = tokio::time::sleep(run.spec.limits.timeout);
         tokio::pin!(deadline);
         let mut check = tokio::time::interval(NODE_CHECK);
@@ -133,11 +132,8 @@ impl KubeSandbox {
                 biased;
                 _ = run.cancel.cancelled() => return Err(SandboxError::Interrupted),
                 _ = &mut deadline => return Ok(true),
-                r = &mut *packer, if !packed => match r {
-                    Ok(Ok(hash)) => {
-                        run.facts.tree = Some(hash);
-                        packed = true;
-                    }
+                r = &mut *packer, if run.facts.tree.is_none() => match r {
+                    Ok(Ok(hash)) => run.facts.tree = Some(hash),
                     Ok(Err(e)) => return Err(SandboxError::Workspace(e)),
                     Err(e) => return Err(SandboxError::CopyFailed(format!("packing the workspace failed: {e}"))),
                 },
