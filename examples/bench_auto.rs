@@ -55,8 +55,6 @@ fn main() {
     );
     let mut walls = vec![Vec::new(); settings.len()];
     let mut finals = vec![0; settings.len()];
-    // auto's seconds at each level, summed over the rounds.
-    let mut levels = std::collections::BTreeMap::<usize, f64>::new();
     let mut docker = Vec::new();
     // The host drifts within a round (measured: the same setting 10 %
     // apart minutes later), so each round starts one place further along
@@ -69,12 +67,9 @@ fn main() {
             match order[(i + round) % order.len()] {
                 None => docker.push(xargs(d.path(), n, &image)),
                 Some(k) => {
-                    let (wall, last, at) = batch(&bin, d.path(), &tasks, settings[k], &image);
+                    let (wall, last) = batch(&bin, d.path(), &tasks, settings[k], &image);
                     walls[k].push(wall);
                     finals[k] = last;
-                    for (level, secs) in at {
-                        *levels.entry(level).or_default() += secs;
-                    }
                 }
             }
         }
@@ -103,16 +98,6 @@ fn main() {
     }
     held_out(&settings, &walls);
     paired(&settings, &walls);
-    let total: f64 = levels.values().sum();
-    let mean = levels.iter().map(|(l, s)| *l as f64 * s).sum::<f64>() / total;
-    let share: Vec<String> = levels
-        .iter()
-        .map(|(l, s)| format!("{l}: {:.0} %", 100.0 * s / total))
-        .collect();
-    println!(
-        "auto's time at each level, all rounds: {} (mean {mean:.1})",
-        share.join(", ")
-    );
 }
 
 /// The host drifts over minutes, and each round runs every setting within
@@ -166,15 +151,8 @@ fn held_out(settings: &[&str], walls: &[Vec<f64>]) {
     );
 }
 
-/// `autodev batch --jobs JOBS`: wall seconds, the jobs it ended at, and
-/// (auto) its seconds at each level.
-fn batch(
-    bin: &Path,
-    dir: &Path,
-    tasks: &Path,
-    jobs: &str,
-    image: &str,
-) -> (f64, usize, Vec<(usize, f64)>) {
+/// `autodev batch --jobs JOBS`: wall seconds, and the jobs it ran at.
+fn batch(bin: &Path, dir: &Path, tasks: &Path, jobs: &str, image: &str) -> (f64, usize) {
     let out = dir.join("results.jsonl");
     let _ = std::fs::remove_file(&out);
     let t = Instant::now();
@@ -191,13 +169,7 @@ fn batch(
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
     let errors = summary["verdicts"]["sandbox_error"].as_u64().unwrap_or(0);
     assert_eq!(errors, 0, "sandbox errors at --jobs {jobs}: {summary}");
-    let at = summary["seconds_at_jobs"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(l, s)| Some((l.parse().ok()?, s.as_f64()?)))
-        .collect();
-    (wall, summary["jobs"].as_u64().unwrap_or(0) as usize, at)
+    (wall, summary["jobs"].as_u64().unwrap_or(0) as usize)
 }
 
 /// `xargs -P4` running one `docker run --rm` per task folder.
