@@ -28,7 +28,7 @@ trap 'rm -rf "$root"' EXIT
 # The sandbox images install nothing else, so an offline build succeeds.
 echo "offline-base: debootstrap bookworm into $root"
 debootstrap --variant=minbase \
-  --include=python3,python3-pytest,ca-certificates \
+  --include=python3,python3-pytest,python3-venv,ca-certificates \
   bookworm "$root" "$mirror" >/tmp/autodev-debootstrap.log 2>&1 || {
   tail -n 30 /tmp/autodev-debootstrap.log >&2
   echo "offline-base: debootstrap failed (full log: /tmp/autodev-debootstrap.log)" >&2

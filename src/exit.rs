@@ -13,6 +13,8 @@ pub const MODEL: u8 = 3;
 pub const NO_TESTS: u8 = 5;
 /// The command exited 0 without the evidence a pass needs (the runner's report).
 pub const UNVERIFIED: u8 = 6;
+/// The set-up phase could not install the project's dependencies.
+pub const SETUP_FAILED: u8 = 7;
 /// Output could not be written (a full disk, say); a closed pipe is not an error.
 pub const OUTPUT: u8 = 74;
 /// The wall-clock limit passed.

@@ -24,6 +24,8 @@
 //!   [`events::Observer`] seam every front end listens on.
 //! - [`agent`]: the repair loop over a model and a sandbox.
 //! - [`batch`]: many tasks, bounded concurrency, one result line each.
+//! - [`env`]: dependency environments: the set-up phase, its egress proxy
+//!   and allowlist, and the image cache keyed by the project's manifests.
 //! - [`doctor`]: proving each guarantee of the sandbox on this host.
 //! - [`images`]: building the sandbox images.
 //! - [`report`]: the transcript and what the terminal shows (a leaf: no
@@ -38,6 +40,7 @@ pub mod batch;
 pub mod classify;
 pub mod config;
 pub mod doctor;
+pub mod env;
 pub mod error;
 pub mod events;
 pub mod exit;

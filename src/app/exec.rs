@@ -40,13 +40,35 @@ pub(super) async fn exec_cmd(
     } else {
         Box::new(StdioSink)
     };
-    let result = async {
+    let setup = args.setup.settings().map_err(UsageError)?;
+    let result: Result<Outcome> = async {
         let sandbox = match &args.pool_socket {
             Some(socket) => AnySandbox::Socket(SocketSandbox::new(socket)),
             None => super::connect(&args.sandbox.engines).await?,
         };
         sandbox.check_limits(&spec).await?;
-        sandbox.run(&spec, sink.as_mut(), cancel).await
+        // A rerun names its image by ID: the environment it ran in, if any.
+        let environment = match original {
+            Some(_) => None,
+            None => match super::setup::environment(
+                &sandbox,
+                &mut spec,
+                &profile.name,
+                &setup,
+                sink.as_mut(),
+                cancel,
+            )
+            .await?
+            {
+                Ok(env) => env,
+                Err(failed) => return Ok(failed),
+            },
+        };
+        let mut outcome = sandbox.run(&spec, sink.as_mut(), cancel).await?;
+        if let Some(r) = outcome.record.as_mut() {
+            r.environment = environment;
+        }
+        Ok(outcome)
     }
     .await;
     if let (Some(orig), Ok(outcome)) = (&original, &result) {
@@ -61,7 +83,7 @@ pub(super) async fn exec_cmd(
             }
             Ok(ExitCode::from(outcome.verdict.exit_code()))
         }
-        Err(SandboxError::Interrupted) => {
+        Err(e) if matches!(e.downcast_ref(), Some(SandboxError::Interrupted)) => {
             if args.json {
                 // A caller reading JSON gets JSON on every path.
                 autodev::outln!(
@@ -69,14 +91,17 @@ pub(super) async fn exec_cmd(
                     serde_json::json!({"verdict": "interrupted", "error": SandboxError::Interrupted.to_string()})
                 );
             }
-            Err(SandboxError::Interrupted.into())
+            Err(e)
         }
-        Err(e) if args.json && !matches!(e, SandboxError::Workspace(_)) => {
-            autodev::outln!("{}", serde_json::to_string(&Outcome::from_error(&e))?);
-            autodev::errln!("autodev: {e}");
-            Ok(ExitCode::from(exit::SANDBOX))
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => match e.downcast::<SandboxError>() {
+            Ok(e) if args.json && !matches!(e, SandboxError::Workspace(_)) => {
+                autodev::outln!("{}", serde_json::to_string(&Outcome::from_error(&e))?);
+                autodev::errln!("autodev: {e}");
+                Ok(ExitCode::from(exit::SANDBOX))
+            }
+            Ok(e) => Err(e.into()),
+            Err(e) => Err(e),
+        },
     }
 }
 

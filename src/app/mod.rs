@@ -12,6 +12,7 @@ mod images;
 mod kube;
 mod pool;
 mod run;
+mod setup;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -34,6 +34,8 @@ pub enum TaskVerdict {
     NoTests,
     /// The tests exited 0 but their expected report never came: not passed.
     Unverified,
+    /// The set-up phase could not install the project's dependencies.
+    SetupFailed,
     /// The model API failed (loop tasks).
     ModelError,
     /// The task line could not be used.
@@ -50,6 +52,7 @@ impl From<Verdict> for TaskVerdict {
             Verdict::SandboxError => TaskVerdict::SandboxError,
             Verdict::NoTests => TaskVerdict::NoTests,
             Verdict::Unverified => TaskVerdict::Unverified,
+            Verdict::SetupFailed => TaskVerdict::SetupFailed,
         }
     }
 }

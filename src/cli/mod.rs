@@ -9,6 +9,8 @@ use autodev::sandbox::kube::PullPolicy;
 mod layered;
 mod parse;
 mod sandbox;
+mod setup;
+pub use setup::SetupArgs;
 
 use autodev::batch::TaskVerdict;
 pub(crate) use layered::{built as built_command, find_arg};
@@ -134,6 +136,9 @@ pub struct ExecArgs {
     /// Limits and isolation.
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// The dependency environment.
+    #[command(flatten)]
+    pub setup: SetupArgs,
     /// Run again what this result ran (an `exec --json` object or a batch result line):
     /// same image ID, limits and command, on --workspace; says whether verdict and output match.
     #[arg(long, conflicts_with = "command")]

@@ -61,6 +61,9 @@ pub enum Verdict {
     /// write (pytest's, in an image that declares one) never came: the
     /// run's own claim is all there is, and a pass needs evidence.
     Unverified,
+    /// The set-up phase (installing the project's dependencies) failed:
+    /// the tests never ran.
+    SetupFailed,
 }
 
 impl Verdict {
@@ -74,6 +77,7 @@ impl Verdict {
             Verdict::SandboxError => "sandbox_error",
             Verdict::NoTests => "no_tests",
             Verdict::Unverified => "unverified",
+            Verdict::SetupFailed => "setup_failed",
         }
     }
 
@@ -88,6 +92,7 @@ impl Verdict {
             Verdict::OomKilled => exit::OOM,
             Verdict::NoTests => exit::NO_TESTS,
             Verdict::Unverified => exit::UNVERIFIED,
+            Verdict::SetupFailed => exit::SETUP_FAILED,
         }
     }
 }
@@ -117,6 +122,10 @@ pub struct RunSpec {
     pub labels: Vec<(String, String)>,
     /// Where the test command writes a JUnit XML report, if anywhere.
     pub junit: Junit,
+    /// Files put into `/workspace` besides the host folder's (by path
+    /// inside it), for a set-up's CA bundle; kept to this process.
+    #[serde(skip)]
+    pub added: Vec<(PathBuf, Vec<u8>)>,
 }
 
 /// Where to find the JUnit XML report of a run (a path inside the sandbox).
@@ -155,6 +164,7 @@ impl RunSpec {
             copy: CopyOptions::default(),
             labels: Vec::new(),
             junit: Junit::FromImage,
+            added: Vec::new(),
         }
     }
 }
@@ -272,6 +282,9 @@ pub struct RunRecord {
     pub autodev_version: String,
     /// The engine it ran on.
     pub engine: String,
+    /// The dependency environment it ran in, when a set-up made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<crate::env::EnvRecord>,
 }
 
 impl RunRecord {
@@ -293,6 +306,7 @@ impl RunRecord {
             output_sha256: output_hash(outcome),
             autodev_version: env!("CARGO_PKG_VERSION").to_string(),
             engine: engine.to_string(),
+            environment: None,
         }
     }
 }
@@ -472,6 +486,8 @@ async fn walk(spec: &RunSpec) -> Result<crate::workspace::Manifest, SandboxError
         .await
         .map_err(|e| SandboxError::CopyFailed(format!("workspace walk panicked: {e}")))?
         .map_err(SandboxError::from)?;
+    let mut m = m;
+    m.added = spec.added.clone();
     // Known before anything starts: a copy that cannot fit is refused here,
     // not by tar inside the container with one error per file.
     if m.entries.len() >= MAX_FILES as usize {
@@ -545,6 +561,7 @@ mod tests {
             Verdict::SandboxError,
             Verdict::NoTests,
             Verdict::Unverified,
+            Verdict::SetupFailed,
         ];
         let mut codes: Vec<u8> = all.iter().map(|v| v.exit_code()).collect();
         codes.sort();

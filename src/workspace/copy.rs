@@ -48,6 +48,9 @@ pub struct Manifest {
     pub total_bytes: u64,
     /// Special files (FIFOs, sockets, devices) that were skipped.
     pub skipped: Vec<PathBuf>,
+    /// Files that are not on the host, packed after the entries with mode
+    /// 0644 (a set-up's CA bundle), by their path inside the workspace.
+    pub added: Vec<(PathBuf, Vec<u8>)>,
 }
 
 /// What `opts` leaves out of `root`, as the walker's overrides: the one
@@ -142,6 +145,7 @@ pub fn manifest(
         entries,
         total_bytes: total,
         skipped,
+        added: Vec::new(),
     })
 }
 
@@ -218,6 +222,18 @@ pub fn write_tar<W: Write>(m: &Manifest, out: W) -> Result<String, WorkspaceErro
                     })?;
                 }
             }
+        }
+        for (rel, bytes) in &m.added {
+            tree.update(rel.as_os_str().as_encoded_bytes());
+            tree.update([0]);
+            tree.update(b"a");
+            tree.update(bytes);
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(bytes.len() as u64);
+            b.append_data(&mut h, rel, bytes.as_slice())
+                .map_err(io_err("packing", rel))?;
         }
         b.finish().map_err(io_err("packing", &m.root))?;
     }

@@ -37,9 +37,9 @@ pub(crate) struct ExitWait {
 }
 
 impl ExitWait {
-    pub(super) fn register(sandbox: &DockerSandbox, id: &str) -> Self {
-        // Podman's Docker-compatible wait knows no "removed".
-        let removes = sandbox.flavor.auto_removes();
+    /// `removes`: whether the engine removes the container as it ends
+    /// (Podman's Docker-compatible wait knows no "removed").
+    pub(super) fn register(sandbox: &DockerSandbox, id: &str, removes: bool) -> Self {
         let condition = if removes { "removed" } else { "not-running" };
         let docker = sandbox.docker.clone();
         let id = id.to_string();

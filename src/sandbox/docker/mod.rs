@@ -26,6 +26,7 @@ mod health;
 pub mod policy;
 mod removal;
 mod seccomp;
+pub mod setup;
 mod stream;
 mod warm;
 
@@ -315,6 +316,11 @@ impl DockerSandbox {
         Ok(facts)
     }
 
+    /// The ID of `image` on this engine, when the engine gives one.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, SandboxError> {
+        Ok(self.image_facts(image).await?.id)
+    }
+
     /// How many started containers wait for a run of `spec`'s settings.
     pub fn waiting(&self, spec: &RunSpec) -> usize {
         self.warm.ready(&self.warm_key(spec))
@@ -329,7 +335,18 @@ impl DockerSandbox {
     /// registers the wait that will give its exit status before anything is
     /// sent, so the container cannot end (and be removed) unseen.
     async fn launch(&self, spec: &RunSpec) -> Result<Started, SandboxError> {
-        let id = self.create(spec, &new_run_id()).await?;
+        self.launch_as(spec, None).await
+    }
+
+    /// [`Self::launch`], of a set-up container when `setup` says so.
+    async fn launch_as(
+        &self,
+        spec: &RunSpec,
+        setup: Option<&setup::SetupShape>,
+    ) -> Result<Started, SandboxError> {
+        let id = self.create_as(spec, &new_run_id(), setup).await?;
+        // A set-up container outlives its exit until it is committed.
+        let removes = setup.is_none() && self.flavor.auto_removes();
         let removal = Removal::new(self.docker.clone(), id.clone());
         let lost = CancellationToken::new();
         let _watchdog = Watchdog::spawn(self.docker.clone(), lost.clone());
@@ -353,17 +370,14 @@ impl DockerSandbox {
         // Before the start where the engine removes the container as it
         // ends (a later wait would find nothing); after it elsewhere (see
         // `Flavor::auto_removes`).
-        let early = self
-            .flavor
-            .auto_removes()
-            .then(|| attach::ExitWait::register(self, &id));
+        let early = removes.then(|| attach::ExitWait::register(self, &id, removes));
         self.guarded(
             "start container",
             &lost,
             self.docker.start_container(&id, None),
         )
         .await?;
-        let exit = early.unwrap_or_else(|| attach::ExitWait::register(self, &id));
+        let exit = early.unwrap_or_else(|| attach::ExitWait::register(self, &id, removes));
         Ok(Started {
             removal,
             output: attach.output,
@@ -374,7 +388,19 @@ impl DockerSandbox {
     }
 
     async fn create(&self, spec: &RunSpec, run_id: &str) -> Result<String, SandboxError> {
+        self.create_as(spec, run_id, None).await
+    }
+
+    async fn create_as(
+        &self,
+        spec: &RunSpec,
+        run_id: &str,
+        setup: Option<&setup::SetupShape>,
+    ) -> Result<String, SandboxError> {
         let mut body = policy::container_body(spec, run_id, IDLE_DEADLINE, self.flavor);
+        if let Some(shape) = setup {
+            shape.apply(&mut body);
+        }
         let facts = self.image_facts(&spec.image).await?;
         policy::cover_volumes(&mut body, &facts.volumes, &spec.limits, self.flavor);
         if let (Some(opt), Some(host)) = (&self.seccomp, body.host_config.as_mut()) {
@@ -585,6 +611,6 @@ impl Sandbox for DockerSandbox {
                 }
             }
         }
-        Ok(removed)
+        Ok(removed + self.clean_setup_networks().await)
     }
 }

@@ -158,7 +158,7 @@ pub(super) async fn sweep_orphans(docker: &Docker) -> usize {
 
 /// Whether a process `pid` exists on this host (a pid taken over by
 /// another process counts: the container is then left alone).
-fn alive(pid: i32) -> bool {
+pub(super) fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return true;
     }

@@ -1,0 +1,394 @@
+//! Environments: a project's dependencies, installed once by a set-up
+//! phase and committed as an image every later test run starts from.
+//!
+//! ```text
+//!  detect (manifests, install step) ─► key ─► cache hit? ──yes──► image
+//!                                              │ no (lock per key)
+//!                                              ▼
+//!   probe the image's package tools ─► allowlist ─► egress proxy on an
+//!   internal network ─► set-up container (a run's lockdown, writable
+//!   root) ─► commit ─► image
+//! ```
+//!
+//! The key hashes what determines the environment (the base image's ID,
+//! the install step, the manifests' contents, [`FORMAT`]) and never the
+//! source: editing code never rebuilds, changing a lockfile always does.
+//! Builds of one key are serialized by a lock file, so concurrent runs
+//! build it once; a build that fails or is interrupted commits nothing.
+
+pub mod allow;
+mod build;
+pub mod cache;
+pub mod detect;
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::sandbox::docker::DockerSandbox;
+use crate::sandbox::{AnySandbox, Outcome, OutputSink, RunSpec, SandboxError};
+pub use allow::{AllowEntry, Allowlist};
+
+/// Bumped when what an environment holds, or where, changes: old ones are
+/// then rebuilt rather than used.
+pub const FORMAT: u32 = 1;
+
+/// How long a set-up may take unless told otherwise.
+pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The repository environment images are tagged in (`autodev-env/PROFILE:KEY`).
+pub const IMAGE_REPO: &str = "autodev-env";
+
+/// Labels on an environment image.
+pub const KEY_LABEL: &str = "autodev.env.key";
+/// The environment's record, hex-encoded JSON (see [`EnvRecord`]).
+pub const RECORD_LABEL: &str = "autodev.env.record";
+
+/// Whether and how a run gets a set-up phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SetupMode {
+    /// The install step detected from the project's manifests, if any.
+    #[default]
+    Detect,
+    /// No set-up: the profile's image as it is.
+    Off,
+    /// This command instead of the detected one.
+    Command(String),
+}
+
+/// Everything a set-up takes from its caller's settings.
+#[derive(Debug, Clone)]
+pub struct SetupSettings {
+    /// Detected, off, or a command.
+    pub mode: SetupMode,
+    /// Hosts allowed besides the image's package tools' own.
+    pub allow: Vec<AllowEntry>,
+    /// `--allow-host none`: no network, even in set-up.
+    pub allow_none: bool,
+    /// The set-up's own wall-clock limit.
+    pub timeout: Duration,
+    /// A CA bundle to trust instead of the host's.
+    pub ca: Option<PathBuf>,
+    /// Variables passed to the set-up only (name, value).
+    pub env: Vec<(String, String)>,
+    /// Build even when the cache has it.
+    pub rebuild: bool,
+    /// An HTTP proxy allowed requests are sent through (the operator's).
+    pub upstream: Option<SocketAddr>,
+}
+
+impl Default for SetupSettings {
+    fn default() -> Self {
+        SetupSettings {
+            mode: SetupMode::Detect,
+            allow: Vec::new(),
+            allow_none: false,
+            timeout: DEFAULT_SETUP_TIMEOUT,
+            ca: None,
+            env: Vec::new(),
+            rebuild: false,
+            upstream: None,
+        }
+    }
+}
+
+/// One manifest, by path in the project and content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestHash {
+    /// Path relative to the project root.
+    pub path: String,
+    /// SHA-256 of its content.
+    pub sha256: String,
+}
+
+/// Which environment a run used: `record.environment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvRecord {
+    /// The cache key (SHA-256).
+    pub key: String,
+    /// The image's tag.
+    pub image: String,
+    /// The image's ID.
+    pub image_id: String,
+    /// The base image's ID.
+    pub base_image_id: String,
+    /// The profile whose language it serves.
+    pub profile: String,
+    /// The install step.
+    pub setup: String,
+    /// The manifests hashed into the key.
+    pub manifests: Vec<ManifestHash>,
+    /// The hosts the set-up could reach.
+    pub allow: Vec<String>,
+    /// How long the set-up took when it was built.
+    pub setup_ms: u64,
+    /// `hit` when it came from the cache, `miss` when built for this run.
+    pub cache: CacheUse,
+    /// Every connection the set-up asked the egress proxy for (on a miss).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<proxy::Connection>,
+}
+
+/// Whether an environment was found or built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheUse {
+    /// Found in the cache.
+    Hit,
+    /// Built for this run.
+    Miss,
+}
+
+/// A set-up that could not give an environment.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EnvError {
+    /// The install step failed (or timed out, or was refused the network);
+    /// the outcome holds its output.
+    #[error("set-up failed: {reason}")]
+    SetupFailed {
+        /// One line: what failed and what to do.
+        reason: String,
+        /// The set-up run.
+        outcome: Box<Outcome>,
+    },
+    /// The engine failed (not the project).
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// A setting cannot be used (an unreadable CA bundle, say).
+    #[error("{0}")]
+    Usage(String),
+    /// The backend cannot build environments yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The environment could not be copied to another engine.
+    #[error(transparent)]
+    Copy(#[from] crate::images::ImageError),
+    /// The cache folder could not be used.
+    #[error("environment cache {path}: {source}; check that it is writable")]
+    Cache {
+        /// The folder or file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl crate::error::Classify for EnvError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            // The project's install step failed: like a failing test, the
+            // project's doing, reported as a verdict, not an engine fault.
+            EnvError::SetupFailed { .. } => ErrorClass::Usage,
+            EnvError::Sandbox(e) => e.class(),
+            EnvError::Usage(_) | EnvError::Unsupported(_) => ErrorClass::Usage,
+            EnvError::Copy(e) => e.class(),
+            EnvError::Cache { .. } => ErrorClass::Sandbox,
+        }
+    }
+}
+
+/// What a project's environment is made from, before any engine is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The profile.
+    pub profile: String,
+    /// The install step.
+    pub install: String,
+    /// Manifests and their hashes.
+    pub manifests: Vec<ManifestHash>,
+}
+
+/// The plan for `root` under `profile`, or `None` when there is nothing to
+/// install (no set-up asked for, or none detected).
+pub fn plan(root: &Path, profile: &str, mode: &SetupMode) -> Result<Option<Plan>, EnvError> {
+    let lang = detect::lang(profile);
+    let manifests = lang.map(|l| l.manifests(root)).unwrap_or_default();
+    let install = match mode {
+        SetupMode::Off => return Ok(None),
+        SetupMode::Command(c) if c.trim().is_empty() => return Ok(None),
+        SetupMode::Command(c) => c.clone(),
+        SetupMode::Detect => match lang.and_then(|l| l.install_step(root, &manifests)) {
+            Some(s) => s,
+            None => return Ok(None),
+        },
+    };
+    let mut hashed = Vec::new();
+    for m in manifests {
+        let path = root.join(&m);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| EnvError::Usage(format!("reading manifest {}: {e}", path.display())))?;
+        hashed.push(ManifestHash {
+            path: m.to_string_lossy().into_owned(),
+            sha256: sha256_hex(&bytes),
+        });
+    }
+    Ok(Some(Plan {
+        profile: profile.to_string(),
+        install,
+        manifests: hashed,
+    }))
+}
+
+impl Plan {
+    /// The cache key for this plan on a base image.
+    pub fn key(&self, base_image_id: &str) -> String {
+        let mut text = format!(
+            "autodev-env {FORMAT}\nbase {base_image_id}\nprofile {}\nsetup {}\n",
+            self.profile, self.install
+        );
+        for m in &self.manifests {
+            text.push_str(&format!("manifest {} {}\n", m.path, m.sha256));
+        }
+        sha256_hex(text.as_bytes())
+    }
+}
+
+/// The tag an environment of `profile` with `key` gets.
+pub fn tag_for(profile: &str, key: &str) -> String {
+    let repo: String = profile
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{IMAGE_REPO}/{repo}:{}", &key[..16.min(key.len())])
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    crate::workspace::hex(&Sha256::digest(bytes))
+}
+
+/// Finds or builds the environment `spec`'s project needs under
+/// `profile`, on `docker`; `None` when there is nothing to install. The
+/// set-up's output goes to `sink` as it comes.
+pub async fn ensure(
+    docker: &DockerSandbox,
+    spec: &RunSpec,
+    profile: &str,
+    settings: &SetupSettings,
+    sink: &mut dyn OutputSink,
+    cancel: &CancellationToken,
+) -> Result<Option<EnvRecord>, EnvError> {
+    let Some(plan) = plan(&spec.workspace, profile, &settings.mode)? else {
+        return Ok(None);
+    };
+    let base = docker
+        .image_id(&spec.image)
+        .await?
+        .unwrap_or_else(|| spec.image.clone());
+    let key = plan.key(&base);
+    let tag = tag_for(profile, &key);
+    let _lock = cache::lock(&key, settings.timeout + Duration::from_secs(60), cancel).await?;
+    if !settings.rebuild {
+        if let Some(found) = cache::find(docker, &tag, &key).await? {
+            cache::touch(&key);
+            return Ok(Some(found));
+        }
+    }
+    let record = build::build(
+        docker, spec, &plan, &base, &key, &tag, settings, sink, cancel,
+    )
+    .await?;
+    cache::touch(&key);
+    Ok(Some(record))
+}
+
+/// [`ensure`] on the backend that runs the tests: built on the first
+/// Docker engine and copied to the others. Kubernetes and pool runs have
+/// no set-up phase yet: a project that needs one gets
+/// [`EnvError::Unsupported`] (the caller may go on without it).
+pub async fn ensure_on(
+    sandbox: &AnySandbox,
+    spec: &RunSpec,
+    profile: &str,
+    settings: &SetupSettings,
+    sink: &mut dyn OutputSink,
+    cancel: &CancellationToken,
+) -> Result<Option<EnvRecord>, EnvError> {
+    let Some(fleet) = sandbox.as_docker() else {
+        return match plan(&spec.workspace, profile, &settings.mode)? {
+            None => Ok(None),
+            Some(p) => Err(EnvError::Unsupported(format!(
+                "this project needs a set-up phase ({}), which runs only on Docker engines for now; \
+                 pass --no-setup to run its tests without it",
+                p.install
+            ))),
+        };
+    };
+    let mut engines = fleet.engines();
+    let Some(first) = engines.next() else {
+        return Ok(None);
+    };
+    let record = ensure(first, spec, profile, settings, sink, cancel).await?;
+    if let Some(r) = &record {
+        for other in engines {
+            if !other.has_image(&r.image_id).await? {
+                crate::images::push(first, other, &r.image).await?;
+            }
+        }
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, files: &[(&str, &str)]) {
+        for (p, t) in files {
+            std::fs::write(root.join(p), t).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_key_follows_manifests_and_the_step_but_never_the_source() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            &[("requirements.txt", "six==1.16.0\n"), ("app.py", "x = 1\n")],
+        );
+        let key = |d: &Path| {
+            plan(d, "python", &SetupMode::Detect)
+                .unwrap()
+                .unwrap()
+                .key("sha256:base")
+        };
+        let first = key(d.path());
+        write(d.path(), &[("app.py", "x = 2\n"), ("test_app.py", "")]);
+        assert_eq!(
+            key(d.path()),
+            first,
+            "a source change must not change the key"
+        );
+        write(d.path(), &[("requirements.txt", "six==1.17.0\n")]);
+        let second = key(d.path());
+        assert_ne!(second, first, "a lockfile change must");
+        let p = plan(d.path(), "python", &SetupMode::Detect)
+            .unwrap()
+            .unwrap();
+        assert_ne!(p.key("sha256:other"), second, "so must the base image");
+        let own = plan(
+            d.path(),
+            "python",
+            &SetupMode::Command("pip install six".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_ne!(own.key("sha256:base"), second, "and the install step");
+        assert_eq!(plan(d.path(), "python", &SetupMode::Off).unwrap(), None);
+        assert!(tag_for("python", &second).starts_with("autodev-env/python:"));
+    }
+}

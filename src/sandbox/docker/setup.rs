@@ -1,0 +1,273 @@
+//! Set-up containers: the one kind that may write outside its tmpfs
+//! mounts and reach a network, so that what a project's install step puts
+//! under its environment folder can be committed as an image that later
+//! test runs start from. Every other setting (user, capabilities,
+//! seccomp, limits, the wrapper and its markers) is a test run's.
+//!
+//! The network is an internal one made for this set-up alone: it has no
+//! route out, and its gateway is the host, where the egress proxy listens.
+//! Nothing of the set-up's own settings reaches the committed image:
+//! variables and the CA bundle come on stdin and in `/tmp` (a tmpfs, not
+//! committed), and the image's command is reset.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use bollard::models::{ContainerConfig, ContainerCreateBody, NetworkCreateRequest};
+use bollard::query_parameters::CommitContainerOptions;
+
+use super::attach::{ExitWait, Input, Output};
+use super::removal::Removal;
+use super::DockerSandbox;
+use crate::sandbox::output::ReportAt;
+use crate::sandbox::run::{self, Backend, Prepared, RunFacts, Running};
+use crate::sandbox::{new_nonce, Outcome, OutputSink, RunClock, RunSpec, SandboxError};
+use crate::workspace::Manifest;
+
+/// The label that marks set-up containers and networks.
+pub const SETUP_LABEL: &str = "autodev.setup";
+
+/// How a set-up container differs from a test run's.
+#[derive(Debug, Clone)]
+pub struct SetupShape {
+    /// The internal network it is attached to.
+    pub network: String,
+    /// What it is committed as when its command succeeds.
+    pub commit: Commit,
+}
+
+/// The image a successful set-up becomes.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// Repository, e.g. `autodev-env/python`.
+    pub repo: String,
+    /// Tag (the cache key's short form).
+    pub tag: String,
+    /// Dockerfile instructions applied while committing (`LABEL`, `ENV`).
+    pub changes: Vec<String>,
+}
+
+impl SetupShape {
+    pub(super) fn apply(&self, body: &mut ContainerCreateBody) {
+        if let Some(h) = body.host_config.as_mut() {
+            h.readonly_rootfs = Some(false);
+            h.auto_remove = Some(false);
+            h.network_mode = Some(self.network.clone());
+        }
+        body.network_disabled = Some(false);
+        if let Some(l) = body.labels.as_mut() {
+            l.insert(SETUP_LABEL.into(), "true".into());
+        }
+    }
+}
+
+/// Drives a set-up like a run and commits the container once its command
+/// has passed, before it is removed.
+struct Committing<'a> {
+    sandbox: &'a DockerSandbox,
+    commit: &'a Commit,
+    image: Mutex<Result<Option<String>, String>>,
+}
+
+impl Backend for Committing<'_> {
+    type Handle = Removal;
+    type Io = (Output, Input, ExitWait);
+    const REMOVE_LOST: bool = false;
+
+    async fn drive(
+        &self,
+        run: &mut Running<'_, Removal>,
+        io: Self::Io,
+        manifest: Manifest,
+    ) -> Result<Outcome, SandboxError> {
+        let outcome = self.sandbox.drive_run(run, io, manifest).await?;
+        if outcome.exit_code == Some(0) {
+            let committed = self.commit_now(&run.handle.id).await;
+            if let Ok(mut slot) = self.image.lock() {
+                *slot = committed.map(Some);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn remove(&self, handle: &mut Removal) -> Result<(), String> {
+        handle.now().await
+    }
+
+    fn left_behind(&self, handle: &Removal, why: &str) -> String {
+        Backend::left_behind(self.sandbox, handle, why)
+    }
+
+    fn place(&self, facts: &RunFacts) -> String {
+        Backend::place(self.sandbox, facts)
+    }
+}
+
+impl Committing<'_> {
+    async fn commit_now(&self, id: &str) -> Result<String, String> {
+        let mut changes = vec![
+            // The wrapper that ran the set-up is not what the image runs.
+            r#"CMD ["/bin/sh"]"#.to_string(),
+        ];
+        changes.extend(self.commit.changes.iter().cloned());
+        let opts = CommitContainerOptions {
+            container: Some(id.to_string()),
+            repo: Some(self.commit.repo.clone()),
+            tag: Some(self.commit.tag.clone()),
+            comment: Some("autodev environment".into()),
+            author: None,
+            pause: false,
+            changes: Some(changes.join("\n")),
+        };
+        self.sandbox
+            .docker
+            .commit_container(opts, ContainerConfig::default())
+            .await
+            .map(|r| r.id)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl DockerSandbox {
+    /// Runs the set-up `spec` in a container shaped by `shape` and, when its
+    /// command exits 0, commits it. Returns the outcome and, on success,
+    /// the new image's ID; a failed commit is an error.
+    pub async fn run_setup(
+        &self,
+        spec: &RunSpec,
+        shape: &SetupShape,
+        sink: &mut dyn OutputSink,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(Outcome, Option<String>), SandboxError> {
+        let clock = RunClock::new();
+        let manifest = crate::sandbox::walk(spec).await?;
+        let facts = self.image_facts(&spec.image).await?;
+        let started = self.launch_as(spec, Some(shape)).await?;
+        let prepared = Prepared {
+            handle: started.removal,
+            io: (started.output, started.input, started.exit),
+            nonce: new_nonce(),
+            report: ReportAt::None,
+            spec: spec.clone(),
+            manifest,
+            clock: clock.created(),
+            facts: RunFacts {
+                image_id: facts.id,
+                ..Default::default()
+            },
+        };
+        let backend = Committing {
+            sandbox: self,
+            commit: &shape.commit,
+            image: Mutex::new(Ok(None)),
+        };
+        let outcome = run::start(&backend, prepared, sink, cancel).await?;
+        let image = backend
+            .image
+            .into_inner()
+            .unwrap_or(Ok(None))
+            .map_err(|detail| SandboxError::Backend {
+                engine: self.name.clone(),
+                op: "commit the set-up container",
+                detail,
+            })?;
+        Ok((outcome, image))
+    }
+
+    /// Makes an internal network (no route out) for one set-up, labelled
+    /// as autodev's; returns its ID and the host's address on it.
+    pub async fn create_setup_network(&self, name: &str) -> Result<(String, IpAddr), SandboxError> {
+        let labels = std::collections::HashMap::from([
+            (super::MANAGED_LABEL.to_string(), "true".to_string()),
+            (SETUP_LABEL.to_string(), "true".to_string()),
+            (super::PID_LABEL.to_string(), std::process::id().to_string()),
+            (
+                super::policy::HOST_LABEL.to_string(),
+                super::policy::host_name().to_string(),
+            ),
+        ]);
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            internal: Some(true),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let made = self
+            .docker
+            .create_network(req)
+            .await
+            .map_err(|e| self.err("create network", e))?;
+        let id = made.id;
+        let gateway = self
+            .docker
+            .inspect_network(
+                &id,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .ok()
+            .and_then(|n| n.ipam)
+            .and_then(|i| i.config)
+            .and_then(|c| c.into_iter().find_map(|c| c.gateway))
+            .and_then(|g| g.parse::<IpAddr>().ok());
+        match gateway {
+            Some(g) => Ok((id, g)),
+            None => {
+                let _ = self.docker.remove_network(&id).await;
+                Err(SandboxError::Backend {
+                    engine: self.name.clone(),
+                    op: "create network",
+                    detail: format!("the engine gave network {name} no gateway address"),
+                })
+            }
+        }
+    }
+
+    /// Removes a set-up network (its container is gone by then).
+    pub async fn remove_setup_network(&self, id: &str) -> Result<(), String> {
+        tokio::time::timeout(
+            super::removal::CLEANUP_TIMEOUT,
+            self.docker.remove_network(id),
+        )
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())
+    }
+
+    /// Removes the set-up networks no process of this host uses any more.
+    pub(super) async fn clean_setup_networks(&self) -> usize {
+        let filters = std::collections::HashMap::from([(
+            "label".to_string(),
+            vec![format!("{SETUP_LABEL}=true")],
+        )]);
+        let Ok(list) = self
+            .docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await
+        else {
+            return 0;
+        };
+        let mut removed = 0;
+        for n in list {
+            let labels = n.labels.clone().unwrap_or_default();
+            // Another host's set-up is that host's to clean.
+            let ours = labels.get(super::policy::HOST_LABEL).map(String::as_str)
+                == Some(super::policy::host_name());
+            let owner = labels
+                .get(super::PID_LABEL)
+                .and_then(|p| p.parse::<i32>().ok());
+            if !ours || owner.is_none_or(super::removal::alive) {
+                continue;
+            }
+            if let Some(id) = n.id {
+                if self.remove_setup_network(&id).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
