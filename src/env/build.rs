@@ -74,25 +74,58 @@ pub(super) async fn build(
         None => None,
     };
 
-    let run_name = format!("autodev-setup-{:08x}", fastrand::u32(..));
-    let (net, gateway) = docker.create_setup_network(&run_name).await?;
-    let net = NetworkGuard {
-        docker: docker.clone(),
-        id: Some(net),
+    // `--allow-host none`: no network at all, not even the proxy's.
+    let net = match settings.allow_none {
+        true => NetworkGuard {
+            docker: docker.clone(),
+            id: None,
+            plumbing: None,
+        },
+        false => {
+            let suffix = format!("{:08x}", fastrand::u32(..));
+            let bridge = format!("adsetup{suffix}");
+            let (id, gateway) = docker
+                .create_setup_network(&format!("autodev-setup-{suffix}"), &bridge)
+                .await?;
+            NetworkGuard {
+                docker: docker.clone(),
+                id: Some(id),
+                plumbing: None,
+            }
+            .with(bridge, gateway)
+        }
     };
     let result = async {
-        let proxy = EgressProxy::start(
-            gateway,
-            ProxyConfig {
-                allow: allow.clone(),
-                upstream: settings.upstream,
-            },
-        )
-        .await
-        .map_err(|e| EnvError::Usage(format!("starting the egress proxy on {gateway}: {e}")))?;
-        let setup_spec = setup_spec(spec, plan, lang, settings, proxy.addr(), ca_bytes);
+        let proxy = match &net.plumbing {
+            None => None,
+            Some((bridge, gateway)) => {
+                let proxy = EgressProxy::start(
+                    *gateway,
+                    ProxyConfig {
+                        allow: allow.clone(),
+                        upstream: settings.upstream,
+                    },
+                )
+                .await
+                .map_err(|e| {
+                    EnvError::Usage(format!("starting the egress proxy on {gateway}: {e}"))
+                })?;
+                // The gateway is this host: without the fence, the set-up
+                // could reach any service here that listens on all addresses.
+                let fence = super::fence::Fence::up(bridge, proxy.addr())?;
+                Some((proxy, fence))
+            }
+        };
+        let setup_spec = setup_spec(
+            spec,
+            plan,
+            lang,
+            settings,
+            proxy.as_ref().map(|(p, _)| p.addr()),
+            ca_bytes,
+        );
         let shape = SetupShape {
-            network: net.id.clone().unwrap_or_default(),
+            network: net.id.clone().unwrap_or_else(|| "none".into()),
             commit: Commit {
                 repo: tag.split(':').next().unwrap_or(tag).to_string(),
                 tag: tag.rsplit(':').next().unwrap_or("latest").to_string(),
@@ -126,7 +159,7 @@ pub(super) async fn build(
             ..shape
         };
         let ran = docker.run_setup(&setup_spec, &shape, sink, cancel).await;
-        let connections = proxy.stop();
+        let connections = proxy.map(|(p, _fence)| p.stop()).unwrap_or_default();
         record.setup_ms = t0.elapsed().as_millis() as u64;
         record.connections = connections;
         let (outcome, image) = ran?;
@@ -151,9 +184,16 @@ pub(super) async fn build(
 struct NetworkGuard {
     docker: DockerSandbox,
     id: Option<String>,
+    /// The bridge's name and the host's address on it.
+    plumbing: Option<(String, std::net::IpAddr)>,
 }
 
 impl NetworkGuard {
+    fn with(mut self, bridge: String, gateway: std::net::IpAddr) -> Self {
+        self.plumbing = Some((bridge, gateway));
+        self
+    }
+
     async fn remove(mut self) {
         if let Some(id) = self.id.take() {
             if let Err(e) = self.docker.remove_setup_network(&id).await {
@@ -183,7 +223,7 @@ fn setup_spec(
     plan: &Plan,
     lang: Option<&Lang>,
     settings: &SetupSettings,
-    proxy: std::net::SocketAddr,
+    proxy: Option<std::net::SocketAddr>,
     ca: Option<Vec<u8>>,
 ) -> RunSpec {
     let (before, after) = lang.map_or(("", ""), |l| (l.before, l.after));
@@ -201,13 +241,15 @@ fn setup_spec(
     s.limits = spec.limits.clone();
     s.limits.timeout = settings.timeout;
     s.junit = Junit::Off;
-    let url = format!("http://{proxy}");
-    let mut env: Vec<(String, String)> = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
-        .iter()
-        .map(|k| (k.to_string(), url.clone()))
-        .collect();
-    env.push(("NO_PROXY".into(), String::new()));
-    env.push(("no_proxy".into(), String::new()));
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(proxy) = proxy {
+        let url = format!("http://{proxy}");
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.push((k.to_string(), url.clone()));
+        }
+        env.push(("NO_PROXY".into(), String::new()));
+        env.push(("no_proxy".into(), String::new()));
+    }
     if let Some(bytes) = ca {
         for k in [
             "SSL_CERT_FILE",

@@ -20,6 +20,7 @@ pub mod allow;
 mod build;
 pub mod cache;
 pub mod detect;
+mod fence;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -175,8 +175,13 @@ impl DockerSandbox {
     }
 
     /// Makes an internal network (no route out) for one set-up, labelled
-    /// as autodev's; returns its ID and the host's address on it.
-    pub async fn create_setup_network(&self, name: &str) -> Result<(String, IpAddr), SandboxError> {
+    /// as autodev's, on a bridge named `bridge`; returns its ID and the
+    /// host's address on it.
+    pub async fn create_setup_network(
+        &self,
+        name: &str,
+        bridge: &str,
+    ) -> Result<(String, IpAddr), SandboxError> {
         let labels = std::collections::HashMap::from([
             (super::MANAGED_LABEL.to_string(), "true".to_string()),
             (SETUP_LABEL.to_string(), "true".to_string()),
@@ -191,6 +196,10 @@ impl DockerSandbox {
             driver: Some("bridge".into()),
             internal: Some(true),
             labels: Some(labels),
+            options: Some(std::collections::HashMap::from([(
+                "com.docker.network.bridge.name".to_string(),
+                bridge.to_string(),
+            )])),
             ..Default::default()
         };
         let made = self
