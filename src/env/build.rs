@@ -54,7 +54,7 @@ pub(super) async fn build(
         Allowlist::default()
     } else {
         let mut entries = match lang {
-            Some(l) => probe(docker, &spec.image, l, cancel).await?,
+            Some(l) => probe(docker, spec, l, cancel).await?,
             None => Vec::new(),
         };
         entries.extend(settings.allow.iter().cloned());
@@ -238,6 +238,7 @@ fn setup_spec(
         spec.image.clone(),
     );
     s.copy = spec.copy.clone();
+    s.labels = spec.labels.clone();
     s.limits = spec.limits.clone();
     s.limits.timeout = settings.timeout;
     s.junit = Junit::Off;
@@ -318,7 +319,7 @@ fn failure_reason(o: &Outcome, conns: &[Connection], settings: &SetupSettings) -
 /// the image itself in a run with no network.
 async fn probe(
     docker: &DockerSandbox,
-    image: &str,
+    run: &RunSpec,
     lang: &Lang,
     cancel: &CancellationToken,
 ) -> Result<Vec<AllowEntry>, EnvError> {
@@ -326,8 +327,14 @@ async fn probe(
         path: std::env::temp_dir(),
         source,
     })?;
-    let mut spec = RunSpec::new(empty.path(), Command::Shell(lang.probe.to_string()), image);
+    let mut spec = RunSpec::new(
+        empty.path(),
+        Command::Shell(lang.probe.to_string()),
+        run.image.clone(),
+    );
     spec.junit = Junit::Off;
+    spec.labels = run.labels.clone();
+    spec.limits.runtime = run.limits.runtime.clone();
     let outcome = docker.run(&spec, &mut NullSink, cancel).await?;
     Ok(hosts_of(&outcome.stdout.text, lang.profile == "rust"))
 }
