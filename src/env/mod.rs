@@ -126,7 +126,8 @@ pub struct EnvRecord {
     pub manifests: Vec<ManifestHash>,
     /// The hosts the set-up could reach.
     pub allow: Vec<String>,
-    /// How long the set-up took when it was built.
+    /// How long the set-up phase took this run: the build on a miss, the
+    /// lookup on a hit.
     pub setup_ms: u64,
     /// `hit` when it came from the cache, `miss` when built for this run.
     pub cache: CacheUse,
@@ -283,6 +284,7 @@ pub async fn ensure(
     sink: &mut dyn OutputSink,
     cancel: &CancellationToken,
 ) -> Result<Option<EnvRecord>, EnvError> {
+    let t0 = std::time::Instant::now();
     let Some(plan) = plan(&spec.workspace, profile, &settings.mode)? else {
         return Ok(None);
     };
@@ -294,8 +296,10 @@ pub async fn ensure(
     let tag = tag_for(profile, &key);
     let _lock = cache::lock(&key, settings.timeout + Duration::from_secs(60), cancel).await?;
     if !settings.rebuild {
-        if let Some(found) = cache::find(docker, &tag, &key).await? {
+        if let Some(mut found) = cache::find(docker, &tag, &key).await? {
             cache::touch(&key);
+            // On a hit, what the set-up phase cost this run: the lookup.
+            found.setup_ms = t0.elapsed().as_millis() as u64;
             return Ok(Some(found));
         }
     }

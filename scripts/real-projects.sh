@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs real open-source projects' own test suites through `autodev exec`,
+# with their dependencies installed by the set-up phase and the network off
+# in the test phase; a second run of each must be a cache hit. Needs the
+# fixtures folder (default ../shared/fixtures: flask, rust-csv and cobra at
+# a tagged commit, and a Go module proxy in GOPROXY layout for cobra, served
+# here on loopback as the registry's stand-in).
+#
+# Usage: scripts/real-projects.sh [FIXTURES]   (autodev from target/debug)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fixtures="$(cd "${1:-../shared/fixtures}" && pwd)"
+autodev="$PWD/target/debug/autodev"
+work="$(mktemp -d /tmp/autodev-real.XXXXXX)"
+export XDG_CACHE_HOME="$work/cache"
+proxy_pid=""
+cleanup() {
+  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
+  # The environments built here are this script's to remove.
+  docker images --format '{{.Repository}}:{{.Tag}}' | grep '^autodev-env/' | while read -r t; do
+    docker rmi -f "$t" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for p in flask csv cobra; do tar -C "$work" -xzf "$fixtures/real-projects/$p.tar.gz"; done
+
+# The module proxy stand-in: a loopback HTTP server that answers the egress
+# proxy's forwarded requests (absolute URIs) from the fixture folder.
+port=$((20000 + RANDOM % 20000))
+python3 - "$fixtures/goproxy" "$port" >"$work/goproxy.log" 2>&1 <<'PY' &
+import http.server, sys, urllib.parse
+root, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k): super().__init__(*a, directory=root, **k)
+    def translate_path(self, path): return super().translate_path(urllib.parse.urlsplit(path).path)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+PY
+proxy_pid=$!
+for _ in $(seq 1 50); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break; sleep 0.1; done
+
+# name, flags, test command, what its output must say
+check() {
+  local name=$1 want=$2; shift 2
+  for run in 1 2; do
+    local t0; t0=$(date +%s.%N)
+    local fresh=""; [ "$run" = 1 ] && fresh=--rebuild-env
+    ( cd "$work/$name" && "$autodev" exec -w . --json $fresh "$@" ) >"$work/$name-$run.json" 2>"$work/$name-$run.err" || {
+      tail -n 20 "$work/$name-$run.err"; python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['verdict'], d.get('error')); print(d['stdout']['text'][-2000:]); print(d['stderr']['text'][-2000:])" "$work/$name-$run.json" || true
+      echo "FAIL: $name run $run" >&2; exit 1; }
+    python3 - "$work/$name-$run.json" "$want" "$run" "$name" "$(date +%s.%N)" "$t0" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); want, run, name = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+env = d["record"]["environment"]
+assert d["verdict"] == "passed" and want in d["stdout"]["text"], d["stdout"]["text"][-1000:]
+assert env["cache"] == ("miss" if run == 1 else "hit"), env
+assert run == 1 or not env.get("connections"), env
+print(f"{name} run {run}: {d['verdict']}, environment {env['cache']} ({env['setup']}), "
+      f"set-up {env['setup_ms']} ms, {float(sys.argv[5]) - float(sys.argv[6]):.1f} s in all")
+PY
+  done
+}
+
+check flask "490 passed, 2 skipped" \
+  --setup "pip install -r requirements/tests.txt -e . werkzeug==3.1.3 click==8.1.7 jinja2==3.1.4 itsdangerous==2.2.0 blinker==1.9.0 markupsafe==3.0.2" \
+  -- python3 -m pytest tests -q -p no:cacheprovider
+check csv "140 passed" --tmp-size 1g --memory 2g -- cargo test --offline --locked --lib
+GOPROXY=http://modules.test check cobra "ok  	github.com/spf13/cobra/doc" \
+  --setup-env GOPROXY --allow-host modules.test --setup-proxy "127.0.0.1:$port" --tmp-size 1g \
+  -- go test ./...
+left=$(docker network ls -q --filter label=autodev.setup=true | wc -l)
+[ "$left" -eq 0 ] || { echo "FAIL: $left set-up network(s) left" >&2; exit 1; }
+echo "real projects: all passed"
