@@ -24,7 +24,7 @@
 //!   [`events::Observer`] seam every front end listens on.
 //! - [`agent`]: the repair loop over a model and a sandbox.
 //! - [`batch`]: many tasks, bounded concurrency, one result line each.
-//! - [`env`]: dependency environments: the set-up phase, its egress proxy
+//! - [`env`](mod@env): dependency environments: the set-up phase, its egress proxy
 //!   and allowlist, and the image cache keyed by the project's manifests.
 //! - [`doctor`]: proving each guarantee of the sandbox on this host.
 //! - [`images`]: building the sandbox images.

@@ -14,6 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::sandbox::environment::Refusal;
+
 /// One allowlist entry: a host name (or `*.` wildcard for its subdomains)
 /// and an optional port (any port when absent).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -112,37 +114,6 @@ impl Allowlist {
         }
         let v: Vec<String> = self.entries.iter().map(ToString::to_string).collect();
         v.join(", ")
-    }
-}
-
-/// Why the egress proxy refused a connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "why")]
-pub enum Refusal {
-    /// The host is not on the allowlist.
-    NotListed,
-    /// The name resolved to an address that is never reachable from set-up.
-    Address {
-        /// The address.
-        addr: String,
-        /// What kind of address it is.
-        kind: String,
-    },
-    /// The name did not resolve.
-    NoAddress,
-    /// The request was not one the proxy speaks.
-    BadRequest,
-}
-
-impl Refusal {
-    /// The one-line reason, for the result and the error message.
-    pub fn reason(&self) -> String {
-        match self {
-            Refusal::NotListed => "not on the allowlist".into(),
-            Refusal::Address { addr, kind } => format!("it resolves to {addr}, {kind}"),
-            Refusal::NoAddress => "the name does not resolve".into(),
-            Refusal::BadRequest => "not an HTTP proxy request".into(),
-        }
     }
 }
 

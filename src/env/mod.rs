@@ -27,11 +27,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::docker::DockerSandbox;
+pub use crate::sandbox::environment::{CacheUse, Connection, EnvRecord, ManifestHash, Refusal};
 use crate::sandbox::{AnySandbox, Outcome, OutputSink, RunSpec, SandboxError};
 pub use allow::{AllowEntry, Allowlist};
 
@@ -96,54 +96,6 @@ impl Default for SetupSettings {
             upstream: None,
         }
     }
-}
-
-/// One manifest, by path in the project and content hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestHash {
-    /// Path relative to the project root.
-    pub path: String,
-    /// SHA-256 of its content.
-    pub sha256: String,
-}
-
-/// Which environment a run used: `record.environment`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnvRecord {
-    /// The cache key (SHA-256).
-    pub key: String,
-    /// The image's tag.
-    pub image: String,
-    /// The image's ID.
-    pub image_id: String,
-    /// The base image's ID.
-    pub base_image_id: String,
-    /// The profile whose language it serves.
-    pub profile: String,
-    /// The install step.
-    pub setup: String,
-    /// The manifests hashed into the key.
-    pub manifests: Vec<ManifestHash>,
-    /// The hosts the set-up could reach.
-    pub allow: Vec<String>,
-    /// How long the set-up phase took this run: the build on a miss, the
-    /// lookup on a hit.
-    pub setup_ms: u64,
-    /// `hit` when it came from the cache, `miss` when built for this run.
-    pub cache: CacheUse,
-    /// Every connection the set-up asked the egress proxy for (on a miss).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub connections: Vec<proxy::Connection>,
-}
-
-/// Whether an environment was found or built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CacheUse {
-    /// Found in the cache.
-    Hit,
-    /// Built for this run.
-    Miss,
 }
 
 /// A set-up that could not give an environment.

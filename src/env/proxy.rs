@@ -13,31 +13,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::allow::{decide, Allowlist, Refusal};
+use super::allow::{decide, Allowlist};
+pub use crate::sandbox::environment::{Connection, Refusal};
 
 /// Longest request head read before the request is refused.
 const MAX_HEAD: usize = 16 * 1024;
 /// Bound on reading a request head and on connecting onward.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// One request the proxy answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Connection {
-    /// The host name asked for.
-    pub host: String,
-    /// The port asked for.
-    pub port: u16,
-    /// Whether it was let through.
-    pub allowed: bool,
-    /// Why not, when refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refused: Option<Refusal>,
-}
 
 /// What the proxy lets through, and where it sends it.
 #[derive(Debug, Clone, Default)]

@@ -10,6 +10,7 @@ pub mod any;
 pub mod capture;
 pub mod demux;
 pub mod docker;
+pub mod environment;
 mod error;
 #[cfg(test)]
 pub mod fake;
@@ -284,7 +285,7 @@ pub struct RunRecord {
     pub engine: String,
     /// The dependency environment it ran in, when a set-up made one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<crate::env::EnvRecord>,
+    pub environment: Option<environment::EnvRecord>,
 }
 
 impl RunRecord {
