@@ -10,6 +10,7 @@
 //!   ([`error::ErrorClass`]) every front end maps to its own status.
 //! - [`term`], [`text`]: writing to the terminal (`outln!`, `errln!`) and
 //!   cutting long text.
+//! - [`dirs`]: where autodev keeps its own files for this user.
 //! - [`config`]: limits and settings, validated once; the keys a file or a
 //!   task line may set, and how far.
 //! - [`profile`]: language profiles (image, test command, excludes) and their
@@ -39,6 +40,7 @@ pub mod agent;
 pub mod batch;
 pub mod classify;
 pub mod config;
+pub mod dirs;
 pub mod doctor;
 pub mod env;
 pub mod error;

@@ -329,11 +329,7 @@ fn profile_patch(
 /// else `~/.config/autodev/config.toml`.
 /// `env` reads the environment.
 pub fn user_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let base = env("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("autodev").join("config.toml"))
+    crate::dirs::autodev_dir_in(crate::dirs::Base::Config, env).map(|d| d.join("config.toml"))
 }
 
 #[cfg(test)]

@@ -36,176 +36,211 @@ fn host_ca_bundle() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Builds the environment for `plan` on `docker`, committed as `tag`.
-#[allow(clippy::too_many_arguments)]
+/// One environment to build: the plan, on which base, under which key and
+/// tag, with which settings, on which engine, for which test run.
+pub(super) struct Build<'a> {
+    pub(super) docker: &'a DockerSandbox,
+    /// The test run the environment is for (workspace, image, limits, copy, labels).
+    pub(super) spec: &'a RunSpec,
+    pub(super) plan: &'a Plan,
+    pub(super) base: &'a str,
+    pub(super) key: &'a str,
+    pub(super) tag: &'a str,
+    pub(super) settings: &'a SetupSettings,
+}
+
+/// Builds the environment `b` describes: allowlist, CA bundle, the
+/// set-up's network and proxy, the set-up itself and its commit.
 pub(super) async fn build(
-    docker: &DockerSandbox,
-    spec: &RunSpec,
-    plan: &Plan,
-    base: &str,
-    key: &str,
-    tag: &str,
-    settings: &SetupSettings,
+    b: &Build<'_>,
     sink: &mut dyn OutputSink,
     cancel: &CancellationToken,
 ) -> Result<EnvRecord, EnvError> {
-    let lang = detect::lang(&plan.profile);
-    let allow = if settings.allow_none {
-        Allowlist::default()
-    } else {
-        let mut entries = match lang {
-            Some(l) => probe(docker, spec, l, cancel).await?,
-            None => Vec::new(),
-        };
-        entries.extend(settings.allow.iter().cloned());
-        Allowlist::new(entries)
-    };
-    let ca = match &settings.ca {
-        Some(p) => Some(p.clone()),
-        None => host_ca_bundle(),
-    };
-    let ca_bytes = match &ca {
-        Some(p) => Some(std::fs::read(p).map_err(|e| {
-            EnvError::Usage(format!(
-                "reading the CA bundle {}: {e}; name one with --setup-ca FILE",
-                p.display()
-            ))
-        })?),
-        None => None,
-    };
-
-    // `--allow-host none`: no network at all, not even the proxy's.
-    let net = match settings.allow_none {
-        true => NetworkGuard {
-            docker: docker.clone(),
-            id: None,
-            plumbing: None,
-        },
-        false => {
-            let suffix = format!("{:08x}", fastrand::u32(..));
-            let bridge = format!("adsetup{suffix}");
-            let (id, gateway) = docker
-                .create_setup_network(&format!("autodev-setup-{suffix}"), &bridge)
-                .await?;
-            NetworkGuard {
-                docker: docker.clone(),
-                id: Some(id),
-                plumbing: None,
-            }
-            .with(bridge, gateway)
-        }
-    };
-    let result = async {
-        let proxy = match &net.plumbing {
-            None => None,
-            Some((bridge, gateway)) => {
-                let proxy = EgressProxy::start(
-                    *gateway,
-                    ProxyConfig {
-                        allow: allow.clone(),
-                        upstream: settings.upstream,
-                    },
-                )
-                .await
-                .map_err(|e| {
-                    EnvError::Usage(format!("starting the egress proxy on {gateway}: {e}"))
-                })?;
-                // The gateway is this host: without the fence, the set-up
-                // could reach any service here that listens on all addresses.
-                let fence = super::fence::Fence::up(bridge, proxy.addr())?;
-                Some((proxy, fence))
-            }
-        };
-        let setup_spec = setup_spec(
-            spec,
-            plan,
-            lang,
-            settings,
-            proxy.as_ref().map(|(p, _)| p.addr()),
-            ca_bytes,
-        );
-        let shape = SetupShape {
-            network: net.id.clone().unwrap_or_else(|| "none".into()),
-            commit: Commit {
-                repo: tag.split(':').next().unwrap_or(tag).to_string(),
-                tag: tag.rsplit(':').next().unwrap_or("latest").to_string(),
-                changes: Vec::new(),
-            },
-        };
-        let t0 = Instant::now();
-        let mut record = EnvRecord {
-            key: key.to_string(),
-            image: tag.to_string(),
-            image_id: String::new(),
-            base_image_id: base.to_string(),
-            profile: plan.profile.clone(),
-            setup: plan.install.clone(),
-            manifests: plan.manifests.clone(),
-            allow: allow.entries.iter().map(ToString::to_string).collect(),
-            setup_ms: 0,
-            cache: CacheUse::Miss,
-            connections: Vec::new(),
-        };
-        // The record rides on the image; its duration is known only after
-        // the run, so the label gives the set-up's limit-free facts.
-        let shape = SetupShape {
-            commit: Commit {
-                changes: vec![
-                    format!("LABEL {KEY_LABEL}={key}"),
-                    format!("LABEL {RECORD_LABEL}={}", cache::encode(&record)),
-                ],
-                ..shape.commit
-            },
-            ..shape
-        };
-        let ran = docker.run_setup(&setup_spec, &shape, sink, cancel).await;
-        let connections = proxy.map(|(p, _fence)| p.stop()).unwrap_or_default();
-        record.setup_ms = t0.elapsed().as_millis() as u64;
-        record.connections = connections;
-        let (outcome, image) = ran?;
-        match image {
-            Some(id) if outcome.verdict == Verdict::Passed => {
-                record.image_id = id;
-                Ok(record)
-            }
-            _ => Err(EnvError::SetupFailed {
-                reason: failure_reason(&outcome, &record.connections, settings),
-                outcome: Box::new(outcome),
-            }),
-        }
-    }
-    .await;
-    net.remove().await;
+    let lang = detect::lang(&b.plan.profile);
+    let allow = allowlist(b, lang, cancel).await?;
+    let ca = ca_bundle(b.settings)?;
+    let mut egress = Egress::open(b.docker, &allow, b.settings).await?;
+    let result = set_up(b, lang, &allow, &mut egress, ca, sink, cancel).await;
+    egress.close().await;
     result
 }
 
-/// Removes the set-up network on every path: now when asked, in the
-/// background when dropped first (a cancelled build).
-struct NetworkGuard {
-    docker: DockerSandbox,
-    id: Option<String>,
-    /// The bridge's name and the host's address on it.
-    plumbing: Option<(String, std::net::IpAddr)>,
+/// The image's package tools' own hosts plus the user's; none with
+/// `--allow-host none`.
+async fn allowlist(
+    b: &Build<'_>,
+    lang: Option<&Lang>,
+    cancel: &CancellationToken,
+) -> Result<Allowlist, EnvError> {
+    if b.settings.allow_none {
+        return Ok(Allowlist::default());
+    }
+    let mut entries = match lang {
+        Some(l) => probe(b.docker, b.spec, l, cancel).await?,
+        None => Vec::new(),
+    };
+    entries.extend(b.settings.allow.iter().cloned());
+    Ok(Allowlist::new(entries))
 }
 
-impl NetworkGuard {
-    fn with(mut self, bridge: String, gateway: std::net::IpAddr) -> Self {
-        self.plumbing = Some((bridge, gateway));
-        self
+/// The CA bundle the set-up trusts: `--setup-ca`, else this host's.
+fn ca_bundle(settings: &SetupSettings) -> Result<Option<Vec<u8>>, EnvError> {
+    let Some(path) = settings.ca.clone().or_else(host_ca_bundle) else {
+        return Ok(None);
+    };
+    std::fs::read(&path).map(Some).map_err(|e| {
+        EnvError::Usage(format!(
+            "reading the CA bundle {}: {e}; name one with --setup-ca FILE",
+            path.display()
+        ))
+    })
+}
+
+/// Runs the set-up through `egress` and commits it; the record says what
+/// was built, how long it took and every connection it asked for.
+async fn set_up(
+    b: &Build<'_>,
+    lang: Option<&Lang>,
+    allow: &Allowlist,
+    egress: &mut Egress,
+    ca: Option<Vec<u8>>,
+    sink: &mut dyn OutputSink,
+    cancel: &CancellationToken,
+) -> Result<EnvRecord, EnvError> {
+    let setup = setup_spec(b.spec, b.plan, lang, b.settings, egress.proxy_addr(), ca);
+    let mut record = EnvRecord {
+        key: b.key.to_string(),
+        image: b.tag.to_string(),
+        image_id: String::new(),
+        base_image_id: b.base.to_string(),
+        profile: b.plan.profile.clone(),
+        setup: b.plan.install.clone(),
+        manifests: b.plan.manifests.clone(),
+        allow: allow.entries.iter().map(ToString::to_string).collect(),
+        setup_ms: 0,
+        cache: CacheUse::Miss,
+        connections: Vec::new(),
+    };
+    let (repo, tag) = b.tag.rsplit_once(':').unwrap_or((b.tag, "latest"));
+    let shape = SetupShape {
+        network: egress.network(),
+        // The record rides on the image (what a later hit reports); its
+        // duration is this run's, filled in below.
+        commit: Commit {
+            repo: repo.to_string(),
+            tag: tag.to_string(),
+            changes: vec![
+                format!("LABEL {KEY_LABEL}={}", b.key),
+                format!("LABEL {RECORD_LABEL}={}", cache::encode(&record)),
+            ],
+        },
+    };
+    let t0 = Instant::now();
+    let ran = b.docker.run_setup(&setup, &shape, sink, cancel).await;
+    record.setup_ms = t0.elapsed().as_millis() as u64;
+    record.connections = egress.stop_proxy();
+    let (outcome, image) = ran?;
+    match image {
+        Some(id) if outcome.verdict == Verdict::Passed => {
+            record.image_id = id;
+            Ok(record)
+        }
+        _ => Err(EnvError::SetupFailed {
+            reason: failure_reason(&outcome, &record.connections, b.settings),
+            outcome: Box::new(outcome),
+        }),
+    }
+}
+
+/// The set-up's way out: its own internal network, the egress proxy on
+/// the network's gateway and the fence that leaves the host reachable on
+/// the proxy's port only; nothing at all with `--allow-host none`.
+/// Removed on every path: [`Egress::close`], or in the background when
+/// dropped first (a cancelled build).
+struct Egress {
+    docker: DockerSandbox,
+    network: Option<String>,
+    proxy: Option<(EgressProxy, super::fence::Fence)>,
+}
+
+impl Egress {
+    async fn open(
+        docker: &DockerSandbox,
+        allow: &Allowlist,
+        settings: &SetupSettings,
+    ) -> Result<Egress, EnvError> {
+        let mut egress = Egress {
+            docker: docker.clone(),
+            network: None,
+            proxy: None,
+        };
+        if settings.allow_none {
+            return Ok(egress);
+        }
+        let suffix = format!("{:08x}", fastrand::u32(..));
+        let bridge = format!("adsetup{suffix}");
+        let (id, gateway) = docker
+            .create_setup_network(&format!("autodev-setup-{suffix}"), &bridge)
+            .await?;
+        egress.network = Some(id);
+        let cfg = ProxyConfig {
+            allow: allow.clone(),
+            upstream: settings.upstream,
+        };
+        let proxy = match EgressProxy::start(gateway, cfg).await {
+            Ok(p) => p,
+            Err(e) => {
+                egress.close().await;
+                return Err(EnvError::Usage(format!(
+                    "starting the egress proxy on {gateway}: {e}"
+                )));
+            }
+        };
+        // The gateway is this host: without the fence, the set-up could
+        // reach any service here that listens on all addresses.
+        match super::fence::Fence::up(&bridge, proxy.addr()) {
+            Ok(fence) => egress.proxy = Some((proxy, fence)),
+            Err(e) => {
+                drop(proxy);
+                egress.close().await;
+                return Err(e);
+            }
+        }
+        Ok(egress)
     }
 
-    async fn remove(mut self) {
-        if let Some(id) = self.id.take() {
+    /// The network the set-up container joins (`none` for no network).
+    fn network(&self) -> String {
+        self.network.clone().unwrap_or_else(|| "none".into())
+    }
+
+    fn proxy_addr(&self) -> Option<std::net::SocketAddr> {
+        self.proxy.as_ref().map(|(p, _)| p.addr())
+    }
+
+    /// Stops the proxy and lifts the fence; returns the proxy's record.
+    fn stop_proxy(&mut self) -> Vec<Connection> {
+        self.proxy
+            .take()
+            .map(|(p, _fence)| p.stop())
+            .unwrap_or_default()
+    }
+
+    async fn close(mut self) {
+        self.stop_proxy();
+        if let Some(id) = self.network.take() {
             if let Err(e) = self.docker.remove_setup_network(&id).await {
-                crate::errln!("autodev: warning: could not remove set-up network {id}: {e}; run `autodev clean`");
+                crate::errln!(
+                    "autodev: warning: could not remove set-up network {id}: {e}; run `autodev clean`"
+                );
             }
         }
     }
 }
 
-impl Drop for NetworkGuard {
+impl Drop for Egress {
     fn drop(&mut self) {
-        if let (Some(id), Ok(h)) = (self.id.take(), tokio::runtime::Handle::try_current()) {
+        if let (Some(id), Ok(h)) = (self.network.take(), tokio::runtime::Handle::try_current()) {
             let docker = self.docker.clone();
             h.spawn(async move {
                 let _ = docker.remove_setup_network(&id).await;

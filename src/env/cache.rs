@@ -19,17 +19,8 @@ use crate::sandbox::SandboxError;
 /// `$XDG_CACHE_HOME/autodev/env`, else `~/.cache/autodev/env`, else a
 /// folder of this user's under the system's temporary folder.
 pub fn dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .map(|h| h.join(".cache"))
-        });
-    match base {
-        Some(b) => b.join("autodev").join("env"),
+    match crate::dirs::autodev_dir(crate::dirs::Base::Cache) {
+        Some(d) => d.join("env"),
         // SAFETY: getuid has no failure mode.
         None => std::env::temp_dir().join(format!("autodev-env-{}", unsafe { libc::getuid() })),
     }

@@ -225,48 +225,56 @@ fn sha256_hex(bytes: &[u8]) -> String {
     crate::workspace::hex(&Sha256::digest(bytes))
 }
 
-/// Finds or builds the environment `spec`'s project needs under
-/// `profile`, on `docker`; `None` when there is nothing to install. The
-/// set-up's output goes to `sink` as it comes.
+/// Finds or builds the environment `plan` describes for `spec`'s run,
+/// on `docker`. The set-up's output goes to `sink` as it comes.
 pub async fn ensure(
     docker: &DockerSandbox,
     spec: &RunSpec,
-    profile: &str,
+    plan: &Plan,
     settings: &SetupSettings,
     sink: &mut dyn OutputSink,
     cancel: &CancellationToken,
-) -> Result<Option<EnvRecord>, EnvError> {
+) -> Result<EnvRecord, EnvError> {
     let t0 = std::time::Instant::now();
-    let Some(plan) = plan(&spec.workspace, profile, &settings.mode)? else {
-        return Ok(None);
-    };
     let base = docker
         .image_id(&spec.image)
         .await?
         .unwrap_or_else(|| spec.image.clone());
     let key = plan.key(&base);
-    let tag = tag_for(profile, &key);
+    let tag = tag_for(&plan.profile, &key);
     let _lock = cache::lock(&key, settings.timeout + Duration::from_secs(60), cancel).await?;
-    if !settings.rebuild {
-        if let Some(mut found) = cache::find(docker, &tag, &key).await? {
-            cache::touch(&key);
+    let found = match settings.rebuild {
+        true => None,
+        false => cache::find(docker, &tag, &key).await?,
+    };
+    let record = match found {
+        Some(mut hit) => {
             // On a hit, what the set-up phase cost this run: the lookup.
-            found.setup_ms = t0.elapsed().as_millis() as u64;
-            return Ok(Some(found));
+            hit.setup_ms = t0.elapsed().as_millis() as u64;
+            hit
         }
-    }
-    let record = build::build(
-        docker, spec, &plan, &base, &key, &tag, settings, sink, cancel,
-    )
-    .await?;
+        None => {
+            let b = build::Build {
+                docker,
+                spec,
+                plan,
+                base: &base,
+                key: &key,
+                tag: &tag,
+                settings,
+            };
+            build::build(&b, sink, cancel).await?
+        }
+    };
     cache::touch(&key);
-    Ok(Some(record))
+    Ok(record)
 }
 
-/// [`ensure`] on the backend that runs the tests: built on the first
-/// Docker engine and copied to the others. Kubernetes and pool runs have
-/// no set-up phase yet: a project that needs one gets
-/// [`EnvError::Unsupported`] (the caller may go on without it).
+/// The environment `spec`'s project needs under `profile`, found or built
+/// on the backend that runs the tests; `None` when there is nothing to
+/// install. Built on the first Docker engine and copied to the others.
+/// Kubernetes and pool runs have no set-up phase yet: a project that needs
+/// one gets [`EnvError::Unsupported`] (the caller may go on without it).
 pub async fn ensure_on(
     sandbox: &AnySandbox,
     spec: &RunSpec,
@@ -275,29 +283,27 @@ pub async fn ensure_on(
     sink: &mut dyn OutputSink,
     cancel: &CancellationToken,
 ) -> Result<Option<EnvRecord>, EnvError> {
+    let Some(plan) = plan(&spec.workspace, profile, &settings.mode)? else {
+        return Ok(None);
+    };
     let Some(fleet) = sandbox.as_docker() else {
-        return match plan(&spec.workspace, profile, &settings.mode)? {
-            None => Ok(None),
-            Some(p) => Err(EnvError::Unsupported(format!(
-                "this project needs a set-up phase ({}), which runs only on Docker engines for now; \
-                 pass --no-setup to run its tests without it",
-                p.install
-            ))),
-        };
+        return Err(EnvError::Unsupported(format!(
+            "this project needs a set-up phase ({}), which runs only on Docker engines for now; \
+             pass --no-setup to run its tests without it",
+            plan.install
+        )));
     };
     let mut engines = fleet.engines();
     let Some(first) = engines.next() else {
         return Ok(None);
     };
-    let record = ensure(first, spec, profile, settings, sink, cancel).await?;
-    if let Some(r) = &record {
-        for other in engines {
-            if !other.has_image(&r.image_id).await? {
-                crate::images::push(first, other, &r.image).await?;
-            }
+    let record = ensure(first, spec, &plan, settings, sink, cancel).await?;
+    for other in engines {
+        if !other.has_image(&record.image_id).await? {
+            crate::images::push(first, other, &record.image).await?;
         }
     }
-    Ok(record)
+    Ok(Some(record))
 }
 
 #[cfg(test)]

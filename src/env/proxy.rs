@@ -296,40 +296,36 @@ impl Request {
     /// The head sent to an origin server: path-only first line, the
     /// client's headers without the proxy's own, one request per connection.
     fn origin_form_head(&self, head: &str) -> String {
-        let mut out = format!("{} {} {}\r\n", self.method, self.path, self.version);
-        for line in head.lines().skip(1) {
-            let lower = line.to_ascii_lowercase();
-            if line.is_empty()
-                || lower.starts_with("proxy-")
-                || lower.starts_with("connection:")
-                || lower.starts_with("keep-alive:")
-            {
-                continue;
-            }
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-        out.push_str("Connection: close\r\n\r\n");
-        out
+        let first = format!("{} {} {}", self.method, self.path, self.version);
+        rewrite_head(&first, head, HOP_HEADERS)
     }
 
-    /// The head sent to an upstream proxy: as the client sent it, one request per connection.
+    /// The head sent to an upstream proxy: as the client sent it (the
+    /// absolute URI kept), one request per connection, and no credentials
+    /// of the set-up's for the operator's proxy.
     fn head_as_is(&self, head: &str) -> String {
-        let mut out = String::new();
-        for line in head.lines() {
-            let lower = line.to_ascii_lowercase();
-            if line.is_empty()
-                || lower.starts_with("connection:")
-                || lower.starts_with("proxy-connection:")
-            {
-                continue;
-            }
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-        out.push_str("Connection: close\r\n\r\n");
-        out
+        let first = head.lines().next().unwrap_or_default();
+        rewrite_head(first, head, HOP_HEADERS)
     }
+}
+
+/// Headers for this hop only (lower-case prefixes), never passed on.
+const HOP_HEADERS: &[&str] = &["proxy-", "connection:", "keep-alive:"];
+
+/// `first`, then the headers of `head` whose lower-case form starts with
+/// none of `dropped`, then `Connection: close`.
+fn rewrite_head(first: &str, head: &str, dropped: &[&str]) -> String {
+    let mut out = format!("{first}\r\n");
+    for line in head.lines().skip(1) {
+        let lower = line.to_ascii_lowercase();
+        if line.is_empty() || dropped.iter().any(|d| lower.starts_with(d)) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out
 }
 
 fn split_host_port(s: &str, default: Option<u16>) -> Option<(String, u16)> {

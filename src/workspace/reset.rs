@@ -176,16 +176,7 @@ pub fn decide(
 /// Where autodev keeps its records of the workspaces it made:
 /// `$XDG_STATE_HOME/autodev/workspaces`, else `~/.local/state/autodev/workspaces`.
 fn records_dir() -> Option<PathBuf> {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .map(|h| h.join(".local/state"))
-        })?;
-    Some(state.join("autodev").join("workspaces"))
+    crate::dirs::autodev_dir(crate::dirs::Base::State).map(|d| d.join("workspaces"))
 }
 
 /// What autodev's record says of a folder it made.
