@@ -42,7 +42,8 @@ fn exec(
     (out.status.code().unwrap_or(-1), v)
 }
 
-fn setup_networks() -> Vec<String> {
+/// This test's set-up networks still there (they carry its label).
+fn setup_networks(label: &(String, String)) -> Vec<String> {
     let out = Command::new("docker")
         .args([
             "network",
@@ -51,6 +52,7 @@ fn setup_networks() -> Vec<String> {
             "--filter",
             "label=autodev.setup=true",
         ])
+        .args(["--filter", &format!("label={}={}", label.0, label.1)])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -136,7 +138,7 @@ async fn requirements_are_installed_once_and_every_later_run_is_a_cache_hit() {
     }
     common::assert_no_leak(&label);
     assert_eq!(
-        setup_networks(),
+        setup_networks(&label),
         Vec::<String>::new(),
         "set-up networks left"
     );
@@ -247,7 +249,7 @@ async fn the_set_up_reaches_nothing_off_its_allowlist() {
 
     common::assert_no_leak(&label);
     assert_eq!(
-        setup_networks(),
+        setup_networks(&label),
         Vec::<String>::new(),
         "set-up networks left"
     );
@@ -255,8 +257,174 @@ async fn the_set_up_reaches_nothing_off_its_allowlist() {
         .args(["-S", "INPUT"])
         .output()
         .unwrap();
+    // Another test's set-up may be running: a rule left behind is one
+    // whose bridge is gone.
+    let rules = String::from_utf8_lossy(&rules.stdout).to_string();
+    let orphans: Vec<&str> = rules
+        .split_whitespace()
+        .filter(|w| w.starts_with("adsetup"))
+        .filter(|b| !Path::new("/sys/class/net").join(b).exists())
+        .collect();
     assert!(
-        !String::from_utf8_lossy(&rules.stdout).contains("adsetup"),
-        "the fence's rules were left"
+        orphans.is_empty(),
+        "the fence's rules were left: {orphans:?}"
     );
+}
+
+/// A project whose tests need a package from the index, with a nonce in
+/// its requirements so its environment is this test's alone.
+fn needs_six(nonce: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "requirements.txt".into(),
+            format!("# {nonce}\nsix==1.16.0\n"),
+        ),
+        (
+            "test_six.py".into(),
+            "import six\n\ndef test_six():\n    assert six.PY3\n".into(),
+        ),
+    ]
+}
+
+#[ignore = "needs Docker and the package index: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn sixteen_concurrent_tasks_with_the_same_manifests_build_one_environment() {
+    let _sb = require_docker!();
+    let label = common::test_label("env-batch");
+    let cache = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let nonce = format!("{:x}", fastrand::u64(..));
+    let files: serde_json::Map<String, Value> = needs_six(&nonce)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let mut lines: Vec<String> = (0..16)
+        .map(|i| {
+            serde_json::json!({"id": format!("t{i}"), "files": files,
+                "runner": "python3 -m pytest -q -p no:cacheprovider"})
+            .to_string()
+        })
+        .collect();
+    // A task may turn its set-up off: the import then fails.
+    lines.push(
+        serde_json::json!({"id": "bare", "files": files, "setup": false,
+            "runner": "python3 -m pytest -q -p no:cacheprovider"})
+        .to_string(),
+    );
+    std::fs::write(d.path().join("tasks.jsonl"), lines.join("\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_autodev"))
+        .arg("batch")
+        .sandboxed(&label)
+        .env("XDG_CACHE_HOME", cache.path())
+        .current_dir(d.path())
+        .args([
+            "tasks.jsonl",
+            "--out",
+            "results.jsonl",
+            "--jobs",
+            "8",
+            "--prefetch",
+            "9",
+        ])
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(d.path().join("results.jsonl")).unwrap_or_default();
+    let results: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        results.len(),
+        17,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (bare, built): (Vec<&Value>, Vec<&Value>) = results.iter().partition(|r| r["id"] == "bare");
+    assert_eq!(bare[0]["verdict"], "failed", "{}", bare[0]);
+    assert!(
+        bare[0]["record"].get("environment").is_none(),
+        "{}",
+        bare[0]
+    );
+    let envs: Vec<&Value> = built.iter().map(|r| &r["record"]["environment"]).collect();
+    assert!(built.iter().all(|r| r["verdict"] == "passed"), "{text}");
+    let misses = envs.iter().filter(|e| e["cache"] == "miss").count();
+    assert_eq!(misses, 1, "one build for 16 tasks: {text}");
+    assert!(envs.iter().all(|e| e["key"] == envs[0]["key"]), "{text}");
+    remove_image(envs[0]["image"].as_str().unwrap());
+    common::assert_no_leak(&label);
+    assert_eq!(
+        setup_networks(&label),
+        Vec::<String>::new(),
+        "set-up networks left"
+    );
+}
+
+#[ignore = "needs Docker and the package index: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_repair_loop_runs_a_project_with_dependencies_until_it_passes() {
+    let _sb = require_docker!();
+    let label = common::test_label("env-run");
+    let cache = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let nonce = format!("{:x}", fastrand::u64(..));
+    let mut files = needs_six(&nonce);
+    files.push((
+        "calc.py".into(),
+        "def add(a, b):\n    return a - b\n".into(),
+    ));
+    files.push((
+        "test_calc.py".into(),
+        "import six\nfrom calc import add\n\ndef test_add():\n    assert six.PY3 and add(2, 3) == 5\n"
+            .into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let seed = common::workspace(&refs);
+    let replay = d.path().join("replay.txt");
+    std::fs::write(
+        &replay,
+        "=== REPLY ===\nPATCH::notes.txt\nlooking\nENDPATCH\n\
+         === REPLY ===\nPATCH::calc.py\ndef add(a, b):\n    return a + b\nENDPATCH\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_autodev"))
+        .arg("run")
+        .sandboxed(&label)
+        .env("XDG_CACHE_HOME", cache.path())
+        .current_dir(d.path())
+        .args(["--workspace", "ws", "--seed", seed.path().to_str().unwrap()])
+        .args(["--task", "fix add", "--replay", replay.to_str().unwrap()])
+        .args([
+            "--runner",
+            "python3 -m pytest -q -p no:cacheprovider",
+            "--no-zip",
+        ])
+        .args(["--transcript", "t.jsonl", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = common::transcript(&d.path().join("t.jsonl"));
+    let tests: Vec<&Value> = events.iter().filter(|e| e["event"] == "test").collect();
+    let verdicts: Vec<&str> = tests
+        .iter()
+        .map(|t| t["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts.first(), Some(&"failed"), "{verdicts:?}");
+    assert_eq!(verdicts.last(), Some(&"passed"), "{verdicts:?}");
+    // Every test run ran in the environment; only the first built it.
+    let envs: Vec<&Value> = tests.iter().map(|t| &t["record"]["environment"]).collect();
+    assert!(envs.iter().all(|e| e["key"] == envs[0]["key"]), "{envs:?}");
+    let misses = envs.iter().filter(|e| e["cache"] == "miss").count();
+    assert_eq!(misses, 1, "built once, then found: {envs:?}");
+    let tag = envs[0]["image"].as_str().unwrap().to_string();
+    remove_image(&tag);
+    common::assert_no_leak(&label);
 }

@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub holdout: Option<super::holdout::Holdout>,
     /// Where the front end records the run, named in the summary.
     pub transcript: Option<PathBuf>,
+    /// The dependency environment each test run gets (none: the image as it is).
+    pub setup: Option<crate::env::Setup>,
 }
 
 impl AgentConfig {
@@ -78,6 +80,7 @@ impl AgentConfig {
             protection: super::protect::Protection::default(),
             holdout: None,
             transcript: None,
+            setup: None,
         }
     }
 }

@@ -123,7 +123,7 @@ pub(super) struct Guard {
     pub(super) best: Option<(Score, u32, tempfile::TempDir, Outcome)>,
 }
 
-impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
+impl<M: ModelClient, S: Sandbox + crate::env::Environments> Loop<'_, M, S> {
     /// After a test run: tell what it fixed and broke, commit the changes
     /// it tested (with their counts; with `--git-only-improving` only when
     /// strictly better than the last commit), and keep the best iteration's

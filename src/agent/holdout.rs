@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::{AgentError, Loop};
 use crate::events::{RunEvent, TestRun, TestStep};
 use crate::model::ModelClient;
-use crate::sandbox::{NullSink, Outcome, Sandbox};
+use crate::sandbox::{Outcome, Sandbox};
 use crate::workspace::{self, CopyOptions, WorkspaceError};
 
 /// Where the held-out tests are, and when they run.
@@ -55,7 +55,7 @@ pub(super) fn overlay(
     Ok(dir)
 }
 
-impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
+impl<M: ModelClient, S: Sandbox + crate::env::Environments> Loop<'_, M, S> {
     /// A test run of the workspace with the held-out tests laid over it,
     /// in a scratch copy. Its output goes to the transcript (the
     /// operator's), never to the model.
@@ -70,8 +70,7 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         let scratch = overlay(&self.cfg.workspace, &self.cfg.sandbox.copy, &h.dir)?;
         let mut spec = self.spec();
         spec.workspace = scratch.path().to_path_buf();
-        let result = self.sandbox.run(&spec, &mut NullSink, self.cancel).await;
-        let outcome = result?;
+        let outcome = self.run_in_environment(&mut spec, false).await?;
         self.obs
             .on(&RunEvent::Holdout(TestRun::of(iteration, &outcome)));
         Ok(outcome)

@@ -27,9 +27,11 @@ pub use config::{AgentConfig, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS, DEFA
 use guard::{Change, Guard};
 pub use prompts::{CODER_RULES, REVIEWER_RULES};
 
+use crate::env::{self, CacheUse, EnvRecord, Environments, Ready};
 use crate::events::{Observer, RunEvent, TestRun, TestStep};
 use crate::model::{Message, ModelClient, ModelError, Usage};
 use crate::patch::{self, ApplyReport, ParsedReply, Refusal};
+use crate::sandbox::NullSink;
 use crate::sandbox::{Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::term::Stream;
 use crate::workspace::{self, WorkspaceError};
@@ -49,6 +51,10 @@ pub enum AgentError {
     /// Ctrl-C or SIGTERM.
     #[error("interrupted; the workspace and the transcript are kept")]
     Interrupted,
+    /// The dependency environment could not be decided (not a failed
+    /// install step, which is a `setup_failed` test run).
+    #[error(transparent)]
+    Env(crate::env::EnvError),
     /// The test command itself cannot run (exit 127: not found): a fault of
     /// the set-up, which no reply of the model can repair.
     #[error("the test command was not found in the sandbox (exit 127: {0}): check --runner and that the image has it; the workspace and the transcript are kept")]
@@ -64,6 +70,15 @@ impl From<SandboxError> for AgentError {
     }
 }
 
+impl From<crate::env::EnvError> for AgentError {
+    fn from(e: crate::env::EnvError) -> Self {
+        match e {
+            crate::env::EnvError::Sandbox(s) => s.into(),
+            other => AgentError::Env(other),
+        }
+    }
+}
+
 impl crate::error::Classify for AgentError {
     fn class(&self) -> crate::error::ErrorClass {
         use crate::error::ErrorClass;
@@ -72,6 +87,7 @@ impl crate::error::Classify for AgentError {
             AgentError::Sandbox(s) => s.class(),
             AgentError::Workspace(_) | AgentError::Setup(_) => ErrorClass::Usage,
             AgentError::Interrupted => ErrorClass::Interrupted,
+            AgentError::Env(e) => e.class(),
         }
     }
 }
@@ -111,10 +127,13 @@ struct Loop<'a, M, S> {
     calls: u32,
     /// What replies may not write (the tests as they were before the first).
     protected: protect::TestGuard,
+    /// The image of the last environment found, so containers started
+    /// ahead (`warm`) are of the image the next run uses.
+    env_image: Option<String>,
 }
 
 /// Runs the loop to its end; the workspace and transcript survive any error.
-pub async fn run<M: ModelClient, S: Sandbox>(
+pub async fn run<M: ModelClient, S: Sandbox + Environments>(
     model: &M,
     sandbox: &S,
     cfg: &AgentConfig,
@@ -141,6 +160,7 @@ pub async fn run<M: ModelClient, S: Sandbox>(
         tokens: Usage::default(),
         calls: 0,
         protected: protect::TestGuard::default(),
+        env_image: None,
     };
     let result = l.drive(t0).await;
     // A container warmed for a test run that will not come.
@@ -152,6 +172,7 @@ pub async fn run<M: ModelClient, S: Sandbox>(
             AgentError::Workspace(_) => "workspace_error",
             AgentError::Interrupted => "interrupted",
             AgentError::Setup(_) => "setup_error",
+            AgentError::Env(_) => "environment_error",
         };
         l.obs.on(&RunEvent::Error {
             kind,
@@ -163,7 +184,7 @@ pub async fn run<M: ModelClient, S: Sandbox>(
     result
 }
 
-impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
+impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
     /// The run's steps: the start (up to the first reply), the repair
     /// loop, and the end (final verdict, export, summary).
     async fn drive(&mut self, t0: Instant) -> Result<RunSummary, AgentError> {
@@ -438,21 +459,84 @@ impl<M: ModelClient, S: Sandbox> Loop<'_, M, S> {
         let mut spec = self.cfg.sandbox.clone();
         spec.workspace = self.cfg.workspace.clone();
         spec.command = self.cfg.runner.clone();
+        if let Some(image) = &self.env_image {
+            spec.image = image.clone();
+        }
         spec
+    }
+
+    /// Points `spec` at its dependency environment (found, or built when
+    /// the manifests changed); `Err(outcome)` when the set-up failed, which
+    /// is then the test run's outcome (the model sees its output).
+    pub(super) async fn environment(
+        &mut self,
+        spec: &mut RunSpec,
+    ) -> Result<Result<Option<EnvRecord>, Outcome>, AgentError> {
+        let Some(setup) = &self.cfg.setup else {
+            return Ok(Ok(None));
+        };
+        // The base image: the environment is looked up from it every time.
+        spec.image = self.cfg.sandbox.image.clone();
+        let ready = env::prepare(
+            self.sandbox,
+            spec,
+            setup,
+            &mut Live(&mut *self.obs),
+            self.cancel,
+        )
+        .await?;
+        Ok(match ready {
+            Ready::Env(e) => {
+                self.env_image = e.as_ref().map(|r| r.image_id.clone());
+                if let Some(r) = e.as_ref().filter(|r| r.cache == CacheUse::Miss) {
+                    self.note(&format!(
+                        "environment {} built in {:.1}s: {}",
+                        r.image,
+                        r.setup_ms as f64 / 1000.0,
+                        r.setup
+                    ));
+                }
+                Ok(e.map(|b| *b))
+            }
+            Ready::Skipped(why) => {
+                self.note(&why);
+                Ok(None)
+            }
+            Ready::Failed(o) => Err(*o),
+        })
+    }
+
+    /// `spec` run in its environment, its output live to the observer or
+    /// not at all; a failed set-up is the outcome.
+    pub(super) async fn run_in_environment(
+        &mut self,
+        spec: &mut RunSpec,
+        live: bool,
+    ) -> Result<Outcome, AgentError> {
+        let env = match self.environment(spec).await? {
+            Ok(env) => env,
+            Err(failed) => return Ok(failed),
+        };
+        let mut outcome = if live {
+            let mut sink = Live(&mut *self.obs);
+            self.sandbox.run(spec, &mut sink, self.cancel).await?
+        } else {
+            self.sandbox.run(spec, &mut NullSink, self.cancel).await?
+        };
+        if let Some(r) = outcome.record.as_mut() {
+            r.environment = env;
+        }
+        Ok(outcome)
     }
 
     /// One test run of the workspace, its output streamed to the observer.
     async fn test(&mut self, iteration: u32, step: TestStep) -> Result<Outcome, AgentError> {
-        let spec = self.spec();
+        let mut spec = self.spec();
         self.obs.on(&RunEvent::Testing {
             step,
             runner: self.cfg.runner.to_string(),
         });
-        let result = self
-            .sandbox
-            .run(&spec, &mut Live(&mut *self.obs), self.cancel)
-            .await;
-        let mut outcome = result?;
+        let mut outcome = self.run_in_environment(&mut spec, true).await?;
         // A pass over an empty workspace tested nothing the model wrote.
         if outcome.verdict == Verdict::Passed && !workspace::has_files(&self.cfg.workspace)? {
             outcome.verdict = Verdict::NoTests;

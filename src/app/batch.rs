@@ -32,6 +32,10 @@ pub(super) async fn batch_cmd(
         allow_task_overrides: args.allow_task_overrides,
         rerun: args.rerun.clone(),
         conventions: profile.prompt.clone(),
+        setup: Some(autodev::env::Setup {
+            profile: profile.name.clone(),
+            settings: args.setup.settings().map_err(super::UsageError)?,
+        }),
     };
     // Not `is_file`: `-`-less pipes such as /dev/stdin or <(...) are fine too.
     match std::fs::metadata(&cfg.tasks).or_else(|e| {

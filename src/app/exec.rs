@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
 use crate::cli::{exit, ExecArgs};
+use autodev::env::Ready;
 use autodev::profile::Profile;
 use autodev::sandbox::socket::SocketSandbox;
 use autodev::sandbox::AnySandbox;
@@ -50,19 +51,21 @@ pub(super) async fn exec_cmd(
         // A rerun names its image by ID: the environment it ran in, if any.
         let environment = match original {
             Some(_) => None,
-            None => match super::setup::environment(
-                &sandbox,
-                &mut spec,
-                &profile.name,
-                &setup,
-                sink.as_mut(),
-                cancel,
-            )
-            .await?
-            {
-                Ok(env) => env,
-                Err(failed) => return Ok(failed),
-            },
+            None => {
+                let setup = autodev::env::Setup {
+                    profile: profile.name.clone(),
+                    settings: setup,
+                };
+                let ready =
+                    autodev::env::prepare(&sandbox, &mut spec, &setup, sink.as_mut(), cancel)
+                        .await?;
+                super::setup::report(&ready);
+                match ready {
+                    Ready::Env(env) => env.map(|b| *b),
+                    Ready::Skipped(_) => None,
+                    Ready::Failed(outcome) => return Ok(*outcome),
+                }
+            }
         };
         let mut outcome = sandbox.run(&spec, sink.as_mut(), cancel).await?;
         if let Some(r) = outcome.record.as_mut() {

@@ -31,6 +31,10 @@ pub(super) async fn run_cmd(
         .sandbox
         .run_spec(&args.workspace, runner.as_str(), &profile.exclude)?;
     let task = read_task(&args.task)?;
+    let setup = autodev::env::Setup {
+        profile: profile.name.clone(),
+        settings: args.setup.settings().map_err(UsageError)?,
+    };
     if runner.trim().is_empty() {
         return Err(UsageError(format!(
             "--runner is empty: give the test command, e.g. --runner \"{}\"",
@@ -76,7 +80,7 @@ pub(super) async fn run_cmd(
         UiMode::Human
     };
     let mut ui = Ui::new(mode);
-    let mut cfg = agent_config(&args, profile, task, &runner, spec);
+    let mut cfg = agent_config(&args, profile, task, &runner, spec, setup);
     cfg.transcript = transcript.path().map(Path::to_path_buf);
     if let Some(p) = transcript.path() {
         ui.say(&format!("transcript: {}", p.display()));
@@ -193,6 +197,7 @@ fn agent_config(
     task: String,
     runner: &str,
     spec: RunSpec,
+    setup: autodev::env::Setup,
 ) -> AgentConfig {
     AgentConfig {
         task,
@@ -222,6 +227,7 @@ fn agent_config(
                 final_only: args.holdout_final_only,
             }),
         transcript: None,
+        setup: Some(setup),
     }
 }
 

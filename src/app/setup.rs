@@ -1,46 +1,20 @@
-//! The set-up phase as the subcommands that run tests see it: find or
-//! build the project's environment, point the run at it, and turn a
-//! failed set-up into the run's `setup_failed` outcome.
+//! The set-up phase as `exec` shows it: which environment the run got, on
+//! stderr, or why it goes on without one.
 
-use anyhow::Result;
-use tokio_util::sync::CancellationToken;
+use autodev::env::{CacheUse, Ready};
 
-use autodev::env::{CacheUse, EnvError, EnvRecord, SetupMode, SetupSettings};
-use autodev::sandbox::{AnySandbox, Outcome, OutputSink, RunSpec, Verdict};
-
-/// `Ok(Ok(env))`: go on, with `spec` pointing at the environment's image
-/// when there is one; `Ok(Err(outcome))`: the set-up failed and that is
-/// the run's outcome; `Err`: nothing could be decided (an engine fault).
-pub(super) async fn environment(
-    sandbox: &AnySandbox,
-    spec: &mut RunSpec,
-    profile: &str,
-    settings: &SetupSettings,
-    sink: &mut dyn OutputSink,
-    cancel: &CancellationToken,
-) -> Result<Result<Option<EnvRecord>, Outcome>> {
-    match autodev::env::ensure_on(sandbox, spec, profile, settings, sink, cancel).await {
-        Ok(Some(r)) => {
+/// Says on stderr what the set-up phase gave the run (a failure is the
+/// run's outcome, reported as any other).
+pub(super) fn report(ready: &Ready) {
+    match ready {
+        Ready::Env(Some(r)) => {
             let how = match r.cache {
                 CacheUse::Hit => "cached".to_string(),
                 CacheUse::Miss => format!("built in {:.1}s", r.setup_ms as f64 / 1000.0),
             };
             autodev::errln!("autodev: environment {} ({how}): {}", r.image, r.setup);
-            spec.image = r.image_id.clone();
-            Ok(Ok(Some(r)))
         }
-        Ok(None) => Ok(Ok(None)),
-        Err(EnvError::Unsupported(m)) if settings.mode == SetupMode::Detect => {
-            autodev::errln!("autodev: warning: {m}");
-            Ok(Ok(None))
-        }
-        Err(EnvError::SetupFailed { reason, outcome }) => {
-            let mut o = *outcome;
-            o.verdict = Verdict::SetupFailed;
-            o.error = Some(reason);
-            Ok(Err(o))
-        }
-        Err(EnvError::Sandbox(e)) => Err(e.into()),
-        Err(e) => Err(e.into()),
+        Ready::Skipped(why) => autodev::errln!("autodev: warning: {why}"),
+        Ready::Env(None) | Ready::Failed(_) => {}
     }
 }

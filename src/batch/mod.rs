@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use results::{pass_at_k, read_results, summarize, Summary, TaskResult, TaskVerdict};
 pub use scratch::{clean_scratch, SCRATCH_PREFIX};
 
+use crate::env::Environments;
 use crate::sandbox::{RunSpec, Sandbox, SandboxError};
 use inputs::Inputs;
 use results::{task_key, write_result};
@@ -67,6 +68,9 @@ pub struct BatchConfig {
     pub rerun: Vec<TaskVerdict>,
     /// What the model is told of the language's conventions (a repair loop's tasks).
     pub conventions: String,
+    /// The set-up phase every task gets (a task line's `setup` replaces
+    /// the install step); `None`: tasks run in their image as it is.
+    pub setup: Option<crate::env::Setup>,
 }
 
 /// A batch that could not run at all.
@@ -150,7 +154,7 @@ impl Progress for NoProgress {
 /// Runs the batch. `stop` (first Ctrl-C) stops starting tasks; `kill` (second)
 /// interrupts running ones, whose results are then not written (a resume
 /// runs them again).
-pub async fn run<S: Sandbox + Clone + 'static>(
+pub async fn run<S: Sandbox + Environments + Clone + 'static>(
     sandbox: S,
     cfg: &BatchConfig,
     progress: &mut dyn Progress,
@@ -248,7 +252,7 @@ struct Spawner<'a, S> {
     kill: &'a CancellationToken,
 }
 
-impl<S: Sandbox + Clone + 'static> Spawner<'_, S> {
+impl<S: Sandbox + Environments + Clone + 'static> Spawner<'_, S> {
     /// Starts tasks from `pending` until `limit` are in flight.
     fn fill(
         &self,
@@ -330,7 +334,7 @@ impl<'a> Book<'a> {
 }
 
 /// Runs again, one at a time, the tasks that timed out starved of CPU.
-async fn rerun_starved<S: Sandbox>(
+async fn rerun_starved<S: Sandbox + Environments>(
     sandbox: &S,
     cfg: &BatchConfig,
     starved: Vec<Task>,
@@ -347,6 +351,7 @@ async fn rerun_starved<S: Sandbox>(
         starts: starts::Starts::new(1),
         stop: gate.stop.clone(),
         conventions: gate.conventions.clone(),
+        setup: gate.setup.clone(),
     };
     for task in starved {
         let r = run_task(
@@ -391,6 +396,7 @@ mod tests {
             allow_task_overrides: false,
             rerun: Vec::new(),
             conventions: String::new(),
+            setup: None,
         }
     }
 

@@ -15,6 +15,7 @@ use super::starts::Starts;
 use super::task::{Kind, Task};
 use super::BatchConfig;
 use crate::agent::{self, AgentConfig, AgentError};
+use crate::env::{self, Environments, Ready};
 use crate::events::NullObserver;
 use crate::patch::{self, ApplyOptions};
 use crate::sandbox::{NullSink, RunSpec, Sandbox, SandboxError};
@@ -62,6 +63,8 @@ pub(super) struct Gate {
     pub(super) stop: CancellationToken,
     /// The profile's conventions, told to the model of every repair loop.
     pub(super) conventions: Arc<str>,
+    /// The set-up phase of every task (its install step may be the task's).
+    pub(super) setup: Option<Arc<env::Setup>>,
 }
 
 impl Gate {
@@ -77,12 +80,43 @@ impl Gate {
             starts: Starts::new(most),
             stop: stop.clone(),
             conventions: Arc::from(cfg.conventions.as_str()),
+            setup: cfg.setup.clone().map(Arc::new),
         }
     }
 }
 
+/// The batch's set-up settings with the task's own install step, if any.
+fn task_setup(gate: &Gate, task: &Task) -> Option<env::Setup> {
+    let mut setup = env::Setup::clone(gate.setup.as_ref()?);
+    if let Some(mode) = &task.setup {
+        setup.settings.mode = mode.clone();
+    }
+    Some(setup)
+}
+
+/// Points `spec` at the task's environment (tasks with the same manifests
+/// share one, built once); `Err(outcome)` when its set-up failed.
+async fn environment<S: Environments>(
+    sandbox: &S,
+    spec: &mut RunSpec,
+    task: &Task,
+    gate: &Gate,
+    kill: &CancellationToken,
+) -> Result<Result<Option<env::EnvRecord>, crate::sandbox::Outcome>, AgentError> {
+    let Some(setup) = task_setup(gate, task) else {
+        return Ok(Ok(None));
+    };
+    Ok(
+        match env::prepare(sandbox, spec, &setup, &mut NullSink, kill).await? {
+            Ready::Env(e) => Ok(e.map(|b| *b)),
+            Ready::Skipped(_) => Ok(None),
+            Ready::Failed(o) => Err(*o),
+        },
+    )
+}
+
 /// Runs one task to a result; `None` if it was interrupted.
-pub(super) async fn run_task<S: Sandbox>(
+pub(super) async fn run_task<S: Sandbox + Environments>(
     sandbox: &S,
     task: Task,
     retries: u32,
@@ -130,7 +164,7 @@ pub(super) async fn run_task<S: Sandbox>(
     Some(result)
 }
 
-async fn attempt_task<S: Sandbox>(
+async fn attempt_task<S: Sandbox + Environments>(
     sandbox: &S,
     task: &Task,
     scratch: Option<&Path>,
@@ -166,7 +200,16 @@ async fn attempt_task<S: Sandbox>(
                 };
                 crate::workspace::copy_tree(dir, &root, &plain)?;
             }
-            let outcome = run_gated(sandbox, &spec, kill, gate).await?;
+            let outcome = match environment(sandbox, &mut spec, task, gate, kill).await? {
+                Err(failed) => failed,
+                Ok(environment) => {
+                    let mut o = run_gated(sandbox, &spec, kill, gate).await?;
+                    if let Some(r) = o.record.as_mut() {
+                        r.environment = environment;
+                    }
+                    o
+                }
+            };
             fill(result, &outcome);
         }
         Kind::Loop {
@@ -183,6 +226,7 @@ async fn attempt_task<S: Sandbox>(
             };
             let cfg = AgentConfig {
                 conventions: gate.conventions.to_string(),
+                setup: task_setup(gate, task),
                 holdout: held.as_ref().map(|(_, dir)| agent::holdout::Holdout {
                     dir: dir.clone(),
                     final_only: false,

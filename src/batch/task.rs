@@ -49,6 +49,17 @@ struct RawTask {
     /// `{"files": {...}}`, laid over the workspace for the verdict.
     #[serde(default)]
     holdout: Option<RawWorkspace>,
+    /// The install step of the set-up phase, or `false` for none. It runs
+    /// with a test run's lockdown; the allowlist stays the operator's.
+    #[serde(default)]
+    setup: Option<RawSetup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSetup {
+    Command(String),
+    Enabled(bool),
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +102,8 @@ pub(super) struct Task {
     pub(super) kind: Kind,
     /// Held-out tests, laid over the workspace for the verdict.
     pub(super) holdout: Option<Source>,
+    /// The task's own set-up (install step or none), over the batch's.
+    pub(super) setup: Option<crate::env::SetupMode>,
 }
 
 /// A tasks file, read: the tasks to run, a result for each line that is not
@@ -215,6 +228,21 @@ fn parse_task(
     }
     spec.env.extend(raw.env);
     spec.labels.push(("autodev.task".into(), raw.id.clone()));
+    let setup = match raw.setup {
+        None | Some(RawSetup::Enabled(true)) => None,
+        Some(RawSetup::Enabled(false)) => Some(crate::env::SetupMode::Off),
+        Some(RawSetup::Command(c)) if c.trim().is_empty() => {
+            return Err(bad(
+                "setup is empty: give a command, or false for none".into()
+            ))
+        }
+        Some(RawSetup::Command(c)) if c.len() > MAX_RUNNER_BYTES => {
+            return Err(bad(format!(
+                "setup is over the {MAX_RUNNER_BYTES}-byte cap"
+            )))
+        }
+        Some(RawSetup::Command(c)) => Some(crate::env::SetupMode::Command(c)),
+    };
     Ok(Task {
         line,
         id: raw.id,
@@ -223,6 +251,7 @@ fn parse_task(
         spec,
         kind,
         holdout,
+        setup,
     })
 }
 

@@ -271,6 +271,10 @@ pub struct RunArgs {
     /// Limits and isolation for every test run.
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// The dependency environment of every test run (looked up again when a
+    /// reply changes a manifest).
+    #[command(flatten)]
+    pub setup: SetupArgs,
 }
 
 /// How many tasks of a batch run at once.
@@ -337,6 +341,9 @@ pub struct BatchArgs {
     /// Default limits and isolation (a task's own `limits` override them).
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// The dependency environment of every task (a task line's `setup` replaces the step).
+    #[command(flatten)]
+    pub setup: SetupArgs,
 }
 
 /// `autodev images ...`.

@@ -59,7 +59,7 @@ pub(super) async fn build(
     let lang = detect::lang(&b.plan.profile);
     let allow = allowlist(b, lang, cancel).await?;
     let ca = ca_bundle(b.settings)?;
-    let mut egress = Egress::open(b.docker, &allow, b.settings).await?;
+    let mut egress = Egress::open(b.docker, &allow, b.settings, &b.spec.labels).await?;
     let result = set_up(b, lang, &allow, &mut egress, ca, sink, cancel).await;
     egress.close().await;
     result
@@ -168,6 +168,7 @@ impl Egress {
         docker: &DockerSandbox,
         allow: &Allowlist,
         settings: &SetupSettings,
+        labels: &[(String, String)],
     ) -> Result<Egress, EnvError> {
         let mut egress = Egress {
             docker: docker.clone(),
@@ -180,7 +181,7 @@ impl Egress {
         let suffix = format!("{:08x}", fastrand::u32(..));
         let bridge = format!("adsetup{suffix}");
         let (id, gateway) = docker
-            .create_setup_network(&format!("autodev-setup-{suffix}"), &bridge)
+            .create_setup_network(&format!("autodev-setup-{suffix}"), &bridge, labels)
             .await?;
         egress.network = Some(id);
         let cfg = ProxyConfig {

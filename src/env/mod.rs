@@ -306,6 +306,98 @@ pub async fn ensure_on(
     Ok(Some(record))
 }
 
+/// Which profile's environment a run gets, and how it is made.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The profile (its language's manifests and install step).
+    pub profile: String,
+    /// Detected, off or a command; the allowlist; the limits.
+    pub settings: SetupSettings,
+}
+
+/// A backend that can give a run its dependency environment (the seam the
+/// loop and batches use; [`AnySandbox`] is the real one).
+pub trait Environments {
+    /// The environment `spec`'s project needs, found or built.
+    fn environment(
+        &self,
+        spec: &RunSpec,
+        setup: &Setup,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> impl std::future::Future<Output = Result<Option<EnvRecord>, EnvError>> + Send;
+}
+
+impl Environments for AnySandbox {
+    async fn environment(
+        &self,
+        spec: &RunSpec,
+        setup: &Setup,
+        sink: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> Result<Option<EnvRecord>, EnvError> {
+        ensure_on(self, spec, &setup.profile, &setup.settings, sink, cancel).await
+    }
+}
+
+/// Tests of the loop and batches: a project with nothing to install.
+#[cfg(test)]
+impl Environments for crate::sandbox::fake::FakeSandbox {
+    async fn environment(
+        &self,
+        _: &RunSpec,
+        _: &Setup,
+        _: &mut dyn OutputSink,
+        _: &CancellationToken,
+    ) -> Result<Option<EnvRecord>, EnvError> {
+        Ok(None)
+    }
+}
+
+/// What the set-up phase left a run with.
+#[derive(Debug)]
+pub enum Ready {
+    /// Go on: `spec` points at this environment's image, or at the
+    /// profile's when there is none to install.
+    Env(Option<Box<EnvRecord>>),
+    /// Go on without one: the project needs a set-up this backend cannot
+    /// give (and none was asked for by name); says why.
+    Skipped(String),
+    /// The set-up failed: this is the run's outcome (`setup_failed`).
+    Failed(Box<Outcome>),
+}
+
+/// Gives `spec` its environment: points it at the environment's image, or
+/// says why the run goes on without one, or turns a failed set-up into the
+/// run's outcome. `Err` is what decides nothing about the project (the
+/// engine failed, a setting is unusable, Ctrl-C).
+pub async fn prepare<S: Environments>(
+    sandbox: &S,
+    spec: &mut RunSpec,
+    setup: &Setup,
+    sink: &mut dyn OutputSink,
+    cancel: &CancellationToken,
+) -> Result<Ready, EnvError> {
+    match sandbox.environment(spec, setup, sink, cancel).await {
+        Ok(env) => {
+            if let Some(r) = &env {
+                spec.image = r.image_id.clone();
+            }
+            Ok(Ready::Env(env.map(Box::new)))
+        }
+        Err(EnvError::Unsupported(why)) if setup.settings.mode == SetupMode::Detect => {
+            Ok(Ready::Skipped(why))
+        }
+        Err(EnvError::SetupFailed { reason, outcome }) => {
+            let mut o = *outcome;
+            o.verdict = crate::sandbox::Verdict::SetupFailed;
+            o.error = Some(reason);
+            Ok(Ready::Failed(Box::new(o)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,14 +175,16 @@ impl DockerSandbox {
     }
 
     /// Makes an internal network (no route out) for one set-up, labelled
-    /// as autodev's, on a bridge named `bridge`; returns its ID and the
-    /// host's address on it.
+    /// as autodev's and with the run's `labels`, on a bridge named
+    /// `bridge`; returns its ID and the host's address on it.
     pub async fn create_setup_network(
         &self,
         name: &str,
         bridge: &str,
+        labels: &[(String, String)],
     ) -> Result<(String, IpAddr), SandboxError> {
-        let labels = std::collections::HashMap::from([
+        let mut all: std::collections::HashMap<String, String> = labels.iter().cloned().collect();
+        all.extend([
             (super::MANAGED_LABEL.to_string(), "true".to_string()),
             (SETUP_LABEL.to_string(), "true".to_string()),
             (super::PID_LABEL.to_string(), std::process::id().to_string()),
@@ -195,7 +197,7 @@ impl DockerSandbox {
             name: name.to_string(),
             driver: Some("bridge".into()),
             internal: Some(true),
-            labels: Some(labels),
+            labels: Some(all),
             options: Some(std::collections::HashMap::from([(
                 "com.docker.network.bridge.name".to_string(),
                 bridge.to_string(),
