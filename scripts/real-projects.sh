@@ -16,10 +16,12 @@ export XDG_CACHE_HOME="$work/cache"
 proxy_pid=""
 cleanup() {
   [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
-  # The environments built here are this script's to remove.
-  docker images --format '{{.Repository}}:{{.Tag}}' | grep '^autodev-env/' | while read -r t; do
-    docker rmi -f "$t" >/dev/null 2>&1 || true
-  done
+  # The environments this script built (named in its results), and only those.
+  cat "$work"/*-1.json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try: print(json.loads(line)["record"]["environment"]["image"])
+    except Exception: pass' | while read -r t; do docker rmi -f "$t" >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT

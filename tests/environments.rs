@@ -428,3 +428,69 @@ async fn the_repair_loop_runs_a_project_with_dependencies_until_it_passes() {
     remove_image(&tag);
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker and the package index: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn env_build_list_and_show_describe_the_same_environment() {
+    let _sb = require_docker!();
+    let label = common::test_label("env-cli");
+    let cache = tempfile::tempdir().unwrap();
+    let nonce = format!("{:x}", fastrand::u64(..));
+    let files = needs_six(&nonce);
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let ws = common::workspace(&refs);
+    let autodev = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_autodev"))
+            .args(args)
+            .env("XDG_CACHE_HOME", cache.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let mut build = Command::new(env!("CARGO_BIN_EXE_autodev"));
+    let out = build
+        .args(["env", "build"])
+        .sandboxed(&label)
+        .env("XDG_CACHE_HOME", cache.path())
+        .args(["-w", ws.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["cache"], "miss", "{built}");
+    let key = built["key"].as_str().unwrap();
+
+    let listed: Vec<Value> = autodev(&["env", "list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mine: Vec<&Value> = listed
+        .iter()
+        .filter(|l| l["record"]["key"] == key)
+        .collect();
+    assert_eq!(mine.len(), 1, "{listed:?}");
+    assert_eq!(mine[0]["record"]["image_id"], built["image_id"]);
+    assert!(mine[0]["size_bytes"].as_u64().unwrap() > 0);
+
+    let shown: Value = serde_json::from_str(&autodev(&["env", "show", &key[..12]])).unwrap();
+    assert_eq!(shown["image"], built["image"]);
+    assert_eq!(
+        shown["record"]["setup"],
+        "pip install -r 'requirements.txt'"
+    );
+
+    remove_image(built["image"].as_str().unwrap());
+    common::assert_no_leak(&label);
+}

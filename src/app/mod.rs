@@ -7,6 +7,7 @@
 mod batch;
 mod config;
 mod doctor;
+mod env;
 mod exec;
 mod images;
 mod kube;
@@ -56,6 +57,7 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Command::Doctor(args) => doctor::doctor_cmd(args, &cancel).await,
         Command::Images(cmd) => images::images_cmd(cmd).await,
+        Command::Env(cmd) => env::env_cmd(cmd, profile, &cancel).await,
         Command::Kube(cmd) => kube::kube_cmd(cmd, &cancel).await,
         Command::Clean {
             label,

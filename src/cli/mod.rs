@@ -30,6 +30,7 @@ impl Command {
             Command::Batch(a) => Some(&a.sandbox),
             Command::Doctor(a) => Some(&a.sandbox),
             Command::Pool(a) => Some(&a.sandbox),
+            Command::Env(EnvCommand::Build(a)) => Some(&a.sandbox),
             _ => None,
         }
     }
@@ -45,6 +46,11 @@ impl Command {
                 ImagesCommand::Build { engines, .. }
                 | ImagesCommand::Push { engines, .. }
                 | ImagesCommand::List { engines, .. },
+            )
+            | Command::Env(
+                EnvCommand::List { engines, .. }
+                | EnvCommand::Show { engines, .. }
+                | EnvCommand::Prune { engines, .. },
             )
             | Command::Clean { engines, .. } => engines.clone(),
             // What `kube setup`'s probe pods leave is cleaned where they ran.
@@ -80,6 +86,9 @@ pub enum Command {
     /// Build and manage sandbox images.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Dependency environments: build one for a project, list, show and prune them.
+    #[command(subcommand)]
+    Env(EnvCommand),
     /// Prove, on this host, each guarantee of the sandbox as configured (memory, processes,
     /// timeout, network, read-only root, privileges, environment, output, clean-up).
     #[command(mut_arg("exclude", |a| a.hide(true)), mut_arg("include_git", |a| a.hide(true)), mut_arg("junit", |a| a.hide(true)), mut_arg("no_default_excludes", |a| a.hide(true)), mut_arg("warm", |a| a.hide(true)))]
@@ -392,6 +401,58 @@ pub enum ImagesCommand {
         #[command(flatten)]
         engines: EngineArgs,
     },
+}
+
+/// `autodev env`.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Find or build a project's environment, as `exec` does before its run, and print its
+    /// record (JSON).
+    #[command(mut_arg("warm", |a| a.hide(true)))]
+    Build(EnvBuildArgs),
+    /// List the environments on the engine, least recently used first.
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    List {
+        /// One JSON line per environment.
+        #[arg(long)]
+        json: bool,
+        /// The engine to list.
+        #[command(flatten)]
+        engines: EngineArgs,
+    },
+    /// Print one environment's record (JSON): by image tag, image ID or key prefix.
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    Show {
+        /// Tag (autodev-env/python:KEY), image ID, or the start of the key.
+        which: String,
+        /// The engine to look on.
+        #[command(flatten)]
+        engines: EngineArgs,
+    },
+    /// Remove environments, least recently used first, until those left take at most --max-size.
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    Prune {
+        /// What the environments left may take in all (e.g. 10g); 0 removes them all.
+        #[arg(long, value_parser = size("--max-size"), default_value = "0")]
+        max_size: u64,
+        /// The engine to prune.
+        #[command(flatten)]
+        engines: EngineArgs,
+    },
+}
+
+/// `autodev env build`.
+#[derive(Debug, Args)]
+pub struct EnvBuildArgs {
+    /// The project whose manifests determine the environment.
+    #[arg(long, short = 'w', default_value = ".")]
+    pub workspace: PathBuf,
+    /// Image, limits and engines, as for `exec`.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// The set-up phase.
+    #[command(flatten)]
+    pub setup: SetupArgs,
 }
 
 /// `autodev doctor`.

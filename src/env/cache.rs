@@ -201,16 +201,24 @@ pub async fn list(docker: &DockerSandbox) -> Result<Vec<Listed>, EnvError> {
     Ok(out)
 }
 
+/// The environments of `all` (least recently used first) that must go
+/// for those left to take at most `max_bytes`.
+fn over(all: Vec<Listed>, max_bytes: u64) -> Vec<Listed> {
+    let mut total: u64 = all.iter().map(|l| l.size_bytes).sum();
+    all.into_iter()
+        .take_while(|l| {
+            let go = total > max_bytes;
+            total = total.saturating_sub(l.size_bytes);
+            go
+        })
+        .collect()
+}
+
 /// Removes environments, least recently used first, until those left take
 /// at most `max_bytes`; returns what was removed.
 pub async fn prune(docker: &DockerSandbox, max_bytes: u64) -> Result<Vec<Listed>, EnvError> {
-    let all = list(docker).await?;
-    let mut total: u64 = all.iter().map(|l| l.size_bytes).sum();
     let mut removed = Vec::new();
-    for l in all {
-        if total <= max_bytes {
-            break;
-        }
+    for l in over(list(docker).await?, max_bytes) {
         let gone = docker
             .client()
             .remove_image(
@@ -223,7 +231,6 @@ pub async fn prune(docker: &DockerSandbox, max_bytes: u64) -> Result<Vec<Listed>
             )
             .await;
         if gone.is_ok() {
-            total = total.saturating_sub(l.size_bytes);
             removed.push(l);
         }
     }
@@ -234,9 +241,8 @@ pub async fn prune(docker: &DockerSandbox, max_bytes: u64) -> Result<Vec<Listed>
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_record_survives_the_label_round_trip() {
-        let r = EnvRecord {
+    fn record() -> EnvRecord {
+        EnvRecord {
             key: "ab".repeat(32),
             image: "autodev-env/python:abab".into(),
             image_id: "sha256:1".into(),
@@ -248,9 +254,30 @@ mod tests {
             setup_ms: 5,
             cache: CacheUse::Miss,
             connections: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn a_record_survives_the_label_round_trip() {
+        let r = record();
         assert_eq!(decode(&encode(&r)), Some(r));
         assert_eq!(decode("zz"), None);
+    }
+
+    #[test]
+    fn pruning_removes_the_least_recently_used_until_the_rest_fit() {
+        let l = |name: &str, size: u64, used: u64| Listed {
+            image: name.into(),
+            record: record(),
+            size_bytes: size,
+            last_used: Some(used),
+        };
+        let all = vec![l("old", 30, 1), l("mid", 50, 2), l("new", 40, 3)];
+        let names = |v: Vec<Listed>| v.into_iter().map(|l| l.image).collect::<Vec<_>>();
+        assert_eq!(names(over(all.clone(), 120)), Vec::<String>::new());
+        assert_eq!(names(over(all.clone(), 90)), ["old"]);
+        assert_eq!(names(over(all.clone(), 89)), ["old", "mid"]);
+        assert_eq!(names(over(all, 0)), ["old", "mid", "new"]);
     }
 
     #[tokio::test]

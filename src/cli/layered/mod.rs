@@ -19,7 +19,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use serde::Serialize;
 
-use super::{Cli, Command, ConfigCommand};
+use super::{Cli, Command, ConfigCommand, EnvCommand};
 use autodev::config::file::{self, FileError, FileLayer, Raw, Scope, PROJECT_FILE};
 use autodev::config::keys::{self, Key};
 use autodev::profile::{self, Detection, Profile, ProfileError, Profiles};
@@ -419,6 +419,9 @@ fn place(cli: &Cli, cwd: &Path) -> Place {
             (d, Some(detect))
         }
         Command::Exec(a) => (vec![a.workspace.clone()], Some(a.workspace.clone())),
+        Command::Env(EnvCommand::Build(a)) => {
+            (vec![a.workspace.clone()], Some(a.workspace.clone()))
+        }
         // As `run` would: the workspace, then the seed.
         Command::Config(ConfigCommand::Show {
             workspace, seed, ..
