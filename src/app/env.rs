@@ -18,7 +18,7 @@ pub(super) async fn env_cmd(
     cancel: &CancellationToken,
 ) -> Result<ExitCode> {
     match cmd {
-        EnvCommand::Build(args) => build(args, profile, cancel).await,
+        EnvCommand::Build(args) => build(*args, profile, cancel).await,
         EnvCommand::List { json, engines } => list(json, &engines).await,
         EnvCommand::Show { which, engines } => show(&which, &engines).await,
         EnvCommand::Prune { max_size, engines } => prune(max_size, &engines).await,

@@ -409,7 +409,7 @@ pub enum EnvCommand {
     /// Find or build a project's environment, as `exec` does before its run, and print its
     /// record (JSON).
     #[command(mut_arg("warm", |a| a.hide(true)))]
-    Build(EnvBuildArgs),
+    Build(Box<EnvBuildArgs>),
     /// List the environments on the engine, least recently used first.
     #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     List {
