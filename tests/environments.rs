@@ -494,3 +494,43 @@ async fn env_build_list_and_show_describe_the_same_environment() {
     remove_image(built["image"].as_str().unwrap());
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker and the package index: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_file_may_name_the_install_step_but_not_widen_the_allowlist() {
+    let _sb = require_docker!();
+    let label = common::test_label("env-project");
+    let cache = tempfile::tempdir().unwrap();
+    let nonce = format!("{:x}", fastrand::u64(..));
+    let step = format!("pip install six==1.16.0 # {nonce}");
+    let toml = format!("[setup]\ncommand = \"{step}\"\n");
+    let ws = common::workspace(&[
+        ("autodev.toml", toml.as_str()),
+        (
+            "test_six.py",
+            "import six\n\ndef test_six():\n    assert six.PY3\n",
+        ),
+    ]);
+    let test = "python3 -m pytest -q -p no:cacheprovider";
+    let (code, v) = exec(ws.path(), cache.path(), &label, &[], test);
+    assert_eq!((code, v["verdict"].as_str()), (0, Some("passed")), "{v}");
+    assert_eq!(v["record"]["environment"]["setup"], step.as_str());
+    remove_image(v["record"]["environment"]["image"].as_str().unwrap());
+
+    std::fs::write(
+        ws.path().join("autodev.toml"),
+        format!("{toml}allow_host = [\"registry.elsewhere.invalid\"]\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_autodev"))
+        .args(["exec", "-w", ws.path().to_str().unwrap(), "--", test])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("setup.allow_host cannot be set in a project file"),
+        "{err}"
+    );
+    common::assert_no_leak(&label);
+}

@@ -12,11 +12,13 @@ use super::parse::duration;
 use autodev::env::{AllowEntry, SetupMode, SetupSettings};
 
 /// How the project's dependency environment is made (see docs/environments.md).
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args)]
 pub struct SetupArgs {
     /// Install step run once, with the network limited to the allowlist, before the tests;
     /// its result is cached by the project's manifests [default: detected from them].
-    #[arg(long, value_name = "CMD", conflicts_with = "no_setup")]
+    // Not `conflicts_with`: a file's value of one is checked alone (see
+    // `settings`, which refuses both).
+    #[arg(long, value_name = "CMD")]
     pub setup: Option<String>,
     /// No set-up phase: the tests run in the profile's image as it is.
     #[arg(long)]
@@ -26,8 +28,9 @@ pub struct SetupArgs {
     #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
     pub allow_host: Vec<String>,
     /// Wall-clock limit of the set-up phase.
-    #[arg(long, value_name = "DURATION", value_parser = duration("--setup-timeout"))]
-    pub setup_timeout: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = duration("--setup-timeout"),
+          default_value = autodev::env::DEFAULT_SETUP_TIMEOUT)]
+    pub setup_timeout: Duration,
     /// CA bundle the set-up trusts [default: the one this host trusts].
     #[arg(long, value_name = "FILE")]
     pub setup_ca: Option<PathBuf>,
@@ -44,11 +47,27 @@ pub struct SetupArgs {
     pub setup_proxy: Option<SocketAddr>,
 }
 
+impl Default for SetupArgs {
+    fn default() -> Self {
+        SetupArgs {
+            setup: None,
+            no_setup: false,
+            allow_host: Vec::new(),
+            setup_timeout: autodev::env::default_setup_timeout(),
+            setup_ca: None,
+            setup_env: Vec::new(),
+            rebuild_env: false,
+            setup_proxy: None,
+        }
+    }
+}
+
 impl SetupArgs {
     /// The settings these flags describe, checked.
     pub fn settings(&self) -> Result<SetupSettings, String> {
         let mode = match (&self.setup, self.no_setup) {
-            (_, true) => SetupMode::Off,
+            (Some(_), true) => return Err("--setup and --no-setup contradict each other".into()),
+            (None, true) => SetupMode::Off,
             (Some(c), false) => SetupMode::Command(c.clone()),
             (None, false) => SetupMode::Detect,
         };
@@ -72,12 +91,11 @@ impl SetupArgs {
                 Err(_) => Err(format!("--setup-env {name}: the variable is not set here")),
             })
             .collect::<Result<_, _>>()?;
-        let d = SetupSettings::default();
         Ok(SetupSettings {
             mode,
             allow,
             allow_none,
-            timeout: self.setup_timeout.unwrap_or(d.timeout),
+            timeout: self.setup_timeout,
             ca: self.setup_ca.clone(),
             env,
             rebuild: self.rebuild_env,
@@ -120,6 +138,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(off.settings().unwrap().mode, SetupMode::Off);
+        let both = SetupArgs {
+            setup: Some("pip install x".into()),
+            no_setup: true,
+            ..Default::default()
+        };
+        assert!(both.settings().unwrap_err().contains("contradict"));
         let unset = SetupArgs {
             setup_env: vec!["AUTODEV_TEST_SURELY_UNSET_VARIABLE".into()],
             ..Default::default()

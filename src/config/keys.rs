@@ -95,6 +95,27 @@ const OTHER_KEYS: &[Key] = &[
         Allowed,
     ),
     key("sandbox.include_git", "include_git", Allowed),
+    key("setup.command", "setup", Allowed),
+    key("setup.off", "no_setup", Allowed),
+    key(
+        "setup.allow_host",
+        "allow_host",
+        Forbidden("it would widen what the set-up phase may reach"),
+    ),
+    key("setup.timeout", "setup_timeout", Tighten(Duration)),
+    key(
+        "setup.ca",
+        "setup_ca",
+        Forbidden("it would choose which certificates the set-up phase trusts"),
+    ),
+    key(
+        "setup.env",
+        "setup_env",
+        Forbidden(
+            "it would pass this machine's environment variables (your secrets) to the set-up",
+        ),
+    ),
+    key("setup.proxy", "setup_proxy", Forbidden(DESTINATION)),
     key("engines.backend", "backend", Forbidden(DESTINATION)),
     key("engines.engine", "engine", Forbidden(DESTINATION)),
     key("engines.namespace", "namespace", Forbidden(DESTINATION)),

@@ -40,7 +40,13 @@ pub use allow::{AllowEntry, Allowlist};
 pub const FORMAT: u32 = 1;
 
 /// How long a set-up may take unless told otherwise.
-pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(900);
+/// Written as text once, for the flag's default and `config show` alike.
+pub const DEFAULT_SETUP_TIMEOUT: &str = "15m";
+
+/// [`DEFAULT_SETUP_TIMEOUT`] as a duration.
+pub fn default_setup_timeout() -> Duration {
+    humantime::parse_duration(DEFAULT_SETUP_TIMEOUT).unwrap_or(Duration::from_secs(900))
+}
 
 /// The repository environment images are tagged in (`autodev-env/PROFILE:KEY`).
 pub const IMAGE_REPO: &str = "autodev-env";
@@ -89,7 +95,7 @@ impl Default for SetupSettings {
             mode: SetupMode::Detect,
             allow: Vec::new(),
             allow_none: false,
-            timeout: DEFAULT_SETUP_TIMEOUT,
+            timeout: default_setup_timeout(),
             ca: None,
             env: Vec::new(),
             rebuild: false,
@@ -406,6 +412,11 @@ mod tests {
         for (p, t) in files {
             std::fs::write(root.join(p), t).unwrap();
         }
+    }
+
+    #[test]
+    fn the_default_set_up_timeout_reads() {
+        assert_eq!(default_setup_timeout(), Duration::from_secs(900));
     }
 
     #[test]
