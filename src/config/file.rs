@@ -423,7 +423,7 @@ mod tests {
         assert_eq!(e.line, 3);
         assert!(
             e.message
-                .contains("valid at the top: profile, sandbox, engines"),
+                .contains("valid at the top: profile, sandbox, setup, engines"),
             "{e}"
         );
         let e = parse("[sandbox]\nmemory = { a = 1 }\n", Scope::User).unwrap_err();

@@ -263,7 +263,7 @@ mod tests {
         }
         assert_eq!(
             sections(),
-            ["profile", "sandbox", "engines", "model", "run", "batch", "profiles"]
+            ["profile", "sandbox", "setup", "engines", "model", "run", "batch", "profiles"]
         );
         assert_eq!(in_section("batch")[0], "jobs");
         assert_eq!(
