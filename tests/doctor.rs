@@ -51,6 +51,10 @@ fn every_guarantee_holds_under_the_defaults() {
         "host environment",
         "output limit",
         "no network",
+        "set-up: allowed",
+        "set-up: off-list",
+        "set-up: private",
+        "set-up: fence",
         "no leftovers",
     ] {
         assert_eq!(status(&v, check), "held", "{check}: {v}");

@@ -77,6 +77,7 @@ pub struct Targets {
 }
 
 mod checks;
+mod egress;
 mod mounts;
 mod network;
 
@@ -115,6 +116,12 @@ pub async fn examine(
         &run_network(&base, targets, sandbox, cancel).await,
         base.limits.network,
     ));
+    // The set-up phase's own network, where the set-up phase runs.
+    if let Some(docker) = sandbox.as_docker().and_then(|f| f.engines().next()) {
+        if docker.flavor() == crate::sandbox::docker::Flavor::Docker {
+            found.extend(egress::check(docker, &base, cancel).await);
+        }
+    }
     // Nothing of any run above may be left.
     found.push(
         match sandbox.clean(&[(DOCTOR_LABEL.into(), run_id)]).await {

@@ -126,14 +126,14 @@ async fn set_up(
         network: egress.network(),
         // The record rides on the image (what a later hit reports); its
         // duration is this run's, filled in below.
-        commit: Commit {
+        commit: Some(Commit {
             repo: repo.to_string(),
             tag: tag.to_string(),
             changes: vec![
                 format!("LABEL {KEY_LABEL}={}", b.key),
                 format!("LABEL {RECORD_LABEL}={}", cache::encode(&record)),
             ],
-        },
+        }),
     };
     let t0 = Instant::now();
     let ran = b.docker.run_setup(&setup, &shape, sink, cancel).await;
@@ -248,6 +248,68 @@ impl Drop for Egress {
             });
         }
     }
+}
+
+/// What [`probe_egress`] saw.
+#[derive(Debug)]
+pub struct EgressProbe {
+    /// The allowed host the probe was given to reach, if the image names one.
+    pub allowed: Option<String>,
+    /// Every request the proxy answered.
+    pub connections: Vec<Connection>,
+    /// What the probe printed.
+    pub output: String,
+}
+
+/// Runs `script` (given the first host the image's python package tools
+/// name, if any) in a set-up container with the set-up's network, proxy and
+/// fence, `inside` added to the allowlist; commits nothing. For `doctor`.
+pub async fn probe_egress(
+    docker: &DockerSandbox,
+    base: &RunSpec,
+    inside: &str,
+    script: impl FnOnce(Option<&str>) -> String,
+    cancel: &CancellationToken,
+) -> Result<EgressProbe, EnvError> {
+    let lang = detect::lang("python");
+    let mut entries = match lang {
+        Some(l) => probe(docker, base, l, cancel).await?,
+        None => Vec::new(),
+    };
+    let allowed = entries
+        .iter()
+        .find(|e| !e.host.starts_with("*."))
+        .map(|e| e.host.clone());
+    entries.push(AllowEntry::parse(inside).map_err(EnvError::Usage)?);
+    let allow = Allowlist::new(entries);
+    let settings = SetupSettings::default();
+    let ca = ca_bundle(&settings)?;
+    let mut egress = Egress::open(docker, &allow, &settings, &base.labels).await?;
+    let empty = tempfile::tempdir().map_err(|source| EnvError::Cache {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let mut run = base.clone();
+    run.workspace = empty.path().to_path_buf();
+    let plan = Plan {
+        profile: "python".into(),
+        install: script(allowed.as_deref()),
+        manifests: Vec::new(),
+    };
+    let spec = setup_spec(&run, &plan, None, &settings, egress.proxy_addr(), ca);
+    let shape = SetupShape {
+        network: egress.network(),
+        commit: None,
+    };
+    let ran = docker.run_setup(&spec, &shape, &mut NullSink, cancel).await;
+    let connections = egress.stop_proxy();
+    egress.close().await;
+    let (outcome, _) = ran?;
+    Ok(EgressProbe {
+        allowed,
+        connections,
+        output: outcome.stdout.text,
+    })
 }
 
 /// The set-up run: the project copied in as for a test run, the install

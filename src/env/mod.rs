@@ -18,6 +18,7 @@
 
 pub mod allow;
 mod build;
+pub use build::{probe_egress, EgressProbe};
 pub mod cache;
 pub mod detect;
 mod fence;
@@ -303,6 +304,15 @@ pub async fn ensure_on(
     let Some(first) = engines.next() else {
         return Ok(None);
     };
+    // Podman's compatible API may ignore the bridge name the fence needs:
+    // an unfenced set-up is not offered.
+    if first.flavor() != crate::sandbox::docker::Flavor::Docker {
+        return Err(EnvError::Unsupported(format!(
+            "this project needs a set-up phase ({}), which is not offered on Podman yet; \
+             pass --no-setup to run its tests without it",
+            plan.install
+        )));
+    }
     let record = ensure(first, spec, &plan, settings, sink, cancel).await?;
     for other in engines {
         if !other.has_image(&record.image_id).await? {

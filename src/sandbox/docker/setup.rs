@@ -32,8 +32,9 @@ pub const SETUP_LABEL: &str = "autodev.setup";
 pub struct SetupShape {
     /// The internal network it is attached to.
     pub network: String,
-    /// What it is committed as when its command succeeds.
-    pub commit: Commit,
+    /// What it is committed as when its command succeeds (`None`: a probe,
+    /// nothing is kept).
+    pub commit: Option<Commit>,
 }
 
 /// The image a successful set-up becomes.
@@ -65,7 +66,7 @@ impl SetupShape {
 /// has passed, before it is removed.
 struct Committing<'a> {
     sandbox: &'a DockerSandbox,
-    commit: &'a Commit,
+    commit: Option<&'a Commit>,
     image: Mutex<Result<Option<String>, String>>,
 }
 
@@ -81,8 +82,8 @@ impl Backend for Committing<'_> {
         manifest: Manifest,
     ) -> Result<Outcome, SandboxError> {
         let outcome = self.sandbox.drive_run(run, io, manifest).await?;
-        if outcome.exit_code == Some(0) {
-            let committed = self.commit_now(&run.handle.id).await;
+        if let (Some(commit), Some(0)) = (self.commit, outcome.exit_code) {
+            let committed = self.commit_now(commit, &run.handle.id).await;
             if let Ok(mut slot) = self.image.lock() {
                 *slot = committed.map(Some);
             }
@@ -104,16 +105,16 @@ impl Backend for Committing<'_> {
 }
 
 impl Committing<'_> {
-    async fn commit_now(&self, id: &str) -> Result<String, String> {
+    async fn commit_now(&self, commit: &Commit, id: &str) -> Result<String, String> {
         let mut changes = vec![
             // The wrapper that ran the set-up is not what the image runs.
             r#"CMD ["/bin/sh"]"#.to_string(),
         ];
-        changes.extend(self.commit.changes.iter().cloned());
+        changes.extend(commit.changes.iter().cloned());
         let opts = CommitContainerOptions {
             container: Some(id.to_string()),
-            repo: Some(self.commit.repo.clone()),
-            tag: Some(self.commit.tag.clone()),
+            repo: Some(commit.repo.clone()),
+            tag: Some(commit.tag.clone()),
             comment: Some("autodev environment".into()),
             author: None,
             pause: false,
@@ -158,7 +159,7 @@ impl DockerSandbox {
         };
         let backend = Committing {
             sandbox: self,
-            commit: &shape.commit,
+            commit: shape.commit.as_ref(),
             image: Mutex::new(Ok(None)),
         };
         let outcome = run::start(&backend, prepared, sink, cancel).await?;
