@@ -534,3 +534,46 @@ async fn a_project_file_may_name_the_install_step_but_not_widen_the_allowlist() 
     );
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_up_that_fills_the_disk_is_stopped_and_nothing_is_cached() {
+    let _sb = require_docker!();
+    let label = common::test_label("env-disk");
+    let cache = tempfile::tempdir().unwrap();
+    let ws = common::workspace(&[("test_x.py", "def test_x():\n    pass\n")]);
+    let limit = [
+        "--allow-host",
+        "none",
+        "--setup-disk",
+        "64m",
+        "--setup-timeout",
+        "60s",
+    ];
+    // All at once (caught before the commit), then without end (killed).
+    for fill in [
+        "dd if=/dev/zero of=/opt/autodev-env/fill bs=1M count=100 2>/dev/null",
+        "i=0; while :; do dd if=/dev/zero of=/opt/autodev-env/f$i bs=1M count=16 2>/dev/null; i=$((i+1)); done",
+    ] {
+        let mut args = limit.to_vec();
+        args.extend(["--setup", fill]);
+        let t0 = std::time::Instant::now();
+        let (code, v) = exec(ws.path(), cache.path(), &label, &args, "true");
+        assert_eq!((code, v["verdict"].as_str()), (7, Some("setup_failed")), "{v}");
+        let err = v["error"].as_str().unwrap();
+        assert!(err.contains("over the set-up's disk limit of 67108864 bytes"), "{err}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(50), "not stopped in time");
+    }
+    // Neither set-up left an environment (their steps would be listed).
+    let listed = Command::new(env!("CARGO_BIN_EXE_autodev"))
+        .args(["env", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !listed.contains("/opt/autodev-env/f"),
+        "a filled environment was cached: {listed}"
+    );
+    common::assert_no_leak(&label);
+    assert_eq!(setup_networks(&label), Vec::<String>::new());
+}

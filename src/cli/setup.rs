@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::parse::duration;
+use super::parse::{duration, size};
 use autodev::env::{AllowEntry, SetupMode, SetupSettings};
 
 /// How the project's dependency environment is made (see docs/environments.md).
@@ -31,6 +31,10 @@ pub struct SetupArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration("--setup-timeout"),
           default_value = autodev::env::DEFAULT_SETUP_TIMEOUT)]
     pub setup_timeout: Duration,
+    /// Most the set-up may write outside /workspace and /tmp (what becomes the environment).
+    #[arg(long, value_name = "SIZE", value_parser = size("--setup-disk"),
+          default_value = autodev::env::DEFAULT_SETUP_DISK)]
+    pub setup_disk: u64,
     /// CA bundle the set-up trusts [default: the one this host trusts].
     #[arg(long, value_name = "FILE")]
     pub setup_ca: Option<PathBuf>,
@@ -54,6 +58,7 @@ impl Default for SetupArgs {
             no_setup: false,
             allow_host: Vec::new(),
             setup_timeout: autodev::env::default_setup_timeout(),
+            setup_disk: autodev::env::default_setup_disk(),
             setup_ca: None,
             setup_env: Vec::new(),
             rebuild_env: false,
@@ -96,6 +101,7 @@ impl SetupArgs {
             allow,
             allow_none,
             timeout: self.setup_timeout,
+            disk: self.setup_disk,
             ca: self.setup_ca.clone(),
             env,
             rebuild: self.rebuild_env,

@@ -103,6 +103,7 @@ const OTHER_KEYS: &[Key] = &[
         Forbidden("it would widen what the set-up phase may reach"),
     ),
     key("setup.timeout", "setup_timeout", Tighten(Duration)),
+    key("setup.disk", "setup_disk", Tighten(Size)),
     key(
         "setup.ca",
         "setup_ca",

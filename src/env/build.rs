@@ -124,6 +124,7 @@ async fn set_up(
     let (repo, tag) = b.tag.rsplit_once(':').unwrap_or((b.tag, "latest"));
     let shape = SetupShape {
         network: egress.network(),
+        disk_limit: b.settings.disk,
         // The record rides on the image (what a later hit reports); its
         // duration is this run's, filled in below.
         commit: Some(Commit {
@@ -300,6 +301,7 @@ pub async fn probe_egress(
     let shape = SetupShape {
         network: egress.network(),
         commit: None,
+        disk_limit: settings.disk,
     };
     let ran = docker.run_setup(&spec, &shape, &mut NullSink, cancel).await;
     let connections = egress.stop_proxy();

@@ -44,6 +44,15 @@ pub const FORMAT: u32 = 1;
 /// Written as text once, for the flag's default and `config show` alike.
 pub const DEFAULT_SETUP_TIMEOUT: &str = "15m";
 
+/// Most a set-up may write outside `/workspace` and `/tmp` (its image
+/// layer) unless told otherwise; written as text once.
+pub const DEFAULT_SETUP_DISK: &str = "4g";
+
+/// [`DEFAULT_SETUP_DISK`] in bytes.
+pub fn default_setup_disk() -> u64 {
+    crate::config::parse_size("--setup-disk", DEFAULT_SETUP_DISK).unwrap_or(4 << 30)
+}
+
 /// [`DEFAULT_SETUP_TIMEOUT`] as a duration.
 pub fn default_setup_timeout() -> Duration {
     humantime::parse_duration(DEFAULT_SETUP_TIMEOUT).unwrap_or(Duration::from_secs(900))
@@ -80,6 +89,8 @@ pub struct SetupSettings {
     pub allow_none: bool,
     /// The set-up's own wall-clock limit.
     pub timeout: Duration,
+    /// Most bytes the set-up may write to its image layer.
+    pub disk: u64,
     /// A CA bundle to trust instead of the host's.
     pub ca: Option<PathBuf>,
     /// Variables passed to the set-up only (name, value).
@@ -97,6 +108,7 @@ impl Default for SetupSettings {
             allow: Vec::new(),
             allow_none: false,
             timeout: default_setup_timeout(),
+            disk: default_setup_disk(),
             ca: None,
             env: Vec::new(),
             rebuild: false,
@@ -427,6 +439,7 @@ mod tests {
     #[test]
     fn the_default_set_up_timeout_reads() {
         assert_eq!(default_setup_timeout(), Duration::from_secs(900));
+        assert_eq!(default_setup_disk(), 4 << 30);
     }
 
     #[test]

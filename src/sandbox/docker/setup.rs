@@ -35,7 +35,14 @@ pub struct SetupShape {
     /// What it is committed as when its command succeeds (`None`: a probe,
     /// nothing is kept).
     pub commit: Option<Commit>,
+    /// Most bytes its writable layer may hold: the engine has no size
+    /// limit for it on most storage drivers, so the set-up is watched and
+    /// killed past this.
+    pub disk_limit: u64,
 }
+
+/// How often the writable layer's size is read.
+const DISK_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The image a successful set-up becomes.
 #[derive(Debug, Clone)]
@@ -67,7 +74,10 @@ impl SetupShape {
 struct Committing<'a> {
     sandbox: &'a DockerSandbox,
     commit: Option<&'a Commit>,
+    disk_limit: u64,
     image: Mutex<Result<Option<String>, String>>,
+    /// The writable layer's size when it was found over the limit.
+    over_disk: Mutex<Option<u64>>,
 }
 
 impl Backend for Committing<'_> {
@@ -81,7 +91,28 @@ impl Backend for Committing<'_> {
         io: Self::Io,
         manifest: Manifest,
     ) -> Result<Outcome, SandboxError> {
-        let outcome = self.sandbox.drive_run(run, io, manifest).await?;
+        let id = run.handle.id.clone();
+        // The watch kills the container and then waits forever: the run
+        // ends as a killed one would, and its outcome is read as usual.
+        let mut outcome = tokio::select! {
+            o = self.sandbox.drive_run(run, io, manifest) => o?,
+            never = self.watch_disk(&id) => match never {},
+        };
+        // A write that ended between two reads is caught before any commit.
+        let after = match outcome.exit_code {
+            Some(0) => self.disk_size(&id).await.filter(|s| *s > self.disk_limit),
+            _ => None,
+        };
+        if let Some(size) = after.or_else(|| self.over_disk.lock().ok().and_then(|s| *s)) {
+            outcome.verdict = crate::sandbox::Verdict::Failed;
+            outcome.exit_code = None;
+            outcome.error = Some(format!(
+                "the install step wrote {size} bytes outside /workspace and /tmp, over the \
+                 set-up's disk limit of {} bytes; raise --setup-disk",
+                self.disk_limit
+            ));
+            return Ok(outcome);
+        }
         if let (Some(commit), Some(0)) = (self.commit, outcome.exit_code) {
             let committed = self.commit_now(commit, &run.handle.id).await;
             if let Ok(mut slot) = self.image.lock() {
@@ -105,6 +136,45 @@ impl Backend for Committing<'_> {
 }
 
 impl Committing<'_> {
+    /// The container's writable layer, in bytes, if the engine says.
+    async fn disk_size(&self, id: &str) -> Option<u64> {
+        self.sandbox
+            .docker
+            .inspect_container(
+                id,
+                Some(bollard::query_parameters::InspectContainerOptions { size: true }),
+            )
+            .await
+            .ok()
+            .and_then(|c| c.size_rw)
+            .and_then(|s| u64::try_from(s).ok())
+    }
+
+    /// Reads the writable layer's size every [`DISK_POLL`]; past the limit,
+    /// records it and kills the container. Never returns.
+    async fn watch_disk(&self, id: &str) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(DISK_POLL).await;
+            let size = self.disk_size(id).await;
+            if let Some(size) = size.filter(|s| *s > self.disk_limit) {
+                if let Ok(mut slot) = self.over_disk.lock() {
+                    *slot = Some(size);
+                }
+                let _ = self
+                    .sandbox
+                    .docker
+                    .kill_container(
+                        id,
+                        Some(bollard::query_parameters::KillContainerOptions {
+                            signal: "SIGKILL".into(),
+                        }),
+                    )
+                    .await;
+                return std::future::pending().await;
+            }
+        }
+    }
+
     async fn commit_now(&self, commit: &Commit, id: &str) -> Result<String, String> {
         let mut changes = vec![
             // The wrapper that ran the set-up is not what the image runs.
@@ -160,7 +230,9 @@ impl DockerSandbox {
         let backend = Committing {
             sandbox: self,
             commit: shape.commit.as_ref(),
+            disk_limit: shape.disk_limit,
             image: Mutex::new(Ok(None)),
+            over_disk: Mutex::new(None),
         };
         let outcome = run::start(&backend, prepared, sink, cancel).await?;
         let image = backend
