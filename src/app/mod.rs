@@ -187,19 +187,23 @@ fn spawn_signal_handler(
 ) -> Arc<AtomicBool> {
     let leaving = Arc::new(AtomicBool::new(false));
     let raise = leaving.clone();
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered here, before the task runs: a signal stream takes the
+    // signal from the moment it is made, so a Ctrl-C right after start is
+    // already ours (a `ctrl_c()` future would register only when polled).
+    // A closed terminal or a dropped ssh session (SIGHUP) ends a run like
+    // Ctrl-C: nobody is left to watch its sandbox.
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return leaving;
+    };
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        // A closed terminal or a dropped ssh session (SIGHUP) ends a run
-        // like Ctrl-C: nobody is left to watch its sandbox.
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            return;
-        };
         let mut next = async || {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
                 _ = hup.recv() => {}
             }
