@@ -308,6 +308,41 @@ pub trait Observer: Send {
     }
 }
 
+/// What a caller watching one sandbox run sees (the service's event
+/// stream): where the run is, its output as it comes, and its result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ExecEvent {
+    /// Accepted; this many runs of the same caller are ahead of it.
+    Queued {
+        /// Runs ahead.
+        ahead: usize,
+    },
+    /// A slot is free: the container is being made.
+    Started {
+        /// Time spent waiting for the slot.
+        queue_ms: u64,
+    },
+    /// A chunk of output (lossy: JSON text must be UTF-8).
+    Output {
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+        /// The chunk.
+        text: String,
+    },
+    /// Output past this many bytes is not streamed live (the result still
+    /// holds its head and tail): a stream's memory is bounded.
+    OutputCut {
+        /// Bytes streamed.
+        bytes: u64,
+    },
+    /// The run ended: the same object `exec --json` prints.
+    Result {
+        /// The result.
+        result: serde_json::Value,
+    },
+}
+
 /// Listens to nothing (a batch's tasks, tests).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NullObserver;

@@ -13,6 +13,7 @@ mod images;
 mod kube;
 mod pool;
 mod run;
+mod serve;
 mod setup;
 
 use std::process::ExitCode;
@@ -37,7 +38,7 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
     let profile = &settings.profile;
     let cancel = CancellationToken::new();
     let kill = CancellationToken::new();
-    let batch = matches!(cli.command, Command::Batch(_));
+    let batch = matches!(cli.command, Command::Batch(_) | Command::Serve(_));
     // Said once, on stderr, unless the user asked for the summary alone.
     let quiet = matches!(&cli.command, Command::Run(a) if a.quiet);
     if let (ProfileChoice::Detected(d), Command::Run(_) | Command::Exec(_), false) =
@@ -55,6 +56,7 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
         Command::Pool(args) => pool::pool_cmd(args, &cancel)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::serve_cmd(*args, profile, &cancel, &kill).await,
         Command::Doctor(args) => doctor::doctor_cmd(args, &cancel).await,
         Command::Images(cmd) => images::images_cmd(cmd).await,
         Command::Env(cmd) => env::env_cmd(cmd, profile, &cancel).await,

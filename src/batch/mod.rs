@@ -15,6 +15,7 @@
 //! Not done here: scheduling across hosts.
 
 mod inputs;
+mod request;
 mod results;
 mod runner;
 mod scratch;
@@ -30,6 +31,7 @@ use thiserror::Error;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use request::RunRequest;
 pub use results::{pass_at_k, read_results, summarize, Summary, TaskResult, TaskVerdict};
 pub use scratch::{clean_scratch, SCRATCH_PREFIX};
 

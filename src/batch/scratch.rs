@@ -59,6 +59,18 @@ pub(super) fn prepare(
     writes: bool,
     scratch: Option<&Path>,
 ) -> Result<(Option<tempfile::TempDir>, PathBuf), AgentError> {
+    if let (Source::Folder(p), false) = (source, writes) {
+        return Ok((None, p.clone()));
+    }
+    let (dir, root) = copy_in(source, scratch)?;
+    Ok((Some(dir), root))
+}
+
+/// A new scratch folder holding `source`'s files.
+pub(super) fn copy_in(
+    source: &Source,
+    scratch: Option<&Path>,
+) -> Result<(tempfile::TempDir, PathBuf), AgentError> {
     let io = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| {
@@ -69,9 +81,6 @@ pub(super) fn prepare(
             })
         }
     };
-    if let (Source::Folder(p), false) = (source, writes) {
-        return Ok((None, p.clone()));
-    }
     let dir = scratch_dir(scratch).map_err(io(
         "creating scratch folder",
         scratch.unwrap_or(Path::new("/tmp")),
@@ -98,7 +107,7 @@ pub(super) fn prepare(
             crate::workspace::copy_tree(src, &root, &CopyOptions::default())?;
         }
     }
-    Ok((Some(dir), root))
+    Ok((dir, root))
 }
 
 #[cfg(test)]

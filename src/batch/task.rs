@@ -137,7 +137,12 @@ pub(super) fn read_tasks(
                 if l.trim().is_empty() || l.trim_start().starts_with('#') {
                     continue;
                 }
-                match parse_task(l, line, base, &cfg.defaults, cfg.allow_task_overrides) {
+                let parsed = parse_task(l, base, &cfg.defaults, cfg.allow_task_overrides)
+                    .map_err(|(id, sample, msg)| (id, sample, format!("line {line}: {msg}")));
+                match parsed.map(|mut t| {
+                    t.line = line;
+                    t
+                }) {
                     // No id on the duplicate's result: it must not take the
                     // place of the first line's (results are keyed by id).
                     Ok(t) if !seen.insert(task_key(&t.id, t.sample)) => Err((
@@ -172,21 +177,16 @@ pub(super) fn read_tasks(
     }
 }
 
-fn parse_task(
+/// One task line (without its line number, which the caller prefixes to
+/// the error and sets on the task).
+pub(super) fn parse_task(
     text: &str,
-    line: usize,
     base: &Path,
     defaults: &RunSpec,
     allow_overrides: bool,
 ) -> Result<Task, (Option<String>, u32, String)> {
-    let raw: RawTask = serde_json::from_str(text).map_err(|e| salvage(text, line, &e))?;
-    let bad = |msg: String| {
-        (
-            Some(raw.id.clone()),
-            raw.sample,
-            format!("line {line}: {msg}"),
-        )
-    };
+    let raw: RawTask = serde_json::from_str(text).map_err(|e| salvage(text, &e))?;
+    let bad = |msg: String| (Some(raw.id.clone()), raw.sample, msg);
     if raw.id.is_empty() {
         return Err(bad("id is empty".into()));
     }
@@ -244,7 +244,7 @@ fn parse_task(
         Some(RawSetup::Command(c)) => Some(crate::env::SetupMode::Command(c)),
     };
     Ok(Task {
-        line,
+        line: 0,
         id: raw.id,
         sample: raw.sample,
         source,
@@ -257,7 +257,7 @@ fn parse_task(
 
 /// A line that is not a task: its id and sample, if they can be read, so
 /// the error line can be matched to its task.
-fn salvage(text: &str, line: usize, e: &serde_json::Error) -> (Option<String>, u32, String) {
+fn salvage(text: &str, e: &serde_json::Error) -> (Option<String>, u32, String) {
     let v: Option<serde_json::Value> = serde_json::from_str(text).ok();
     let id = v
         .as_ref()
@@ -269,7 +269,7 @@ fn salvage(text: &str, line: usize, e: &serde_json::Error) -> (Option<String>, u
         .and_then(|v| v.get("sample"))
         .and_then(|s| s.as_u64())
         .unwrap_or(0) as u32;
-    (id, sample, format!("line {line}: {e}"))
+    (id, sample, e.to_string())
 }
 
 /// A task's held-out tests: a folder confined to the tasks file's, or files.
@@ -465,18 +465,17 @@ mod tests {
     fn task_lines_are_validated_with_line_numbers() {
         let base = Path::new("/nonexistent");
         let d = defaults();
-        let err = |l: &str| parse_task(l, 7, base, &d, false).unwrap_err().2;
-        assert!(err("{").starts_with("line 7:"));
+        let err = |l: &str| parse_task(l, base, &d, false).unwrap_err().2;
+        assert!(err("{").contains("EOF"));
         assert!(err(r#"{"id":"a","runner":""}"#).contains("runner is empty"));
         assert!(err(r#"{"id":"a","runner":"x","files":{"../e":"x"}}"#).contains("../e"));
         assert!(err(r#"{"id":"a","runner":"x","workspace":"nope"}"#).contains("not a folder"));
         assert!(err(r#"{"id":"a","runner":"x","limits":{"memory":5}}"#).contains("--memory"));
         assert!(err(r#"{"id":"a","runner":"x","bogus":1}"#).contains("bogus"));
-        let (id, _, _) = parse_task(r#"{"id":"keep","runner":5}"#, 1, base, &d, false).unwrap_err();
+        let (id, _, _) = parse_task(r#"{"id":"keep","runner":5}"#, base, &d, false).unwrap_err();
         assert_eq!(id.as_deref(), Some("keep"));
         let t = parse_task(
             r#"{"id":"a","runner":"pytest","files":{"a.py":"x"},"limits":{"timeout":"5s"},"env":{"K":"V"}}"#,
-            1,
             base,
             &d,
             false,
@@ -492,7 +491,6 @@ mod tests {
         assert!(err(r#"{"id":"a","runner":"x","env":{"A B":"1"}}"#).contains("A B"));
         let argv = parse_task(
             r#"{"id":"a","runner":["sh","-c","exit 7"]}"#,
-            1,
             base,
             &d,
             false,
@@ -511,7 +509,7 @@ mod untrusted_tests {
     use super::*;
 
     fn parse(l: &str, base: &Path, allow: bool) -> Result<Task, String> {
-        parse_task(l, 1, base, &RunSpec::new("", "", "img"), allow).map_err(|e| e.2)
+        parse_task(l, base, &RunSpec::new("", "", "img"), allow).map_err(|e| e.2)
     }
 
     #[test]

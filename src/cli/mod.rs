@@ -9,7 +9,9 @@ use autodev::sandbox::kube::PullPolicy;
 mod layered;
 mod parse;
 mod sandbox;
+mod serve;
 mod setup;
+pub use serve::{KeysCommand, ServeArgs, ServeCommand};
 pub use setup::SetupArgs;
 
 use autodev::batch::TaskVerdict;
@@ -30,6 +32,7 @@ impl Command {
             Command::Batch(a) => Some(&a.sandbox),
             Command::Doctor(a) => Some(&a.sandbox),
             Command::Pool(a) => Some(&a.sandbox),
+            Command::Serve(a) => Some(&a.sandbox),
             Command::Env(EnvCommand::Build(a)) => Some(&a.sandbox),
             _ => None,
         }
@@ -102,6 +105,9 @@ pub enum Command {
     /// Keep sandboxes started ahead for other autodev processes (`exec --pool-socket`) of
     /// this user: each still serves one run only. Runs until Ctrl-C or SIGTERM.
     Pool(PoolArgs),
+    /// Serve runs to programs over HTTP: API keys, quotas, fair queueing, streamed output,
+    /// usage and metrics. Runs until SIGTERM, which drains it.
+    Serve(Box<ServeArgs>),
     /// Remove containers left behind by a crashed run (all of autodev's, or those with --label).
     #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     Clean {

@@ -1,0 +1,436 @@
+//! The routes: thin handlers over `Service`, one error shape
+//! (`{"error": {"class", "message"}}`), one log line per request.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Extension, Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::runs::Run;
+use super::{Refusal, Service, Tenant};
+use autodev::events::ExecEvent;
+
+/// The OpenAPI document, kept in the repository and served as it is.
+pub(crate) const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+type Svc = Arc<Service>;
+
+/// An error answer.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    class: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, class: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            class,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn not_found(what: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "usage",
+            format!("no {what} with this id"),
+        )
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "usage", m),
+            Refusal::Busy(m, secs) => ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota", m)
+            },
+            Refusal::Draining => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "draining",
+                    "the service is shutting down; retry on its replacement",
+                )
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let one_line = self
+            .message
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut r = (
+            self.status,
+            Json(json!({"error": {"class": self.class, "message": one_line}})),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+/// Every route, with its method: the router is built from this list, and
+/// a test checks it against the OpenAPI document.
+fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Svc>, bool)> {
+    // (method, path, handler, needs a key)
+    vec![
+        ("get", "/v1/health", get(health), false),
+        ("get", "/v1/openapi.json", get(openapi), false),
+        ("get", "/metrics", get(metrics), false),
+        ("post", "/v1/runs", post(create_run), true),
+        ("get", "/v1/runs/{id}", get(get_run), true),
+        (
+            "delete",
+            "/v1/runs/{id}",
+            axum::routing::delete(cancel_run),
+            true,
+        ),
+        ("get", "/v1/runs/{id}/events", get(run_events), true),
+        ("get", "/v1/usage", get(usage), true),
+    ]
+}
+
+pub(crate) fn router(svc: Svc, max_body: usize) -> Router {
+    let (mut open, mut keyed) = (Router::new(), Router::new());
+    for (_, path, handler, needs_key) in routes() {
+        if needs_key {
+            keyed = keyed.route(path, handler);
+        } else {
+            open = open.route(path, handler);
+        }
+    }
+    let keyed = keyed.route_layer(middleware::from_fn_with_state(svc.clone(), auth));
+    open.merge(keyed)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "usage",
+                "no such route (GET /v1/openapi.json lists them)",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(log))
+        .with_state(svc)
+}
+
+/// Finds the caller's key, or answers 401. A service without keys serves
+/// every caller as one tenant (it listens on loopback or a private socket).
+async fn auth(State(svc): State<Svc>, mut req: Request, next: Next) -> Response {
+    let keys = match svc.keys.current() {
+        Ok(k) => k,
+        Err(e) => {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                .into_response()
+        }
+    };
+    let tenant = if keys.is_empty() {
+        Tenant {
+            name: "local".into(),
+            key: None,
+        }
+    } else {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match token.map(|t| svc.keys.find(t.trim())) {
+            Some(Ok(Some(key))) => Tenant {
+                name: key.name.clone(),
+                key: Some(key),
+            },
+            Some(Err(e)) => {
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    .into_response()
+            }
+            _ => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "auth",
+                    "a key is needed: send `Authorization: Bearer TOKEN` (autodev serve keys add NAME makes one)",
+                )
+                .into_response()
+            }
+        }
+    };
+    req.extensions_mut().insert(tenant.clone());
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(tenant);
+    resp
+}
+
+/// One JSON line on stderr per request: who, which route, status, time.
+async fn log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(none)".to_string(), |m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    let key = resp.extensions().get::<Tenant>().map(|t| t.name.clone());
+    autodev::errln!(
+        "{}",
+        json!({
+            "ts": super::usage::now(), "method": method, "route": route,
+            "status": resp.status().as_u16(), "ms": start.elapsed().as_millis() as u64, "key": key,
+        })
+    );
+    resp
+}
+
+async fn health(State(svc): State<Svc>) -> Json<Value> {
+    let (running, waiting) = svc.sched.counts();
+    let draining = svc.draining.load(Ordering::SeqCst);
+    Json(json!({
+        "status": if draining { "draining" } else { "ok" },
+        "engine_up": svc.engine_up.load(Ordering::SeqCst),
+        "running": running, "waiting": waiting,
+    }))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(State(svc): State<Svc>) -> Response {
+    let (running, waiting) = svc.sched.counts();
+    let text = svc
+        .metrics
+        .render(running, waiting, svc.engine_up.load(Ordering::SeqCst));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunQuery {
+    /// `false`: answer 202 with the id at once instead of the result.
+    wait: Option<bool>,
+}
+
+fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+fn body_error(r: BytesRejection) -> ApiError {
+    ApiError::new(
+        r.status(),
+        "usage",
+        format!("request body: {}", r.body_text()),
+    )
+}
+
+async fn create_run(
+    State(svc): State<Svc>,
+    Extension(t): Extension<Tenant>,
+    headers: HeaderMap,
+    query: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "usage", e.body_text()))?;
+    let body = body.map_err(body_error)?;
+    let run = svc.submit(&t, &body)?;
+    if wants_events(&headers) {
+        return Ok(events(run, 0));
+    }
+    if q.wait == Some(false) {
+        let id = run.id.clone();
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "events": format!("/v1/runs/{id}/events")})),
+        )
+            .into_response());
+    }
+    // A caller that hangs up before the result no longer wants the run:
+    // dropping this future cancels it, as Ctrl-C does in `exec`.
+    let guard = run.cancel.clone().drop_guard();
+    let result = run.finished().await;
+    guard.disarm();
+    Ok(Json(result).into_response())
+}
+
+async fn get_run(
+    State(svc): State<Svc>,
+    Extension(t): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = svc
+        .runs
+        .get(&id, &t.name)
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    Ok(Json(
+        json!({"id": run.id, "state": run.state(), "result": run.result()}),
+    ))
+}
+
+async fn cancel_run(
+    State(svc): State<Svc>,
+    Extension(t): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let run = svc
+        .runs
+        .get(&id, &t.name)
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    run.cancel.cancel();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": run.id, "state": run.state()})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    after: Option<u64>,
+}
+
+async fn run_events(
+    State(svc): State<Svc>,
+    Extension(t): Extension<Tenant>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "usage", e.body_text()))?;
+    let run = svc
+        .runs
+        .get(&id, &t.name)
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    // The standard reconnect header wins over the query: it is what the
+    // client last saw.
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    Ok(events(run, last.or(q.after).unwrap_or(0)))
+}
+
+/// The run's events after number `after`, as server-sent events, until its result.
+fn events(run: Arc<Run>, after: u64) -> Response {
+    let stream =
+        futures_util::stream::unfold((run, after, false), |(run, seen, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let (batch, finished) = run.events_after(seen);
+                if let Some(last) = batch.last().map(|(n, _)| *n) {
+                    let items: Vec<Result<Event, Infallible>> =
+                        batch.iter().map(|(n, e)| Ok(sse_event(*n, e))).collect();
+                    return Some((futures_util::stream::iter(items), (run, last, finished)));
+                }
+                if finished {
+                    return None;
+                }
+                run.changed(seen).await;
+            }
+        })
+        .flatten();
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn sse_event(n: u64, e: &ExecEvent) -> Event {
+    let v = serde_json::to_value(e).unwrap_or(Value::Null);
+    let name = v["event"].as_str().unwrap_or("message").to_string();
+    Event::default()
+        .id(n.to_string())
+        .event(name)
+        .data(v.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    key: Option<String>,
+    /// Unix seconds.
+    since: Option<u64>,
+}
+
+async fn usage(
+    State(svc): State<Svc>,
+    Extension(t): Extension<Tenant>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "usage", e.body_text()))?;
+    // A key sees its own use only; another's name is as unknown as a typo.
+    if q.key.as_deref().is_some_and(|k| k != t.name) {
+        return Err(ApiError::not_found("key"));
+    }
+    let s = svc
+        .usage
+        .summary(&t.name, q.since.unwrap_or(0))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("reading usage: {e}"),
+            )
+        })?;
+    Ok(Json(serde_json::to_value(s).unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|m| m.as_str() != "parameters")
+                    .map(move |m| (m.clone(), p.clone()))
+            })
+            .collect();
+        let mut served: Vec<(String, String)> = routes()
+            .into_iter()
+            .map(|(m, p, _, _)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

@@ -1,0 +1,459 @@
+//! `autodev serve`: the engine behind an HTTP API, for programs. The same
+//! run (`Sandbox::run` on a fresh container), the same request shape as a
+//! batch task line (`batch::RunRequest`), the same result JSON as `exec
+//! --json`; what this front end adds is who may ask (`keys.rs`), in which
+//! order (`queue.rs`), what they used (`usage.rs`), what is running
+//! (`runs.rs`), the routes (`http.rs`) and the counters (`metrics.rs`).
+
+mod http;
+mod keys;
+mod metrics;
+mod queue;
+mod runs;
+mod usage;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::UsageError;
+use crate::cli::{KeysCommand, ServeArgs, ServeCommand};
+use autodev::batch::RunRequest;
+use autodev::error::{Classify, ErrorClass};
+use autodev::events::ExecEvent;
+use autodev::profile::Profile;
+use autodev::sandbox::{AnySandbox, Outcome, RunSpec, Sandbox, SandboxError};
+use keys::{Key, KeyError, KeyStore};
+use queue::{Refused, Scheduler, Ticket};
+use runs::{Run, RunSink, Runs};
+
+/// How long, after the grace period, cancelled runs get to remove their containers.
+const CANCEL_WAIT: Duration = Duration::from_secs(60);
+/// How often the engine is asked whether it answers (for health and metrics).
+const ENGINE_CHECK: Duration = Duration::from_secs(15);
+
+/// Who is asking: a key's name and ceilings, or the one tenant of a
+/// service that has no keys (loopback only).
+#[derive(Debug, Clone)]
+pub(crate) struct Tenant {
+    pub(crate) name: String,
+    pub(crate) key: Option<Key>,
+}
+
+/// A request refused, with the status it maps to.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The request itself is wrong (400).
+    Invalid(String),
+    /// Over a quota or the queue is full (429 with Retry-After seconds).
+    Busy(String, u64),
+    /// The service is shutting down (503).
+    Draining,
+}
+
+/// The service's shared state.
+pub(crate) struct Service {
+    sandbox: AnySandbox,
+    defaults: RunSpec,
+    keys: KeyStore,
+    sched: Arc<Scheduler>,
+    runs: Runs,
+    usage: usage::Ledger,
+    metrics: metrics::Metrics,
+    draining: AtomicBool,
+    engine_up: AtomicBool,
+    tasks: TaskTracker,
+    jobs: usize,
+    max_queue: usize,
+}
+
+impl Service {
+    /// Accepts a run of `tenant`'s (or says why not) and starts carrying it out.
+    pub(crate) fn submit(self: &Arc<Self>, t: &Tenant, body: &[u8]) -> Result<Arc<Run>, Refusal> {
+        if self.draining.load(Ordering::SeqCst) {
+            self.metrics.refused("draining");
+            return Err(Refusal::Draining);
+        }
+        let mut defaults = self.defaults.clone();
+        if let Some(k) = &t.key {
+            defaults.limits = k.ceiling(&self.defaults.limits).map_err(Refusal::Invalid)?;
+        }
+        let req = RunRequest::parse(body, &defaults).map_err(|e| {
+            Refusal::Invalid(e.replace(
+                "; pass --allow-task-overrides to let tasks loosen them",
+                " (this key's ceiling)",
+            ))
+        })?;
+        if req.setup.is_some() {
+            return Err(Refusal::Invalid(
+                "setup: the service does not run a set-up phase yet; runs use the image as it is"
+                    .into(),
+            ));
+        }
+        if let Some(quota) = t.key.as_ref().and_then(|k| k.cpu_seconds_per_day) {
+            let (used_ms, frees_at) = self.usage.last_day(&t.name);
+            if used_ms >= quota.saturating_mul(1000) {
+                self.metrics.refused("quota");
+                return Err(Refusal::Busy(
+                    format!(
+                        "key {} used {:.1} of its {quota} CPU-seconds of the last 24 hours",
+                        t.name,
+                        used_ms as f64 / 1000.0
+                    ),
+                    frees_at.saturating_sub(usage::now()).max(1),
+                ));
+            }
+        }
+        let max = t
+            .key
+            .as_ref()
+            .and_then(|k| k.max_concurrent)
+            .unwrap_or(self.jobs);
+        let ticket = self
+            .sched
+            .enqueue(&t.name, max, self.max_queue)
+            .map_err(|r| match r {
+                Refused::Draining => {
+                    self.metrics.refused("draining");
+                    Refusal::Draining
+                }
+                Refused::QueueFull => {
+                    self.metrics.refused("queue_full");
+                    Refusal::Busy(
+                        format!(
+                            "key {} has {} runs waiting, the most the service queues per key",
+                            t.name, self.max_queue
+                        ),
+                        2,
+                    )
+                }
+            })?;
+        // Live output is bounded like the capture: head and tail of each stream.
+        let run = self
+            .runs
+            .add(&t.name, req.spec.limits.output_limit.saturating_mul(2));
+        run.push(ExecEvent::Queued {
+            ahead: ticket.ahead,
+        });
+        self.tasks
+            .spawn(self.clone().execute(run.clone(), req, ticket));
+        Ok(run)
+    }
+
+    async fn execute(self: Arc<Self>, run: Arc<Run>, mut req: RunRequest, ticket: Ticket) {
+        let queued = Instant::now();
+        let grant = tokio::select! {
+            g = ticket.rx => g.ok(),
+            () = run.cancel.cancelled() => None,
+        };
+        let Some(_grant) = grant else {
+            let why = "cancelled before it started";
+            self.finish(
+                &run,
+                json!({"verdict": "interrupted", "error": why}),
+                Duration::ZERO,
+            );
+            return;
+        };
+        self.metrics.queued(queued.elapsed());
+        run.push(ExecEvent::Started {
+            queue_ms: u64::try_from(queued.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        let started = Instant::now();
+        let result = match req.materialize(None) {
+            Err(e) => {
+                json!({"verdict": "sandbox_error", "error": format!("writing the request's files: {e}")})
+            }
+            Ok(dir) => {
+                let mut sink = RunSink(run.clone());
+                let r = self.sandbox.run(&req.spec, &mut sink, &run.cancel).await;
+                drop(dir);
+                result_json(r)
+            }
+        };
+        self.finish(&run, result, started.elapsed());
+    }
+
+    fn finish(&self, run: &Run, mut result: Value, took: Duration) {
+        if let Some(obj) = result.as_object_mut() {
+            obj.insert("id".into(), Value::from(run.id.clone()));
+        }
+        let verdict = result["verdict"].as_str().unwrap_or("sandbox_error");
+        let res = &result["resources"];
+        self.usage.add(usage::Record {
+            ts: usage::now(),
+            key: run.key.clone(),
+            verdict: verdict.to_string(),
+            cpu_ms: res["cpu_ms"].as_u64().unwrap_or(0),
+            peak_memory_bytes: res["peak_memory_bytes"].as_u64().unwrap_or(0),
+            wall_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        });
+        self.metrics.ended(verdict, took);
+        run.push(ExecEvent::Result { result });
+        self.runs.finish(&run.id);
+    }
+}
+
+/// A run's result as `exec --json` prints it; a request the sandbox
+/// refuses (too many files, say) is the caller's error, not the sandbox's.
+fn result_json(r: Result<Outcome, SandboxError>) -> Value {
+    match r {
+        Ok(o) => serde_json::to_value(&o)
+            .unwrap_or_else(|e| json!({"verdict": "sandbox_error", "error": e.to_string()})),
+        Err(e @ SandboxError::Interrupted) => {
+            json!({"verdict": "interrupted", "error": e.to_string()})
+        }
+        Err(e) if e.class() == ErrorClass::Usage => {
+            json!({"verdict": "invalid_task", "error": e.to_string()})
+        }
+        Err(e) => serde_json::to_value(Outcome::from_error(&e))
+            .unwrap_or_else(|_| json!({"verdict": "sandbox_error", "error": e.to_string()})),
+    }
+}
+
+/// The service's state folder: `--state`, else autodev's under `$XDG_STATE_HOME`.
+fn state_dir(given: Option<&Path>) -> Result<PathBuf, UsageError> {
+    given
+        .map(Path::to_path_buf)
+        .or_else(|| autodev::dirs::autodev_dir(autodev::dirs::Base::State).map(|d| d.join("serve")))
+        .ok_or_else(|| UsageError("no state folder: pass --state, or set HOME".into()))
+}
+
+fn key_error(e: KeyError) -> anyhow::Error {
+    match e {
+        KeyError::Usage(m) => UsageError(m).into(),
+        e => e.into(),
+    }
+}
+
+/// `autodev serve keys …`.
+fn keys_cmd(cmd: KeysCommand, operator: &autodev::config::Limits) -> Result<ExitCode> {
+    match cmd {
+        KeysCommand::Add {
+            name,
+            max_concurrent,
+            cpu_seconds_per_day,
+            max_memory,
+            max_timeout,
+            state,
+        } => {
+            let store = KeyStore::open(&state_dir(state.as_deref())?).map_err(key_error)?;
+            let mut limits = serde_json::Map::new();
+            if let Some(m) = max_memory {
+                limits.insert("memory".into(), Value::from(m));
+            }
+            if let Some(t) = max_timeout {
+                limits.insert("timeout".into(), Value::from(t));
+            }
+            let key = Key {
+                name: name.clone(),
+                hash: String::new(),
+                max_concurrent,
+                cpu_seconds_per_day,
+                limits,
+            };
+            let token = store.add(key, operator).map_err(key_error)?;
+            autodev::outln!("{token}");
+            autodev::errln!(
+                "autodev: key {name:?} added; its token is above and is not shown again (send it as `Authorization: Bearer TOKEN`)"
+            );
+        }
+        KeysCommand::List { state } => {
+            let store = KeyStore::open(&state_dir(state.as_deref())?).map_err(key_error)?;
+            for k in store.current().map_err(key_error)?.iter() {
+                autodev::outln!(
+                    "{}\tmax_concurrent={}\tcpu_seconds_per_day={}\tlimits={}",
+                    k.name,
+                    k.max_concurrent.map_or("-".into(), |n| n.to_string()),
+                    k.cpu_seconds_per_day.map_or("-".into(), |n| n.to_string()),
+                    Value::Object(k.limits.clone())
+                );
+            }
+        }
+        KeysCommand::Revoke { name, state } => {
+            let store = KeyStore::open(&state_dir(state.as_deref())?).map_err(key_error)?;
+            store.revoke(&name).map_err(key_error)?;
+            autodev::errln!("autodev: key {name:?} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the service listens.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+async fn listen(args: &ServeArgs) -> Result<Listener> {
+    if let Some(path) = &args.socket {
+        let bad = |why: String| UsageError(format!("--socket {}: {why}", path.display()));
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(bad("exists; remove it or pick another path".into()).into());
+        }
+        let l = tokio::net::UnixListener::bind(path).map_err(|e| bad(e.to_string()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| bad(e.to_string()))?;
+        return Ok(Listener::Unix(l, path.clone()));
+    }
+    let addr: SocketAddr = args.listen.parse().map_err(|_| {
+        UsageError(format!(
+            "--listen {:?}: give an IP address and port, e.g. 127.0.0.1:8844",
+            args.listen
+        ))
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(UsageError(format!(
+            "--listen {addr}: not a loopback address; serving beyond this host needs TLS, which autodev serve does not terminate: listen on loopback (or --socket) behind a TLS proxy that only forwards authenticated clients"
+        ))
+        .into());
+    }
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| UsageError(format!("--listen {addr}: {e}")))?;
+    Ok(Listener::Tcp(l))
+}
+
+/// `autodev serve`.
+pub(super) async fn serve_cmd(
+    args: ServeArgs,
+    profile: &Profile,
+    cancel: &CancellationToken,
+    kill: &CancellationToken,
+) -> Result<ExitCode> {
+    let mut defaults = args.sandbox.run_spec("/", "true", &profile.exclude)?;
+    if let Some(ServeCommand::Keys(cmd)) = args.keys {
+        return keys_cmd(cmd, &defaults.limits);
+    }
+    let state = state_dir(args.state.as_deref())?;
+    std::fs::create_dir_all(&state)
+        .map_err(|e| UsageError(format!("--state {}: {e}", state.display())))?;
+    let keys = KeyStore::open(&state).map_err(key_error)?;
+    let usage = usage::Ledger::open(&state)
+        .map_err(|e| UsageError(format!("--state {}: usage file: {e}", state.display())))?;
+    let listener = listen(&args).await?;
+    let instance = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
+    defaults
+        .labels
+        .push(("autodev.service".into(), instance.clone()));
+    let sandbox = super::connect(&args.sandbox.engines).await?;
+    sandbox.check_limits(&defaults).await?;
+    sandbox.preflight(&defaults).await?;
+    sandbox.warm(&defaults);
+    let open = keys.current().map_err(key_error)?.is_empty();
+    let svc = Arc::new(Service {
+        sandbox: sandbox.clone(),
+        defaults: defaults.clone(),
+        keys,
+        sched: Scheduler::new(usize::from(args.jobs)),
+        runs: Runs::default(),
+        usage,
+        metrics: metrics::Metrics::default(),
+        draining: AtomicBool::new(false),
+        engine_up: AtomicBool::new(true),
+        tasks: TaskTracker::new(),
+        jobs: usize::from(args.jobs),
+        max_queue: args.max_queue,
+    });
+    let app = http::router(svc.clone(), args.max_body);
+    let stop = CancellationToken::new();
+    let where_ = match &listener {
+        Listener::Tcp(l) => format!("http://{}", l.local_addr()?),
+        Listener::Unix(_, p) => format!("unix:{}", p.display()),
+    };
+    autodev::errln!(
+        "autodev serve: listening on {where_}; {} slot(s); {}; SIGTERM drains it",
+        args.jobs,
+        if open {
+            "no keys: every caller on this host is served (`autodev serve keys add NAME` to require keys)"
+        } else {
+            "requests need a key"
+        }
+    );
+    let server = {
+        let stop = stop.clone();
+        match listener {
+            Listener::Tcp(l) => tokio::spawn(async move {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }),
+            Listener::Unix(l, _) => tokio::spawn(async move {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }),
+        }
+    };
+    let checker = tokio::spawn(check_engine(svc.clone()));
+    cancel.cancelled().await;
+    drain(&svc, args.grace, kill).await;
+    checker.abort();
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Some(p) = &args.socket {
+        let _ = std::fs::remove_file(p);
+    }
+    sandbox.retire(&defaults).await;
+    let left = sandbox
+        .clean(&[("autodev.service".into(), instance)])
+        .await
+        .unwrap_or(0);
+    autodev::errln!(
+        "autodev serve: stopped{}",
+        if left > 0 {
+            format!("; removed {left} container(s) left by cancelled runs")
+        } else {
+            String::new()
+        }
+    );
+    // A drain is how a service is meant to stop: not a failure.
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses new runs, lets the ones under way finish within `grace` (or
+/// until a second signal), then cancels the rest and waits for their
+/// containers to go.
+async fn drain(svc: &Service, grace: Duration, kill: &CancellationToken) {
+    svc.draining.store(true, Ordering::SeqCst);
+    svc.sched.drain();
+    svc.tasks.close();
+    let (running, _) = svc.sched.counts();
+    autodev::errln!(
+        "autodev serve: draining: new runs get 503; {running} run(s) under way get {} to finish",
+        humantime::format_duration(grace)
+    );
+    tokio::select! {
+        () = svc.tasks.wait() => return,
+        () = tokio::time::sleep(grace) => {}
+        () = kill.cancelled() => {}
+    }
+    let live = svc.runs.live();
+    autodev::errln!(
+        "autodev serve: cancelling {} run(s) still under way",
+        live.len()
+    );
+    for r in live {
+        r.cancel.cancel();
+    }
+    let _ = tokio::time::timeout(CANCEL_WAIT, svc.tasks.wait()).await;
+}
+
+async fn check_engine(svc: Arc<Service>) {
+    loop {
+        let up = tokio::time::timeout(Duration::from_secs(5), svc.sandbox.preflight(&svc.defaults))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        svc.engine_up.store(up, Ordering::SeqCst);
+        tokio::time::sleep(ENGINE_CHECK).await;
+    }
+}

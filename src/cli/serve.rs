@@ -1,0 +1,91 @@
+//! `autodev serve`: flags of the service and of its key store.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::parse::duration;
+use super::SandboxArgs;
+
+/// `autodev serve`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServeArgs {
+    /// Manage the service's API keys instead of serving.
+    #[command(subcommand)]
+    pub keys: Option<ServeCommand>,
+    /// Address to listen on: a loopback address and port (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8844")]
+    pub listen: String,
+    /// Listen on this Unix socket instead (made readable and writable by this user only).
+    #[arg(long, conflicts_with = "listen")]
+    pub socket: Option<PathBuf>,
+    /// Where the service keeps its keys and usage records
+    /// (default: autodev's folder under $XDG_STATE_HOME).
+    #[arg(long, env = "AUTODEV_SERVE_STATE")]
+    pub state: Option<PathBuf>,
+    /// Runs at once, over all keys.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: u16,
+    /// Runs of one key that may wait for a slot; past it a request gets 429.
+    #[arg(long, default_value_t = 1000)]
+    pub max_queue: usize,
+    /// Largest request body accepted, in bytes (files are sent inline).
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_body: usize,
+    /// On SIGTERM: how long runs under way get to finish before they are cancelled.
+    #[arg(long, default_value = "30s", value_parser = duration("--grace"))]
+    pub grace: Duration,
+    /// Where runs, their limits and their image come from (the operator's floor: a request
+    /// may only tighten these limits).
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// `autodev serve keys …`.
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// API keys: add (the token is shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `autodev serve keys`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a key; its token is printed once (only its SHA-256 is kept).
+    Add {
+        /// The key's name (letters, digits, `-`, `_`, `.`): what logs and usage show.
+        name: String,
+        /// Runs of this key at once (default: the service's --jobs).
+        #[arg(long)]
+        max_concurrent: Option<usize>,
+        /// CPU-seconds this key may use in any 24 hours; past it runs get 429.
+        #[arg(long)]
+        cpu_seconds_per_day: Option<u64>,
+        /// Highest memory limit a run of this key may have (e.g. 512m).
+        #[arg(long)]
+        max_memory: Option<String>,
+        /// Longest wall-clock limit a run of this key may have (e.g. 60s).
+        #[arg(long)]
+        max_timeout: Option<String>,
+        /// The service's state folder.
+        #[arg(long, env = "AUTODEV_SERVE_STATE")]
+        state: Option<PathBuf>,
+    },
+    /// List the keys (names and ceilings; tokens are not kept).
+    List {
+        /// The service's state folder.
+        #[arg(long, env = "AUTODEV_SERVE_STATE")]
+        state: Option<PathBuf>,
+    },
+    /// Revoke a key: a running service refuses it from its next request on.
+    Revoke {
+        /// The key's name.
+        name: String,
+        /// The service's state folder.
+        #[arg(long, env = "AUTODEV_SERVE_STATE")]
+        state: Option<PathBuf>,
+    },
+}
