@@ -86,12 +86,15 @@ impl Service {
         if let Some(k) = &t.key {
             defaults.limits = k.ceiling(&self.defaults.limits).map_err(Refusal::Invalid)?;
         }
-        let req = RunRequest::parse(body, &defaults).map_err(|e| {
+        let mut req = RunRequest::parse(body, &defaults).map_err(|e| {
             Refusal::Invalid(e.replace(
                 "; pass --allow-task-overrides to let tasks loosen them",
                 " (this key's ceiling)",
             ))
         })?;
+        // The service's label marks its runs; a per-request one would keep
+        // every run from the containers started ahead for the defaults.
+        req.spec.labels.retain(|(k, _)| k != "autodev.task");
         if req.setup.is_some() {
             return Err(Refusal::Invalid(
                 "setup: the service does not run a set-up phase yet; runs use the image as it is"

@@ -1,0 +1,634 @@
+//! `autodev serve` as its callers see it: a real service process on
+//! loopback over the real Docker engine, asked by reqwest, curl and a
+//! Python `requests` script; keys and tenants, streaming and resuming,
+//! cancel, quotas, caps, draining, and no container left.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Sandboxed;
+use serde_json::{json, Value};
+
+/// A service process of the test, killed by PID if the test ends without
+/// stopping it.
+struct Service {
+    child: Child,
+    url: String,
+    /// Every line it wrote to stderr.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    fn start(dir: &Path, label: &(String, String), extra: &[&str]) -> Service {
+        let mut child = common::isolated(dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+            .arg(dir.join("state"))
+            .sandboxed(label)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.split(';').next().unwrap_or("").to_string());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the service did not start: {:?}", log.lock().unwrap()));
+        Service { child, url, log }
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "the service did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `autodev serve keys add NAME ARGS…`: the token.
+fn add_key(dir: &Path, name: &str, args: &[&str]) -> String {
+    let out = common::isolated(dir)
+        .args(["serve", "keys", "add", name, "--state"])
+        .arg(dir.join("state"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn post(c: &reqwest::Client, url: &str, token: &str, body: Value) -> (u16, Value) {
+    let r = c
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn get(c: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let r = c.get(url).bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Waits until the run is in `state`.
+async fn until_state(
+    c: &reqwest::Client,
+    svc: &Service,
+    token: &str,
+    id: &str,
+    state: &str,
+) -> Value {
+    let t = Instant::now();
+    loop {
+        let (s, v) = get(c, &svc.at(&format!("/v1/runs/{id}")), token).await;
+        assert_eq!(s, 200, "{v}");
+        if v["state"] == state {
+            return v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "run {id} never became {state}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn project() -> Value {
+    json!({
+        "test_calc.py": "from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+        "calc.py": "def add(a, b):\n    return a + b\n",
+    })
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_decide_who_runs_and_what_each_sees_and_results_match_exec() {
+    let _sb = require_docker!();
+    let label = common::test_label("serve-keys");
+    let dir = tempfile::tempdir().unwrap();
+    let alice = add_key(dir.path(), "alice", &[]);
+    let bob = add_key(dir.path(), "bob", &[]);
+    let small = add_key(
+        dir.path(),
+        "small",
+        &["--max-timeout", "5s", "--max-memory", "128m"],
+    );
+    let svc = Service::start(dir.path(), &label, &["--max-body", "100000"]);
+    let c = reqwest::Client::new();
+    let runs = svc.at("/v1/runs");
+
+    // No key, or a wrong one: 401, one line.
+    let r = c
+        .post(&runs)
+        .json(&json!({"runner": "true"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let (s, v) = post(&c, &runs, "adk_wrong", json!({"runner": "true"})).await;
+    assert_eq!((s, v["error"]["class"].as_str()), (401, Some("auth")));
+
+    // A real run: the result is exec --json's object, plus its id.
+    let (s, passed) = post(
+        &c,
+        &runs,
+        &alice,
+        json!({"runner": "python3 -m pytest -q", "files": project()}),
+    )
+    .await;
+    assert_eq!(s, 200, "{passed}");
+    assert_eq!(passed["verdict"], "passed", "{passed}");
+    assert_eq!(passed["tests"]["passed"], 1, "{passed}");
+    assert!(passed["resources"]["cpu_ms"].is_u64(), "{passed}");
+    let files: Vec<(String, String)> = project()
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let ws = common::workspace(&files);
+    let out = common::isolated(ws.path())
+        .args(["exec", "--json", "--no-setup"])
+        .sandboxed(&label)
+        .args(["--", "python3", "-m", "pytest", "-q"])
+        .output()
+        .unwrap();
+    let exec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "id")
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&passed),
+        keys(&exec),
+        "the same result object as exec --json"
+    );
+
+    let (_, failed) = post(&c, &runs, &alice, json!({"runner": ["sh", "-c", "exit 3"]})).await;
+    assert_eq!(
+        (failed["verdict"].as_str(), failed["exit_code"].as_i64()),
+        (Some("failed"), Some(3))
+    );
+
+    // Another key's run is as missing as one that never was.
+    let id = passed["id"].as_str().unwrap();
+    let (s, v) = get(&c, &svc.at(&format!("/v1/runs/{id}")), &alice).await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("done")));
+    let (s, _) = get(&c, &svc.at(&format!("/v1/runs/{id}")), &bob).await;
+    assert_eq!(s, 404);
+    let r = c
+        .delete(svc.at(&format!("/v1/runs/{id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = c
+        .get(svc.at(&format!("/v1/runs/{id}/events")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // A key's ceilings: the default for its runs, and a bound.
+    let (_, v) = post(&c, &runs, &small, json!({"runner": "true"})).await;
+    assert_eq!(v["record"]["limits"]["timeout"], "5s", "{v}");
+    assert_eq!(v["record"]["limits"]["memory"], 128 << 20, "{v}");
+    let (s, v) = post(
+        &c,
+        &runs,
+        &small,
+        json!({"runner": "true", "limits": {"timeout": "60s"}}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("ceiling"),
+        "{v}"
+    );
+
+    // Malformed, host paths, oversized: 400 / 413 with one line.
+    let r = c
+        .post(&runs)
+        .bearer_auth(&alice)
+        .body("{\"runner\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let (s, v) = post(
+        &c,
+        &runs,
+        &alice,
+        json!({"runner": "cat x", "workspace": "/etc"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = post(
+        &c,
+        &runs,
+        &alice,
+        json!({"runner": "x", "files": {"../escape": "x"}}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = post(
+        &c,
+        &runs,
+        &alice,
+        json!({"runner": "x", "files": {".git/config": "x"}}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let big = "x".repeat(200_000);
+    let r = c
+        .post(&runs)
+        .bearer_auth(&alice)
+        .json(&json!({"runner": "true", "files": {"big": big}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert!(!v["error"]["message"].as_str().unwrap().contains('\n'));
+
+    // Usage: the key's own, and nobody else's.
+    let (s, u) = get(&c, &svc.at("/v1/usage"), &alice).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (u["runs"].as_u64(), u["by_verdict"]["passed"].as_u64()),
+        (Some(2), Some(1)),
+        "{u}"
+    );
+    assert!(u["cpu_seconds"].as_f64().unwrap() > 0.0, "{u}");
+    let (s, _) = get(&c, &svc.at("/v1/usage?key=bob"), &alice).await;
+    assert_eq!(s, 404);
+
+    // Metrics, without per-run labels.
+    let m = c
+        .get(svc.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("autodev_runs_total{verdict=\"passed\"}"), "{m}");
+    assert!(!m.contains(id), "no run ids in metrics");
+
+    // A revoked key is refused from the next request on.
+    let out = common::isolated(dir.path())
+        .args(["serve", "keys", "revoke", "bob", "--state"])
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (s, _) = post(&c, &runs, &bob, json!({"runner": "true"})).await;
+    assert_eq!(s, 401);
+
+    // One JSON log line per request, with the key's name.
+    let logged = svc.log.lock().unwrap().clone();
+    let lines: Vec<Value> = logged
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|l| l["key"] == "alice" && l["route"] == "/v1/runs" && l["status"] == 200));
+    assert!(
+        !logged.iter().any(|l| l.contains(&alice)),
+        "tokens are never logged"
+    );
+    let mut svc = svc;
+    assert!(svc.stop().success());
+    common::assert_no_leak(&label);
+}
+
+/// Reads a server-sent event stream to its end: (id, event, data).
+async fn read_events(r: reqwest::Response) -> Vec<(u64, String, Value)> {
+    let text = tokio::time::timeout(Duration::from_secs(60), r.text())
+        .await
+        .unwrap()
+        .unwrap();
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+            };
+            Some((
+                field("id")?.parse().ok()?,
+                field("event")?,
+                serde_json::from_str(&field("data")?).ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn events_stream_live_resume_after_the_last_seen_and_cancel_ends_a_run() {
+    let _sb = require_docker!();
+    let label = common::test_label("serve-events");
+    let dir = tempfile::tempdir().unwrap();
+    let k = add_key(dir.path(), "k", &["--max-concurrent", "1"]);
+    let svc = Service::start(
+        dir.path(),
+        &label,
+        &["--max-queue", "0", "--jobs", "2", "--warm", "0"],
+    );
+    let c = reqwest::Client::new();
+    let runs = svc.at("/v1/runs");
+
+    let body = json!({"runner": "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo bye >&2"});
+    let r = c
+        .post(&runs)
+        .bearer_auth(&k)
+        .header("accept", "text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let events = read_events(r).await;
+    let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as u64).collect::<Vec<_>>(),
+        "numbered from 1, in order"
+    );
+    let names: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(names.first(), Some(&"queued"));
+    assert_eq!(names.last(), Some(&"result"));
+    let out: String = events
+        .iter()
+        .filter(|e| e.1 == "output" && e.2["stream"] == "stdout")
+        .map(|e| e.2["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(out, "line1\nline2\nline3\n");
+    let result = &events.last().unwrap().2["result"];
+    assert_eq!(result["verdict"], "passed");
+
+    // Reconnecting after event 2 gives exactly what followed it.
+    let id = result["id"].as_str().unwrap();
+    let again = |h: Option<&str>, q: &str| {
+        let mut rq = c
+            .get(svc.at(&format!("/v1/runs/{id}/events{q}")))
+            .bearer_auth(&k);
+        if let Some(h) = h {
+            rq = rq.header("last-event-id", h);
+        }
+        rq.send()
+    };
+    let resumed = read_events(again(Some("2"), "").await.unwrap()).await;
+    assert_eq!(
+        resumed.iter().map(|e| e.0).collect::<Vec<_>>(),
+        ids[2..].to_vec()
+    );
+    let resumed = read_events(again(None, "?after=4").await.unwrap()).await;
+    assert_eq!(resumed.first().map(|e| e.0), Some(5));
+
+    // The key's one slot is taken and it may queue nothing: 429, Retry-After.
+    let r = c
+        .post(format!("{runs}?wait=false"))
+        .bearer_auth(&k)
+        .json(&json!({"runner": "sleep 60"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let long: Value = r.json().await.unwrap();
+    let long = long["id"].as_str().unwrap().to_string();
+    until_state(&c, &svc, &k, &long, "running").await;
+    let r = c
+        .post(&runs)
+        .bearer_auth(&k)
+        .json(&json!({"runner": "true"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+
+    // Cancel: the running run ends as interrupted, its container goes.
+    let t = Instant::now();
+    let r = c
+        .delete(svc.at(&format!("/v1/runs/{long}")))
+        .bearer_auth(&k)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let v = until_state(&c, &svc, &k, &long, "done").await;
+    assert_eq!(v["result"]["verdict"], "interrupted", "{v}");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    common::wait_until(
+        "the cancelled run's container is gone",
+        Duration::from_secs(30),
+        || common::containers_with(&label).is_empty(),
+    );
+    let mut svc = svc;
+    assert!(svc.stop().success());
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_finishes_the_runs_under_way_cancels_the_queued_and_leaves_nothing() {
+    let _sb = require_docker!();
+    let label = common::test_label("serve-drain");
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Service::start(dir.path(), &label, &["--jobs", "1", "--grace", "60s"]);
+    let c = reqwest::Client::new();
+    let runs = svc.at("/v1/runs");
+    let submit = |cmd: &'static str| {
+        let c = c.clone();
+        let runs = runs.clone();
+        async move {
+            let r = c
+                .post(format!("{runs}?wait=false"))
+                .json(&json!({"runner": cmd}))
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let first = submit("sleep 3; echo done").await;
+    let queued = submit("true").await;
+    until_state(&c, &svc, "", &first, "running").await;
+    // A watcher holds the first run's stream across the drain.
+    let watch = c
+        .get(svc.at(&format!("/v1/runs/{first}/events")))
+        .send()
+        .await
+        .unwrap();
+    let pid = i32::try_from(svc.child.id()).unwrap();
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    common::wait_until(
+        "the service says it drains",
+        Duration::from_secs(10),
+        || {
+            svc.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("draining"))
+        },
+    );
+    let r = c
+        .post(&runs)
+        .json(&json!({"runner": "true"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let (_, q) = get(&c, &svc.at(&format!("/v1/runs/{queued}")), "").await;
+    assert_eq!(
+        q["result"]["verdict"], "interrupted",
+        "the queued run is reported cancelled: {q}"
+    );
+    let events = read_events(watch).await;
+    let last = &events.last().expect("events").2;
+    assert_eq!(
+        last["result"]["verdict"], "passed",
+        "the run under way finished: {last}"
+    );
+    let status = svc.stop();
+    assert!(status.success(), "a drained service exits 0: {status:?}");
+    common::assert_no_leak(&label);
+}
+
+#[test]
+fn a_non_loopback_address_is_refused_before_anything_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    for addr in ["0.0.0.0:0", "[::]:0", "localhost:8844"] {
+        let out = common::isolated(dir.path())
+            .args(["serve", "--listen", addr, "--state"])
+            .arg(dir.path().join("state"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{addr}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("--listen"), "{err}");
+    }
+}
+
+/// The Python interpreter with `requests` and `openapi-spec-validator`
+/// (CI makes a venv from PyPI and names it in `AUTODEV_TEST_PYTHON`).
+fn python() -> PathBuf {
+    let py =
+        PathBuf::from(std::env::var("AUTODEV_TEST_PYTHON").unwrap_or_else(|_| "python3".into()));
+    let ok = Command::new(&py)
+        .args(["-c", "import requests, openapi_spec_validator"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs {} with requests and openapi-spec-validator from PyPI (set AUTODEV_TEST_PYTHON; .ci/run makes one)",
+        py.display()
+    );
+    py
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_and_python_requests_use_every_route_and_the_openapi_document_validates() {
+    let _sb = require_docker!();
+    let py = python();
+    let label = common::test_label("serve-clients");
+    let dir = tempfile::tempdir().unwrap();
+    let a = add_key(dir.path(), "a", &[]);
+    let b = add_key(dir.path(), "b", &[]);
+    let svc = Service::start(dir.path(), &label, &[]);
+
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-H"])
+        .arg(format!("Authorization: Bearer {a}"))
+        .args(["-H", "Content-Type: application/json", "-d"])
+        .arg(r#"{"runner": "echo from-curl", "files": {"a.txt": "x"}}"#)
+        .arg(svc.at("/v1/runs"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["verdict"], "passed", "{v}");
+    assert_eq!(v["stdout"]["text"], "from-curl\n", "{v}");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/client.py");
+    let out = Command::new(&py)
+        .arg(&script)
+        .args([&svc.url, &a, &b])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut svc = svc;
+    assert!(svc.stop().success());
+    common::assert_no_leak(&label);
+}

@@ -1,0 +1,92 @@
+"""Every route of `autodev serve`, through Python's `requests` (from PyPI),
+and the OpenAPI document checked by `openapi-spec-validator` and against
+the routes this script used.
+
+Usage: client.py URL TOKEN_A TOKEN_B (two keys of the service).
+"""
+import json
+import sys
+import time
+
+import requests
+from openapi_spec_validator import validate
+
+url, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
+used = set()
+
+
+def call(method, path, token=None, route=None, **kw):
+    used.add((method.lower(), route or path.split("?")[0]))
+    headers = kw.pop("headers", {})
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    return requests.request(method, url + path, headers=headers, timeout=60, **kw)
+
+
+def events(resp):
+    """(id, event, data) of a server-sent event stream, read to its end."""
+    out, block = [], {}
+    for line in resp.iter_lines(decode_unicode=True):
+        if line == "":
+            if "id" in block:
+                out.append((int(block["id"]), block["event"], json.loads(block["data"])))
+            block = {}
+        elif not line.startswith(":"):
+            k, _, v = line.partition(": ")
+            block[k] = v
+    return out
+
+
+r = call("GET", "/v1/health")
+assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+
+doc = call("GET", "/v1/openapi.json").json()
+validate(doc)
+
+r = call("POST", "/v1/runs", a, json={"runner": "python3 -c 'print(6*7)'"})
+assert r.status_code == 200, r.text
+res = r.json()
+assert res["verdict"] == "passed" and res["stdout"]["text"] == "42\n", res
+
+r = call("POST", "/v1/runs", a, json={"runner": "echo a; echo b >&2"},
+         headers={"Accept": "text/event-stream"}, stream=True)
+evs = events(r)
+assert [e[0] for e in evs] == list(range(1, len(evs) + 1)), evs
+assert evs[-1][1] == "result" and evs[-1][2]["result"]["verdict"] == "passed", evs
+run_id = evs[-1][2]["result"]["id"]
+
+r = call("GET", f"/v1/runs/{run_id}/events?after=2", a, route="/v1/runs/{id}/events", stream=True)
+assert [e[0] for e in events(r)] == [e[0] for e in evs[2:]]
+
+r = call("GET", f"/v1/runs/{run_id}", a, route="/v1/runs/{id}")
+assert r.json()["state"] == "done", r.text
+assert call("GET", f"/v1/runs/{run_id}", b, route="/v1/runs/{id}").status_code == 404
+
+r = call("POST", "/v1/runs?wait=false", a, json={"runner": "sleep 60"})
+assert r.status_code == 202, r.text
+slow = r.json()["id"]
+assert call("DELETE", f"/v1/runs/{slow}", b, route="/v1/runs/{id}").status_code == 404
+r = call("DELETE", f"/v1/runs/{slow}", a, route="/v1/runs/{id}")
+assert r.status_code == 202, r.text
+deadline = time.time() + 60
+while True:
+    state = call("GET", f"/v1/runs/{slow}", a, route="/v1/runs/{id}").json()
+    if state["state"] == "done":
+        break
+    assert time.time() < deadline, state
+    time.sleep(0.1)
+assert state["result"]["verdict"] == "interrupted", state
+
+r = call("GET", "/v1/usage?since=0", a)
+assert r.status_code == 200 and r.json()["runs"] >= 3, r.text
+assert call("GET", "/v1/usage?key=a", b).status_code == 404
+
+r = call("GET", "/metrics")
+assert "autodev_runs_total" in r.text, r.text
+
+r = call("POST", "/v1/runs", a, data="{not json", headers={"Content-Type": "application/json"})
+assert r.status_code == 400 and r.json()["error"]["class"] == "usage", r.text
+
+documented = {(m, p) for p, ops in doc["paths"].items() for m in ops if m != "parameters"}
+assert documented == used, (sorted(documented ^ used))
+print("ok: %d routes" % len(used))
