@@ -632,3 +632,112 @@ async fn curl_and_python_requests_use_every_route_and_the_openapi_document_valid
     assert!(svc.stop().success());
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn session_files_are_confined_and_capped_and_sessions_survive_a_restart() {
+    let _sb = require_docker!();
+    let label = common::test_label("serve-sessions");
+    let dir = tempfile::tempdir().unwrap();
+    let k = add_key(dir.path(), "k", &[]);
+    let other = add_key(dir.path(), "other", &[]);
+    // A small copy cap is the session cap.
+    let mut svc = Service::start(dir.path(), &label, &["--max-copy", "4096", "--warm", "0"]);
+    let c = reqwest::Client::new();
+    let (s, v) = post(
+        &c,
+        &svc.at("/v1/sessions"),
+        &k,
+        json!({"files": {"a.txt": "one"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let file = |p: &str| svc.at(&format!("/v1/sessions/{id}/files/{p}"));
+    let put = |p: String, body: Vec<u8>| c.put(p).bearer_auth(&k).body(body).send();
+    for (path, why) in [
+        ("..%2F..%2Fescape", "traversal"),
+        ("d/..%2F..%2Fescape", "traversal through a folder"),
+        ("%2Fetc%2Fpasswd", "an absolute path"),
+        (".git/config", "VCS metadata"),
+        ("sub/.git/hooks/pre-commit", "nested VCS metadata"),
+        (".autodev-workspace", "autodev's marker"),
+    ] {
+        let r = put(file(path), b"x".to_vec()).await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{why}: {path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["class"], "usage", "{why}: {v}");
+    }
+    let r = put(file("big.bin"), vec![0u8; 5000]).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400, "over the session cap");
+    let r = put(file("bin/data"), vec![0, 159, 146, 150]).await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let got = c
+        .get(file("bin/data"))
+        .bearer_auth(&k)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &[0, 159, 146, 150], "binary files round-trip");
+    let r = c.get(file("nope")).bearer_auth(&k).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = c
+        .get(file("a.txt"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "another key's session does not exist for it"
+    );
+    let r = put(file("x"), b"x".to_vec()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let tree: Vec<String> = walk(&dir.path().join("state"));
+    assert!(!tree.iter().any(|p| p.ends_with("escape")), "{tree:?}");
+    let (s, v) = post(
+        &c,
+        &svc.at(&format!("/v1/sessions/{id}/runs")),
+        &k,
+        json!({"runner": "cat a.txt", "write_back": true}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+
+    assert!(svc.stop().success());
+    let svc = Service::start(dir.path(), &label, &["--max-copy", "4096", "--warm", "0"]);
+    let (s, v) = post(
+        &c,
+        &svc.at(&format!("/v1/sessions/{id}/runs")),
+        &k,
+        json!({"runner": "cat a.txt"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["stdout"]["text"], "one",
+        "the session survived the restart: {v}"
+    );
+    let mut svc = svc;
+    assert!(svc.stop().success());
+    common::assert_no_leak(&label);
+}
+
+/// Every path under `root`.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            out.push(e.path().display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}

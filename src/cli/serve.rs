@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (files are sent inline).
     #[arg(long, default_value_t = 16 << 20)]
     pub max_body: usize,
+    /// A session unused for this long is removed with its files.
+    #[arg(long, default_value = "1h", value_parser = duration("--session-idle"))]
+    pub session_idle: Duration,
     /// On SIGTERM: how long runs under way get to finish before they are cancelled.
     #[arg(long, default_value = "30s", value_parser = duration("--grace"))]
     pub grace: Duration,

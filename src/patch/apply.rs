@@ -182,26 +182,79 @@ pub fn plants_git_head(rel: &Path, content: &str) -> bool {
 }
 
 fn apply_one(root: &Path, block: &Block, opts: ApplyOptions) -> Result<PathBuf, Refused> {
+    write_file(
+        root,
+        &block.path,
+        block.content.as_bytes(),
+        opts.max_file_bytes,
+    )
+}
+
+/// Writes `content` to the path `raw` (checked by [`confine`]) under
+/// `root`, making its folders; never through a symlink, never a git HEAD
+/// file, never over `max_bytes`. The file is replaced whole (a temporary
+/// file renamed over it), keeping the mode of one it replaces.
+pub fn write_file(
+    root: &Path,
+    raw: &str,
+    content: &[u8],
+    max_bytes: u64,
+) -> Result<PathBuf, Refused> {
     use RefusalReason::*;
-    let rel = confine(&block.path)?;
-    if plants_git_head(&rel, &block.content) {
+    let rel = confine(raw)?;
+    if plants_git_head(&rel, &String::from_utf8_lossy(content)) {
         return Err((
             ProtectedPath,
             "a git HEAD file would make its folder a repository that git runs config from".into(),
         ));
     }
-    if block.content.len() as u64 > opts.max_file_bytes {
+    if content.len() as u64 > max_bytes {
         return Err((
             TooLarge,
-            format!(
-                "{} bytes, over the {}-byte cap",
-                block.content.len(),
-                opts.max_file_bytes
-            ),
+            format!("{} bytes, over the {max_bytes}-byte cap", content.len()),
         ));
     }
-    // Walk down from the root: every existing component must be a real
-    // folder (the last a real file or nothing), never a symlink.
+    let here = walk(root, &rel, true)?;
+    let parent = here.parent().unwrap_or(root);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".autodev-tmp-")
+        .tempfile_in(parent)
+        .map_err(|e| (Io, format!("temporary file in {}: {e}", parent.display())))?;
+    tmp.write_all(content)
+        .and_then(|_| tmp.as_file().sync_data())
+        .map_err(|e| (Io, format!("writing {}: {e}", rel.display())))?;
+    // Keep the mode of a file being replaced (an executable script stays executable).
+    let mode = fs::metadata(&here).map(|m| m.permissions()).ok();
+    let perm = mode.unwrap_or_else(|| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::Permissions::from_mode(0o644)
+    });
+    let _ = fs::set_permissions(tmp.path(), perm);
+    tmp.persist(&here)
+        .map_err(|e| (Io, format!("replacing {}: {}", rel.display(), e.error)))?;
+    Ok(rel)
+}
+
+/// The file at `raw` under `root`, by the same rules as [`write_file`]: a
+/// path [`confine`] accepts, reached through real folders only, naming a
+/// regular file. Returns the clean relative path and the full one, or
+/// `None` when there is no such file.
+pub fn existing_file(root: &Path, raw: &str) -> Result<Option<(PathBuf, PathBuf)>, Refused> {
+    let rel = confine(raw)?;
+    let here = walk(root, &rel, false)?;
+    match fs::symlink_metadata(&here) {
+        Ok(md) if md.is_file() => Ok(Some((rel, here))),
+        Ok(_) => Err((RefusalReason::NotAFile, "not a file".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err((RefusalReason::Io, format!("{}: {e}", rel.display()))),
+    }
+}
+
+/// Walks `rel` down from `root`: every existing component must be a real
+/// folder (the last a real file or nothing), never a symlink. Missing
+/// folders are made when `create`.
+fn walk(root: &Path, rel: &Path, create: bool) -> Result<PathBuf, Refused> {
+    use RefusalReason::*;
     let mut here = root.to_path_buf();
     let parts: Vec<_> = rel.components().collect();
     for (i, part) in parts.iter().enumerate() {
@@ -226,7 +279,7 @@ fn apply_one(root: &Path, block: &Block, opts: ApplyOptions) -> Result<PathBuf, 
             Ok(md) if last && !md.is_file() => return Err((NotAFile, "target is a folder".into())),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !last {
+                if !last && create {
                     fs::create_dir(&here)
                         .map_err(|e| (Io, format!("creating {}: {e}", here.display())))?;
                 }
@@ -234,24 +287,7 @@ fn apply_one(root: &Path, block: &Block, opts: ApplyOptions) -> Result<PathBuf, 
             Err(e) => return Err((Io, format!("{}: {e}", here.display()))),
         }
     }
-    let parent = here.parent().unwrap_or(root);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".autodev-tmp-")
-        .tempfile_in(parent)
-        .map_err(|e| (Io, format!("temporary file in {}: {e}", parent.display())))?;
-    tmp.write_all(block.content.as_bytes())
-        .and_then(|_| tmp.as_file().sync_data())
-        .map_err(|e| (Io, format!("writing {}: {e}", rel.display())))?;
-    // Keep the mode of a file being replaced (an executable script stays executable).
-    let mode = fs::metadata(&here).map(|m| m.permissions()).ok();
-    let perm = mode.unwrap_or_else(|| {
-        use std::os::unix::fs::PermissionsExt;
-        fs::Permissions::from_mode(0o644)
-    });
-    let _ = fs::set_permissions(tmp.path(), perm);
-    tmp.persist(&here)
-        .map_err(|e| (Io, format!("replacing {}: {}", rel.display(), e.error)))?;
-    Ok(rel)
+    Ok(here)
 }
 
 #[cfg(test)]

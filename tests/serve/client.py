@@ -84,6 +84,42 @@ assert call("GET", "/v1/usage?key=a", b).status_code == 404
 r = call("GET", "/metrics")
 assert "autodev_runs_total" in r.text, r.text
 
+# Sessions: files in, a run in a fresh container on them, files out.
+import io
+import tarfile
+
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    data = b"def test_one():\n    assert 1 == 1\n"
+    info = tarfile.TarInfo("tests/test_one.py")
+    info.size = len(data)
+    t.addfile(info, io.BytesIO(data))
+r = call("POST", "/v1/sessions", a, data=buf.getvalue(), headers={"Content-Type": "application/x-tar"})
+assert r.status_code == 201, r.text
+sid = r.json()["id"]
+r = call("PUT", f"/v1/sessions/{sid}/files/lib/util.py", a, route="/v1/sessions/{id}/files/{path}", data=b"X = 41\n")
+assert r.status_code == 204, r.text
+r = call("PUT", f"/v1/sessions/{sid}/files/..%2Fescape", a, route="/v1/sessions/{id}/files/{path}", data=b"x")
+assert r.status_code in (400, 404), r.text
+r = call("GET", f"/v1/sessions/{sid}/files/lib/util.py", a, route="/v1/sessions/{id}/files/{path}")
+assert r.content == b"X = 41\n", r.content
+r = call("GET", f"/v1/sessions/{sid}/files", a, route="/v1/sessions/{id}/files")
+assert [f["path"] for f in r.json()["files"]] == ["lib/util.py", "tests/test_one.py"], r.text
+r = call("POST", f"/v1/sessions/{sid}/runs", a, route="/v1/sessions/{id}/runs",
+         json={"runner": "python3 -m pytest -q tests && cat lib/util.py && touch made-here"})
+res = r.json()
+assert res["verdict"] == "passed" and "X = 41" in res["stdout"]["text"], res
+r = call("GET", f"/v1/sessions/{sid}", a, route="/v1/sessions/{id}")
+assert r.json()["files"] == 2, "a run's changes stay in its container: %s" % r.text
+assert call("GET", f"/v1/sessions/{sid}", b, route="/v1/sessions/{id}").status_code == 404
+r = call("DELETE", f"/v1/sessions/{sid}/files/lib/util.py", a, route="/v1/sessions/{id}/files/{path}")
+assert r.status_code == 204, r.text
+r = call("GET", f"/v1/sessions/{sid}/archive", a, route="/v1/sessions/{id}/archive")
+with tarfile.open(fileobj=io.BytesIO(r.content)) as t:
+    assert t.getnames() == ["tests/test_one.py"], t.getnames()
+assert call("DELETE", f"/v1/sessions/{sid}", a, route="/v1/sessions/{id}").status_code == 204
+assert call("GET", f"/v1/sessions/{sid}", a, route="/v1/sessions/{id}").status_code == 404
+
 r = call("POST", "/v1/runs", a, data="{not json", headers={"Content-Type": "application/json"})
 assert r.status_code == 400 and r.json()["error"]["class"] == "usage", r.text
 

@@ -26,7 +26,7 @@ use autodev::events::ExecEvent;
 /// The OpenAPI document, kept in the repository and served as it is.
 pub(crate) const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
-type Svc = Arc<Service>;
+pub(crate) type Svc = Arc<Service>;
 
 /// An error answer.
 pub(crate) struct ApiError {
@@ -37,7 +37,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, class: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, class: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             class,
@@ -46,7 +46,7 @@ impl ApiError {
         }
     }
 
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "usage",
@@ -97,7 +97,9 @@ impl IntoResponse for ApiError {
 
 /// Every route, with its method: the router is built from this list, and
 /// a test checks it against the OpenAPI document.
-fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Svc>, bool)> {
+pub(crate) type Route = (&'static str, &'static str, MethodRouter<Svc>, bool);
+
+fn routes() -> Vec<Route> {
     // (method, path, handler, needs a key)
     vec![
         ("get", "/v1/health", get(health), false),
@@ -114,6 +116,9 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Svc>, bool)> {
         ("get", "/v1/runs/{id}/events", get(run_events), true),
         ("get", "/v1/usage", get(usage), true),
     ]
+    .into_iter()
+    .chain(super::session_routes::routes())
+    .collect()
 }
 
 pub(crate) fn router(svc: Svc, max_body: usize) -> Router {
@@ -229,9 +234,9 @@ async fn metrics(State(svc): State<Svc>) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunQuery {
+pub(crate) struct RunQuery {
     /// `false`: answer 202 with the id at once instead of the result.
-    wait: Option<bool>,
+    pub(crate) wait: Option<bool>,
 }
 
 fn wants_events(headers: &HeaderMap) -> bool {
@@ -241,7 +246,7 @@ fn wants_events(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
-fn body_error(r: BytesRejection) -> ApiError {
+pub(crate) fn body_error(r: BytesRejection) -> ApiError {
     ApiError::new(
         r.status(),
         "usage",
@@ -259,11 +264,21 @@ async fn create_run(
     let Query(q) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "usage", e.body_text()))?;
     let body = body.map_err(body_error)?;
-    let run = svc.submit(&t, &body)?;
-    if wants_events(&headers) {
+    let req = svc.parse(&t, &body)?;
+    let run = svc.submit(&t, req, None)?;
+    answer(run, &headers, q.wait).await
+}
+
+/// The answer to a run request: its events, its id at once, or its result.
+pub(crate) async fn answer(
+    run: Arc<Run>,
+    headers: &HeaderMap,
+    wait: Option<bool>,
+) -> Result<Response, ApiError> {
+    if wants_events(headers) {
         return Ok(events(run, 0));
     }
-    if q.wait == Some(false) {
+    if wait == Some(false) {
         let id = run.id.clone();
         return Ok((
             StatusCode::ACCEPTED,
@@ -427,7 +442,7 @@ mod tests {
             .collect();
         let mut served: Vec<(String, String)> = routes()
             .into_iter()
-            .map(|(m, p, _, _)| (m.to_string(), p.to_string()))
+            .map(|(m, p, _, _)| (m.to_string(), p.replace("{*", "{")))
             .collect();
         documented.sort();
         served.sort();

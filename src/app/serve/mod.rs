@@ -10,6 +10,8 @@ mod keys;
 mod metrics;
 mod queue;
 mod runs;
+mod session_routes;
+mod sessions;
 mod usage;
 
 use std::net::SocketAddr;
@@ -66,6 +68,7 @@ pub(crate) struct Service {
     keys: KeyStore,
     sched: Arc<Scheduler>,
     runs: Runs,
+    sessions: sessions::Sessions,
     usage: usage::Ledger,
     metrics: metrics::Metrics,
     draining: AtomicBool,
@@ -76,12 +79,9 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    /// Accepts a run of `tenant`'s (or says why not) and starts carrying it out.
-    pub(crate) fn submit(self: &Arc<Self>, t: &Tenant, body: &[u8]) -> Result<Arc<Run>, Refusal> {
-        if self.draining.load(Ordering::SeqCst) {
-            self.metrics.refused("draining");
-            return Err(Refusal::Draining);
-        }
+    /// Reads a run request of `t`'s: a task line's shape, its limits
+    /// within the key's ceilings.
+    pub(crate) fn parse(&self, t: &Tenant, body: &[u8]) -> Result<RunRequest, Refusal> {
         let mut defaults = self.defaults.clone();
         if let Some(k) = &t.key {
             defaults.limits = k.ceiling(&self.defaults.limits).map_err(Refusal::Invalid)?;
@@ -100,6 +100,21 @@ impl Service {
                 "setup: the service does not run a set-up phase yet; runs use the image as it is"
                     .into(),
             ));
+        }
+        Ok(req)
+    }
+
+    /// Accepts a run of `t`'s (or says why not) and starts carrying it
+    /// out: on its own files, or on a session's workspace.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        t: &Tenant,
+        req: RunRequest,
+        session: Option<Arc<sessions::Session>>,
+    ) -> Result<Arc<Run>, Refusal> {
+        if self.draining.load(Ordering::SeqCst) {
+            self.metrics.refused("draining");
+            return Err(Refusal::Draining);
         }
         if let Some(quota) = t.key.as_ref().and_then(|k| k.cpu_seconds_per_day) {
             let (used_ms, frees_at) = self.usage.last_day(&t.name);
@@ -147,11 +162,17 @@ impl Service {
             ahead: ticket.ahead,
         });
         self.tasks
-            .spawn(self.clone().execute(run.clone(), req, ticket));
+            .spawn(self.clone().execute(run.clone(), req, ticket, session));
         Ok(run)
     }
 
-    async fn execute(self: Arc<Self>, run: Arc<Run>, mut req: RunRequest, ticket: Ticket) {
+    async fn execute(
+        self: Arc<Self>,
+        run: Arc<Run>,
+        mut req: RunRequest,
+        ticket: Ticket,
+        session: Option<Arc<sessions::Session>>,
+    ) {
         let queued = Instant::now();
         let grant = tokio::select! {
             g = ticket.rx => g.ok(),
@@ -171,16 +192,24 @@ impl Service {
             queue_ms: u64::try_from(queued.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
         let started = Instant::now();
-        let result = match req.materialize(None) {
-            Err(e) => {
-                json!({"verdict": "sandbox_error", "error": format!("writing the request's files: {e}")})
+        let mut sink = RunSink(run.clone());
+        let result = match session {
+            Some(s) => {
+                // The workspace stays as it is from copy-in to the end.
+                let _held = s.lock.lock().await;
+                req.spec.workspace = s.ws();
+                result_json(self.sandbox.run(&req.spec, &mut sink, &run.cancel).await)
             }
-            Ok(dir) => {
-                let mut sink = RunSink(run.clone());
-                let r = self.sandbox.run(&req.spec, &mut sink, &run.cancel).await;
-                drop(dir);
-                result_json(r)
-            }
+            None => match req.materialize(None) {
+                Err(e) => {
+                    json!({"verdict": "sandbox_error", "error": format!("writing the request's files: {e}")})
+                }
+                Ok(dir) => {
+                    let r = self.sandbox.run(&req.spec, &mut sink, &run.cancel).await;
+                    drop(dir);
+                    result_json(r)
+                }
+            },
         };
         self.finish(&run, result, started.elapsed());
     }
@@ -343,6 +372,12 @@ pub(super) async fn serve_cmd(
     let keys = KeyStore::open(&state).map_err(key_error)?;
     let usage = usage::Ledger::open(&state)
         .map_err(|e| UsageError(format!("--state {}: usage file: {e}", state.display())))?;
+    let sessions = sessions::Sessions::open(
+        state.join("sessions"),
+        args.session_idle,
+        defaults.limits.max_copy_bytes,
+    )
+    .map_err(|e| UsageError(format!("--state {}: sessions: {e}", state.display())))?;
     let listener = listen(&args).await?;
     let instance = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
     defaults
@@ -359,6 +394,7 @@ pub(super) async fn serve_cmd(
         keys,
         sched: Scheduler::new(usize::from(args.jobs)),
         runs: Runs::default(),
+        sessions,
         usage,
         metrics: metrics::Metrics::default(),
         draining: AtomicBool::new(false),
@@ -397,7 +433,7 @@ pub(super) async fn serve_cmd(
             }),
         }
     };
-    let checker = tokio::spawn(check_engine(svc.clone()));
+    let checker = tokio::spawn(housekeeping(svc.clone()));
     cancel.cancelled().await;
     drain(&svc, args.grace, kill).await;
     checker.abort();
@@ -451,8 +487,10 @@ async fn drain(svc: &Service, grace: Duration, kill: &CancellationToken) {
     let _ = tokio::time::timeout(CANCEL_WAIT, svc.tasks.wait()).await;
 }
 
-async fn check_engine(svc: Arc<Service>) {
+/// Checks the engine, and expires idle sessions, every [`ENGINE_CHECK`].
+async fn housekeeping(svc: Arc<Service>) {
     loop {
+        svc.sessions.expire();
         let up = tokio::time::timeout(Duration::from_secs(5), svc.sandbox.preflight(&svc.defaults))
             .await
             .is_ok_and(|r| r.is_ok());

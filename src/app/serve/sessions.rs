@@ -1,0 +1,403 @@
+//! Sessions: a workspace on the service's host that a key's runs share,
+//! while every run still gets a fresh container (hydrated from it). Kept in
+//! `sessions/ID/` in the state folder (`meta.json` and `ws/`), so they
+//! survive a restart; removed after `idle` without use.
+//!
+//! Every file goes through the patch applier's rules (`patch::apply`): a
+//! clean relative path, no VCS metadata, no git HEAD, through real folders
+//! only. Sessions hold regular files and folders, nothing else: an archive
+//! with a link or a device in it is refused whole.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::usage::now;
+use autodev::patch::apply;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    id: String,
+    key: String,
+    created: u64,
+    last_used: u64,
+}
+
+/// One session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) key: String,
+    dir: PathBuf,
+    /// Held by a run from its copy-in to its end, and by each file change:
+    /// a run sees the workspace as it was when it started.
+    pub(crate) lock: tokio::sync::Mutex<()>,
+    meta: Mutex<Meta>,
+}
+
+/// How a session's workspace is filled.
+pub(crate) enum Init<'a> {
+    Empty,
+    Files(&'a serde_json::Map<String, serde_json::Value>),
+    Tar(&'a [u8]),
+}
+
+/// A session's files: (relative path, bytes).
+pub(crate) type Listing = Vec<(String, u64)>;
+
+impl Session {
+    pub(crate) fn ws(&self) -> PathBuf {
+        self.dir.join("ws")
+    }
+
+    fn touch(&self) {
+        let mut m = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        m.last_used = now();
+        // Best effort: a lost write costs only an earlier expiry after a restart.
+        let _ = write_meta(&self.dir, &m);
+    }
+
+    pub(crate) fn info(&self) -> serde_json::Value {
+        let m = self.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let files = list(&self.ws()).unwrap_or_default();
+        serde_json::json!({
+            "id": m.id, "created": m.created, "last_used": m.last_used,
+            "files": files.len(), "bytes": files.iter().map(|f| f.1).sum::<u64>(),
+        })
+    }
+}
+
+fn write_meta(dir: &Path, m: &Meta) -> std::io::Result<()> {
+    let text = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+    let tmp = dir.join(".meta.json.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, dir.join("meta.json"))
+}
+
+/// Every regular file under `root`, sorted, with its size.
+pub(crate) fn list(root: &Path) -> std::io::Result<Listing> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap_or(&e.path())
+                    .to_path_buf();
+                out.push((rel.to_string_lossy().into_owned(), e.metadata()?.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The sessions of this service.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    root: PathBuf,
+    idle: Duration,
+    /// Bytes a session's files may add up to.
+    pub(crate) max_bytes: u64,
+    map: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Sessions {
+    /// The sessions under `root`, those a previous run of the service left
+    /// included (expired ones are removed).
+    pub(crate) fn open(root: PathBuf, idle: Duration, max_bytes: u64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
+        let mut map = HashMap::new();
+        for e in std::fs::read_dir(&root)? {
+            let dir = e?.path();
+            let meta: Option<Meta> = std::fs::read(dir.join("meta.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            match meta {
+                Some(m) if m.last_used + idle.as_secs() >= now() && dir.ends_with(&m.id) => {
+                    let s = Session {
+                        id: m.id.clone(),
+                        key: m.key.clone(),
+                        dir,
+                        lock: tokio::sync::Mutex::new(()),
+                        meta: Mutex::new(m),
+                    };
+                    map.insert(s.id.clone(), Arc::new(s));
+                }
+                // Expired, or half made when the service stopped.
+                _ => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+        }
+        Ok(Sessions {
+            root,
+            idle,
+            max_bytes,
+            map: Mutex::new(map),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a session of `key`'s, filled from `init`.
+    pub(crate) fn create(&self, key: &str, init: Init<'_>) -> Result<Arc<Session>, String> {
+        let id = format!("ses_{:016x}", fastrand::u64(..));
+        let dir = self.root.join(&id);
+        let made = std::fs::create_dir_all(dir.join("ws"))
+            .map_err(|e| format!("creating the session: {e}"));
+        let filled = made.and_then(|()| self.fill(&dir.join("ws"), init));
+        let t = now();
+        let meta = Meta {
+            id: id.clone(),
+            key: key.to_string(),
+            created: t,
+            last_used: t,
+        };
+        if let Err(e) = filled.and_then(|()| write_meta(&dir, &meta).map_err(|e| e.to_string())) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        let s = Arc::new(Session {
+            id: id.clone(),
+            key: key.to_string(),
+            dir,
+            lock: tokio::sync::Mutex::new(()),
+            meta: Mutex::new(meta),
+        });
+        self.lock().insert(id, s.clone());
+        Ok(s)
+    }
+
+    fn fill(&self, ws: &Path, init: Init<'_>) -> Result<(), String> {
+        let mut total = 0u64;
+        let mut put = |path: &str, bytes: &[u8]| {
+            total += bytes.len() as u64;
+            if total > self.max_bytes {
+                return Err(format!(
+                    "the files add up to more than the session cap ({} bytes)",
+                    self.max_bytes
+                ));
+            }
+            apply::write_file(ws, path, bytes, self.max_bytes)
+                .map(|_| ())
+                .map_err(|(_, why)| format!("file {path:?}: {why}"))
+        };
+        match init {
+            Init::Empty => Ok(()),
+            Init::Files(files) => {
+                for (path, v) in files {
+                    let text = v
+                        .as_str()
+                        .ok_or_else(|| format!("file {path:?}: give its content as a string"))?;
+                    put(path, text.as_bytes())?;
+                }
+                Ok(())
+            }
+            Init::Tar(bytes) => {
+                let mut archive = tar::Archive::new(bytes);
+                let entries = archive.entries().map_err(|e| format!("archive: {e}"))?;
+                for entry in entries {
+                    let mut entry = entry.map_err(|e| format!("archive: {e}"))?;
+                    let path = entry
+                        .path()
+                        .map_err(|e| format!("archive: {e}"))?
+                        .to_string_lossy()
+                        .into_owned();
+                    let kind = entry.header().entry_type();
+                    if kind.is_dir() {
+                        continue;
+                    }
+                    if !kind.is_file() {
+                        return Err(format!(
+                            "archive entry {path:?} is a {kind:?}: a session holds regular files and folders only"
+                        ));
+                    }
+                    // The header's size is the archive's word: read at most
+                    // the cap, so a lying header cannot make us hold more.
+                    let mut buf = Vec::new();
+                    (&mut entry)
+                        .take(self.max_bytes + 1)
+                        .read_to_end(&mut buf)
+                        .map_err(|e| format!("archive entry {path:?}: {e}"))?;
+                    put(&path, &buf)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The session `id` if `key` owns it (another key's is as missing as
+    /// one that never was); its idle clock restarts.
+    pub(crate) fn get(&self, id: &str, key: &str) -> Option<Arc<Session>> {
+        let s = self.lock().get(id).filter(|s| s.key == key).cloned()?;
+        s.touch();
+        Some(s)
+    }
+
+    /// Removes the session `id` of `key`'s; false if there is none.
+    pub(crate) async fn remove(&self, id: &str, key: &str) -> bool {
+        let Some(s) = self.lock().get(id).filter(|s| s.key == key).cloned() else {
+            return false;
+        };
+        // A run under way keeps its workspace until it ends.
+        let _held = s.lock.lock().await;
+        self.lock().remove(id);
+        let _ = std::fs::remove_dir_all(&s.dir);
+        true
+    }
+
+    /// Removes the sessions idle for longer than the limit (none that a
+    /// run or a file change holds); returns how many.
+    pub(crate) fn expire(&self) -> usize {
+        let cutoff = now().saturating_sub(self.idle.as_secs());
+        let idle: Vec<Arc<Session>> = self
+            .lock()
+            .values()
+            .filter(|s| s.meta.lock().unwrap_or_else(|p| p.into_inner()).last_used < cutoff)
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for s in idle {
+            if let Ok(_held) = s.lock.try_lock() {
+                self.lock().remove(&s.id);
+                let _ = std::fs::remove_dir_all(&s.dir);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Writes one file of a session, within its cap.
+    pub(crate) fn put(&self, s: &Session, path: &str, bytes: &[u8]) -> Result<(), String> {
+        let ws = s.ws();
+        let files = list(&ws).map_err(|e| e.to_string())?;
+        let clean = apply::confine(path).map_err(|(_, why)| why)?;
+        let others: u64 = files
+            .iter()
+            .filter(|(p, _)| Path::new(p) != clean)
+            .map(|f| f.1)
+            .sum();
+        if others + bytes.len() as u64 > self.max_bytes {
+            return Err(format!(
+                "the session's files would add up to more than its cap ({} bytes)",
+                self.max_bytes
+            ));
+        }
+        apply::write_file(&ws, path, bytes, self.max_bytes)
+            .map(|_| ())
+            .map_err(|(_, why)| why)
+    }
+
+    /// The workspace as a tar archive (regular files only, as stored).
+    pub(crate) fn archive(&self, s: &Session) -> std::io::Result<Vec<u8>> {
+        let ws = s.ws();
+        let mut b = tar::Builder::new(Vec::new());
+        for (rel, _) in list(&ws)? {
+            b.append_path_with_name(ws.join(&rel), &rel)?;
+        }
+        b.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if *kind == tar::EntryType::Symlink {
+                h.set_link_name("/etc/passwd").unwrap();
+            }
+            // Raw bytes: the tar crate's own path check would refuse `..`.
+            h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_session_holds_confined_regular_files_within_its_cap_and_survives_a_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("sessions");
+        let s = Sessions::open(root.clone(), Duration::from_secs(3600), 100).unwrap();
+        let ok = tar_with(&[("a/b.txt", tar::EntryType::Regular, b"hi")]);
+        let ses = s.create("k", Init::Tar(&ok)).unwrap();
+        assert_eq!(list(&ses.ws()).unwrap(), [("a/b.txt".to_string(), 2)]);
+        for (bad, says) in [
+            (tar_with(&[("../x", tar::EntryType::Regular, b"x")]), ".."),
+            (tar_with(&[("l", tar::EntryType::Symlink, b"")]), "Symlink"),
+            (
+                tar_with(&[(".git/config", tar::EntryType::Regular, b"x")]),
+                "protected",
+            ),
+            (
+                tar_with(&[("big", tar::EntryType::Regular, &[0u8; 101])]),
+                "cap",
+            ),
+        ] {
+            let e = s.create("k", Init::Tar(&bad)).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        assert_eq!(
+            std::fs::read_dir(&root).unwrap().count(),
+            1,
+            "refused sessions leave nothing"
+        );
+        assert!(s
+            .put(&ses, "c.txt", &[1u8; 99])
+            .unwrap_err()
+            .contains("cap"));
+        s.put(&ses, "a/b.txt", &[1u8; 90]).unwrap();
+        std::os::unix::fs::symlink("/etc", ses.ws().join("out")).unwrap();
+        assert!(s.put(&ses, "out/x", b"x").unwrap_err().contains("symlink"));
+        assert!(s.get(&ses.id, "other").is_none());
+        let again = Sessions::open(root, Duration::from_secs(3600), 100).unwrap();
+        assert!(
+            again.get(&ses.id, "k").is_some(),
+            "sessions survive a restart"
+        );
+        let tar = again.archive(&ses).unwrap();
+        let names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a/b.txt"], "links are not archived");
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_expire_and_removed_ones_are_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Sessions::open(d.path().to_path_buf(), Duration::ZERO, 100).unwrap();
+        let a = s.create("k", Init::Empty).unwrap();
+        let b = s.create("k", Init::Empty).unwrap();
+        assert!(!s.remove(&a.id, "other").await);
+        assert!(s.remove(&a.id, "k").await);
+        assert!(!a.dir.exists());
+        {
+            let mut m = b.meta.lock().unwrap();
+            m.last_used = 0;
+        }
+        assert_eq!(s.expire(), 1);
+        assert!(!b.dir.exists());
+    }
+}
