@@ -207,7 +207,7 @@ async fn keys_decide_who_runs_and_what_each_sees_and_results_match_exec() {
             .as_object()
             .unwrap()
             .keys()
-            .filter(|k| *k != "id")
+            .filter(|k| *k != "id" && *k != "queue_ms")
             .cloned()
             .collect();
         k.sort();
@@ -740,4 +740,93 @@ fn walk(root: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_runs_each_task_once_through_the_queue_and_resumes_after_a_restart() {
+    let _sb = require_docker!();
+    let label = common::test_label("serve-batch");
+    let dir = tempfile::tempdir().unwrap();
+    let k = add_key(dir.path(), "k", &[]);
+    let other = add_key(dir.path(), "other", &[]);
+    let args = ["--jobs", "1", "--grace", "0s", "--warm", "0"];
+    let mut svc = Service::start(dir.path(), &label, &args);
+    let c = reqwest::Client::new();
+    // 12 tasks of 0.3 s, every fourth failing; a bad line; a duplicate.
+    let mut lines: Vec<String> = (0..12)
+        .map(|i| json!({"id": format!("t{i}"), "runner": format!("sleep 0.3; exit {}", u8::from(i % 4 == 0))}).to_string())
+        .collect();
+    lines.push("{not json".into());
+    lines.push(json!({"id": "t1", "runner": "true"}).to_string());
+    let r = c
+        .post(svc.at("/v1/batches"))
+        .bearer_auth(&k)
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let b: Value = r.json().await.unwrap();
+    let id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(b["total"], 14);
+    let (s, _) = get(&c, &svc.at(&format!("/v1/batches/{id}")), &other).await;
+    assert_eq!(s, 404, "another key's batch does not exist for it");
+    // Stop the service part-way: the run under way is cut, and has no result.
+    let t = Instant::now();
+    loop {
+        let (_, v) = get(&c, &svc.at(&format!("/v1/batches/{id}")), &k).await;
+        if v["done"].as_u64().unwrap() >= 6 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(svc.stop().success());
+    common::assert_no_leak(&label);
+    let svc = Service::start(dir.path(), &label, &args);
+    let text = c
+        .get(svc.at(&format!("/v1/batches/{id}/results?wait=true")))
+        .bearer_auth(&k)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let results: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        results.len(),
+        14,
+        "one result per task line, none twice: {text}"
+    );
+    let mut lines_seen: Vec<u64> = results
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    lines_seen.sort();
+    assert_eq!(lines_seen, (1..=14).collect::<Vec<_>>());
+    for r in &results {
+        let want = match r["line"].as_u64().unwrap() {
+            13 | 14 => "invalid_task",
+            n if (n - 1) % 4 == 0 => "failed",
+            _ => "passed",
+        };
+        assert_eq!(r["verdict"], want, "{r}");
+    }
+    let (_, v) = get(&c, &svc.at(&format!("/v1/batches/{id}")), &k).await;
+    assert_eq!(v["state"], "done", "{v}");
+    assert_eq!(v["by_verdict"]["passed"], 9, "{v}");
+    assert!(svc
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("resuming batch")));
+    let mut svc = svc;
+    assert!(svc.stop().success());
+    common::assert_no_leak(&label);
 }

@@ -30,6 +30,8 @@ const NOT_FOR_RUNS: &[(&str, &str)] = &[
 pub struct RunRequest {
     /// The caller's name for the run (`"run"` when it gave none).
     pub id: String,
+    /// Which sample of the id this is (a batch's pass@k).
+    pub sample: u32,
     /// What to run and under which limits; its workspace is set by
     /// [`RunRequest::materialize`].
     pub spec: RunSpec,
@@ -57,6 +59,7 @@ impl RunRequest {
         debug_assert!(matches!(task.kind, Kind::Check));
         Ok(RunRequest {
             id: task.id,
+            sample: task.sample,
             spec: task.spec,
             setup: task.setup,
             files: task.source,

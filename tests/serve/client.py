@@ -120,6 +120,22 @@ with tarfile.open(fileobj=io.BytesIO(r.content)) as t:
 assert call("DELETE", f"/v1/sessions/{sid}", a, route="/v1/sessions/{id}").status_code == 204
 assert call("GET", f"/v1/sessions/{sid}", a, route="/v1/sessions/{id}").status_code == 404
 
+# Batches: a tasks file in, progress, results, cancel.
+tasks = "\n".join(json.dumps({"id": f"t{i}", "runner": f"exit {i % 2}"}) for i in range(4))
+r = call("POST", "/v1/batches", a, data=tasks, headers={"Content-Type": "application/x-ndjson"})
+assert r.status_code == 201, r.text
+bid = r.json()["id"]
+r = call("GET", f"/v1/batches/{bid}/results?wait=true", a, route="/v1/batches/{id}/results")
+lines = [json.loads(l) for l in r.text.splitlines()]
+assert sorted(l["verdict"] for l in lines) == ["failed", "failed", "passed", "passed"], lines
+r = call("GET", f"/v1/batches/{bid}", a, route="/v1/batches/{id}")
+assert r.json()["state"] == "done" and r.json()["pass_at_1"] == 0.5, r.text
+assert call("GET", f"/v1/batches/{bid}", b, route="/v1/batches/{id}").status_code == 404
+r = call("POST", "/v1/batches", a, data=json.dumps({"id": "slow", "runner": "sleep 60"}))
+slow_b = r.json()["id"]
+r = call("DELETE", f"/v1/batches/{slow_b}", a, route="/v1/batches/{id}")
+assert r.status_code == 202 and r.json()["state"] == "cancelled", r.text
+
 r = call("POST", "/v1/runs", a, data="{not json", headers={"Content-Type": "application/json"})
 assert r.status_code == 400 and r.json()["error"]["class"] == "usage", r.text
 

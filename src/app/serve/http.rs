@@ -118,6 +118,7 @@ fn routes() -> Vec<Route> {
     ]
     .into_iter()
     .chain(super::session_routes::routes())
+    .chain(super::batch_routes::routes())
     .collect()
 }
 

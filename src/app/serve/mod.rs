@@ -5,6 +5,8 @@
 //! order (`queue.rs`), what they used (`usage.rs`), what is running
 //! (`runs.rs`), the routes (`http.rs`) and the counters (`metrics.rs`).
 
+mod batch_routes;
+mod batches;
 mod http;
 mod keys;
 mod metrics;
@@ -69,6 +71,7 @@ pub(crate) struct Service {
     sched: Arc<Scheduler>,
     runs: Runs,
     sessions: sessions::Sessions,
+    batches: batches::Batches,
     usage: usage::Ledger,
     metrics: metrics::Metrics,
     draining: AtomicBool,
@@ -79,6 +82,22 @@ pub(crate) struct Service {
 }
 
 impl Service {
+    /// The tenant named `name` now: its key as the key file holds it (none
+    /// when it was revoked), or the one tenant of a service without keys.
+    pub(crate) fn tenant_named(&self, name: &str) -> Option<Tenant> {
+        let keys = self.keys.current().ok()?;
+        if keys.is_empty() {
+            return (name == "local").then(|| Tenant {
+                name: name.into(),
+                key: None,
+            });
+        }
+        keys.iter().find(|k| k.name == name).map(|k| Tenant {
+            name: k.name.clone(),
+            key: Some(k.clone()),
+        })
+    }
+
     /// Reads a run request of `t`'s: a task line's shape, its limits
     /// within the key's ceilings.
     pub(crate) fn parse(&self, t: &Tenant, body: &[u8]) -> Result<RunRequest, Refusal> {
@@ -180,16 +199,14 @@ impl Service {
         };
         let Some(_grant) = grant else {
             let why = "cancelled before it started";
-            self.finish(
-                &run,
-                json!({"verdict": "interrupted", "error": why}),
-                Duration::ZERO,
-            );
+            let result = json!({"verdict": "interrupted", "error": why});
+            self.finish(&run, result, Duration::ZERO, queued.elapsed());
             return;
         };
-        self.metrics.queued(queued.elapsed());
+        let waited = queued.elapsed();
+        self.metrics.queued(waited);
         run.push(ExecEvent::Started {
-            queue_ms: u64::try_from(queued.elapsed().as_millis()).unwrap_or(u64::MAX),
+            queue_ms: ms(waited),
         });
         let started = Instant::now();
         let mut sink = RunSink(run.clone());
@@ -211,12 +228,15 @@ impl Service {
                 }
             },
         };
-        self.finish(&run, result, started.elapsed());
+        self.finish(&run, result, started.elapsed(), waited);
     }
 
-    fn finish(&self, run: &Run, mut result: Value, took: Duration) {
+    /// Records a run's end; the result gets the run's id and its time in
+    /// the queue (what `exec` has no part of).
+    fn finish(&self, run: &Run, mut result: Value, took: Duration, waited: Duration) {
         if let Some(obj) = result.as_object_mut() {
             obj.insert("id".into(), Value::from(run.id.clone()));
+            obj.insert("queue_ms".into(), Value::from(ms(waited)));
         }
         let verdict = result["verdict"].as_str().unwrap_or("sandbox_error");
         let res = &result["resources"];
@@ -226,12 +246,16 @@ impl Service {
             verdict: verdict.to_string(),
             cpu_ms: res["cpu_ms"].as_u64().unwrap_or(0),
             peak_memory_bytes: res["peak_memory_bytes"].as_u64().unwrap_or(0),
-            wall_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            wall_ms: ms(took),
         });
         self.metrics.ended(verdict, took);
         run.push(ExecEvent::Result { result });
         self.runs.finish(&run.id);
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A run's result as `exec --json` prints it; a request the sandbox
@@ -378,6 +402,8 @@ pub(super) async fn serve_cmd(
         defaults.limits.max_copy_bytes,
     )
     .map_err(|e| UsageError(format!("--state {}: sessions: {e}", state.display())))?;
+    let batches = batches::Batches::open(state.join("batches"))
+        .map_err(|e| UsageError(format!("--state {}: batches: {e}", state.display())))?;
     let listener = listen(&args).await?;
     let instance = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
     defaults
@@ -395,6 +421,7 @@ pub(super) async fn serve_cmd(
         sched: Scheduler::new(usize::from(args.jobs)),
         runs: Runs::default(),
         sessions,
+        batches,
         usage,
         metrics: metrics::Metrics::default(),
         draining: AtomicBool::new(false),
@@ -403,6 +430,7 @@ pub(super) async fn serve_cmd(
         jobs: usize::from(args.jobs),
         max_queue: args.max_queue,
     });
+    svc.resume_batches();
     let app = http::router(svc.clone(), args.max_body);
     let stop = CancellationToken::new();
     let where_ = match &listener {
