@@ -26,6 +26,7 @@ struct Service {
 impl Service {
     fn start(dir: &Path, label: &(String, String), extra: &[&str]) -> Service {
         let mut child = common::isolated(dir)
+            .env("XDG_CACHE_HOME", dir.join("cache"))
             .args(["serve", "--listen", "127.0.0.1:0", "--state"])
             .arg(dir.join("state"))
             .sandboxed(label)
@@ -826,6 +827,53 @@ async fn a_batch_runs_each_task_once_through_the_queue_and_resumes_after_a_resta
         .unwrap()
         .iter()
         .any(|l| l.contains("resuming batch")));
+    let mut svc = svc;
+    assert!(svc.stop().success());
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker and the package index: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_dependencies_are_installed_once_by_the_set_up_phase_then_cached() {
+    let _sb = require_docker!();
+    let label = common::test_label("serve-env");
+    let dir = tempfile::tempdir().unwrap();
+    let k = add_key(dir.path(), "k", &[]);
+    let svc = Service::start(dir.path(), &label, &["--warm", "0"]);
+    let c = reqwest::Client::new();
+    let nonce = format!("{:x}", fastrand::u64(..));
+    let files = json!({
+        "requirements.txt": format!("# {nonce}\nsix==1.16.0\n"),
+        "test_six.py": "import six\n\ndef test_six():\n    assert six.PY3\n",
+    });
+    let test = "python3 -m pytest -q -p no:cacheprovider";
+    let (s, v) = post(
+        &c,
+        &svc.at("/v1/runs"),
+        &k,
+        json!({"runner": test, "files": files, "setup": false}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["verdict"].as_str()),
+        (200, Some("failed")),
+        "without the set-up the import fails: {v}"
+    );
+    let (_, ses) = post(&c, &svc.at("/v1/sessions"), &k, json!({"files": files})).await;
+    let runs = svc.at(&format!(
+        "/v1/sessions/{}/runs",
+        ses["id"].as_str().unwrap()
+    ));
+    let (_, first) = post(&c, &runs, &k, json!({"runner": test})).await;
+    assert_eq!(first["verdict"], "passed", "{first}");
+    let env = &first["record"]["environment"];
+    assert_eq!(env["cache"], "miss", "{env}");
+    let (_, second) = post(&c, &runs, &k, json!({"runner": test})).await;
+    assert_eq!(second["verdict"], "passed", "{second}");
+    assert_eq!(second["record"]["environment"]["cache"], "hit", "{second}");
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", env["image"].as_str().unwrap()])
+        .output();
     let mut svc = svc;
     assert!(svc.stop().success());
     common::assert_no_leak(&label);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::parse::duration;
-use super::SandboxArgs;
+use super::{SandboxArgs, SetupArgs};
 
 /// `autodev serve`.
 #[derive(Debug, Args)]
@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// may only tighten these limits).
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// The set-up phase a request's files get (a request's `setup` replaces the install step).
+    #[command(flatten)]
+    pub setup: SetupArgs,
 }
 
 /// `autodev serve keys …`.

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use super::UsageError;
 use crate::cli::{KeysCommand, ServeArgs, ServeCommand};
 use autodev::batch::RunRequest;
+use autodev::env::Ready;
 use autodev::error::{Classify, ErrorClass};
 use autodev::events::ExecEvent;
 use autodev::profile::Profile;
@@ -67,6 +68,8 @@ pub(crate) enum Refusal {
 pub(crate) struct Service {
     sandbox: AnySandbox,
     defaults: RunSpec,
+    /// The set-up phase runs get (a request's `setup` replaces its mode).
+    setup: autodev::env::Setup,
     keys: KeyStore,
     sched: Arc<Scheduler>,
     runs: Runs,
@@ -114,12 +117,6 @@ impl Service {
         // The service's label marks its runs; a per-request one would keep
         // every run from the containers started ahead for the defaults.
         req.spec.labels.retain(|(k, _)| k != "autodev.task");
-        if req.setup.is_some() {
-            return Err(Refusal::Invalid(
-                "setup: the service does not run a set-up phase yet; runs use the image as it is"
-                    .into(),
-            ));
-        }
         Ok(req)
     }
 
@@ -215,20 +212,56 @@ impl Service {
                 // The workspace stays as it is from copy-in to the end.
                 let _held = s.lock.lock().await;
                 req.spec.workspace = s.ws();
-                result_json(self.sandbox.run(&req.spec, &mut sink, &run.cancel).await)
+                self.run_in_environment(&mut req, &mut sink, &run.cancel)
+                    .await
             }
             None => match req.materialize(None) {
                 Err(e) => {
                     json!({"verdict": "sandbox_error", "error": format!("writing the request's files: {e}")})
                 }
                 Ok(dir) => {
-                    let r = self.sandbox.run(&req.spec, &mut sink, &run.cancel).await;
+                    let r = self
+                        .run_in_environment(&mut req, &mut sink, &run.cancel)
+                        .await;
                     drop(dir);
-                    result_json(r)
+                    r
                 }
             },
         };
         self.finish(&run, result, started.elapsed(), waited);
+    }
+
+    /// The run in its project's environment (built or found by the set-up
+    /// phase, as `exec` does), as a result object.
+    async fn run_in_environment(
+        &self,
+        req: &mut RunRequest,
+        sink: &mut RunSink,
+        cancel: &CancellationToken,
+    ) -> Value {
+        let mut setup = self.setup.clone();
+        if let Some(mode) = req.setup.clone() {
+            setup.settings.mode = mode;
+        }
+        let env =
+            match autodev::env::prepare(&self.sandbox, &mut req.spec, &setup, sink, cancel).await {
+                Ok(Ready::Env(e)) => e.map(|b| *b),
+                Ok(Ready::Skipped(_)) => None,
+                Ok(Ready::Failed(o)) => return result_json(Ok(*o)),
+                Err(e) => {
+                    let verdict = match autodev::classify::class_of(&e) {
+                        Some(ErrorClass::Interrupted) => "interrupted",
+                        Some(ErrorClass::Usage) => "invalid_task",
+                        _ => "sandbox_error",
+                    };
+                    return json!({"verdict": verdict, "error": format!("set-up: {e}")});
+                }
+            };
+        let mut r = self.sandbox.run(&req.spec, sink, cancel).await;
+        if let Ok(Some(rec)) = r.as_mut().map(|o| o.record.as_mut()) {
+            rec.environment = env;
+        }
+        result_json(r)
     }
 
     /// Records a run's end; the result gets the run's id and its time in
@@ -414,9 +447,14 @@ pub(super) async fn serve_cmd(
     sandbox.preflight(&defaults).await?;
     sandbox.warm(&defaults);
     let open = keys.current().map_err(key_error)?.is_empty();
+    let setup = autodev::env::Setup {
+        profile: profile.name.clone(),
+        settings: args.setup.settings().map_err(UsageError)?,
+    };
     let svc = Arc::new(Service {
         sandbox: sandbox.clone(),
         defaults: defaults.clone(),
+        setup,
         keys,
         sched: Scheduler::new(usize::from(args.jobs)),
         runs: Runs::default(),
