@@ -158,7 +158,11 @@ async fn keys_decide_who_runs_and_what_each_sees_and_results_match_exec() {
         "small",
         &["--max-timeout", "5s", "--max-memory", "128m"],
     );
-    let svc = Service::start(dir.path(), &label, &["--max-body", "100000"]);
+    let svc = Service::start(
+        dir.path(),
+        &label,
+        &["--max-body", "100000", "--body-wait", "1s"],
+    );
     let c = reqwest::Client::new();
     let runs = svc.at("/v1/runs");
 
@@ -308,6 +312,23 @@ async fn keys_decide_who_runs_and_what_each_sees_and_results_match_exec() {
     assert_eq!(r.status().as_u16(), 413);
     let v: Value = r.json().await.unwrap();
     assert!(!v["error"]["message"].as_str().unwrap().contains('\n'));
+
+    // A client that sends its body too slowly is answered 408 and let go.
+    let mut slow = tokio::net::TcpStream::connect(svc.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST /v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Length: 100\r\n\r\n{{\"runner\""
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), slow.read(&mut answer))
+        .await
+        .expect("answered, not held open")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
     // Usage: the key's own, and nobody else's.
     let (s, u) = get(&c, &svc.at("/v1/usage"), &alice).await;

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (files are sent inline).
     #[arg(long, default_value_t = 16 << 20)]
     pub max_body: usize,
+    /// How long a client may take to send a request body; a slower one gets 408.
+    #[arg(long, default_value = "30s", value_parser = duration("--body-wait"))]
+    pub body_wait: Duration,
     /// A session unused for this long is removed with its files.
     #[arg(long, default_value = "1h", value_parser = duration("--session-idle"))]
     pub session_idle: Duration,

@@ -122,7 +122,7 @@ fn routes() -> Vec<Route> {
     .collect()
 }
 
-pub(crate) fn router(svc: Svc, max_body: usize) -> Router {
+pub(crate) fn router(svc: Svc, max_body: usize, body_wait: std::time::Duration) -> Router {
     let (mut open, mut keyed) = (Router::new(), Router::new());
     for (_, path, handler, needs_key) in routes() {
         if needs_key {
@@ -141,6 +141,10 @@ pub(crate) fn router(svc: Svc, max_body: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            (max_body, body_wait),
+            whole_body,
+        ))
         .layer(middleware::from_fn(log))
         .with_state(svc)
 }
@@ -189,6 +193,50 @@ async fn auth(State(svc): State<Svc>, mut req: Request, next: Next) -> Response 
     let mut resp = next.run(req).await;
     resp.extensions_mut().insert(tenant);
     resp
+}
+
+/// Reads the request body whole before any handler runs: a client that
+/// sends it slower than `--body-wait` allows, or more than the cap, is
+/// answered and let go, instead of holding a connection and memory.
+async fn whole_body(
+    State((max, wait)): State<(usize, std::time::Duration)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_big = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "usage",
+            format!("request body over the service's cap of {max} bytes (--max-body)"),
+        )
+        .into_response()
+    };
+    if declared.is_some_and(|n| n > max) {
+        return too_big();
+    }
+    match tokio::time::timeout(wait, axum::body::to_bytes(body, max)).await {
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "usage",
+            format!(
+                "the request body did not arrive within {} (--body-wait)",
+                humantime::format_duration(wait)
+            ),
+        )
+        .into_response(),
+        // Over the cap (a body without a length), or broken off.
+        Ok(Err(_)) => too_big(),
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+    }
 }
 
 /// One JSON line on stderr per request: who, which route, status, time.

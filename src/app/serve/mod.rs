@@ -469,7 +469,7 @@ pub(super) async fn serve_cmd(
         max_queue: args.max_queue,
     });
     svc.resume_batches();
-    let app = http::router(svc.clone(), args.max_body);
+    let app = http::router(svc.clone(), args.max_body, args.body_wait);
     let stop = CancellationToken::new();
     let where_ = match &listener {
         Listener::Tcp(l) => format!("http://{}", l.local_addr()?),
