@@ -899,3 +899,36 @@ async fn a_sessions_dependencies_are_installed_once_by_the_set_up_phase_then_cac
     assert!(svc.stop().success());
     common::assert_no_leak(&label);
 }
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_pool_socket_clients_are_served_by_the_same_daemon() {
+    let _sb = require_docker!();
+    let label = common::test_label("serve-pool");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("pool.sock");
+    let sock = socket.to_str().unwrap().to_string();
+    let mut svc = Service::start(dir.path(), &label, &["--pool-socket", &sock]);
+    let ws = common::workspace(&[("a.txt", "from the workspace")]);
+    let out = common::isolated(ws.path())
+        .args(["exec", "--json", "--pool-socket", &sock])
+        .sandboxed(&label)
+        .args(["--", "cat", "a.txt"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["verdict"], "passed", "{v}");
+    assert_eq!(v["stdout"]["text"], "from the workspace", "{v}");
+    // The HTTP side answers meanwhile, from the same process.
+    let h: Value = reqwest::get(svc.at("/v1/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "ok");
+    assert!(svc.stop().success());
+    assert!(!socket.exists(), "the socket goes with the service");
+    common::assert_no_leak(&label);
+}

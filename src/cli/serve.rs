@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Listen on this Unix socket instead (made readable and writable by this user only).
     #[arg(long, conflicts_with = "listen")]
     pub socket: Option<PathBuf>,
+    /// Also serve `autodev exec --pool-socket` clients of this user on this Unix socket (the
+    /// protocol of `autodev pool`), from the same engines and containers started ahead.
+    #[arg(long)]
+    pub pool_socket: Option<PathBuf>,
     /// Where the service keeps its keys and usage records
     /// (default: autodev's folder under $XDG_STATE_HOME).
     #[arg(long, env = "AUTODEV_SERVE_STATE")]

@@ -5,7 +5,7 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PoolArgs;
-mod server;
+pub(super) mod server;
 
 use autodev::sandbox::{Sandbox, SandboxError};
 use server::PoolSocket;

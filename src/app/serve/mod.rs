@@ -438,6 +438,11 @@ pub(super) async fn serve_cmd(
     let batches = batches::Batches::open(state.join("batches"))
         .map_err(|e| UsageError(format!("--state {}: batches: {e}", state.display())))?;
     let listener = listen(&args).await?;
+    let pool = args
+        .pool_socket
+        .as_deref()
+        .map(super::pool::server::PoolSocket::bind)
+        .transpose()?;
     let instance = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
     defaults
         .labels
@@ -500,8 +505,18 @@ pub(super) async fn serve_cmd(
         }
     };
     let checker = tokio::spawn(housekeeping(svc.clone()));
+    // `exec --pool-socket` clients: the same engines, one daemon.
+    let pool_stop = CancellationToken::new();
+    let pool = pool.map(|socket| {
+        let (sandbox, warm, stop) = (sandbox.clone(), defaults.clone(), pool_stop.clone());
+        tokio::spawn(async move { super::pool::server::serve(sandbox, socket, &warm, &stop).await })
+    });
     cancel.cancelled().await;
     drain(&svc, args.grace, kill).await;
+    pool_stop.cancel();
+    if let Some(p) = pool {
+        let _ = p.await;
+    }
     checker.abort();
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

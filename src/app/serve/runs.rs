@@ -14,9 +14,10 @@ use autodev::events::ExecEvent;
 use autodev::sandbox::OutputSink;
 
 /// How long a finished run's events and result stay readable.
-const KEEP_FINISHED: Duration = Duration::from_secs(600);
-/// Finished runs kept at most (the oldest go first).
-const MAX_FINISHED: usize = 10_000;
+const KEEP_FINISHED: Duration = Duration::from_secs(300);
+/// Finished runs kept at most (the oldest go first): with their events and
+/// results (tens of KB each), this bounds the service's memory.
+const MAX_FINISHED: usize = 1_000;
 
 #[derive(Debug, Default)]
 struct Log {

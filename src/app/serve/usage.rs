@@ -2,7 +2,7 @@
 //! state folder (so usage survives a restart), and the last day's CPU in
 //! memory for the daily quota.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -44,7 +44,18 @@ pub(crate) struct Summary {
 pub(crate) struct Ledger {
     path: PathBuf,
     file: Mutex<Option<std::fs::File>>,
-    day: Mutex<VecDeque<(u64, String, u64)>>,
+    /// CPU milliseconds per key and minute, over the last day: bounded by
+    /// keys × minutes, whatever the number of runs.
+    day: Mutex<HashMap<String, VecDeque<(u64, u64)>>>,
+}
+
+/// Adds `ms` at time `ts` to a key's per-minute series.
+fn add_minute(series: &mut VecDeque<(u64, u64)>, ts: u64, ms: u64) {
+    let minute = ts / 60;
+    match series.back_mut() {
+        Some((m, total)) if *m == minute => *total += ms,
+        _ => series.push_back((minute, ms)),
+    }
 }
 
 pub(crate) fn now() -> u64 {
@@ -63,9 +74,9 @@ impl Ledger {
             .append(true)
             .open(&path)?;
         let since = now().saturating_sub(DAY);
-        let mut day = VecDeque::new();
+        let mut day: HashMap<String, VecDeque<(u64, u64)>> = HashMap::new();
         for r in read(&path)?.into_iter().filter(|r| r.ts >= since) {
-            day.push_back((r.ts, r.key, r.cpu_ms));
+            add_minute(day.entry(r.key).or_default(), r.ts, r.cpu_ms);
         }
         Ok(Ledger {
             path,
@@ -92,20 +103,25 @@ impl Ledger {
             }
         }
         let mut day = self.day.lock().unwrap_or_else(|p| p.into_inner());
-        day.push_back((r.ts, r.key, r.cpu_ms));
+        add_minute(day.entry(r.key).or_default(), r.ts, r.cpu_ms);
     }
 
     /// CPU milliseconds `key` used in the last 24 hours, and when the
     /// oldest of them leaves the window (Unix seconds).
     pub(crate) fn last_day(&self, key: &str) -> (u64, u64) {
-        let cutoff = now().saturating_sub(DAY);
+        let cutoff = now().saturating_sub(DAY) / 60;
         let mut day = self.day.lock().unwrap_or_else(|p| p.into_inner());
-        while day.front().is_some_and(|(ts, _, _)| *ts < cutoff) {
-            day.pop_front();
+        let Some(series) = day.get_mut(key) else {
+            return (0, now());
+        };
+        while series.front().is_some_and(|(m, _)| *m < cutoff) {
+            series.pop_front();
         }
-        let mine = day.iter().filter(|(_, k, _)| k == key);
-        let oldest = mine.clone().map(|(ts, _, _)| *ts).min().unwrap_or(cutoff);
-        (mine.map(|(_, _, ms)| ms).sum(), oldest + DAY)
+        let oldest = series.front().map_or(cutoff, |(m, _)| *m);
+        (
+            series.iter().map(|(_, ms)| ms).sum(),
+            (oldest + 1) * 60 + DAY,
+        )
     }
 
     /// `key`'s use since `since` (Unix seconds), from the file.
