@@ -725,7 +725,7 @@ async fn session_files_are_confined_and_capped_and_sessions_survive_a_restart() 
         &c,
         &svc.at(&format!("/v1/sessions/{id}/runs")),
         &k,
-        json!({"runner": "cat a.txt", "write_back": true}),
+        json!({"runner": "cat a.txt", "write_back": "yes"}),
     )
     .await;
     assert_eq!(s, 400, "{v}");
@@ -930,5 +930,92 @@ async fn exec_pool_socket_clients_are_served_by_the_same_daemon() {
     assert_eq!(h["status"], "ok");
     assert!(svc.stop().success());
     assert!(!socket.exists(), "the socket goes with the service");
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn write_back_copies_what_the_command_changed_through_the_same_rules() {
+    let _sb = require_docker!();
+    let label = common::test_label("serve-write-back");
+    let dir = tempfile::tempdir().unwrap();
+    let k = add_key(dir.path(), "k", &[]);
+    let svc = Service::start(dir.path(), &label, &["--warm", "0"]);
+    let c = reqwest::Client::new();
+    let (_, ses) = post(
+        &c,
+        &svc.at("/v1/sessions"),
+        &k,
+        json!({"files": {"a.txt": "one\n", "keep.txt": "same\n"}}),
+    )
+    .await;
+    let id = ses["id"].as_str().unwrap().to_string();
+    let runs = svc.at(&format!("/v1/sessions/{id}/runs"));
+    let read = |p: &str| {
+        let url = svc.at(&format!("/v1/sessions/{id}/files/{p}"));
+        let (c, k) = (c.clone(), k.clone());
+        async move {
+            let r = c.get(url).bearer_auth(&k).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Without write_back, what the command changes stays in its container.
+    let (_, v) = post(&c, &runs, &k, json!({"runner": "echo zero > a.txt"})).await;
+    assert_eq!(v["verdict"], "passed", "{v}");
+    assert!(v.get("write_back").is_none());
+    assert_eq!(read("a.txt").await.1, "one\n");
+
+    let cmd = "echo two > a.txt; mkdir -p d && echo new > d/n.txt; ln -s /etc/passwd link; \
+               mkdir -p .git && echo x > .git/config; mkfifo pipe; \
+               (sleep 3; echo late > late.txt) & exit 0";
+    let (_, v) = post(&c, &runs, &k, json!({"runner": cmd, "write_back": true})).await;
+    assert_eq!(v["verdict"], "passed", "{v}");
+    let wb = &v["write_back"];
+    let mut written: Vec<&str> = wb["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["a.txt", "d/n.txt"], "{wb}");
+    let refused: Vec<&str> = wb["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    for p in ["link", ".git/config", "pipe"] {
+        assert!(refused.contains(&p), "{p} must be refused: {wb}");
+    }
+    assert_eq!(wb["unchanged"], 1, "{wb}");
+    assert_eq!(read("a.txt").await, (200, "two\n".to_string()));
+    assert_eq!(read("d/n.txt").await, (200, "new\n".to_string()));
+    assert_eq!(
+        read("late.txt").await.0,
+        404,
+        "nothing of the command outlives it"
+    );
+    let tree = walk(&dir.path().join("state"));
+    assert!(
+        !tree
+            .iter()
+            .any(|p| p.ends_with("/link") || p.ends_with("/.git")),
+        "{tree:?}"
+    );
+
+    // A run cut short sends nothing back, and says so.
+    let (_, v) = post(&c, &runs, &k, json!({"runner": "echo three > a.txt; sleep 30", "write_back": true, "limits": {"timeout": "2s"}})).await;
+    assert_eq!(v["verdict"], "timed_out", "{v}");
+    assert!(
+        v["write_back"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("before its workspace"),
+        "{v}"
+    );
+    assert_eq!(read("a.txt").await.1, "two\n");
+    let mut svc = svc;
+    assert!(svc.stop().success());
     common::assert_no_leak(&label);
 }

@@ -105,6 +105,27 @@ pub enum Report {
     Cut,
 }
 
+/// What came of the workspace's tar the wrapper sends back after the
+/// command, when asked (`RunSpec::write_back`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeBack {
+    /// The wrapper never got to it (the run was killed: timeout, memory).
+    NotSent,
+    /// The tar, whole.
+    Received(Vec<u8>),
+    /// Over the cap (the wrapper cut it), broken off, or flooded by other
+    /// output: not to be used.
+    Cut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TreeState {
+    Waiting,
+    In,
+    Done,
+    Cut,
+}
+
 /// What the container's cgroup said once the command had ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -152,6 +173,13 @@ pub struct ReportDemux {
     carry: Vec<u8>,
     report: Vec<u8>,
     state: ReportState,
+    tree_begin: Vec<u8>,
+    tree_end: Vec<u8>,
+    /// The cap of the tar sent back (`None`: none is asked for).
+    tree_cap: Option<u64>,
+    tree: TreeState,
+    tree_carry: Vec<u8>,
+    tree_bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,15 +205,91 @@ impl ReportDemux {
             carry: Vec::new(),
             report: Vec::new(),
             state: ReportState::Command,
+            tree_begin: format!("{RS}{nonce}:tree-begin\n").into_bytes(),
+            tree_end: format!("{RS}{nonce}:tree-end\n").into_bytes(),
+            tree_cap: None,
+            tree: TreeState::Waiting,
+            tree_carry: Vec::new(),
+            tree_bytes: Vec::new(),
         }
+    }
+
+    /// Expects the workspace's tar (at most `cap` bytes) after the report.
+    pub fn with_tree(mut self, cap: Option<u64>) -> Self {
+        self.tree_cap = cap;
+        self
+    }
+
+    /// What follows the report: the workspace's tar when one is expected,
+    /// the command's (late) output around it.
+    fn after_trailer(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        if self.tree_cap.is_none() {
+            return bytes;
+        }
+        match self.tree {
+            TreeState::Waiting => {
+                let mut data = std::mem::take(&mut self.tree_carry);
+                data.extend_from_slice(&bytes);
+                if let Some(p) = find(&data, &self.tree_begin) {
+                    let rest = data.split_off(p + self.tree_begin.len());
+                    data.truncate(p);
+                    self.tree = TreeState::In;
+                    let mut after = self.feed_tree(&rest);
+                    data.append(&mut after);
+                    data
+                } else {
+                    let keep = partial_suffix(&data, &self.tree_begin);
+                    self.tree_carry = data.split_off(data.len() - keep);
+                    data
+                }
+            }
+            TreeState::In => self.feed_tree(&bytes),
+            TreeState::Done | TreeState::Cut => bytes,
+        }
+    }
+
+    fn feed_tree(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let from = self.tree_bytes.len().saturating_sub(self.tree_end.len());
+        self.tree_bytes.extend_from_slice(bytes);
+        if let Some(pos) = find(&self.tree_bytes[from..], &self.tree_end).map(|p| p + from) {
+            let after = self.tree_bytes.split_off(pos + self.tree_end.len());
+            self.tree_bytes.truncate(pos);
+            self.tree = TreeState::Done;
+            return after;
+        }
+        // The wrapper sends at most the cap: more is other output mixed in.
+        let cap = self.tree_cap.unwrap_or(0);
+        if self.tree_bytes.len() as u64 > cap.saturating_add(64 * 1024) {
+            self.tree_bytes = Vec::new();
+            self.tree = TreeState::Cut;
+        }
+        Vec::new()
+    }
+
+    /// The workspace's tar, when one was asked for (taken: a second call
+    /// gets `None`).
+    pub fn take_tree(&mut self) -> Option<TreeBack> {
+        let cap = self.tree_cap.take()?;
+        Some(match self.tree {
+            TreeState::Waiting => TreeBack::NotSent,
+            TreeState::In | TreeState::Cut => TreeBack::Cut,
+            // Exactly the cap: the wrapper's `head` may have cut it.
+            TreeState::Done if self.tree_bytes.len() as u64 >= cap => TreeBack::Cut,
+            TreeState::Done => TreeBack::Received(std::mem::take(&mut self.tree_bytes)),
+        })
     }
 
     /// Feeds a chunk of the command's stderr; returns what of it is the command's.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         match self.state {
             ReportState::Command => {}
-            ReportState::Report => return self.feed_report(chunk),
-            ReportState::Done(_) | ReportState::Flooded => return chunk.to_vec(),
+            ReportState::Report => {
+                let after = self.feed_report(chunk);
+                return self.after_trailer(after);
+            }
+            ReportState::Done(_) | ReportState::Flooded => {
+                return self.after_trailer(chunk.to_vec())
+            }
         }
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(chunk);
@@ -220,7 +324,7 @@ impl ReportDemux {
                     data = rest;
                     if !self.expect_report {
                         self.state = ReportState::Done(false);
-                        out.append(&mut data);
+                        out.append(&mut self.after_trailer(data));
                         return out;
                     }
                 }
@@ -229,15 +333,16 @@ impl ReportDemux {
                     data.truncate(p);
                     out.append(&mut data);
                     self.state = ReportState::Report;
-                    out.append(&mut self.feed_report(&rest));
+                    let after = self.feed_report(&rest);
+                    out.append(&mut self.after_trailer(after));
                     return out;
                 }
                 Some(p) => {
                     let rest = data.split_off(p + self.none.len());
                     data.truncate(p);
                     out.append(&mut data);
-                    out.extend_from_slice(&rest);
                     self.state = ReportState::Done(false);
+                    out.append(&mut self.after_trailer(rest));
                     return out;
                 }
                 None => {
@@ -287,7 +392,9 @@ impl ReportDemux {
             ReportState::Done(false) => Report::Absent,
             ReportState::Done(true) => Report::Received(self.report),
         };
-        (self.carry, report, self.usage)
+        let mut rest = self.carry;
+        rest.extend_from_slice(&self.tree_carry);
+        (rest, report, self.usage)
     }
 }
 
@@ -451,5 +558,36 @@ mod tests {
         assert!(no_tar.contains("needs /bin/sh and tar"), "{no_tar}");
         assert!(!no_tar.contains("workspace-size"), "{no_tar}");
         assert!(fail(b"").contains("needs /bin/sh and tar"));
+    }
+
+    #[test]
+    fn the_workspace_tar_after_the_report_is_taken_out_whole_and_only_when_asked() {
+        let trailer = "\u{1e}n1:usage 1 2 0\n\u{1e}n1:report-none\n";
+        let tar = b"TAR\x00\x1e\x01bytes\n\x1en2:tree-end\n".to_vec();
+        let mut stream = trailer.as_bytes().to_vec();
+        stream.extend_from_slice(b"\x1en1:tree-begin\n");
+        stream.extend_from_slice(&tar);
+        stream.extend_from_slice(b"\x1en1:tree-end\n");
+        // Fed a byte at a time: every marker is split across chunks.
+        let mut d = ReportDemux::new("n1", true).with_tree(Some(1000));
+        let out: Vec<u8> = stream.iter().flat_map(|b| d.push(&[*b])).collect();
+        assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+        assert_eq!(d.take_tree(), Some(TreeBack::Received(tar.clone())));
+        assert_eq!(d.finish().1, Report::Absent);
+        // Not asked: whatever follows is the command's.
+        let mut d = ReportDemux::new("n1", true);
+        let out = d.push(&stream);
+        assert!(out.starts_with(b"\x1en1:tree-begin"));
+        assert_eq!(d.take_tree(), None);
+        // Over the cap, or never ended: cut; the run killed first: not sent.
+        let mut d = ReportDemux::new("n1", true).with_tree(Some(tar.len() as u64));
+        d.push(&stream);
+        assert_eq!(d.take_tree(), Some(TreeBack::Cut));
+        let mut d = ReportDemux::new("n1", true).with_tree(Some(1000));
+        d.push(&stream[..stream.len() - 5]);
+        assert_eq!(d.take_tree(), Some(TreeBack::Cut));
+        let mut d = ReportDemux::new("n1", true).with_tree(Some(1000));
+        d.push(b"output\n");
+        assert_eq!(d.take_tree(), Some(TreeBack::NotSent));
     }
 }

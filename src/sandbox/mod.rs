@@ -127,6 +127,10 @@ pub struct RunSpec {
     /// inside it), for a set-up's CA bundle; kept to this process.
     #[serde(skip)]
     pub added: Vec<(PathBuf, Vec<u8>)>,
+    /// Send the workspace back after the command, as a tar of at most this
+    /// many bytes ([`Outcome::tree_back`]); Docker engines only.
+    #[serde(default)]
+    pub write_back: Option<u64>,
 }
 
 /// Where to find the JUnit XML report of a run (a path inside the sandbox).
@@ -166,6 +170,7 @@ impl RunSpec {
             labels: Vec::new(),
             junit: Junit::FromImage,
             added: Vec::new(),
+            write_back: None,
         }
     }
 }
@@ -220,6 +225,10 @@ pub struct Outcome {
     /// wall clock allowed (a busy host, not slow code); `null` if unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starved: Option<bool>,
+    /// The workspace as the command left it, when the spec asked for it
+    /// (`RunSpec::write_back`); kept to this process.
+    #[serde(skip)]
+    pub tree_back: Option<demux::TreeBack>,
 }
 
 /// The limit that ended a `timed_out` run.
@@ -343,6 +352,7 @@ impl Outcome {
             resources: None,
             timed_out_by: None,
             starved: None,
+            tree_back: None,
         }
     }
 

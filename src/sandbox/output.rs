@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::demux::{Demuxed, ReadyDemux, Report, ReportDemux, Usage};
+use super::demux::{Demuxed, ReadyDemux, Report, ReportDemux, TreeBack, Usage};
 use super::{Capture, Captured, OutputSink, Verdict};
 use crate::sandbox::junit::{self, TestReport};
 
@@ -66,6 +66,8 @@ pub struct Finished {
     /// Whether the command runs unittest, whose printed summary is then
     /// the evidence of a pass.
     pub summary_expected: bool,
+    /// The workspace as the command left it, when it was asked for.
+    pub tree: Option<TreeBack>,
 }
 
 impl RunOutput {
@@ -89,6 +91,12 @@ impl RunOutput {
     pub fn expect_report(mut self, command: &super::Command) -> Self {
         self.expect_report = matches!(self.report, ReportAt::Declared(_)) && runs_pytest(command);
         self.expect_summary = runs_unittest(command);
+        self
+    }
+
+    /// Expects the workspace's tar after the command (at most `cap` bytes).
+    pub fn write_back(mut self, cap: Option<u64>) -> Self {
+        self.trailer = self.trailer.with_tree(cap);
         self
     }
 
@@ -131,13 +139,14 @@ impl RunOutput {
         let RunOutput {
             out,
             mut err,
-            trailer,
+            mut trailer,
             report,
             expect_report,
             expect_summary,
             ..
         } = self;
         let cpu_exceeded = trailer.cpu_exceeded();
+        let tree = trailer.take_tree();
         let (rest, received, usage) = trailer.finish();
         if !rest.is_empty() {
             err.push(&rest);
@@ -153,6 +162,7 @@ impl RunOutput {
             summary_expected: expect_summary,
             usage,
             cpu_exceeded,
+            tree,
         }
     }
 }

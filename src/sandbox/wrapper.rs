@@ -105,21 +105,21 @@ if [ "$1" = stdin ]; then
   # engine removes it.
   (trap 'kill $s; exit 0' TERM; PATH=$P sleep "$2" & s=$!; wait $s && kill -KILL -1) </dev/null >/dev/null 2>&1 &
   d=$!
-  IFS= read -r n && IFS= read -r j && IFS= read -r l && IFS= read -r t && IFS= read -r c && IFS= read -r e || exit 0
+  IFS= read -r n && IFS= read -r j && IFS= read -r l && IFS= read -r b && IFS= read -r t && IFS= read -r c && IFS= read -r e || exit 0
   kill $d
   # The run's own deadline, past the owner's wall clock: a run whose owner
   # died still ends.
   (PATH=$P sleep "$t"; kill -KILL -1) </dev/null >/dev/null 2>&1 &
   dec "$j"
-  set -- "$n" "$v" "$l"
+  set -- "$n" "$v" "$l" "$b"
   while [ "$c" -gt 0 ]; do IFS= read -r a || exit 0; dec "$a"; set -- "$@" "$v"; c=$((c - 1)); done
   while [ "$e" -gt 0 ]; do IFS= read -r a || exit 0; x="$x$a
 "; e=$((e - 1)); done
 fi
 PATH=$P tar -x -f - -C /workspace --no-same-owner >/dev/null || { printf '\n%s:copy-failed\n' "$1" >&2; exit 1; }
 printf '%s:ready\n' "$1" >&2
-n=$1 j=$2 l=$3
-shift 3
+n=$1 j=$2 l=$3 b=$4
+shift 4
 g=/sys/fs/cgroup
 # Whole-container CPU time, in ns: cgroup v1 or v2.
 cpu() {
@@ -167,6 +167,14 @@ if [ -n "$j" ]; then
     printf '\036%s:report-none\n' "$n" >&2
   fi
 fi
+if [ -n "$b" ]; then
+  # The workspace as the command ended it, at most $b bytes of tar: nothing
+  # of the command may still be running and writing.
+  kill -KILL -1 2>/dev/null
+  printf '\036%s:tree-begin\n' "$n" >&2
+  (cd /workspace && PATH=$P tar -c -f - . 2>/dev/null | PATH=$P head -c "$b") >&2
+  printf '\036%s:tree-end\n' "$n" >&2
+fi
 exit $rc"#;
 
 fn script() -> String {
@@ -192,14 +200,16 @@ pub fn waiting_cmd(idle: std::time::Duration) -> Vec<String> {
 }
 
 /// What a waiting container reads first on stdin: the marker nonce, the
-/// report path, the CPU-time limit, the deadline after which it kills
-/// everything (seconds), then the command and its environment. Kept out of
+/// report path, the CPU-time limit, the cap of the workspace's tar sent
+/// back after the command (none: nothing is sent back), the deadline after
+/// which it kills everything (seconds), then the command and its environment. Kept out of
 /// the container's definition, so neither an inspect nor `/proc/1/cmdline`
 /// shows the nonce, and one container serves any run of the same limits.
 pub fn header(
     nonce: &str,
     report: Option<&str>,
     cpu_limit_ns: Option<u64>,
+    write_back: Option<u64>,
     deadline: std::time::Duration,
     env: &[(String, String)],
     command: &Command,
@@ -214,6 +224,7 @@ pub fn header(
         escape(nonce),
         escape(report.unwrap_or("")),
         cpu_limit_ns.map(|n| n.to_string()).unwrap_or_default(),
+        write_back.map(|n| n.to_string()).unwrap_or_default(),
         deadline.as_secs().max(1).to_string(),
         items.len().to_string(),
         env.len().to_string(),
@@ -260,6 +271,9 @@ pub fn container_cmd(
         nonce.into(),
         report.unwrap_or("").into(),
         cpu_limit_ns.map(|n| n.to_string()).unwrap_or_default(),
+        // Nothing is sent back after the command (the service's write-back
+        // runs on Docker engines).
+        String::new(),
     ];
     match command {
         Command::Shell(s) => cmd.extend(["sh".to_string(), s.clone()]),
@@ -286,7 +300,7 @@ mod tests {
         let many = Command::from_args(&["python3".into(), "-c".into(), "print(\"a b\")".into()]);
         assert_eq!(
             container_cmd("n", None, Some(1000), &many)[6..],
-            ["1000", "argv", "python3", "-c", "print(\"a b\")"]
+            ["1000", "", "argv", "python3", "-c", "print(\"a b\")"]
         );
         assert_eq!(many.to_string(), r#"python3 -c 'print("a b")'"#);
         assert_eq!(
@@ -295,7 +309,7 @@ mod tests {
         );
         assert_eq!(
             container_cmd("n", None, None, &one)[6..],
-            ["", "sh", "echo 'a b' | wc -c"]
+            ["", "", "sh", "echo 'a b' | wc -c"]
         );
     }
 
@@ -309,6 +323,7 @@ mod tests {
             "n0nce",
             Some("/tmp/r.xml"),
             Some(7),
+            Some(99),
             std::time::Duration::from_secs(9),
             &[("A".into(), odd.into()), ("B".into(), "".into())],
             &Command::Argv(vec!["printf".into(), odd.into(), "".into()]),
@@ -336,7 +351,7 @@ mod tests {
         let text = String::from_utf8(out.stdout).unwrap();
         assert_eq!(
             text,
-            format!("n0nce|/tmp/r.xml|7|argv|printf|{odd}||\n[A={odd}][B=]")
+            format!("n0nce|/tmp/r.xml|7|99|argv|printf|{odd}||\n[A={odd}][B=]")
         );
     }
 

@@ -35,6 +35,7 @@ use autodev::env::Ready;
 use autodev::error::{Classify, ErrorClass};
 use autodev::events::ExecEvent;
 use autodev::profile::Profile;
+use autodev::sandbox::demux::TreeBack;
 use autodev::sandbox::{AnySandbox, Outcome, RunSpec, Sandbox, SandboxError};
 use keys::{Key, KeyError, KeyStore};
 use queue::{Refused, Scheduler, Ticket};
@@ -51,6 +52,13 @@ const ENGINE_CHECK: Duration = Duration::from_secs(15);
 pub(crate) struct Tenant {
     pub(crate) name: String,
     pub(crate) key: Option<Key>,
+}
+
+/// A run on a session's files.
+pub(crate) struct OnSession {
+    pub(crate) session: Arc<sessions::Session>,
+    /// Copy what the command changed back into the session.
+    pub(crate) write_back: bool,
 }
 
 /// A request refused, with the status it maps to.
@@ -126,7 +134,7 @@ impl Service {
         self: &Arc<Self>,
         t: &Tenant,
         req: RunRequest,
-        session: Option<Arc<sessions::Session>>,
+        session: Option<OnSession>,
     ) -> Result<Arc<Run>, Refusal> {
         if self.draining.load(Ordering::SeqCst) {
             self.metrics.refused("draining");
@@ -187,7 +195,7 @@ impl Service {
         run: Arc<Run>,
         mut req: RunRequest,
         ticket: Ticket,
-        session: Option<Arc<sessions::Session>>,
+        session: Option<OnSession>,
     ) {
         let queued = Instant::now();
         let grant = tokio::select! {
@@ -208,19 +216,28 @@ impl Service {
         let started = Instant::now();
         let mut sink = RunSink(run.clone());
         let result = match session {
-            Some(s) => {
+            Some(OnSession {
+                session: s,
+                write_back,
+            }) => {
                 // The workspace stays as it is from copy-in to the end.
                 let _held = s.lock.lock().await;
                 req.spec.workspace = s.ws();
-                self.run_in_environment(&mut req, &mut sink, &run.cancel)
-                    .await
+                req.spec.write_back = write_back.then(|| self.sessions.tree_cap());
+                let (mut result, tree) = self
+                    .run_in_environment(&mut req, &mut sink, &run.cancel)
+                    .await;
+                if write_back {
+                    result["write_back"] = self.sessions.write_back(&s, tree);
+                }
+                result
             }
             None => match req.materialize(None) {
                 Err(e) => {
                     json!({"verdict": "sandbox_error", "error": format!("writing the request's files: {e}")})
                 }
                 Ok(dir) => {
-                    let r = self
+                    let (r, _) = self
                         .run_in_environment(&mut req, &mut sink, &run.cancel)
                         .await;
                     drop(dir);
@@ -232,13 +249,14 @@ impl Service {
     }
 
     /// The run in its project's environment (built or found by the set-up
-    /// phase, as `exec` does), as a result object.
+    /// phase, as `exec` does), as a result object, and the workspace the
+    /// command left when the spec asked for it.
     async fn run_in_environment(
         &self,
         req: &mut RunRequest,
         sink: &mut RunSink,
         cancel: &CancellationToken,
-    ) -> Value {
+    ) -> (Value, Option<TreeBack>) {
         let mut setup = self.setup.clone();
         if let Some(mode) = req.setup.clone() {
             setup.settings.mode = mode;
@@ -247,21 +265,25 @@ impl Service {
             match autodev::env::prepare(&self.sandbox, &mut req.spec, &setup, sink, cancel).await {
                 Ok(Ready::Env(e)) => e.map(|b| *b),
                 Ok(Ready::Skipped(_)) => None,
-                Ok(Ready::Failed(o)) => return result_json(Ok(*o)),
+                Ok(Ready::Failed(o)) => return (result_json(Ok(*o)), None),
                 Err(e) => {
                     let verdict = match autodev::classify::class_of(&e) {
                         Some(ErrorClass::Interrupted) => "interrupted",
                         Some(ErrorClass::Usage) => "invalid_task",
                         _ => "sandbox_error",
                     };
-                    return json!({"verdict": verdict, "error": format!("set-up: {e}")});
+                    return (
+                        json!({"verdict": verdict, "error": format!("set-up: {e}")}),
+                        None,
+                    );
                 }
             };
         let mut r = self.sandbox.run(&req.spec, sink, cancel).await;
+        let tree = r.as_mut().ok().and_then(|o| o.tree_back.take());
         if let Ok(Some(rec)) = r.as_mut().map(|o| o.record.as_mut()) {
             rec.environment = env;
         }
-        result_json(r)
+        (result_json(r), tree)
     }
 
     /// Records a run's end; the result gets the run's id and its time in

@@ -189,17 +189,18 @@ async fn run(
                 "files: a session run uses the session's files; PUT /v1/sessions/{id}/files/{path} changes them",
             ));
         }
-        if obj
-            .remove("write_back")
-            .is_some_and(|w| w != Value::Bool(false))
-        {
-            return Err(bad(
-                "write_back: not supported yet: what a command changes stays in its container; write files with PUT",
-            ));
-        }
     }
+    let write_back = match v.as_object_mut().and_then(|o| o.remove("write_back")) {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(bad("write_back: true or false")),
+    };
     let req = svc.parse(&t, v.to_string().as_bytes())?;
-    let run = svc.submit(&t, req, Some(s))?;
+    let on = super::OnSession {
+        session: s,
+        write_back,
+    };
+    let run = svc.submit(&t, req, Some(on))?;
     answer(run, &headers, q.wait).await
 }
 

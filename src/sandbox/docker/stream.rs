@@ -65,6 +65,7 @@ impl Feed {
             limits
                 .cpu_time
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            run.spec.write_back,
             limits.timeout + DEADLINE_GRACE,
             &run.spec.env,
             &run.spec.command,
@@ -114,7 +115,8 @@ impl DockerSandbox {
         let feed = Feed::start(run, input, manifest);
         let mut output =
             RunOutput::new(&run.nonce, run.spec.limits.output_limit, run.report.clone())
-                .expect_report(&run.spec.command);
+                .expect_report(&run.spec.command)
+                .write_back(run.spec.write_back);
         let ended = tokio::select! {
             biased;
             _ = run.cancel.cancelled() => Err(SandboxError::Interrupted),
@@ -171,6 +173,7 @@ impl DockerSandbox {
             durations: run.durations,
             tests: f.tests,
             tests_note: note.or(f.tests_note),
+            tree_back: f.tree,
             ..Outcome::new(Verdict::Passed, Some(exit_code), f.stdout, f.stderr)
         }
         .with_usage(f.usage))
@@ -230,6 +233,7 @@ impl DockerSandbox {
             durations: run.durations,
             tests: f.tests,
             tests_note: f.tests_note,
+            tree_back: f.tree,
             ..Outcome::new(Verdict::TimedOut, None, f.stdout, f.stderr)
         }
         .with_usage(None))
