@@ -6,6 +6,7 @@
 #   cargo build --release && bash scripts/bench-serve.sh [RUNS] [CONNECTIONS] [JOBS]
 #
 # Needs a Python with `requests` (AUTODEV_TEST_PYTHON, else python3).
+# AUTODEV_BENCH_SERVE_ARGS: more flags for the service (e.g. --keep-finished 5s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-2000}
@@ -27,7 +28,7 @@ state="$work/state"
 key() { "$autodev" serve keys add "$1" --state "$state" --max-concurrent 10; }
 flood=$(key flood 2>/dev/null); a=$(key a 2>/dev/null); b=$(key b 2>/dev/null)
 "$autodev" serve --listen 127.0.0.1:0 --state "$state" --jobs "$jobs" --max-queue 100000 \
-  --label "$label" --warm 2 2>"$work/serve.log" &
+  --label "$label" --warm 2 ${AUTODEV_BENCH_SERVE_ARGS:-} 2>"$work/serve.log" &
 pid=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
 url=$(sed -n 's/.*listening on \(http:[^;]*\);.*/\1/p' "$work/serve.log" | head -1)

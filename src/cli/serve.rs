@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// How long a client may take to send a request body; a slower one gets 408.
     #[arg(long, default_value = "30s", value_parser = duration("--body-wait"))]
     pub body_wait: Duration,
+    /// How long a finished run's events and result stay readable (1,000 runs at most).
+    #[arg(long, default_value = "60s", value_parser = duration("--keep-finished"))]
+    pub keep_finished: Duration,
     /// A session unused for this long is removed with its files.
     #[arg(long, default_value = "1h", value_parser = duration("--session-idle"))]
     pub session_idle: Duration,

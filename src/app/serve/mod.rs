@@ -3,7 +3,9 @@
 //! batch task line (`batch::RunRequest`), the same result JSON as `exec
 //! --json`; what this front end adds is who may ask (`keys.rs`), in which
 //! order (`queue.rs`), what they used (`usage.rs`), what is running
-//! (`runs.rs`), the routes (`http.rs`) and the counters (`metrics.rs`).
+//! (`runs.rs`), the routes (`http.rs`, `session_routes.rs`,
+//! `batch_routes.rs`), sessions and batches (`sessions.rs`, `batches.rs`),
+//! the counters (`metrics.rs`), and starting and stopping (`start.rs`).
 
 mod batch_routes;
 mod batches;
@@ -14,11 +16,11 @@ mod queue;
 mod runs;
 mod session_routes;
 mod sessions;
+mod start;
 mod usage;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+pub(super) use start::serve_cmd;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,23 +30,15 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::UsageError;
-use crate::cli::{KeysCommand, ServeArgs, ServeCommand};
 use autodev::batch::RunRequest;
 use autodev::env::Ready;
 use autodev::error::{Classify, ErrorClass};
 use autodev::events::ExecEvent;
-use autodev::profile::Profile;
 use autodev::sandbox::demux::TreeBack;
 use autodev::sandbox::{AnySandbox, Outcome, RunSpec, Sandbox, SandboxError};
-use keys::{Key, KeyError, KeyStore};
+use keys::{Key, KeyStore};
 use queue::{Refused, Scheduler, Ticket};
 use runs::{Run, RunSink, Runs};
-
-/// How long, after the grace period, cancelled runs get to remove their containers.
-const CANCEL_WAIT: Duration = Duration::from_secs(60);
-/// How often the engine is asked whether it answers (for health and metrics).
-const ENGINE_CHECK: Duration = Duration::from_secs(15);
 
 /// Who is asking: a key's name and ceilings, or the one tenant of a
 /// service that has no keys (loopback only).
@@ -327,277 +321,5 @@ fn result_json(r: Result<Outcome, SandboxError>) -> Value {
         }
         Err(e) => serde_json::to_value(Outcome::from_error(&e))
             .unwrap_or_else(|_| json!({"verdict": "sandbox_error", "error": e.to_string()})),
-    }
-}
-
-/// The service's state folder: `--state`, else autodev's under `$XDG_STATE_HOME`.
-fn state_dir(given: Option<&Path>) -> Result<PathBuf, UsageError> {
-    given
-        .map(Path::to_path_buf)
-        .or_else(|| autodev::dirs::autodev_dir(autodev::dirs::Base::State).map(|d| d.join("serve")))
-        .ok_or_else(|| UsageError("no state folder: pass --state, or set HOME".into()))
-}
-
-fn key_error(e: KeyError) -> anyhow::Error {
-    match e {
-        KeyError::Usage(m) => UsageError(m).into(),
-        e => e.into(),
-    }
-}
-
-/// `autodev serve keys …`.
-fn keys_cmd(cmd: KeysCommand, operator: &autodev::config::Limits) -> Result<ExitCode> {
-    match cmd {
-        KeysCommand::Add {
-            name,
-            max_concurrent,
-            cpu_seconds_per_day,
-            max_memory,
-            max_timeout,
-            state,
-        } => {
-            let store = KeyStore::open(&state_dir(state.as_deref())?).map_err(key_error)?;
-            let mut limits = serde_json::Map::new();
-            if let Some(m) = max_memory {
-                limits.insert("memory".into(), Value::from(m));
-            }
-            if let Some(t) = max_timeout {
-                limits.insert("timeout".into(), Value::from(t));
-            }
-            let key = Key {
-                name: name.clone(),
-                hash: String::new(),
-                max_concurrent,
-                cpu_seconds_per_day,
-                limits,
-            };
-            let token = store.add(key, operator).map_err(key_error)?;
-            autodev::outln!("{token}");
-            autodev::errln!(
-                "autodev: key {name:?} added; its token is above and is not shown again (send it as `Authorization: Bearer TOKEN`)"
-            );
-        }
-        KeysCommand::List { state } => {
-            let store = KeyStore::open(&state_dir(state.as_deref())?).map_err(key_error)?;
-            for k in store.current().map_err(key_error)?.iter() {
-                autodev::outln!(
-                    "{}\tmax_concurrent={}\tcpu_seconds_per_day={}\tlimits={}",
-                    k.name,
-                    k.max_concurrent.map_or("-".into(), |n| n.to_string()),
-                    k.cpu_seconds_per_day.map_or("-".into(), |n| n.to_string()),
-                    Value::Object(k.limits.clone())
-                );
-            }
-        }
-        KeysCommand::Revoke { name, state } => {
-            let store = KeyStore::open(&state_dir(state.as_deref())?).map_err(key_error)?;
-            store.revoke(&name).map_err(key_error)?;
-            autodev::errln!("autodev: key {name:?} revoked");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Where the service listens.
-enum Listener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener, PathBuf),
-}
-
-async fn listen(args: &ServeArgs) -> Result<Listener> {
-    if let Some(path) = &args.socket {
-        let bad = |why: String| UsageError(format!("--socket {}: {why}", path.display()));
-        if std::fs::symlink_metadata(path).is_ok() {
-            return Err(bad("exists; remove it or pick another path".into()).into());
-        }
-        let l = tokio::net::UnixListener::bind(path).map_err(|e| bad(e.to_string()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| bad(e.to_string()))?;
-        return Ok(Listener::Unix(l, path.clone()));
-    }
-    let addr: SocketAddr = args.listen.parse().map_err(|_| {
-        UsageError(format!(
-            "--listen {:?}: give an IP address and port, e.g. 127.0.0.1:8844",
-            args.listen
-        ))
-    })?;
-    if !addr.ip().is_loopback() {
-        return Err(UsageError(format!(
-            "--listen {addr}: not a loopback address; serving beyond this host needs TLS, which autodev serve does not terminate: listen on loopback (or --socket) behind a TLS proxy that only forwards authenticated clients"
-        ))
-        .into());
-    }
-    let l = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| UsageError(format!("--listen {addr}: {e}")))?;
-    Ok(Listener::Tcp(l))
-}
-
-/// `autodev serve`.
-pub(super) async fn serve_cmd(
-    args: ServeArgs,
-    profile: &Profile,
-    cancel: &CancellationToken,
-    kill: &CancellationToken,
-) -> Result<ExitCode> {
-    let mut defaults = args.sandbox.run_spec("/", "true", &profile.exclude)?;
-    if let Some(ServeCommand::Keys(cmd)) = args.keys {
-        return keys_cmd(cmd, &defaults.limits);
-    }
-    let state = state_dir(args.state.as_deref())?;
-    std::fs::create_dir_all(&state)
-        .map_err(|e| UsageError(format!("--state {}: {e}", state.display())))?;
-    let keys = KeyStore::open(&state).map_err(key_error)?;
-    let usage = usage::Ledger::open(&state)
-        .map_err(|e| UsageError(format!("--state {}: usage file: {e}", state.display())))?;
-    let sessions = sessions::Sessions::open(
-        state.join("sessions"),
-        args.session_idle,
-        defaults.limits.max_copy_bytes,
-    )
-    .map_err(|e| UsageError(format!("--state {}: sessions: {e}", state.display())))?;
-    let batches = batches::Batches::open(state.join("batches"))
-        .map_err(|e| UsageError(format!("--state {}: batches: {e}", state.display())))?;
-    let listener = listen(&args).await?;
-    let pool = args
-        .pool_socket
-        .as_deref()
-        .map(super::pool::server::PoolSocket::bind)
-        .transpose()?;
-    let instance = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
-    defaults
-        .labels
-        .push(("autodev.service".into(), instance.clone()));
-    let sandbox = super::connect(&args.sandbox.engines).await?;
-    sandbox.check_limits(&defaults).await?;
-    sandbox.preflight(&defaults).await?;
-    sandbox.warm(&defaults);
-    let open = keys.current().map_err(key_error)?.is_empty();
-    let setup = autodev::env::Setup {
-        profile: profile.name.clone(),
-        settings: args.setup.settings().map_err(UsageError)?,
-    };
-    let svc = Arc::new(Service {
-        sandbox: sandbox.clone(),
-        defaults: defaults.clone(),
-        setup,
-        keys,
-        sched: Scheduler::new(usize::from(args.jobs)),
-        runs: Runs::default(),
-        sessions,
-        batches,
-        usage,
-        metrics: metrics::Metrics::default(),
-        draining: AtomicBool::new(false),
-        engine_up: AtomicBool::new(true),
-        tasks: TaskTracker::new(),
-        jobs: usize::from(args.jobs),
-        max_queue: args.max_queue,
-    });
-    svc.resume_batches();
-    let app = http::router(svc.clone(), args.max_body, args.body_wait);
-    let stop = CancellationToken::new();
-    let where_ = match &listener {
-        Listener::Tcp(l) => format!("http://{}", l.local_addr()?),
-        Listener::Unix(_, p) => format!("unix:{}", p.display()),
-    };
-    autodev::errln!(
-        "autodev serve: listening on {where_}; {} slot(s); {}; SIGTERM drains it",
-        args.jobs,
-        if open {
-            "no keys: every caller on this host is served (`autodev serve keys add NAME` to require keys)"
-        } else {
-            "requests need a key"
-        }
-    );
-    let server = {
-        let stop = stop.clone();
-        match listener {
-            Listener::Tcp(l) => tokio::spawn(async move {
-                axum::serve(l, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            }),
-            Listener::Unix(l, _) => tokio::spawn(async move {
-                axum::serve(l, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            }),
-        }
-    };
-    let checker = tokio::spawn(housekeeping(svc.clone()));
-    // `exec --pool-socket` clients: the same engines, one daemon.
-    let pool_stop = CancellationToken::new();
-    let pool = pool.map(|socket| {
-        let (sandbox, warm, stop) = (sandbox.clone(), defaults.clone(), pool_stop.clone());
-        tokio::spawn(async move { super::pool::server::serve(sandbox, socket, &warm, &stop).await })
-    });
-    cancel.cancelled().await;
-    drain(&svc, args.grace, kill).await;
-    pool_stop.cancel();
-    if let Some(p) = pool {
-        let _ = p.await;
-    }
-    checker.abort();
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    if let Some(p) = &args.socket {
-        let _ = std::fs::remove_file(p);
-    }
-    sandbox.retire(&defaults).await;
-    let left = sandbox
-        .clean(&[("autodev.service".into(), instance)])
-        .await
-        .unwrap_or(0);
-    autodev::errln!(
-        "autodev serve: stopped{}",
-        if left > 0 {
-            format!("; removed {left} container(s) left by cancelled runs")
-        } else {
-            String::new()
-        }
-    );
-    // A drain is how a service is meant to stop: not a failure.
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Refuses new runs, lets the ones under way finish within `grace` (or
-/// until a second signal), then cancels the rest and waits for their
-/// containers to go.
-async fn drain(svc: &Service, grace: Duration, kill: &CancellationToken) {
-    svc.draining.store(true, Ordering::SeqCst);
-    svc.sched.drain();
-    svc.tasks.close();
-    let (running, _) = svc.sched.counts();
-    autodev::errln!(
-        "autodev serve: draining: new runs get 503; {running} run(s) under way get {} to finish",
-        humantime::format_duration(grace)
-    );
-    tokio::select! {
-        () = svc.tasks.wait() => return,
-        () = tokio::time::sleep(grace) => {}
-        () = kill.cancelled() => {}
-    }
-    let live = svc.runs.live();
-    autodev::errln!(
-        "autodev serve: cancelling {} run(s) still under way",
-        live.len()
-    );
-    for r in live {
-        r.cancel.cancel();
-    }
-    let _ = tokio::time::timeout(CANCEL_WAIT, svc.tasks.wait()).await;
-}
-
-/// Checks the engine, and expires idle sessions, every [`ENGINE_CHECK`].
-async fn housekeeping(svc: Arc<Service>) {
-    loop {
-        svc.sessions.expire();
-        let up = tokio::time::timeout(Duration::from_secs(5), svc.sandbox.preflight(&svc.defaults))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        svc.engine_up.store(up, Ordering::SeqCst);
-        tokio::time::sleep(ENGINE_CHECK).await;
     }
 }

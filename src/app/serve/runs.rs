@@ -13,10 +13,8 @@ use tokio_util::sync::CancellationToken;
 use autodev::events::ExecEvent;
 use autodev::sandbox::OutputSink;
 
-/// How long a finished run's events and result stay readable.
-const KEEP_FINISHED: Duration = Duration::from_secs(300);
 /// Finished runs kept at most (the oldest go first): with their events and
-/// results (tens of KB each), this bounds the service's memory.
+/// results (tens of KB each in memory), this bounds the service's memory.
 const MAX_FINISHED: usize = 1_000;
 
 #[derive(Debug, Default)]
@@ -150,11 +148,20 @@ impl OutputSink for RunSink {
 /// Every run still readable.
 #[derive(Debug, Default)]
 pub(crate) struct Runs {
+    /// How long a finished run's events and result stay readable.
+    keep: Duration,
     map: Mutex<HashMap<String, Arc<Run>>>,
     finished: Mutex<VecDeque<(Instant, String)>>,
 }
 
 impl Runs {
+    pub(crate) fn new(keep: Duration) -> Self {
+        Runs {
+            keep,
+            ..Runs::default()
+        }
+    }
+
     pub(crate) fn add(&self, key: &str, cap: u64) -> Arc<Run> {
         self.prune();
         let run = Arc::new(Run {
@@ -200,7 +207,7 @@ impl Runs {
         let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((at, id)) = finished.front() {
-            if at.elapsed() < KEEP_FINISHED && finished.len() <= MAX_FINISHED {
+            if at.elapsed() < self.keep && finished.len() <= MAX_FINISHED {
                 break;
             }
             map.remove(id);
@@ -221,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_are_numbered_and_a_reader_resumes_after_the_last_it_saw() {
-        let runs = Runs::default();
+        let runs = Runs::new(Duration::from_secs(60));
         let run = runs.add("k", 10);
         run.push(ExecEvent::Started { queue_ms: 0 });
         RunSink(run.clone()).stdout(b"hello");
