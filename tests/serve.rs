@@ -83,6 +83,12 @@ impl Drop for Service {
     }
 }
 
+/// Stops the service (SIGTERM): it must exit 0 and leave no container.
+fn stop_clean(mut svc: Service, label: &(String, String)) {
+    assert!(svc.stop().success(), "a drained service exits 0");
+    common::assert_no_leak(label);
+}
+
 /// `autodev serve keys add NAME ARGS…`: the token.
 fn add_key(dir: &Path, name: &str, args: &[&str]) -> String {
     let out = common::isolated(dir)
@@ -377,9 +383,7 @@ async fn keys_decide_who_runs_and_what_each_sees_and_results_match_exec() {
         !logged.iter().any(|l| l.contains(&alice)),
         "tokens are never logged"
     );
-    let mut svc = svc;
-    assert!(svc.stop().success());
-    common::assert_no_leak(&label);
+    stop_clean(svc, &label);
 }
 
 /// Reads a server-sent event stream to its end: (id, event, data).
@@ -506,9 +510,7 @@ async fn events_stream_live_resume_after_the_last_seen_and_cancel_ends_a_run() {
         Duration::from_secs(30),
         || common::containers_with(&label).is_empty(),
     );
-    let mut svc = svc;
-    assert!(svc.stop().success());
-    common::assert_no_leak(&label);
+    stop_clean(svc, &label);
 }
 
 #[ignore = "needs Docker: run with --include-ignored"]
@@ -650,9 +652,7 @@ async fn curl_and_python_requests_use_every_route_and_the_openapi_document_valid
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut svc = svc;
-    assert!(svc.stop().success());
-    common::assert_no_leak(&label);
+    stop_clean(svc, &label);
 }
 
 #[ignore = "needs Docker: run with --include-ignored"]
@@ -744,9 +744,7 @@ async fn session_files_are_confined_and_capped_and_sessions_survive_a_restart() 
         v["stdout"]["text"], "one",
         "the session survived the restart: {v}"
     );
-    let mut svc = svc;
-    assert!(svc.stop().success());
-    common::assert_no_leak(&label);
+    stop_clean(svc, &label);
 }
 
 /// Every path under `root`.
@@ -848,9 +846,7 @@ async fn a_batch_runs_each_task_once_through_the_queue_and_resumes_after_a_resta
         .unwrap()
         .iter()
         .any(|l| l.contains("resuming batch")));
-    let mut svc = svc;
-    assert!(svc.stop().success());
-    common::assert_no_leak(&label);
+    stop_clean(svc, &label);
 }
 
 #[ignore = "needs Docker and the package index: run with --include-ignored"]
@@ -895,9 +891,7 @@ async fn a_sessions_dependencies_are_installed_once_by_the_set_up_phase_then_cac
     let _ = Command::new("docker")
         .args(["rmi", "-f", env["image"].as_str().unwrap()])
         .output();
-    let mut svc = svc;
-    assert!(svc.stop().success());
-    common::assert_no_leak(&label);
+    stop_clean(svc, &label);
 }
 
 #[ignore = "needs Docker: run with --include-ignored"]
@@ -1015,7 +1009,5 @@ async fn write_back_copies_what_the_command_changed_through_the_same_rules() {
         "{v}"
     );
     assert_eq!(read("a.txt").await.1, "two\n");
-    let mut svc = svc;
-    assert!(svc.stop().success());
-    common::assert_no_leak(&label);
+    stop_clean(svc, &label);
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::runs::Run;
 use super::usage::now;
-use super::{Refusal, Service, Tenant};
+use super::{read_json, write_json, Refusal, Service, Tenant};
 use autodev::batch::RunRequest;
 
 /// Longest wait between two tries of a task the key's queue or quota
@@ -71,6 +71,19 @@ struct Line {
 }
 
 impl Batch {
+    fn new(dir: PathBuf, meta: Meta) -> Arc<Self> {
+        Arc::new(Batch {
+            id: meta.id.clone(),
+            key: meta.key.clone(),
+            dir,
+            meta: Mutex::new(meta),
+            progress: Mutex::default(),
+            cancel: CancellationToken::new(),
+            live: Mutex::default(),
+            out: Mutex::new(()),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -157,13 +170,6 @@ impl Batch {
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, v: &T) -> std::io::Result<()> {
-    let text = serde_json::to_vec(v).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, path)
-}
-
 /// The batches of this service.
 #[derive(Debug)]
 pub(crate) struct Batches {
@@ -178,24 +184,13 @@ impl Batches {
         let mut map = HashMap::new();
         for e in std::fs::read_dir(&root)? {
             let dir = e?.path();
-            let meta: Option<Meta> = std::fs::read(dir.join("meta.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
+            let meta: Option<Meta> = read_json(&dir.join("meta.json"));
             let Some(meta) = meta.filter(|m| dir.ends_with(&m.id)) else {
                 // Half made when the service stopped: it was never accepted.
                 let _ = std::fs::remove_dir_all(&dir);
                 continue;
             };
-            let b = Arc::new(Batch {
-                id: meta.id.clone(),
-                key: meta.key.clone(),
-                dir,
-                meta: Mutex::new(meta),
-                progress: Mutex::default(),
-                cancel: CancellationToken::new(),
-                live: Mutex::default(),
-                out: Mutex::new(()),
-            });
+            let b = Batch::new(dir, meta);
             let text = std::fs::read_to_string(b.results_path()).unwrap_or_default();
             // A torn last line (a crash mid-append) is no result: its task runs again.
             for l in text
@@ -320,16 +315,7 @@ impl Service {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(Refusal::Invalid(format!("saving the batch: {e}")));
         }
-        let b = Arc::new(Batch {
-            id: id.clone(),
-            key: t.name.clone(),
-            dir,
-            meta: Mutex::new(meta),
-            progress: Mutex::default(),
-            cancel: CancellationToken::new(),
-            live: Mutex::default(),
-            out: Mutex::new(()),
-        });
+        let b = Batch::new(dir, meta);
         self.batches.lock().insert(id, b.clone());
         self.start_batch(b.clone(), t.clone(), text);
         Ok(b)

@@ -303,6 +303,22 @@ impl Service {
     }
 }
 
+/// A JSON file of the state folder, if it is there and reads.
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Option<T> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Replaces a JSON file of the state folder whole (a crash leaves the old
+/// one or the new one, never half of either).
+fn write_json<T: serde::Serialize>(path: &std::path::Path, v: &T) -> std::io::Result<()> {
+    let text = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

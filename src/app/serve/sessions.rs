@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::usage::now;
+use super::{read_json, write_json};
 use autodev::patch::apply;
 use autodev::sandbox::demux::TreeBack;
 
@@ -59,7 +60,7 @@ impl Session {
         let mut m = self.meta.lock().unwrap_or_else(|p| p.into_inner());
         m.last_used = now();
         // Best effort: a lost write costs only an earlier expiry after a restart.
-        let _ = write_meta(&self.dir, &m);
+        let _ = write_json(&self.dir.join("meta.json"), &*m);
     }
 
     pub(crate) fn info(&self) -> serde_json::Value {
@@ -70,13 +71,6 @@ impl Session {
             "files": files.len(), "bytes": files.iter().map(|f| f.1).sum::<u64>(),
         })
     }
-}
-
-fn write_meta(dir: &Path, m: &Meta) -> std::io::Result<()> {
-    let text = serde_json::to_vec(m).map_err(std::io::Error::other)?;
-    let tmp = dir.join(".meta.json.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, dir.join("meta.json"))
 }
 
 /// Every regular file under `root`, sorted, with its size.
@@ -121,9 +115,7 @@ impl Sessions {
         let mut map = HashMap::new();
         for e in std::fs::read_dir(&root)? {
             let dir = e?.path();
-            let meta: Option<Meta> = std::fs::read(dir.join("meta.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
+            let meta: Option<Meta> = read_json(&dir.join("meta.json"));
             match meta {
                 Some(m) if m.last_used + idle.as_secs() >= now() && dir.ends_with(&m.id) => {
                     let s = Session {
@@ -167,7 +159,9 @@ impl Sessions {
             created: t,
             last_used: t,
         };
-        if let Err(e) = filled.and_then(|()| write_meta(&dir, &meta).map_err(|e| e.to_string())) {
+        if let Err(e) = filled
+            .and_then(|()| write_json(&dir.join("meta.json"), &meta).map_err(|e| e.to_string()))
+        {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
