@@ -176,8 +176,9 @@ pub fn error_line(err: &anyhow::Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// First Ctrl-C, SIGTERM or SIGHUP cancels (a batch stops starting tasks); for a
-/// batch the second kills running tasks, cleanly. The signal after that exits
+/// First Ctrl-C, SIGTERM or SIGHUP cancels (a batch stops starting tasks, the
+/// service drains); for a batch or the service the second kills running
+/// tasks, cleanly. The signal after that exits
 /// at once; containers are still reachable by `autodev clean` through their label.
 ///
 /// Returns the flag raised when that last clean-up begins: from then on the
@@ -212,7 +213,7 @@ fn spawn_signal_handler(
         };
         next().await;
         if kill.is_some() {
-            autodev::errln!("\nautodev: stopping: no new tasks; running ones finish (Ctrl-C again to kill them)");
+            autodev::errln!("\nautodev: stopping: nothing new starts, what is running finishes (Ctrl-C or SIGTERM again cancels it)");
         } else {
             autodev::errln!("\nautodev: interrupted, cleaning up (Ctrl-C again to exit at once)");
         }
