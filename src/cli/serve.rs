@@ -25,7 +25,7 @@ pub struct ServeArgs {
     /// protocol of `autodev pool`), from the same engines and containers started ahead.
     #[arg(long)]
     pub pool_socket: Option<PathBuf>,
-    /// Where the service keeps its keys and usage records
+    /// Where the service keeps its keys, usage records, sessions and batches
     /// (default: autodev's folder under $XDG_STATE_HOME).
     #[arg(long, env = "AUTODEV_SERVE_STATE")]
     pub state: Option<PathBuf>,

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::http::{body_error, ApiError, Route, Svc};
 use super::Tenant;
+use autodev::error::ErrorClass;
 
 /// How often a results request that waits for the end looks again.
 const POLL: Duration = Duration::from_millis(200);
@@ -81,8 +82,7 @@ async fn results(
     Path(id): Path<String>,
     query: Result<Query<ResultsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "usage", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::of(ErrorClass::Usage, e.body_text()))?;
     let b = svc
         .batches
         .get(&id, &t.name)
@@ -92,12 +92,8 @@ async fn results(
             tokio::time::sleep(POLL).await;
         }
     }
-    let bytes = b.results().map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("reading results: {e}"),
-        )
-    })?;
+    let bytes = b
+        .results()
+        .map_err(|e| ApiError::of(ErrorClass::Internal, format!("reading results: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], bytes).into_response())
 }

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use super::runs::Run;
 use super::{Refusal, Service, Tenant};
+use autodev::error::ErrorClass;
 use autodev::events::ExecEvent;
 
 /// The OpenAPI document, kept in the repository and served as it is.
@@ -46,6 +47,15 @@ impl ApiError {
         }
     }
 
+    /// An error of one of the engine's classes, with the status the class
+    /// maps to (`ErrorClass::http_status`): one classification for every
+    /// front end.
+    pub(crate) fn of(class: ErrorClass, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(class.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, class.as_str(), message)
+    }
+
     pub(crate) fn not_found(what: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -58,7 +68,7 @@ impl ApiError {
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         match r {
-            Refusal::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "usage", m),
+            Refusal::Invalid(m) => ApiError::of(ErrorClass::Usage, m),
             Refusal::Busy(m, secs) => ApiError {
                 retry_after: Some(secs),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota", m)
@@ -154,10 +164,7 @@ pub(crate) fn router(svc: Svc, max_body: usize, body_wait: std::time::Duration) 
 async fn auth(State(svc): State<Svc>, mut req: Request, next: Next) -> Response {
     let keys = match svc.keys.current() {
         Ok(k) => k,
-        Err(e) => {
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                .into_response()
-        }
+        Err(e) => return ApiError::of(ErrorClass::Internal, e.to_string()).into_response(),
     };
     let tenant = if keys.is_empty() {
         Tenant {
@@ -176,7 +183,7 @@ async fn auth(State(svc): State<Svc>, mut req: Request, next: Next) -> Response 
                 key: Some(key),
             },
             Some(Err(e)) => {
-                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                return ApiError::of(ErrorClass::Internal, e.to_string())
                     .into_response()
             }
             _ => {
@@ -310,8 +317,7 @@ async fn create_run(
     query: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "usage", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::of(ErrorClass::Usage, e.body_text()))?;
     let body = body.map_err(body_error)?;
     let req = svc.parse(&t, &body)?;
     let run = svc.submit(&t, req, None)?;
@@ -387,8 +393,7 @@ async fn run_events(
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "usage", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::of(ErrorClass::Usage, e.body_text()))?;
     let run = svc
         .runs
         .get(&id, &t.name)
@@ -450,8 +455,7 @@ async fn usage(
     Extension(t): Extension<Tenant>,
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "usage", e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::of(ErrorClass::Usage, e.body_text()))?;
     // A key sees its own use only; another's name is as unknown as a typo.
     if q.key.as_deref().is_some_and(|k| k != t.name) {
         return Err(ApiError::not_found("key"));
@@ -459,13 +463,7 @@ async fn usage(
     let s = svc
         .usage
         .summary(&t.name, q.since.unwrap_or(0))
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("reading usage: {e}"),
-            )
-        })?;
+        .map_err(|e| ApiError::of(ErrorClass::Internal, format!("reading usage: {e}")))?;
     Ok(Json(serde_json::to_value(s).unwrap_or(Value::Null)))
 }
 

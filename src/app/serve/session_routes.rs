@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::http::{answer, body_error, ApiError, Route, RunQuery, Svc};
 use super::sessions::{list, Init, Session};
 use super::Tenant;
+use autodev::error::ErrorClass;
 
 pub(crate) fn routes() -> Vec<Route> {
     vec![
@@ -46,11 +47,11 @@ pub(crate) fn routes() -> Vec<Route> {
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "usage", message)
+    ApiError::of(ErrorClass::Usage, message)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    ApiError::of(ErrorClass::Internal, e.to_string())
 }
 
 fn session(svc: &Svc, t: &Tenant, id: &str) -> Result<Arc<Session>, ApiError> {
