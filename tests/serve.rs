@@ -605,12 +605,12 @@ fn python() -> PathBuf {
     let py =
         PathBuf::from(std::env::var("AUTODEV_TEST_PYTHON").unwrap_or_else(|_| "python3".into()));
     let ok = Command::new(&py)
-        .args(["-c", "import requests, openapi_spec_validator"])
+        .args(["-c", "import requests, openapi_spec_validator, httpx"])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "this test needs {} with requests and openapi-spec-validator from PyPI (set AUTODEV_TEST_PYTHON; .ci/run makes one)",
+        "this test needs {} with requests, httpx and openapi-spec-validator from PyPI (set AUTODEV_TEST_PYTHON; .ci/run makes one)",
         py.display()
     );
     py
@@ -1009,5 +1009,31 @@ async fn write_back_copies_what_the_command_changed_through_the_same_rules() {
         "{v}"
     );
     assert_eq!(read("a.txt").await.1, "two\n");
+    stop_clean(svc, &label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_client_drives_every_route_sync_and_async() {
+    let _sb = require_docker!();
+    let py = python();
+    let label = common::test_label("serve-pyclient");
+    let dir = tempfile::tempdir().unwrap();
+    let a = add_key(dir.path(), "a", &["--max-concurrent", "1"]);
+    let b = add_key(dir.path(), "b", &[]);
+    let svc = Service::start(dir.path(), &label, &["--max-queue", "0", "--jobs", "2"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&py)
+        .arg(root.join("tests/serve/client_sdk.py"))
+        .args([&svc.url, &a, &b])
+        .env("PYTHONPATH", root.join("clients/python"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     stop_clean(svc, &label);
 }
