@@ -302,81 +302,11 @@ impl Sessions {
         self.max_bytes.saturating_mul(2).saturating_add(1 << 20)
     }
 
-    /// Copies what a run changed back into the session: each regular file
-    /// of `tree` (the container's workspace as a tar) that is new or
-    /// differs, through the same rules as `PUT`. Links, devices and the
-    /// like are refused one by one; a tree over the session's cap is
-    /// refused whole. Files the command deleted stay.
+    /// Copies what a run changed back into the session, through the same
+    /// rules as `PUT` (`workspace::write_back`).
     pub(crate) fn write_back(&self, s: &Session, tree: Option<TreeBack>) -> serde_json::Value {
-        use serde_json::json;
-        let bytes = match tree {
-            Some(TreeBack::Received(b)) => b,
-            None => {
-                return json!({"error": "this backend cannot send a workspace back (Docker engines can): nothing was written back"})
-            }
-            Some(TreeBack::NotSent) => {
-                return json!({"error": "the run ended before its workspace could be sent back (a time, memory or output limit): nothing was written back"})
-            }
-            Some(TreeBack::Cut) => {
-                return json!({"error": format!("the workspace the command left is over the write-back cap ({} bytes) or was broken off: nothing was written back", self.tree_cap())})
-            }
-        };
-        let ws = s.ws();
-        let (mut changed, mut refused, mut total, mut unchanged) =
-            (Vec::new(), Vec::new(), 0u64, 0u64);
-        let mut archive = tar::Archive::new(&bytes[..]);
-        let entries = match archive.entries() {
-            Ok(e) => e,
-            Err(e) => return json!({"error": format!("the workspace sent back is no tar: {e}")}),
-        };
-        for entry in entries {
-            let mut entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    return json!({"error": format!("the workspace sent back is no tar: {e}")})
-                }
-            };
-            let raw = entry.path_bytes().into_owned();
-            let path = String::from_utf8_lossy(&raw);
-            let path = path
-                .trim_start_matches("./")
-                .trim_end_matches('/')
-                .to_string();
-            let kind = entry.header().entry_type();
-            if path.is_empty() || kind.is_dir() {
-                continue;
-            }
-            if !kind.is_file() {
-                refused.push(json!({"path": path, "why": format!("a {kind:?}: sessions hold regular files only")}));
-                continue;
-            }
-            let mut buf = Vec::new();
-            if let Err(e) = (&mut entry).take(self.max_bytes + 1).read_to_end(&mut buf) {
-                return json!({"error": format!("reading {path:?} from the workspace sent back: {e}")});
-            }
-            total += buf.len() as u64;
-            let same = apply::existing_file(&ws, &path)
-                .ok()
-                .flatten()
-                .and_then(|(_, full)| std::fs::read(full).ok())
-                .is_some_and(|old| old == buf);
-            if same {
-                unchanged += 1;
-            } else {
-                changed.push((path, buf));
-            }
-        }
-        if total > self.max_bytes {
-            return json!({"error": format!("the workspace the command left holds {total} bytes, over the session's cap of {}: nothing was written back", self.max_bytes)});
-        }
-        let mut written = Vec::new();
-        for (path, buf) in changed {
-            match apply::write_file(&ws, &path, &buf, self.max_bytes) {
-                Ok(_) => written.push(path),
-                Err((_, why)) => refused.push(json!({"path": path, "why": why})),
-            }
-        }
-        json!({"written": written, "refused": refused, "unchanged": unchanged})
+        let w = autodev::workspace::write_back::write_back(&s.ws(), tree, self.max_bytes);
+        serde_json::to_value(w).unwrap_or_default()
     }
 
     /// The workspace as a tar archive (regular files only, as stored).

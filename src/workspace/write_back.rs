@@ -1,0 +1,170 @@
+//! What a run sends back (`RunSpec::write_back`), written into a host
+//! folder: each regular file that is new or changed, through the patch
+//! applier's rules (`patch::apply::write_file`); links, FIFOs, devices and
+//! VCS metadata are refused one by one, a tree over the cap whole. Files
+//! the command deleted stay.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::patch::apply;
+use crate::sandbox::demux::TreeBack;
+
+/// A file not written back, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refused {
+    /// Its path in the workspace.
+    pub path: String,
+    /// Why.
+    pub why: String,
+}
+
+/// What was written back, or why nothing was.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WriteBack {
+    /// Files written (new or changed).
+    pub written: Vec<String>,
+    /// Entries refused.
+    pub refused: Vec<Refused>,
+    /// Files the command left as they were.
+    pub unchanged: u64,
+    /// Why nothing was written back, when nothing was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl WriteBack {
+    fn failed(why: String) -> Self {
+        WriteBack {
+            error: Some(why),
+            ..WriteBack::default()
+        }
+    }
+}
+
+/// Writes `tree` (what the run sent back, `None` when its backend cannot)
+/// into `root`, whose files may add up to `max_bytes`.
+pub fn write_back(root: &Path, tree: Option<TreeBack>, max_bytes: u64) -> WriteBack {
+    let bytes = match tree {
+        Some(TreeBack::Received(b)) => b,
+        None => return WriteBack::failed("this backend cannot send a workspace back (Docker engines can): nothing was written back".into()),
+        Some(TreeBack::NotSent) => return WriteBack::failed("the run ended before its workspace could be sent back (a time, memory or output limit): nothing was written back".into()),
+        Some(TreeBack::Cut) => return WriteBack::failed("the workspace the command left is over the write-back cap or was broken off: nothing was written back".into()),
+    };
+    let mut out = WriteBack::default();
+    let mut changed = Vec::new();
+    let mut total = 0u64;
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => return WriteBack::failed(format!("the workspace sent back is no tar: {e}")),
+    };
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => return WriteBack::failed(format!("the workspace sent back is no tar: {e}")),
+        };
+        let raw = entry.path_bytes().into_owned();
+        let path = String::from_utf8_lossy(&raw);
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let kind = entry.header().entry_type();
+        if path.is_empty() || kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            out.refused.push(Refused {
+                path,
+                why: format!("a {kind:?}: only regular files are written back"),
+            });
+            continue;
+        }
+        let mut buf = Vec::new();
+        if let Err(e) = (&mut entry).take(max_bytes + 1).read_to_end(&mut buf) {
+            return WriteBack::failed(format!(
+                "reading {path:?} from the workspace sent back: {e}"
+            ));
+        }
+        total += buf.len() as u64;
+        let same = apply::existing_file(root, &path)
+            .ok()
+            .flatten()
+            .and_then(|(_, full)| std::fs::read(full).ok())
+            .is_some_and(|old| old == buf);
+        if same {
+            out.unchanged += 1;
+        } else {
+            changed.push((path, buf));
+        }
+    }
+    if total > max_bytes {
+        return WriteBack::failed(format!(
+            "the workspace the command left holds {total} bytes, over the cap of {max_bytes}: nothing was written back"
+        ));
+    }
+    for (path, buf) in changed {
+        match apply::write_file(root, &path, &buf, max_bytes) {
+            Ok(_) => out.written.push(path),
+            Err((_, why)) => out.refused.push(Refused { path, why }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if *kind == tar::EntryType::Symlink {
+                h.set_link_name("/etc/passwd").unwrap();
+            }
+            h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn new_and_changed_files_come_back_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("same.txt"), "s").unwrap();
+        std::fs::write(d.path().join("old.txt"), "o").unwrap();
+        let tree = tar_of(&[
+            ("./same.txt", tar::EntryType::Regular, b"s"),
+            ("./old.txt", tar::EntryType::Regular, b"new"),
+            ("./d/n.txt", tar::EntryType::Regular, b"n"),
+            ("./link", tar::EntryType::Symlink, b""),
+            ("./.git/config", tar::EntryType::Regular, b"x"),
+            ("./../up", tar::EntryType::Regular, b"x"),
+        ]);
+        let w = write_back(d.path(), Some(TreeBack::Received(tree)), 1000);
+        assert_eq!(w.written, ["old.txt", "d/n.txt"], "{w:?}");
+        let refused: Vec<&str> = w.refused.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(refused, ["link", ".git/config", "../up"], "{w:?}");
+        assert_eq!(w.unchanged, 1);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("old.txt")).unwrap(),
+            "new"
+        );
+        assert!(!d.path().join("link").exists() && !d.path().parent().unwrap().join("up").exists());
+        let big = tar_of(&[("./big", tar::EntryType::Regular, &[0u8; 50])]);
+        let w = write_back(d.path(), Some(TreeBack::Received(big)), 10);
+        assert!(w.error.unwrap().contains("over the cap") && !d.path().join("big").exists());
+        assert!(write_back(d.path(), None, 10).error.is_some());
+        assert!(write_back(d.path(), Some(TreeBack::Cut), 10)
+            .error
+            .is_some());
+    }
+}
