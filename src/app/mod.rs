@@ -11,6 +11,7 @@ mod env;
 mod exec;
 mod images;
 mod kube;
+mod mcp;
 mod pool;
 mod run;
 mod serve;
@@ -57,6 +58,7 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::serve_cmd(*args, profile, &cancel, &kill).await,
+        Command::Mcp(args) => mcp::mcp_cmd(*args, profile, &cancel).await,
         Command::Doctor(args) => doctor::doctor_cmd(args, &cancel).await,
         Command::Images(cmd) => images::images_cmd(cmd).await,
         Command::Env(cmd) => env::env_cmd(cmd, profile, &cancel).await,

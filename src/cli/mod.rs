@@ -7,10 +7,12 @@ use clap::{Args, Parser, Subcommand};
 use autodev::sandbox::kube::PullPolicy;
 
 mod layered;
+mod mcp;
 mod parse;
 mod sandbox;
 mod serve;
 mod setup;
+pub use mcp::McpArgs;
 pub use serve::{KeysCommand, ServeArgs, ServeCommand};
 pub use setup::SetupArgs;
 
@@ -33,6 +35,7 @@ impl Command {
             Command::Doctor(a) => Some(&a.sandbox),
             Command::Pool(a) => Some(&a.sandbox),
             Command::Serve(a) => Some(&a.sandbox),
+            Command::Mcp(a) => Some(&a.sandbox),
             Command::Env(EnvCommand::Build(a)) => Some(&a.sandbox),
             _ => None,
         }
@@ -108,6 +111,9 @@ pub enum Command {
     /// Serve runs to programs over HTTP: API keys, quotas, fair queueing, streamed output,
     /// usage and metrics. Runs until SIGTERM, which drains it.
     Serve(Box<ServeArgs>),
+    /// An MCP server on stdin/stdout for coding agents: run_tests, exec, read_file, write_file,
+    /// list_files on one folder, every call in a fresh locked-down container.
+    Mcp(Box<McpArgs>),
     /// Remove containers left behind by a crashed run (all of autodev's, or those with --label).
     #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
     Clean {

@@ -1,8 +1,10 @@
 //! Model replies to files: [`parser`] turns text into blocks, [`mod@apply`]
-//! writes them into the workspace, confined to it.
+//! writes them into the workspace, confined to it; [`write_back`] does the
+//! same for the files a run sends back.
 
 pub mod apply;
 pub mod parser;
+pub mod write_back;
 
 pub use apply::{apply, ApplyOptions, ApplyReport};
 pub use parser::{parse, Block, ParsedReply, Refusal, RefusalReason};

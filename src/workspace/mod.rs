@@ -8,7 +8,6 @@ pub mod copy;
 pub mod export;
 pub mod git;
 pub mod reset;
-pub mod write_back;
 
 use std::io;
 use std::path::{Path, PathBuf};

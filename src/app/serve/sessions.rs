@@ -305,7 +305,7 @@ impl Sessions {
     /// Copies what a run changed back into the session, through the same
     /// rules as `PUT` (`workspace::write_back`).
     pub(crate) fn write_back(&self, s: &Session, tree: Option<TreeBack>) -> serde_json::Value {
-        let w = autodev::workspace::write_back::write_back(&s.ws(), tree, self.max_bytes);
+        let w = autodev::patch::write_back::write_back(&s.ws(), tree, self.max_bytes);
         serde_json::to_value(w).unwrap_or_default()
     }
 

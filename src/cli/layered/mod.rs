@@ -419,6 +419,7 @@ fn place(cli: &Cli, cwd: &Path) -> Place {
             (d, Some(detect))
         }
         Command::Exec(a) => (vec![a.workspace.clone()], Some(a.workspace.clone())),
+        Command::Mcp(a) => (vec![a.workspace.clone()], Some(a.workspace.clone())),
         Command::Env(EnvCommand::Build(a)) => {
             (vec![a.workspace.clone()], Some(a.workspace.clone()))
         }

@@ -1,0 +1,159 @@
+//! `autodev mcp`: a Model Context Protocol server on stdin/stdout
+//! (newline-delimited JSON-RPC 2.0, the protocol's stdio transport) for
+//! coding agents. One folder, fixed at start, is the workspace; the tools
+//! (`tools.rs`) run commands in fresh containers through the same engine
+//! as `exec` and touch files through the patch applier's rules. Stdout
+//! carries the protocol only: everything else goes to stderr.
+
+mod tools;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use super::UsageError;
+use crate::cli::McpArgs;
+use autodev::profile::Profile;
+use autodev::sandbox::Sandbox;
+use tools::Tools;
+
+/// The protocol version answered when the client names none this server knows.
+const PROTOCOL: &str = "2025-06-18";
+/// Versions this server speaks (the tools part has not changed between them).
+const KNOWN: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18"];
+/// Longest request line read: a write_file of a large file fits; more is refused.
+const MAX_LINE: usize = 32 << 20;
+
+pub(super) async fn mcp_cmd(
+    args: McpArgs,
+    profile: &Profile,
+    cancel: &CancellationToken,
+) -> Result<ExitCode> {
+    let root = args
+        .workspace
+        .canonicalize()
+        .ok()
+        .filter(|p| p.is_dir())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--workspace {}: not a folder",
+                args.workspace.display()
+            ))
+        })?;
+    let spec = args
+        .sandbox
+        .run_spec(&root, profile.runner.as_str(), &profile.exclude)?;
+    let setup = autodev::env::Setup {
+        profile: profile.name.clone(),
+        settings: args.setup.settings().map_err(UsageError)?,
+    };
+    let sandbox = super::connect(&args.sandbox.engines).await?;
+    sandbox.check_limits(&spec).await?;
+    sandbox.warm(&spec);
+    autodev::errln!(
+        "autodev mcp: serving {} on stdin/stdout; every tool call runs in a fresh container",
+        root.display()
+    );
+    let tools = Tools::new(sandbox.clone(), spec.clone(), setup, profile.runner.clone());
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut out = tokio::io::stdout();
+    loop {
+        let line = tokio::select! {
+            l = lines.next_line() => l,
+            () = cancel.cancelled() => break,
+        };
+        let line = match line {
+            Ok(Some(l)) => l,
+            // The client closed stdin, or it broke: the session is over.
+            Ok(None) | Err(_) => break,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = if line.len() > MAX_LINE {
+            Some(error(
+                Value::Null,
+                -32600,
+                &format!("request over {MAX_LINE} bytes"),
+            ))
+        } else {
+            handle(&tools, &line, cancel).await
+        };
+        if let Some(a) = answer {
+            let mut text = a.to_string();
+            text.push('\n');
+            if out.write_all(text.as_bytes()).await.is_err() || out.flush().await.is_err() {
+                break;
+            }
+        }
+    }
+    sandbox.retire(&spec).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn error(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+fn reply(id: Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// One message: the answer to a request, nothing for a notification.
+async fn handle(tools: &Tools, line: &str, cancel: &CancellationToken) -> Option<Value> {
+    let msg: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return Some(error(Value::Null, -32700, &format!("parse error: {e}"))),
+    };
+    let id = msg.get("id").cloned()?;
+    let method = msg["method"].as_str().unwrap_or_default();
+    let params = &msg["params"];
+    Some(match method {
+        "initialize" => {
+            let asked = params["protocolVersion"].as_str().unwrap_or(PROTOCOL);
+            let version = if KNOWN.contains(&asked) {
+                asked
+            } else {
+                PROTOCOL
+            };
+            reply(
+                id,
+                json!({
+                    "protocolVersion": version,
+                    "capabilities": {"tools": {"listChanged": false}},
+                    "serverInfo": {"name": "autodev", "version": env!("CARGO_PKG_VERSION")},
+                    "instructions": tools::INSTRUCTIONS,
+                }),
+            )
+        }
+        "ping" => reply(id, json!({})),
+        "tools/list" => reply(id, json!({"tools": tools::list()})),
+        "tools/call" => {
+            let name = params["name"].as_str().unwrap_or_default();
+            let empty = json!({});
+            let arguments = params.get("arguments").unwrap_or(&empty);
+            match tools.call(name, arguments, cancel).await {
+                Ok((text, structured, failed)) => reply(
+                    id,
+                    json!({
+                        "content": [{"type": "text", "text": text}],
+                        "structuredContent": structured,
+                        "isError": failed,
+                    }),
+                ),
+                Err(tools::CallError::Unknown) => {
+                    error(id, -32602, &format!("unknown tool {name:?}"))
+                }
+                // A bad argument is the tool's answer, which the model reads.
+                Err(tools::CallError::Refused(why)) => reply(
+                    id,
+                    json!({"content": [{"type": "text", "text": why}], "isError": true}),
+                ),
+            }
+        }
+        other => error(id, -32601, &format!("method not found: {other}")),
+    })
+}

@@ -1,0 +1,64 @@
+//! `autodev mcp` with the real third-party MCP client (the `mcp` Python SDK
+//! from PyPI) over stdio, on a real Docker engine.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Python that has the MCP SDK (CI makes it, see `.ci/run`).
+fn python() -> PathBuf {
+    let py =
+        PathBuf::from(std::env::var("AUTODEV_TEST_PYTHON").unwrap_or_else(|_| "python3".into()));
+    let ok = Command::new(&py)
+        .args(["-c", "import mcp.client.stdio"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs {} with the `mcp` package from PyPI (set AUTODEV_TEST_PYTHON; .ci/run makes one)",
+        py.display()
+    );
+    py
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_sdk_client_fixes_a_project_through_the_tools_and_nothing_escapes() {
+    let _sb = require_docker!();
+    let py = python();
+    let label = common::test_label("mcp");
+    let ws = common::workspace(&[
+        ("calc.py", "def add(a, b):\n    return a - b\n"),
+        (
+            "test_calc.py",
+            "from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+        ),
+    ]);
+    let out = Command::new(py)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py"))
+        .arg(common::bin())
+        .arg(ws.path())
+        .arg(common::image())
+        .arg(format!("{}={}", label.0, label.1))
+        .env("XDG_CONFIG_HOME", ws.path().join(".xdg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!ws.path().parent().unwrap().join("escape").exists());
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("kept.txt")).unwrap(),
+        "kept\n"
+    );
+    assert!(!ws.path().join("gone.txt").exists());
+    common::wait_until(
+        "no container is left",
+        std::time::Duration::from_secs(30),
+        || common::containers_with(&label).is_empty(),
+    );
+}
