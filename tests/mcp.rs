@@ -3,30 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// The Python that has the MCP SDK (CI makes it, see `.ci/run`).
-fn python() -> PathBuf {
-    let py =
-        PathBuf::from(std::env::var("AUTODEV_TEST_PYTHON").unwrap_or_else(|_| "python3".into()));
-    let ok = Command::new(&py)
-        .args(["-c", "import mcp.client.stdio"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs {} with the `mcp` package from PyPI (set AUTODEV_TEST_PYTHON; .ci/run makes one)",
-        py.display()
-    );
-    py
-}
 
 #[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mcp_sdk_client_fixes_a_project_through_the_tools_and_nothing_escapes() {
     let _sb = require_docker!();
-    let py = python();
+    let py = common::pypi_python("mcp.client.stdio");
     let label = common::test_label("mcp");
     let ws = common::workspace(&[
         ("calc.py", "def add(a, b):\n    return a - b\n"),

@@ -599,21 +599,9 @@ fn a_non_loopback_address_is_refused_before_anything_listens() {
     }
 }
 
-/// The Python interpreter with `requests` and `openapi-spec-validator`
-/// (CI makes a venv from PyPI and names it in `AUTODEV_TEST_PYTHON`).
+/// The Python with the service's third-party clients (`.ci/run` makes it).
 fn python() -> PathBuf {
-    let py =
-        PathBuf::from(std::env::var("AUTODEV_TEST_PYTHON").unwrap_or_else(|_| "python3".into()));
-    let ok = Command::new(&py)
-        .args(["-c", "import requests, openapi_spec_validator, httpx"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs {} with requests, httpx and openapi-spec-validator from PyPI (set AUTODEV_TEST_PYTHON; .ci/run makes one)",
-        py.display()
-    );
-    py
+    common::pypi_python("requests, openapi_spec_validator, httpx")
 }
 
 #[ignore = "needs Docker: run with --include-ignored"]

@@ -223,3 +223,20 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut()
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The Python interpreter CI made from PyPI (`AUTODEV_TEST_PYTHON`, else
+/// `python3`), checked to import `modules`; panics with what to do.
+pub fn pypi_python(modules: &str) -> PathBuf {
+    let py =
+        PathBuf::from(std::env::var("AUTODEV_TEST_PYTHON").unwrap_or_else(|_| "python3".into()));
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs {} able to import {modules} from PyPI (set AUTODEV_TEST_PYTHON; .ci/run makes one)",
+        py.display()
+    );
+    py
+}

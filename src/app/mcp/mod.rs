@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::UsageError;
@@ -58,29 +58,23 @@ pub(super) async fn mcp_cmd(
         root.display()
     );
     let tools = Tools::new(sandbox.clone(), spec.clone(), setup, profile.runner.clone());
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut input = BufReader::new(tokio::io::stdin());
     let mut out = tokio::io::stdout();
     loop {
         let line = tokio::select! {
-            l = lines.next_line() => l,
+            l = read_line(&mut input) => l,
             () = cancel.cancelled() => break,
         };
-        let line = match line {
-            Ok(Some(l)) => l,
+        let answer = match line {
             // The client closed stdin, or it broke: the session is over.
-            Ok(None) | Err(_) => break,
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let answer = if line.len() > MAX_LINE {
-            Some(error(
+            Line::End => break,
+            Line::TooLong => Some(error(
                 Value::Null,
                 -32600,
                 &format!("request over {MAX_LINE} bytes"),
-            ))
-        } else {
-            handle(&tools, &line, cancel).await
+            )),
+            Line::Text(l) if l.trim().is_empty() => continue,
+            Line::Text(l) => handle(&tools, &l, cancel).await,
         };
         if let Some(a) = answer {
             let mut text = a.to_string();
@@ -92,6 +86,45 @@ pub(super) async fn mcp_cmd(
     }
     sandbox.retire(&spec).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One message line from the client.
+enum Line {
+    Text(String),
+    /// Over [`MAX_LINE`]: read to its end and dropped, never held whole.
+    TooLong,
+    End,
+}
+
+/// Reads one line, holding at most [`MAX_LINE`] bytes of it.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(input: &mut R) -> Line {
+    let mut buf = Vec::new();
+    match (&mut *input)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await
+    {
+        Ok(0) | Err(_) => return Line::End,
+        Ok(_) => {}
+    }
+    if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
+        // The rest of the line, in bounded pieces.
+        loop {
+            let chunk = match input.fill_buf().await {
+                Ok([]) | Err(_) => return Line::End,
+                Ok(c) => c,
+            };
+            let (n, end) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            input.consume(n);
+            if end {
+                return Line::TooLong;
+            }
+        }
+    }
+    Line::Text(String::from_utf8_lossy(&buf).into_owned())
 }
 
 fn error(id: Value, code: i64, message: &str) -> Value {
@@ -156,4 +189,19 @@ async fn handle(tools: &Tools, line: &str, cancel: &CancellationToken) -> Option
         }
         other => error(id, -32601, &format!("method not found: {other}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_over_the_cap_is_dropped_without_being_held_and_the_next_one_reads() {
+        let mut data = vec![b'x'; MAX_LINE + 10];
+        data.extend_from_slice(b"\n{\"a\":1}\n");
+        let mut r = BufReader::with_capacity(4096, &data[..]);
+        assert!(matches!(read_line(&mut r).await, Line::TooLong));
+        assert!(matches!(read_line(&mut r).await, Line::Text(t) if t == "{\"a\":1}\n"));
+        assert!(matches!(read_line(&mut r).await, Line::End));
+    }
 }

@@ -88,7 +88,7 @@ async fn results(
         .get(&id, &t.name)
         .ok_or_else(|| ApiError::not_found("batch"))?;
     if q.wait == Some(true) {
-        while b.status()["state"] == "running" {
+        while b.state() == "running" {
             tokio::time::sleep(POLL).await;
         }
     }

@@ -126,17 +126,26 @@ impl Batch {
         }
     }
 
-    /// Progress, as `GET /v1/batches/{id}` answers it.
-    pub(crate) fn status(&self) -> Value {
-        let meta = self.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let p = self.lock();
-        let state = if meta.cancelled {
+    /// `running`, `done` or `cancelled`.
+    pub(crate) fn state(&self) -> &'static str {
+        let (cancelled, total) = {
+            let m = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+            (m.cancelled, m.total)
+        };
+        if cancelled {
             "cancelled"
-        } else if p.results >= meta.total {
+        } else if self.lock().results >= total {
             "done"
         } else {
             "running"
-        };
+        }
+    }
+
+    /// Progress, as `GET /v1/batches/{id}` answers it.
+    pub(crate) fn status(&self) -> Value {
+        let state = self.state();
+        let meta = self.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let p = self.lock();
         let pass_at_1 = (!p.per_id.is_empty()).then(|| {
             p.per_id
                 .values()
@@ -220,7 +229,7 @@ impl Batches {
     pub(crate) fn unfinished(&self) -> Vec<Arc<Batch>> {
         self.lock()
             .values()
-            .filter(|b| b.status()["state"] == "running")
+            .filter(|b| b.state() == "running")
             .cloned()
             .collect()
     }
