@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 fn main() {
@@ -45,7 +45,7 @@ fn main() {
 
     // Warm the daemon and the caches on both paths.
     xargs(d.path(), 8, &image);
-    batch(&bin, d.path(), &tasks, "4", &image);
+    common::batch(&bin, d.path(), &tasks, "4", &image);
 
     let list = std::env::var("AUTODEV_BENCH_JOBS").unwrap_or_else(|_| "auto,1,2,3,4,6,8".into());
     let settings: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -67,7 +67,7 @@ fn main() {
             match order[(i + round) % order.len()] {
                 None => docker.push(xargs(d.path(), n, &image)),
                 Some(k) => {
-                    let (wall, last) = batch(&bin, d.path(), &tasks, settings[k], &image);
+                    let (wall, last) = common::batch(&bin, d.path(), &tasks, settings[k], &image);
                     walls[k].push(wall);
                     finals[k] = last;
                 }
@@ -149,27 +149,6 @@ fn held_out(settings: &[&str], walls: &[Vec<f64>]) {
         settings[pick],
         auto / fixed
     );
-}
-
-/// `autodev batch --jobs JOBS`: wall seconds, and the jobs it ran at.
-fn batch(bin: &Path, dir: &Path, tasks: &Path, jobs: &str, image: &str) -> (f64, usize) {
-    let out = dir.join("results.jsonl");
-    let _ = std::fs::remove_file(&out);
-    let t = Instant::now();
-    let o = Command::new(bin)
-        .arg("batch")
-        .arg(tasks)
-        .arg("--out")
-        .arg(&out)
-        .args(["--jobs", jobs, "--image", image, "--json"])
-        .stderr(Stdio::null())
-        .output()
-        .expect("autodev runs");
-    let wall = t.elapsed().as_secs_f64();
-    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
-    let errors = summary["verdicts"]["sandbox_error"].as_u64().unwrap_or(0);
-    assert_eq!(errors, 0, "sandbox errors at --jobs {jobs}: {summary}");
-    (wall, summary["jobs"].as_u64().unwrap_or(0) as usize)
 }
 
 /// `xargs -P4` running one `docker run --rm` per task folder.

@@ -46,7 +46,7 @@ fn main() {
     for round in 0..rounds {
         let mut one = |first: bool| {
             if first {
-                cli.push(batch(&bin, d.path(), &tasks, &jobs, &image));
+                cli.push(common::batch(&bin, d.path(), &tasks, &jobs, &image).0);
             } else {
                 served.push(serve(&bin, d.path(), &tasks, &jobs, &image, n));
             }
@@ -65,29 +65,6 @@ fn main() {
         n as f64 / s,
         c / s
     );
-}
-
-fn batch(bin: &Path, dir: &Path, tasks: &Path, jobs: &str, image: &str) -> f64 {
-    let out = dir.join("results.jsonl");
-    let _ = std::fs::remove_file(&out);
-    let t = Instant::now();
-    let o = Command::new(bin)
-        .arg("batch")
-        .arg(tasks)
-        .arg("--out")
-        .arg(&out)
-        .args(["--jobs", jobs, "--image", image, "--json", "--no-setup"])
-        .stderr(Stdio::null())
-        .output()
-        .expect("autodev runs");
-    let wall = t.elapsed().as_secs_f64();
-    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
-    assert_eq!(
-        summary["verdicts"]["sandbox_error"].as_u64().unwrap_or(0),
-        0,
-        "{summary}"
-    );
-    wall
 }
 
 /// The same tasks through a service started for the round (its start is

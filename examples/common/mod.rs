@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each benchmark uses a part
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 /// The release binary (`AUTODEV_BIN` overrides); panics with what to do
 /// when it is not built.
@@ -28,4 +30,27 @@ pub fn image() -> String {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// `autodev batch TASKS --jobs JOBS --image IMAGE --json` (results in
+/// `dir/results.jsonl`, replaced): its wall time and the level of jobs it
+/// ended at; panics on any sandbox error.
+pub fn batch(bin: &Path, dir: &Path, tasks: &Path, jobs: &str, image: &str) -> (f64, usize) {
+    let out = dir.join("results.jsonl");
+    let _ = std::fs::remove_file(&out);
+    let t = Instant::now();
+    let o = Command::new(bin)
+        .arg("batch")
+        .arg(tasks)
+        .arg("--out")
+        .arg(&out)
+        .args(["--jobs", jobs, "--image", image, "--json"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("autodev runs");
+    let wall = t.elapsed().as_secs_f64();
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
+    let errors = summary["verdicts"]["sandbox_error"].as_u64().unwrap_or(0);
+    assert_eq!(errors, 0, "sandbox errors at --jobs {jobs}: {summary}");
+    (wall, summary["jobs"].as_u64().unwrap_or(0) as usize)
 }
