@@ -3,6 +3,7 @@
 //! same for the files a run sends back.
 
 pub mod apply;
+pub mod diff;
 pub mod parser;
 pub mod write_back;
 

@@ -36,6 +36,10 @@ pub struct TestReport {
     /// memory only.
     #[serde(skip)]
     pub names: std::collections::BTreeSet<String>,
+    /// How each named test ended (as many as [`names`](Self::names)); a
+    /// verdict on named tests (`FAIL_TO_PASS`) reads it. Kept in memory only.
+    #[serde(skip)]
+    pub outcomes: std::collections::BTreeMap<String, CaseStatus>,
 }
 
 /// One test that did not pass.
@@ -47,7 +51,8 @@ pub struct TestFailure {
     pub message: String,
 }
 
-/// Reads a JUnit XML report.
+/// Reads a JUnit XML report, or `go test -json`'s event stream (a report
+/// that starts with `{`).
 pub fn parse(xml: &[u8]) -> Result<TestReport, String> {
     if xml.len() > MAX_REPORT_BYTES {
         return Err(format!(
@@ -55,6 +60,9 @@ pub fn parse(xml: &[u8]) -> Result<TestReport, String> {
         ));
     }
     let text = std::str::from_utf8(xml).map_err(|_| "the report is not UTF-8".to_string())?;
+    if text.trim_start().starts_with('{') {
+        return super::gotest::parse(text);
+    }
     let doc = roxmltree::Document::parse(text)
         .map_err(|e| format!("the report is not valid XML: {e}"))?;
     let root = doc.root_element().tag_name().name();
@@ -65,46 +73,127 @@ pub fn parse(xml: &[u8]) -> Result<TestReport, String> {
     }
     let mut r = TestReport::default();
     for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
-        r.total += 1;
         let name = match (case.attribute("classname"), case.attribute("name")) {
             (Some(c), Some(n)) if !c.is_empty() => format!("{c}.{n}"),
             (_, Some(n)) => n.to_string(),
             _ => "(unnamed)".to_string(),
         };
-        if r.names.len() < MAX_NAMED {
-            r.names.insert(name.clone());
-        }
         let child = |tag: &str| case.children().find(|c| c.has_tag_name(tag));
-        let (kind, node) = if let Some(n) = child("failure") {
-            (Some(&mut r.failed), Some(n))
+        let (status, node) = if let Some(n) = child("failure") {
+            (CaseStatus::Failed, Some(n))
         } else if let Some(n) = child("error") {
-            (Some(&mut r.errors), Some(n))
+            (CaseStatus::Error, Some(n))
         } else if child("skipped").is_some() {
-            r.skipped += 1;
-            continue;
+            (CaseStatus::Skipped, None)
         } else {
-            r.passed += 1;
-            continue;
+            (CaseStatus::Passed, None)
         };
-        if let Some(k) = kind {
-            *k += 1;
+        let message = node
+            .and_then(|n| {
+                n.attribute("message")
+                    .filter(|m| !m.trim().is_empty())
+                    .or_else(|| n.text())
+            })
+            .unwrap_or("");
+        r.record(name, status, message);
+    }
+    Ok(r)
+}
+
+/// How one test case ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    /// Passed.
+    Passed,
+    /// Skipped.
+    Skipped,
+    /// Failed an assertion.
+    Failed,
+    /// Ended in an error.
+    Error,
+}
+
+impl TestReport {
+    /// Counts one test case; a failing one is listed with the first line
+    /// of `message`. A name seen twice (a rerun) keeps its worse status.
+    pub fn record(&mut self, name: String, status: CaseStatus, message: &str) {
+        self.total += 1;
+        match status {
+            CaseStatus::Passed => self.passed += 1,
+            CaseStatus::Skipped => self.skipped += 1,
+            CaseStatus::Failed => self.failed += 1,
+            CaseStatus::Error => self.errors += 1,
         }
-        if r.failing.len() < MAX_LISTED {
-            let message = node
-                .and_then(|n| {
-                    n.attribute("message")
-                        .filter(|m| !m.trim().is_empty())
-                        .or_else(|| n.text())
-                })
-                .and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()))
+        if self.names.len() < MAX_NAMED {
+            self.names.insert(name.clone());
+            let worst = self
+                .outcomes
+                .get(&name)
+                .map_or(status, |s| (*s).max(status));
+            self.outcomes.insert(name.clone(), worst);
+        }
+        if matches!(status, CaseStatus::Failed | CaseStatus::Error)
+            && self.failing.len() < MAX_LISTED
+        {
+            let message = message
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
                 .unwrap_or("")
                 .chars()
                 .take(MAX_MESSAGE_CHARS)
                 .collect();
-            r.failing.push(TestFailure { name, message });
+            self.failing.push(TestFailure { name, message });
         }
     }
-    Ok(r)
+
+    /// How the test named `id` ended: by its report name (`class.name`),
+    /// by a pytest id (`path/to/test_x.py::Class::test`, as pytest's JUnit
+    /// report names it `path.to.test_x.Class.test`), or by the one report
+    /// name that ends in `.id` (a Go test named without its package).
+    /// `None` when the report has no such test, or several match.
+    pub fn status_of(&self, id: &str) -> Option<CaseStatus> {
+        if let Some(s) = self.outcomes.get(id) {
+            return Some(*s);
+        }
+        let key = pytest_key(id);
+        if let Some(s) = key.as_ref().and_then(|k| self.outcomes.get(k)) {
+            return Some(*s);
+        }
+        // `pkg/TestName` (Go's package path and the test) or a bare name.
+        let tail = match id.rsplit_once('/') {
+            Some((pkg, t)) if !id.contains("::") && t.starts_with("Test") => {
+                let pkg = pkg.trim_start_matches("./");
+                let exact = self
+                    .outcomes
+                    .iter()
+                    .filter(|(n, _)| n.ends_with(&format!("{pkg}.{t}")))
+                    .map(|(_, s)| *s)
+                    .collect::<Vec<_>>();
+                if exact.len() == 1 {
+                    return exact.first().copied();
+                }
+                t.to_string()
+            }
+            _ => id.to_string(),
+        };
+        let suffix = format!(".{tail}");
+        let mut found = self.outcomes.iter().filter(|(n, _)| n.ends_with(&suffix));
+        match (found.next(), found.next()) {
+            (Some((_, s)), None) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+/// A pytest node id as pytest's JUnit report names it: the file's path
+/// without `.py`, dots for slashes, then the classes and the test, dotted
+/// (`tests/test_a.py::TestX::test_y[1-2]` → `tests.test_a.TestX.test_y[1-2]`).
+fn pytest_key(id: &str) -> Option<String> {
+    let (path, rest) = id.split_once("::")?;
+    let module = path.strip_suffix(".py").unwrap_or(path).replace('/', ".");
+    Some(format!("{module}.{}", rest.replace("::", ".")))
 }
 
 #[cfg(test)]
@@ -173,5 +262,34 @@ more</error></testcase>
         let r = parse(format!("<testsuite>{cases}</testsuite>").as_bytes()).unwrap();
         assert_eq!(r.failed, 200);
         assert_eq!(r.failing.len(), MAX_LISTED);
+    }
+
+    #[test]
+    fn named_tests_are_found_by_pytest_id_and_by_report_name() {
+        let xml = r#"<testsuites><testsuite>
+<testcase classname="tests.test_basic" name="test_vary"/>
+<testcase classname="test.TestSlugify" name="test_pre[a.b-c]"><failure message="no"/></testcase>
+<testcase classname="tests.test_basic" name="test_rerun"/>
+<testcase classname="tests.test_basic" name="test_rerun"><error message="flaky"/></testcase>
+</testsuite></testsuites>"#;
+        let r = parse(xml.as_bytes()).unwrap();
+        assert_eq!(
+            r.status_of("tests/test_basic.py::test_vary"),
+            Some(CaseStatus::Passed)
+        );
+        assert_eq!(
+            r.status_of("tests.test_basic.test_vary"),
+            Some(CaseStatus::Passed)
+        );
+        assert_eq!(
+            r.status_of("test.py::TestSlugify::test_pre[a.b-c]"),
+            Some(CaseStatus::Failed)
+        );
+        assert_eq!(
+            r.status_of("tests/test_basic.py::test_rerun"),
+            Some(CaseStatus::Error),
+            "a rerun keeps the worse status"
+        );
+        assert_eq!(r.status_of("tests/test_other.py::test_vary"), None);
     }
 }

@@ -15,6 +15,7 @@ mod error;
 #[cfg(test)]
 pub mod fake;
 mod feed;
+mod gotest;
 pub mod junit;
 pub mod kube;
 pub mod output;

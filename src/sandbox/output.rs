@@ -342,6 +342,7 @@ mod tests {
             skipped: total - passed - failed - errors,
             failing: Vec::new(),
             names: Default::default(),
+            outcomes: Default::default(),
         });
         f
     }
