@@ -88,8 +88,9 @@ pub fn is_test_file(rel: &Path) -> bool {
             .any(|e| name.ends_with(&format!(".test{e}")) || name.ends_with(&format!(".spec{e}")))
 }
 
-/// Why a hook file is protected, if `rel` is one.
-fn hook(rel: &Path) -> Option<&'static str> {
+/// Why a hook file is protected, if `rel` is one: a file that configures
+/// or hooks a test runner, or shadows a test framework.
+pub fn hooks_tests(rel: &Path) -> Option<&'static str> {
     let name = rel.file_name()?.to_string_lossy().to_string();
     if HOOKS.contains(&name.as_str()) || HOOK_PREFIXES.iter().any(|p| name.starts_with(p)) {
         return Some("it configures or hooks the test runner");
@@ -197,7 +198,7 @@ impl TestGuard {
         if let Some(t) = shadowed {
             return Some(format!("it would shadow the test {}", t.display()));
         }
-        if let Some(why) = hook(rel) {
+        if let Some(why) = hooks_tests(rel) {
             return Some(why.into());
         }
         if let Some(g) = &self.globs {

@@ -10,17 +10,26 @@ use tokio_util::sync::CancellationToken;
 use super::UsageError;
 use crate::cli::{exit, BatchArgs, Jobs};
 use autodev::batch::{self, BatchConfig, TaskResult, TaskVerdict};
-use autodev::profile::Profile;
+use autodev::profile::{Profile, Profiles};
 
 pub(super) async fn batch_cmd(
     args: BatchArgs,
     profile: &Profile,
+    profiles: &Profiles,
     stop: &CancellationToken,
     kill: &CancellationToken,
 ) -> Result<ExitCode> {
     let defaults = args.sandbox.run_spec("", "", &profile.exclude)?;
+    let evaluation = super::swebench::prepare(&args)?;
+    let tasks = match (&evaluation, &args.tasks) {
+        (Some(e), _) => e.tasks.clone(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => return Err(UsageError("give a tasks file, or --swebench".into()).into()),
+    };
     let cfg = BatchConfig {
-        tasks: args.tasks.clone(),
+        tasks,
+        base: evaluation.as_ref().map(|e| e.repos.clone()),
+        profiles: profiles.clone(),
         out: args.out.clone(),
         jobs: 0,
         retries: args.retries,
@@ -77,6 +86,9 @@ pub(super) async fn batch_cmd(
         autodev::outln!("{}", serde_json::to_string(&summary)?);
     } else {
         autodev::errln!("{}", batch_report(&summary, &cfg.out));
+    }
+    if let Some(e) = &evaluation {
+        autodev::errln!("{}", e.finish(&cfg.out)?);
     }
     Ok(ExitCode::from(if summary.interrupted {
         exit::INTERRUPTED

@@ -16,6 +16,7 @@ mod pool;
 mod run;
 mod serve;
 mod setup;
+mod swebench;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +52,9 @@ pub async fn run(loaded: Loaded) -> Result<ExitCode> {
     let leaving = spawn_signal_handler(cancel.clone(), batch.then(|| kill.clone()), engines);
     let result = match cli.command {
         Command::Config(cmd) => config::config_cmd(cmd, &settings),
-        Command::Batch(args) => batch::batch_cmd(args, profile, &cancel, &kill).await,
+        Command::Batch(args) => {
+            batch::batch_cmd(args, profile, &settings.profiles, &cancel, &kill).await
+        }
         Command::Run(args) => run::run_cmd(*args, profile, &cancel).await,
         Command::Exec(args) => exec::exec_cmd(args, profile, &cancel).await,
         Command::Pool(args) => pool::pool_cmd(args, &cancel)

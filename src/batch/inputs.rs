@@ -50,12 +50,13 @@ pub(super) fn open(cfg: &BatchConfig) -> Result<Inputs, BatchError> {
             source: std::io::Error::other("it is the tasks file: give --out another file"),
         });
     }
-    let base = cfg
-        .tasks
-        .parent()
-        .filter(|_| !from_stdin)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let base = cfg.base.clone().unwrap_or_else(|| {
+        cfg.tasks
+            .parent()
+            .filter(|_| !from_stdin)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
 
     let mut done: HashSet<String> = HashSet::new();
     if cfg.resume {

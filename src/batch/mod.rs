@@ -14,13 +14,16 @@
 //!
 //! Not done here: scheduling across hosts.
 
+mod grade;
 mod inputs;
+mod repo;
 mod request;
 mod results;
 mod runner;
 mod scratch;
 mod slots;
 mod starts;
+pub mod swebench;
 mod task;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +34,7 @@ use thiserror::Error;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use grade::{NamedTests, Tally};
 pub use request::RunRequest;
 pub use results::{pass_at_k, read_results, summarize, Summary, TaskResult, TaskVerdict};
 pub use scratch::{clean_scratch, SCRATCH_PREFIX};
@@ -73,6 +77,11 @@ pub struct BatchConfig {
     /// The set-up phase every task gets (a task line's `setup` replaces
     /// the install step); `None`: tasks run in their image as it is.
     pub setup: Option<crate::env::Setup>,
+    /// The profiles a task may name (`"profile"`): its image and set-up.
+    pub profiles: crate::profile::Profiles,
+    /// The folder the tasks' paths are relative to and confined in
+    /// (`None`: the tasks file's).
+    pub base: Option<PathBuf>,
 }
 
 /// A batch that could not run at all.
@@ -399,6 +408,8 @@ mod tests {
             rerun: Vec::new(),
             conventions: String::new(),
             setup: None,
+            profiles: Default::default(),
+            base: None,
         }
     }
 

@@ -23,6 +23,9 @@ const NOT_FOR_RUNS: &[(&str, &str)] = &[
     ("task", "a run does not ask a model; send the files to test"),
     ("model", "a run does not ask a model"),
     ("max_iters", "a run does not ask a model"),
+    ("repo", "repository tasks are for batches; send the files to test"),
+    ("profile", "a run takes the service's profile; name an image instead"),
+    ("test_results", "repository tasks are for batches"),
 ];
 
 /// A validated run request.

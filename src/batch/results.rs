@@ -40,6 +40,14 @@ pub enum TaskVerdict {
     ModelError,
     /// The task line could not be used.
     InvalidTask,
+    /// Repository task: every named test passed.
+    Resolved,
+    /// Repository task: a named test failed, erred, was skipped or is missing.
+    Unresolved,
+    /// Repository task: the candidate patch does not apply (or may not be).
+    PatchFailed,
+    /// Repository task: there is no candidate patch.
+    EmptyPatch,
 }
 
 impl From<Verdict> for TaskVerdict {
@@ -68,7 +76,16 @@ impl TaskVerdict {
                 | TaskVerdict::OomKilled
                 | TaskVerdict::NoTests
                 | TaskVerdict::Unverified
+                | TaskVerdict::Resolved
+                | TaskVerdict::Unresolved
+                | TaskVerdict::PatchFailed
+                | TaskVerdict::EmptyPatch
         )
+    }
+
+    /// Whether the result counts as a pass (pass rates, pass@k).
+    pub fn is_success(self) -> bool {
+        matches!(self, TaskVerdict::Passed | TaskVerdict::Resolved)
     }
 }
 
@@ -132,6 +149,9 @@ pub struct TaskResult {
     /// For a wall-clock timeout: whether the run was starved of CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starved: Option<bool>,
+    /// Repository tasks: how each named test ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named_tests: Option<super::grade::NamedTests>,
 }
 
 impl TaskResult {
@@ -175,6 +195,7 @@ impl TaskResult {
             resources: None,
             timed_out_by: None,
             starved: None,
+            named_tests: None,
         }
     }
 }
@@ -262,7 +283,7 @@ pub fn summarize(results: &[TaskResult]) -> Summary {
         }
         if r.verdict.is_judgement() {
             judged += 1;
-            let ok = r.verdict == TaskVerdict::Passed;
+            let ok = r.verdict.is_success();
             passed += usize::from(ok);
             if let Some(id) = &r.id {
                 let e = per_id.entry(id).or_default();

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::grade;
+use super::repo::{self, RepoCheck, Unapplied};
 use super::results::{fill, TaskResult, TaskVerdict};
 use super::scratch::prepare;
 use super::slots::Slots;
@@ -17,7 +19,7 @@ use super::BatchConfig;
 use crate::agent::{self, AgentConfig, AgentError};
 use crate::env::{self, Environments, Ready};
 use crate::events::NullObserver;
-use crate::patch::{self, ApplyOptions};
+use crate::patch::{self, diff, ApplyOptions};
 use crate::sandbox::{NullSink, RunSpec, Sandbox, SandboxError};
 
 /// Prepares the run (creates its container) before waiting for a slot, so
@@ -91,6 +93,9 @@ fn task_setup(gate: &Gate, task: &Task) -> Option<env::Setup> {
     if let Some(mode) = &task.setup {
         setup.settings.mode = mode.clone();
     }
+    if let Some(p) = &task.profile {
+        setup.profile = p.clone();
+    }
     Some(setup)
 }
 
@@ -115,6 +120,49 @@ async fn environment<S: Environments>(
     )
 }
 
+/// A repository task on its checkout at `root`: the candidate and the
+/// test patch applied, the set-up, the run, the named tests judged.
+#[allow(clippy::too_many_arguments)]
+async fn repo_task<S: Sandbox + Environments>(
+    sandbox: &S,
+    task: &Task,
+    check: &RepoCheck,
+    root: &Path,
+    mut spec: RunSpec,
+    kill: &CancellationToken,
+    gate: &Gate,
+    result: &mut TaskResult,
+) -> Result<(), AgentError> {
+    if let Err(e) = repo::apply_patches(root, check) {
+        result.verdict = TaskVerdict::PatchFailed;
+        result.error = Some(match e {
+            Unapplied::Candidate(d) => format!("the candidate patch does not apply: {d}"),
+            Unapplied::Hook(path, why) => format!(
+                "the candidate patch changes {path}, which a candidate may not change ({why}): it would decide how its own tests are judged"
+            ),
+            Unapplied::TestPatch(d) => {
+                format!("the test patch does not apply after the candidate: {d}")
+            }
+        });
+        return Ok(());
+    }
+    let outcome = match environment(sandbox, &mut spec, task, gate, kill).await? {
+        Err(failed) => failed,
+        Ok(environment) => {
+            let mut o = run_gated(sandbox, &spec, kill, gate).await?;
+            if let Some(r) = o.record.as_mut() {
+                r.environment = environment;
+            }
+            o
+        }
+    };
+    fill(result, &outcome);
+    let (verdict, named) = grade::grade(result.verdict, outcome.tests.as_ref(), check);
+    result.verdict = verdict;
+    result.named_tests = Some(named);
+    Ok(())
+}
+
 /// Runs one task to a result; `None` if it was interrupted.
 pub(super) async fn run_task<S: Sandbox + Environments>(
     sandbox: &S,
@@ -130,12 +178,10 @@ pub(super) async fn run_task<S: Sandbox + Environments>(
     loop {
         attempt += 1;
         result.attempts = attempt;
+        // An earlier attempt's sandbox error does not describe this one.
+        result.error = None;
         match attempt_task(sandbox, &task, scratch, kill, gate, &mut result).await {
-            Ok(()) => {
-                // An earlier attempt's sandbox error does not describe this result.
-                result.error = None;
-                break;
-            }
+            Ok(()) => break,
             Err(AgentError::Interrupted) => return None,
             // Retrying cannot conjure a missing image or fix a bad workspace.
             Err(AgentError::Sandbox(e))
@@ -172,6 +218,14 @@ async fn attempt_task<S: Sandbox + Environments>(
     gate: &Gate,
     result: &mut TaskResult,
 ) -> Result<(), AgentError> {
+    if let Kind::Repo(check) = &task.kind {
+        // Nothing to check out for no candidate (SWE-bench's `empty_patch`).
+        if diff::is_empty_diff(&check.patch) {
+            result.verdict = TaskVerdict::EmptyPatch;
+            result.error = Some("the prediction has no patch".into());
+            return Ok(());
+        }
+    }
     // A folder workspace is only copied when something will write into it.
     // Held-out tests are laid over the copy, never over a task's folder.
     let writes = !matches!(task.kind, Kind::Check) || task.holdout.is_some();
@@ -211,6 +265,9 @@ async fn attempt_task<S: Sandbox + Environments>(
                 }
             };
             fill(result, &outcome);
+        }
+        Kind::Repo(check) => {
+            repo_task(sandbox, task, check, &root, spec, kill, gate, result).await?;
         }
         Kind::Loop {
             task: text,

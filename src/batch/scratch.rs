@@ -43,6 +43,18 @@ fn process_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// An I/O error on `path` as a task's workspace error.
+pub(super) fn io_error(op: &'static str, path: &Path) -> impl Fn(std::io::Error) -> AgentError {
+    let path = path.to_path_buf();
+    move |source| {
+        AgentError::Workspace(crate::workspace::WorkspaceError::Io {
+            op,
+            path: path.clone(),
+            source,
+        })
+    }
+}
+
 pub(super) fn scratch_dir(scratch: Option<&Path>) -> std::io::Result<tempfile::TempDir> {
     let prefix = format!("{SCRATCH_PREFIX}{}-", std::process::id());
     let mut b = tempfile::Builder::new();
@@ -71,16 +83,7 @@ pub(super) fn copy_in(
     source: &Source,
     scratch: Option<&Path>,
 ) -> Result<(tempfile::TempDir, PathBuf), AgentError> {
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| {
-            AgentError::Workspace(crate::workspace::WorkspaceError::Io {
-                op,
-                path: path.clone(),
-                source,
-            })
-        }
-    };
+    let io = io_error;
     let dir = scratch_dir(scratch).map_err(io(
         "creating scratch folder",
         scratch.unwrap_or(Path::new("/tmp")),
@@ -106,6 +109,7 @@ pub(super) fn copy_in(
         Source::Folder(src) => {
             crate::workspace::copy_tree(src, &root, &CopyOptions::default())?;
         }
+        Source::Repo(repo) => super::repo::check_out(repo, &root)?,
     }
     Ok((dir, root))
 }

@@ -30,9 +30,36 @@ struct RawTask {
     workspace: Option<RawWorkspace>,
     #[serde(default)]
     files: Option<BTreeMap<String, String>>,
+    #[serde(alias = "test_cmd")]
     runner: Command,
     #[serde(default)]
     image: Option<String>,
+    /// A profile by name: its image (unless `image` is given) and its
+    /// language's set-up.
+    #[serde(default)]
+    profile: Option<String>,
+    /// Repository tasks (see `repo.rs`): a repository at a commit, a
+    /// candidate patch, the benchmark's test patch, the tests that decide.
+    #[serde(default)]
+    repo: Option<PathBuf>,
+    #[serde(default)]
+    base_commit: Option<String>,
+    #[serde(default)]
+    patch: Option<String>,
+    #[serde(default)]
+    test_patch: Option<String>,
+    #[serde(default, alias = "FAIL_TO_PASS")]
+    fail_to_pass: Option<TestIds>,
+    #[serde(default, alias = "PASS_TO_PASS")]
+    pass_to_pass: Option<TestIds>,
+    /// Where the test command leaves its per-test report, relative to the
+    /// workspace (found in the command when not given).
+    #[serde(default)]
+    test_results: Option<String>,
+    /// Set by a converter (SWE-bench's files) on a task it could not make:
+    /// the task's result is invalid, with this reason.
+    #[serde(default)]
+    unusable: Option<String>,
     #[serde(default)]
     limits: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
@@ -62,6 +89,25 @@ enum RawSetup {
     Enabled(bool),
 }
 
+/// Test ids as a list, or as a JSON-encoded list (SWE-bench's dataset
+/// stores them so).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TestIds {
+    List(Vec<String>),
+    Encoded(String),
+}
+
+impl TestIds {
+    fn ids(self, field: &str) -> Result<Vec<String>, String> {
+        match self {
+            TestIds::List(l) => Ok(l),
+            TestIds::Encoded(s) => serde_json::from_str(&s)
+                .map_err(|e| format!("{field}: a list of test ids, or one JSON-encoded: {e}")),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum RawWorkspace {
@@ -75,6 +121,8 @@ pub(super) enum Source {
     Folder(PathBuf),
     Inline(BTreeMap<String, String>),
     Empty,
+    /// A repository at a commit, checked out into the scratch folder.
+    Repo(super::repo::RepoSource),
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +137,8 @@ pub(super) enum Kind {
     },
     /// Just run the tests on the workspace.
     Check,
+    /// Apply a candidate and a test patch, run, judge the named tests.
+    Repo(super::repo::RepoCheck),
 }
 
 /// A validated task.
@@ -104,6 +154,11 @@ pub(super) struct Task {
     pub(super) holdout: Option<Source>,
     /// The task's own set-up (install step or none), over the batch's.
     pub(super) setup: Option<crate::env::SetupMode>,
+    /// The profile the task names (its set-up language, and its image
+    /// when `image_from_profile`).
+    pub(super) profile: Option<String>,
+    /// The task gave no image: its profile's is used.
+    pub(super) image_from_profile: bool,
 }
 
 /// A tasks file, read: the tasks to run, a result for each line that is not
@@ -137,7 +192,9 @@ pub(super) fn read_tasks(
                 if l.trim().is_empty() || l.trim_start().starts_with('#') {
                     continue;
                 }
-                let parsed = parse_task(l, base, &cfg.defaults, cfg.allow_task_overrides)
+                let parsed = parse_task(l, base, &cfg.defaults, cfg.allow_task_overrides);
+                let parsed = parsed
+                    .and_then(|t| with_profile(t, cfg))
                     .map_err(|(id, sample, msg)| (id, sample, format!("line {line}: {msg}")));
                 match parsed.map(|mut t| {
                     t.line = line;
@@ -177,6 +234,21 @@ pub(super) fn read_tasks(
     }
 }
 
+/// Gives a task that names a profile that profile's image (unless it named
+/// an image); a name no profile has is the task's error.
+fn with_profile(mut t: Task, cfg: &BatchConfig) -> Result<Task, (Option<String>, u32, String)> {
+    if let Some(name) = &t.profile {
+        let p = cfg
+            .profiles
+            .get(name)
+            .map_err(|e| (Some(t.id.clone()), t.sample, format!("profile: {e}")))?;
+        if t.image_from_profile {
+            t.spec.image = p.image.clone();
+        }
+    }
+    Ok(t)
+}
+
 /// One task line (without its line number, which the caller prefixes to
 /// the error and sets on the task).
 pub(super) fn parse_task(
@@ -187,6 +259,9 @@ pub(super) fn parse_task(
 ) -> Result<Task, (Option<String>, u32, String)> {
     let raw: RawTask = serde_json::from_str(text).map_err(|e| salvage(text, &e))?;
     let bad = |msg: String| (Some(raw.id.clone()), raw.sample, msg);
+    if let Some(why) = &raw.unusable {
+        return Err(bad(why.clone()));
+    }
     if raw.id.is_empty() {
         return Err(bad("id is empty".into()));
     }
@@ -204,16 +279,59 @@ pub(super) fn parse_task(
         .map(|h| holdout_source(h, base, allow_overrides))
         .transpose()
         .map_err(bad)?;
-    let source = workspace_source(raw.workspace, raw.files, base, allow_overrides).map_err(bad)?;
-    let kind = kind(
-        (raw.solution, raw.task, raw.model),
-        raw.max_iters,
-        base,
-        allow_overrides,
-    )
-    .map_err(bad)?;
+    let repo = RepoFields {
+        repo: raw.repo,
+        base_commit: raw.base_commit,
+        patch: raw.patch,
+        test_patch: raw.test_patch,
+        fail_to_pass: raw.fail_to_pass,
+        pass_to_pass: raw.pass_to_pass,
+    };
+    let (source, kind) = if repo.given() {
+        let others = [
+            ("workspace", raw.workspace.is_some()),
+            ("files", raw.files.is_some()),
+            ("solution", raw.solution.is_some()),
+            ("task", raw.task.is_some()),
+            ("model", raw.model.is_some()),
+            ("holdout", holdout.is_some()),
+        ];
+        if let Some((f, _)) = others.iter().find(|(_, given)| *given) {
+            return Err(bad(format!(
+                "{f} cannot be given with repo: a repository task checks a patch on the repository's own tree"
+            )));
+        }
+        repo.into_task(base, allow_overrides).map_err(bad)?
+    } else {
+        let source =
+            workspace_source(raw.workspace, raw.files, base, allow_overrides).map_err(bad)?;
+        let kind = kind(
+            (raw.solution, raw.task, raw.model),
+            raw.max_iters,
+            base,
+            allow_overrides,
+        )
+        .map_err(bad)?;
+        (source, kind)
+    };
     let mut spec = defaults.clone();
+    if matches!(kind, Kind::Repo(_)) {
+        let at = match raw.test_results {
+            Some(p) => Some(p),
+            None => super::repo::report_path(&raw.runner.to_string()),
+        };
+        if let Some(p) = at {
+            let rel = patch::apply::confine(&p)
+                .map_err(|(_, why)| bad(format!("test_results {p:?}: {why}")))?;
+            spec.junit = crate::sandbox::Junit::At(format!("/workspace/{}", rel.display()));
+        }
+    } else if raw.test_results.is_some() {
+        return Err(bad(
+            "test_results is for repository tasks; elsewhere the profile's report is read".into(),
+        ));
+    }
     spec.command = raw.runner;
+    let image_given = raw.image.is_some();
     if let Some(img) = raw.image {
         spec.image = img;
     }
@@ -252,7 +370,74 @@ pub(super) fn parse_task(
         kind,
         holdout,
         setup,
+        image_from_profile: raw.profile.is_some() && !image_given,
+        profile: raw.profile,
     })
+}
+
+/// A task line's repository fields, before they are checked.
+struct RepoFields {
+    repo: Option<PathBuf>,
+    base_commit: Option<String>,
+    patch: Option<String>,
+    test_patch: Option<String>,
+    fail_to_pass: Option<TestIds>,
+    pass_to_pass: Option<TestIds>,
+}
+
+impl RepoFields {
+    fn given(&self) -> bool {
+        self.repo.is_some()
+            || self.base_commit.is_some()
+            || self.patch.is_some()
+            || self.test_patch.is_some()
+            || self.fail_to_pass.is_some()
+            || self.pass_to_pass.is_some()
+    }
+
+    /// The source and kind of a repository task: the repository confined
+    /// like a workspace folder, the test ids read.
+    fn into_task(self, base: &Path, allow: bool) -> Result<(Source, Kind), String> {
+        let Some(repo) = self.repo else {
+            return Err(
+                "base_commit, patch, test_patch, FAIL_TO_PASS and PASS_TO_PASS need repo: the repository they apply to".into(),
+            );
+        };
+        let path = confine(base, &repo, "repo", allow)?;
+        if !path.exists() {
+            return Err(format!("repo {} does not exist", path.display()));
+        }
+        if let Some(c) = &self.base_commit {
+            if c.is_empty()
+                || c.len() > 256
+                || c.starts_with('-')
+                || c.chars().any(char::is_control)
+            {
+                return Err(format!("base_commit {c:?} is not a commit name"));
+            }
+        }
+        let check = super::repo::RepoCheck {
+            patch: self.patch.unwrap_or_default(),
+            test_patch: self.test_patch.unwrap_or_default(),
+            fail_to_pass: self
+                .fail_to_pass
+                .map(|t| t.ids("FAIL_TO_PASS"))
+                .transpose()?
+                .unwrap_or_default(),
+            pass_to_pass: self
+                .pass_to_pass
+                .map(|t| t.ids("PASS_TO_PASS"))
+                .transpose()?
+                .unwrap_or_default(),
+        };
+        Ok((
+            Source::Repo(super::repo::RepoSource {
+                path,
+                commit: self.base_commit,
+            }),
+            Kind::Repo(check),
+        ))
+    }
 }
 
 /// A line that is not a task: its id and sample, if they can be read, so

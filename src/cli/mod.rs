@@ -322,7 +322,27 @@ fn jobs(v: &str) -> Result<Jobs, String> {
 #[derive(Debug, Args)]
 pub struct BatchArgs {
     /// Tasks file: one JSON object per line (see docs/batch.md).
-    pub tasks: PathBuf,
+    #[arg(required_unless_present = "swebench", conflicts_with = "swebench")]
+    pub tasks: Option<PathBuf>,
+    /// Evaluate SWE-bench predictions: the dataset's instances (JSON or JSON Lines); see
+    /// docs/swebench.md.
+    #[arg(long, value_name = "INSTANCES", requires_all = ["predictions", "repos"])]
+    pub swebench: Option<PathBuf>,
+    /// With --swebench: the predictions (instance_id, model_name_or_path, model_patch).
+    #[arg(long, value_name = "FILE", requires = "swebench")]
+    pub predictions: Option<PathBuf>,
+    /// With --swebench: the folder holding each instance's repository (INSTANCE_ID.tar.gz, or a
+    /// git repository or bare mirror named owner__name).
+    #[arg(long, value_name = "DIR", requires = "swebench")]
+    pub repos: Option<PathBuf>,
+    /// With --swebench: install and test commands per repository, for instances without them
+    /// ({"owner/name": {"install_cmd": ..., "test_cmd": ..., "language": ...}}).
+    #[arg(long, value_name = "FILE", requires = "swebench")]
+    pub swebench_specs: Option<PathBuf>,
+    /// With --swebench: where the harness-style report goes [default: the results file's name
+    /// with .report.json].
+    #[arg(long, value_name = "FILE", requires = "swebench")]
+    pub report: Option<PathBuf>,
     /// Results file: one JSON line per task, appended as each ends.
     #[arg(long)]
     pub out: PathBuf,

@@ -68,7 +68,8 @@ pub fn apply(root: &Path, reply: &ParsedReply, opts: ApplyOptions) -> ApplyRepor
     report
 }
 
-type Refused = (RefusalReason, String);
+/// A refusal's class and detail.
+pub type Refused = (RefusalReason, String);
 
 /// Checks a model-supplied path and returns it as a clean relative path.
 pub fn confine(raw: &str) -> Result<PathBuf, Refused> {
@@ -248,6 +249,13 @@ pub fn existing_file(root: &Path, raw: &str) -> Result<Option<(PathBuf, PathBuf)
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err((RefusalReason::Io, format!("{}: {e}", rel.display()))),
     }
+}
+
+/// The full path of the clean relative path `rel` under `root`, its
+/// missing folders made, reached through real folders only (as
+/// [`write_file`] does), for a caller that writes the file itself.
+pub fn make_parents(root: &Path, rel: &Path) -> Result<PathBuf, Refused> {
+    walk(root, rel, true)
 }
 
 /// Walks `rel` down from `root`: every existing component must be a real
