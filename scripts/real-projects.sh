@@ -31,14 +31,7 @@ for p in flask csv cobra; do tar -C "$work" -xzf "$fixtures/real-projects/$p.tar
 # The module proxy stand-in: a loopback HTTP server that answers the egress
 # proxy's forwarded requests (absolute URIs) from the fixture folder.
 port=$((20000 + RANDOM % 20000))
-python3 - "$fixtures/goproxy" "$port" >"$work/goproxy.log" 2>&1 <<'PY' &
-import http.server, sys, urllib.parse
-root, port = sys.argv[1], int(sys.argv[2])
-class H(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *a, **k): super().__init__(*a, directory=root, **k)
-    def translate_path(self, path): return super().translate_path(urllib.parse.urlsplit(path).path)
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-PY
+python3 scripts/goproxy-standin.py "$fixtures/goproxy" "$port" >"$work/goproxy.log" 2>&1 &
 proxy_pid=$!
 for _ in $(seq 1 50); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break; sleep 0.1; done
 

@@ -408,7 +408,7 @@ pub(super) fn fill(result: &mut TaskResult, o: &Outcome) {
     result.stdout_tail = tail(&o.stdout.text);
     result.stderr_tail = tail(&o.stderr.text);
     result.output_dropped_bytes = o.stdout.dropped_bytes + o.stderr.dropped_bytes;
-    result.error = None;
+    result.error = o.error.clone();
     result.tests = o.tests.clone();
     result.tests_note = o.tests_note.clone();
     result.record = o.record.clone();

@@ -107,6 +107,8 @@ fn records<T: for<'de> Deserialize<'de>>(
     {
         match serde_json::from_str::<Value>(trimmed).map_err(|e| err(format!("not JSON: {e}")))? {
             Value::Array(a) => a,
+            // One record on one line.
+            Value::Object(o) if o.contains_key("instance_id") => vec![Value::Object(o)],
             // Predictions keyed by instance id (the harness accepts this too).
             Value::Object(o) => o
                 .into_iter()
