@@ -15,7 +15,7 @@
 //!
 //! A diff applies whole or not at all: every file's new content is worked
 //! out in memory first, and nothing is written when any hunk fails. Every
-//! path goes through [`confine`](super::apply::confine) and is reached
+//! path goes through [`confine`] and is reached
 //! through real folders only; a result over the size cap is refused.
 
 use std::collections::BTreeMap;
