@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::parser::{Block, ParsedReply, Refusal, RefusalReason};
+use super::parser::{Block, Change, ParsedReply, Refusal, RefusalReason};
 
 /// Longest accepted path, in bytes (Linux PATH_MAX is 4096).
 const MAX_PATH_BYTES: usize = 1024;
@@ -46,6 +46,10 @@ pub struct ApplyReport {
     pub applied: Vec<String>,
     /// Blocks not written, with reasons.
     pub refused: Vec<Refusal>,
+    /// What the model should know about blocks that were written (an edit
+    /// matched only when ignoring whitespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Applies every block of `reply` under `root`; parse refusals are carried over.
@@ -53,9 +57,10 @@ pub fn apply(root: &Path, reply: &ParsedReply, opts: ApplyOptions) -> ApplyRepor
     let mut report = ApplyReport {
         applied: Vec::new(),
         refused: reply.refused.clone(),
+        notes: Vec::new(),
     };
     for block in &reply.blocks {
-        match apply_one(root, block, opts) {
+        match apply_one(root, block, opts, &mut report.notes) {
             Ok(rel) => report.applied.push(rel.to_string_lossy().into_owned()),
             Err((reason, detail)) => report.refused.push(Refusal {
                 path: block.path.clone(),
@@ -182,13 +187,50 @@ pub fn plants_git_head(rel: &Path, content: &str) -> bool {
                 && first.bytes().all(|b| b.is_ascii_hexdigit())))
 }
 
-fn apply_one(root: &Path, block: &Block, opts: ApplyOptions) -> Result<PathBuf, Refused> {
-    write_file(
-        root,
-        &block.path,
-        block.content.as_bytes(),
-        opts.max_file_bytes,
-    )
+fn apply_one(
+    root: &Path,
+    block: &Block,
+    opts: ApplyOptions,
+    notes: &mut Vec<String>,
+) -> Result<PathBuf, Refused> {
+    match &block.change {
+        Change::Whole(content) => {
+            write_file(root, &block.path, content.as_bytes(), opts.max_file_bytes)
+        }
+        Change::Edits(edits) => {
+            let text = match existing_file(root, &block.path)? {
+                Some((rel, full)) => {
+                    let bytes = fs::read(&full)
+                        .map_err(|e| (RefusalReason::Io, format!("{}: {e}", rel.display())))?;
+                    Some(String::from_utf8(bytes).map_err(|_| {
+                        (
+                            RefusalReason::NotAFile,
+                            "the file is not UTF-8 text: send it whole".to_string(),
+                        )
+                    })?)
+                }
+                None => None,
+            };
+            let (new, said) = super::edit::apply_edits(text.as_deref(), edits)
+                .map_err(|e| (RefusalReason::NoMatch, e))?;
+            let rel = write_file(root, &block.path, new.as_bytes(), opts.max_file_bytes)?;
+            notes.extend(said.into_iter().map(|n| format!("{}: {n}", block.path)));
+            Ok(rel)
+        }
+        Change::Diff(file) => {
+            super::diff::apply(root, std::slice::from_ref(file), opts.max_file_bytes).map_err(
+                |e| {
+                    let reason = if e.hunk.is_some() {
+                        RefusalReason::NoMatch
+                    } else {
+                        RefusalReason::Malformed
+                    };
+                    (reason, e.to_string())
+                },
+            )?;
+            confine(&block.path)
+        }
+    }
 }
 
 /// Writes `content` to the path `raw` (checked by [`confine`]) under

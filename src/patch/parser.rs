@@ -1,9 +1,17 @@
-//! Parser for the patch format the model is asked to reply in:
+//! Parser for the formats the model is asked to reply in:
 //!
 //! ```text
 //! PATCH::relative/path
 //! <the whole file>
 //! ENDPATCH
+//!
+//! EDIT::relative/path
+//! <<<<<<< SEARCH … ======= … >>>>>>> REPLACE   (see super::edit)
+//! ENDEDIT
+//!
+//! DIFF::
+//! <a unified diff>                               (see super::diff)
+//! ENDDIFF
 //! ```
 //!
 //! Text outside blocks is ignored, which makes code fences around blocks and
@@ -21,15 +29,41 @@ pub const OPEN: &str = "PATCH::";
 /// Line closing a block.
 pub const CLOSE: &str = "ENDPATCH";
 
-/// One file the model wants written.
+/// Marker opening a diff block.
+pub const DIFF_OPEN: &str = "DIFF::";
+/// Line closing a diff block.
+pub const DIFF_CLOSE: &str = "ENDDIFF";
+
+/// One file the model wants changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     /// Path as written by the model (not yet checked).
     pub path: String,
-    /// New content: trailing newlines trimmed, one newline added.
-    pub content: String,
-    /// 1-based line of the `PATCH::` marker.
+    /// What to do to it.
+    pub change: Change,
+    /// 1-based line of the block's marker.
     pub line: usize,
+}
+
+/// How a block changes its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The whole new content: trailing newlines trimmed, one newline added.
+    Whole(String),
+    /// Search/replace edits, in order.
+    Edits(Vec<super::edit::Edit>),
+    /// This file's part of a unified diff.
+    Diff(super::diff::FileDiff),
+}
+
+impl Block {
+    /// The whole new content, for a whole-file block.
+    pub fn content(&self) -> Option<&str> {
+        match &self.change {
+            Change::Whole(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 /// Why a block was not applied.
@@ -64,6 +98,11 @@ pub enum RefusalReason {
     ProtectedTest,
     /// Writing failed.
     Io,
+    /// An edit's search text or a diff's hunk is not in the file (or is
+    /// there more than once).
+    NoMatch,
+    /// An edit or diff block is not in its format.
+    Malformed,
 }
 
 /// A block that was not applied, and why; shown to the model next time.
@@ -95,45 +134,117 @@ impl ParsedReply {
     }
 }
 
+/// Which kind of block is open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Patch,
+    Edit,
+    Diff,
+}
+
+impl Open {
+    fn close(self) -> &'static str {
+        match self {
+            Open::Patch => CLOSE,
+            Open::Edit => super::edit::CLOSE,
+            Open::Diff => DIFF_CLOSE,
+        }
+    }
+}
+
 /// Parses a model reply into blocks.
 pub fn parse(reply: &str) -> ParsedReply {
     let text = reply.replace("\r\n", "\n");
     let mut out = ParsedReply::default();
-    let mut current: Option<(String, usize, Vec<&str>)> = None;
+    let mut current: Option<(Open, String, usize, Vec<&str>)> = None;
     for (i, line) in text.split('\n').enumerate() {
         let lineno = i + 1;
         let trimmed = line.trim();
-        if let Some(path) = trimmed.strip_prefix(OPEN) {
-            if let Some((p, at, _)) = current.take() {
-                out.refused.push(unterminated(p, at));
+        let opened = [
+            (OPEN, Open::Patch),
+            (super::edit::OPEN, Open::Edit),
+            (DIFF_OPEN, Open::Diff),
+        ]
+        .into_iter()
+        .find_map(|(m, k)| trimmed.strip_prefix(m).map(|p| (k, p)));
+        if let Some((kind, path)) = opened {
+            if let Some((k, p, at, _)) = current.take() {
+                out.refused.push(unterminated(p, at, k));
             }
-            current = Some((path.trim().to_string(), lineno, Vec::new()));
+            let path = if kind == Open::Diff { "" } else { path.trim() };
+            current = Some((kind, path.to_string(), lineno, Vec::new()));
             continue;
         }
         match current.as_mut() {
-            Some(_) if trimmed == CLOSE => {
-                if let Some((path, at, body)) = current.take() {
-                    out.blocks.push(Block {
-                        path,
-                        content: finish(&body),
-                        line: at,
-                    });
+            Some((k, ..)) if trimmed == k.close() => {
+                if let Some((kind, path, at, body)) = current.take() {
+                    close(&mut out, kind, path, at, &body);
                 }
             }
-            Some((_, _, body)) => body.push(line),
+            Some((_, _, _, body)) => body.push(line),
             None => {}
         }
     }
-    if let Some((p, at, _)) = current {
-        out.refused.push(unterminated(p, at));
+    if let Some((k, p, at, _)) = current {
+        out.refused.push(unterminated(p, at, k));
     }
     out
 }
 
-fn unterminated(path: String, line: usize) -> Refusal {
+/// Turns a closed block into blocks or a refusal.
+fn close(out: &mut ParsedReply, kind: Open, path: String, at: usize, body: &[&str]) {
+    let malformed = |path: String, detail: String| Refusal {
+        path,
+        reason: RefusalReason::Malformed,
+        detail,
+        line: at,
+    };
+    match kind {
+        Open::Patch => out.blocks.push(Block {
+            path,
+            change: Change::Whole(finish(body)),
+            line: at,
+        }),
+        Open::Edit => match super::edit::parse_body(body, at + 1) {
+            Ok(edits) => out.blocks.push(Block {
+                path,
+                change: Change::Edits(edits),
+                line: at,
+            }),
+            Err(e) => out.refused.push(malformed(path, e)),
+        },
+        Open::Diff => match super::diff::parse(&body.join("\n")) {
+            Err(e) => out.refused.push(malformed(e.path.clone(), e.to_string())),
+            Ok(files) if files.is_empty() => out.refused.push(malformed(
+                String::new(),
+                "the diff block holds no file: `--- a/path`, `+++ b/path`, then `@@` hunks".into(),
+            )),
+            Ok(files) => {
+                for f in files {
+                    let path = f.new.clone().or_else(|| f.old.clone()).unwrap_or_default();
+                    if f.old.is_some() && f.new.is_some() && f.old != f.new {
+                        out.refused.push(malformed(
+                            path,
+                            "renames are not applied from a reply: send the new file whole".into(),
+                        ));
+                        continue;
+                    }
+                    out.blocks.push(Block {
+                        path,
+                        change: Change::Diff(f),
+                        line: at,
+                    });
+                }
+            }
+        },
+    }
+}
+
+fn unterminated(path: String, line: usize, kind: Open) -> Refusal {
     Refusal {
         detail: format!(
-            "block for {path:?} opened at line {line} has no {CLOSE}; nothing was written"
+            "block for {path:?} opened at line {line} has no {}; nothing was written",
+            kind.close()
         ),
         path,
         reason: RefusalReason::Unterminated,
@@ -168,7 +279,7 @@ mod tests {
     fn block(path: &str, content: &str, line: usize) -> Block {
         Block {
             path: path.into(),
-            content: content.into(),
+            change: Change::Whole(content.into()),
             line,
         }
     }
@@ -230,8 +341,8 @@ mod tests {
     #[test]
     fn empty_file_is_one_newline() {
         assert_eq!(
-            parse("PATCH::__init__.py\nENDPATCH").blocks[0].content,
-            "\n"
+            parse("PATCH::__init__.py\nENDPATCH").blocks[0].content(),
+            Some("\n")
         );
     }
 
@@ -239,5 +350,45 @@ mod tests {
     fn indented_markers_are_accepted() {
         let r = parse("  PATCH:: a.py  \nx\n  ENDPATCH  ");
         assert_eq!(r.blocks, vec![block("a.py", "x\n", 1)]);
+    }
+
+    #[test]
+    fn edit_and_diff_blocks_beside_whole_files() {
+        let r = parse(
+            "PATCH::a.py\nx = 1\nENDPATCH\nEDIT::b.py\n<<<<<<< SEARCH\nold\n=======\nnew\n>>>>>>> REPLACE\nENDEDIT\n\
+DIFF::\n```diff\n--- a/c.py\n+++ b/c.py\n@@ -1 +1 @@\n-p\n+q\n```\nENDDIFF\nEDIT::d.py\nnot an edit\nENDEDIT\n\
+DIFF::\n--- a/e.py\n+++ b/f.py\n@@ -1 +1 @@\n-p\n+q\nENDDIFF",
+        );
+        let kinds: Vec<(&str, &str)> = r
+            .blocks
+            .iter()
+            .map(|b| {
+                let k = match b.change {
+                    Change::Whole(_) => "whole",
+                    Change::Edits(_) => "edits",
+                    Change::Diff(_) => "diff",
+                };
+                (b.path.as_str(), k)
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [("a.py", "whole"), ("b.py", "edits"), ("c.py", "diff")]
+        );
+        let refused: Vec<(&str, RefusalReason)> = r
+            .refused
+            .iter()
+            .map(|x| (x.path.as_str(), x.reason))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("d.py", RefusalReason::Malformed),
+                ("f.py", RefusalReason::Malformed)
+            ]
+        );
+        let r = parse("EDIT::x.py\n<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE\nENDPATCH\n");
+        assert_eq!(r.refused[0].reason, RefusalReason::Unterminated);
+        assert!(r.refused[0].detail.contains("ENDEDIT"));
     }
 }
