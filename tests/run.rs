@@ -560,3 +560,74 @@ async fn git_skips_nested_repositories_and_commits_a_baseline_first() {
     assert_eq!(String::from_utf8_lossy(&files.stdout), "a.py\nmain.py\n");
     common::assert_no_leak(&label);
 }
+
+/// A real 2,600-line file (the host Python's own `argparse.py`, CPython's)
+/// with one line broken: the first reply's EDIT block does not match and
+/// is refused with the nearest lines; the second fixes the one line, and
+/// the file ends byte for byte as CPython has it.
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_block_fixes_one_line_of_a_long_real_file_after_a_precise_refusal() {
+    let _sb = require_docker!();
+    let label = common::test_label("run-edit-block");
+    let d = tempfile::tempdir().unwrap();
+    let src = Command::new("python3")
+        .args(["-c", "import argparse; print(argparse.__file__)"])
+        .output()
+        .unwrap();
+    let original = std::fs::read_to_string(String::from_utf8_lossy(&src.stdout).trim()).unwrap();
+    assert!(original.lines().count() > 1500);
+    assert_eq!(original.matches("            const=True,\n").count(), 1);
+    let broken = original.replace("            const=True,\n", "            const=None,\n");
+    let seed = d.path().join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    std::fs::write(seed.join("argparse_copy.py"), &broken).unwrap();
+    std::fs::write(
+        seed.join("test_store_true.py"),
+        "import unittest\nimport argparse_copy\n\n\nclass T(unittest.TestCase):\n    def test_store_true(self):\n        p = argparse_copy.ArgumentParser()\n        p.add_argument('--v', action='store_true')\n        self.assertIs(p.parse_args(['--v']).v, True)\n",
+    )
+    .unwrap();
+    let context = "        super(_StoreTrueAction, self).__init__(\n            option_strings=option_strings,\n            dest=dest,\n";
+    let line = broken[..broken.find(context).unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    let wrong = format!(
+        "EDIT::argparse_copy.py\n<<<<<<< SEARCH\n{context}            const=False,\n=======\n{context}            const=True,\n>>>>>>> REPLACE\nENDEDIT"
+    );
+    let right = format!(
+        "EDIT::argparse_copy.py\n<<<<<<< SEARCH\n{context}            const=None,\n=======\n{context}            const=True,\n>>>>>>> REPLACE\nENDEDIT"
+    );
+    let replay = write_replay(d.path(), &[&wrong, &right]);
+    let out = autodev_run(
+        d.path(),
+        &label,
+        &[
+            "--seed",
+            seed.to_str().unwrap(),
+            "--task",
+            "fix store_true",
+            "--replay",
+            &replay,
+            "--no-zip",
+            "--edit-format",
+            "blocks",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let fixed = std::fs::read_to_string(d.path().join("ws/argparse_copy.py")).unwrap();
+    assert!(
+        fixed == original,
+        "the file is CPython's again, and nothing else changed"
+    );
+    let text = std::fs::read_to_string(d.path().join("t.jsonl")).unwrap();
+    let want = format!(
+        "SEARCH is not in the file; the nearest lines are at line {line} (3 of 4 lines the same)"
+    );
+    assert!(
+        text.contains(&want),
+        "the refusal names the nearest lines: {text}"
+    );
+    common::assert_no_leak(&label);
+}

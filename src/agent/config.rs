@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub transcript: Option<PathBuf>,
     /// The dependency environment each test run gets (none: the image as it is).
     pub setup: Option<crate::env::Setup>,
+    /// How the model is asked to send changes.
+    pub edit_format: super::EditFormat,
 }
 
 impl AgentConfig {
@@ -81,6 +83,7 @@ impl AgentConfig {
             holdout: None,
             transcript: None,
             setup: None,
+            edit_format: super::EditFormat::default(),
         }
     }
 }

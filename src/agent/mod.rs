@@ -25,12 +25,12 @@ pub mod protect;
 pub use crate::events::{RunSummary, StopReason};
 pub use config::{AgentConfig, DEFAULT_CONTEXT_CHARS, DEFAULT_FAILURE_CHARS, DEFAULT_MAX_ITERS};
 use guard::{Change, Guard};
-pub use prompts::{CODER_RULES, REVIEWER_RULES};
+pub use prompts::{coder_rules, reviewer_rules, EditFormat, DEFAULT_WHOLE_FILE_LINES};
 
 use crate::env::{self, CacheUse, EnvRecord, Environments, Ready};
 use crate::events::{Observer, RunEvent, TestRun, TestStep};
 use crate::model::{Message, ModelClient, ModelError, Usage};
-use crate::patch::{self, ApplyReport, ParsedReply, Refusal};
+use crate::patch::{self, ApplyReport, ParsedReply};
 use crate::sandbox::NullSink;
 use crate::sandbox::{Outcome, OutputSink, RunSpec, Sandbox, SandboxError, Verdict};
 use crate::term::Stream;
@@ -228,7 +228,8 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
             not_found(&o)?;
             self.after_test(0, &o, g)?;
         }
-        self.ask(0, CODER_RULES, initial).await
+        self.ask(0, &coder_rules(self.cfg.edit_format), initial)
+            .await
     }
 
     /// The loop: test each reply, and ask for a repair while calls are left.
@@ -255,7 +256,7 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
                 }
                 self.note("the model's reply held no PATCH block; asking again (nothing to test)");
                 let prompt = prompts::no_patch(cfg)?;
-                let reply = self.ask(i, CODER_RULES, prompt).await?;
+                let reply = self.ask(i, &coder_rules(cfg.edit_format), prompt).await?;
                 if reply.is_empty() {
                     self.note("the model returned no patch again; stopping");
                     e.stop = StopReason::NoPatch;
@@ -297,10 +298,12 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
             }
             let prompt = match &held_out_failed {
                 Some(told) => prompts::holdout_failed(cfg, told)?,
-                None => self.repair_prompt(&outcome, &report.refused, g.change.as_ref())?,
+                None => self.repair_prompt(&outcome, &report, g.change.as_ref())?,
             };
             e.last = Some(outcome);
-            let reply = self.ask(i, REVIEWER_RULES, prompt).await?;
+            let reply = self
+                .ask(i, &reviewer_rules(cfg.edit_format), prompt)
+                .await?;
             if reply.is_empty() {
                 self.note("the model returned no patch; stopping");
                 e.stop = StopReason::NoPatch;
@@ -555,10 +558,10 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
     fn repair_prompt(
         &self,
         o: &Outcome,
-        refused: &[Refusal],
+        report: &ApplyReport,
         change: Option<&Change>,
     ) -> Result<String, AgentError> {
-        prompts::repair(self.cfg, o, refused, change)
+        prompts::repair(self.cfg, o, &report.refused, &report.notes, change)
     }
 }
 

@@ -8,19 +8,85 @@ use crate::sandbox::{Outcome, Verdict};
 use crate::text::cut_middle;
 use crate::workspace;
 
+/// Lines from which `auto` asks for edits instead of whole files.
+pub const DEFAULT_WHOLE_FILE_LINES: usize = 200;
+
+/// How the model is asked to send its changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EditFormat {
+    /// Whole files (`PATCH::`).
+    Whole,
+    /// Search/replace edits (`EDIT::`), whole files for new ones.
+    Blocks,
+    /// Unified diffs (`DIFF::`), whole files for new ones.
+    Diff,
+    /// Whole files under [`DEFAULT_WHOLE_FILE_LINES`] lines, edits above.
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for EditFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "whole" => Ok(EditFormat::Whole),
+            "blocks" => Ok(EditFormat::Blocks),
+            "diff" => Ok(EditFormat::Diff),
+            "auto" => Ok(EditFormat::Auto),
+            _ => Err(format!(
+                "{s:?} is not an edit format: whole, blocks, diff or auto"
+            )),
+        }
+    }
+}
+
+const WHOLE: &str = "PATCH::relative/path/to/file\n<the complete file content>\nENDPATCH\n";
+const EDIT: &str = "EDIT::relative/path/to/file\n<<<<<<< SEARCH\n<the exact lines to change, \
+copied from the file, with a few lines around them so they occur once>\n=======\n<the lines that \
+replace them>\n>>>>>>> REPLACE\nENDEDIT\n(several SEARCH/REPLACE pairs may follow each other in \
+one EDIT block; they apply in order)\n";
+const DIFF: &str = "DIFF::\n--- a/relative/path/to/file\n+++ b/relative/path/to/file\n@@ -LINE,COUNT \
++LINE,COUNT @@\n<context lines start with a space, removed lines with -, added lines with +>\nENDDIFF\n";
+
+/// How to send changes, in the words of `format`.
+fn how(format: EditFormat) -> String {
+    let paths = "Paths are relative to the project root. Never use absolute paths or `..`.";
+    match format {
+        EditFormat::Whole => format!(
+            "Return only PATCH blocks (no explanation). Each PATCH block holds one whole file, in this exact form:\n{WHOLE}{paths}"
+        ),
+        EditFormat::Blocks => format!(
+            "Return only EDIT and PATCH blocks (no explanation). Change an existing file with an EDIT block:\n{EDIT}\
+Each SEARCH must match the file exactly once. Create a new file with a PATCH block holding it whole:\n{WHOLE}{paths}"
+        ),
+        EditFormat::Diff => format!(
+            "Return only DIFF and PATCH blocks (no explanation). Change existing files with a unified diff:\n{DIFF}\
+Each hunk's context and removed lines must be exactly the file's. Create a new file with a PATCH block holding it whole:\n{WHOLE}{paths}"
+        ),
+        EditFormat::Auto => format!(
+            "Return only PATCH and EDIT blocks (no explanation). Send a new file, or one of fewer than \
+{DEFAULT_WHOLE_FILE_LINES} lines, whole in a PATCH block:\n{WHOLE}Change a longer file with an EDIT block \
+(never resend it whole):\n{EDIT}Each SEARCH must match the file exactly once. {paths}"
+        ),
+    }
+}
+
 /// Rules for the first request.
-pub const CODER_RULES: &str = "You are an expert software engineer working in a sandbox. \
-Propose initial minimal codebase + tests. Return only PATCH blocks (no explanation).\n\
-Each PATCH block holds one whole file, in this exact form:\n\
-PATCH::relative/path/to/file\n<the complete file content>\nENDPATCH\n\
-Paths are relative to the project root. Never use absolute paths or `..`.";
+pub fn coder_rules(format: EditFormat) -> String {
+    format!(
+        "You are an expert software engineer working in a sandbox. Propose initial minimal codebase + tests. {}",
+        how(format)
+    )
+}
 
 /// Rules for every repair request.
-pub const REVIEWER_RULES: &str = "You are an expert reviewer fixing a project whose tests fail. \
-Read the failure and the current files, find the cause, and fix the code (not the tests, unless \
-they are wrong). Return ONLY PATCH blocks, each holding one whole file:\n\
-PATCH::relative/path/to/file\n<the complete file content>\nENDPATCH\n\
-Paths are relative to the project root. Never use absolute paths or `..`.";
+pub fn reviewer_rules(format: EditFormat) -> String {
+    format!(
+        "You are an expert reviewer fixing a project whose tests fail. Read the failure and the current files, \
+find the cause, and fix the code (not the tests, unless they are wrong). {}",
+        how(format)
+    )
+}
 
 /// The repair request: what went wrong in plain words, the regression
 /// first if there is one, the failing tests, the refused blocks, the
@@ -29,6 +95,7 @@ pub(super) fn repair(
     cfg: &AgentConfig,
     o: &Outcome,
     refused: &[Refusal],
+    notes: &[String],
     change: Option<&Change>,
 ) -> Result<String, AgentError> {
     let limits = &cfg.sandbox.limits;
@@ -92,9 +159,15 @@ pub(super) fn repair(
         }
     }
     if !refused.is_empty() {
-        prompt.push_str("\nThese PATCH blocks of your last reply were NOT applied:\n");
+        prompt.push_str("\nThese blocks of your last reply were NOT applied:\n");
         for r in refused {
             prompt.push_str(&format!("- {:?}: {}\n", r.path, r.detail));
+        }
+    }
+    if !notes.is_empty() {
+        prompt.push_str("\nApplied, with a note:\n");
+        for n in notes {
+            prompt.push_str(&format!("- {n}\n"));
         }
     }
     prompt.push_str(&format!(

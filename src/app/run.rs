@@ -207,6 +207,7 @@ fn agent_config(
         max_iters: args.max_iters,
         sandbox: spec,
         context_chars: args.max_context_chars,
+        edit_format: args.edit_format,
         failure_chars: args.max_failure_chars,
         git: args.git,
         git_only_improving: args.git_only_improving,

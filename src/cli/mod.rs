@@ -261,6 +261,11 @@ pub struct RunArgs {
     /// Largest file a patch may write.
     #[arg(long, default_value = "1MiB", value_parser = size("--max-file-size"))]
     pub max_file_size: u64,
+    /// How the model sends changes: whole (whole files), blocks (search/replace EDIT blocks),
+    /// diff (unified diffs), auto (short files whole, EDIT blocks for long ones); new files
+    /// always come whole. Every format keeps the same confinement.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(autodev::agent::EditFormat))]
+    pub edit_format: autodev::agent::EditFormat,
     /// Let the model change the project's existing tests and the files that configure or
     /// hook the test runner (conftest.py, pytest.ini, ...); by default they are protected.
     #[arg(long)]

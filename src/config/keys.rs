@@ -148,6 +148,7 @@ const OTHER_KEYS: &[Key] = &[
         Tighten(Number),
     ),
     key("run.max_file_size", "max_file_size", Tighten(Size)),
+    key("run.edit_format", "edit_format", Allowed),
     key(
         "run.allow_test_edits",
         "allow_test_edits",
