@@ -204,18 +204,7 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
             source,
         })?;
         self.protected = protect::TestGuard::scan(&cfg.workspace, &cfg.protection)?;
-        let context =
-            workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)?;
-        let initial = format!(
-            "Task:\n{}\n\nTest command (run in the project root): {}\n\nCurrent files:\n{}",
-            cfg.task,
-            cfg.runner,
-            if context.is_empty() {
-                "(none yet)\n"
-            } else {
-                &context
-            }
-        );
+        let initial = prompts::initial(cfg)?;
         // The state before the model's first reply is its own commit, so the
         // model's changes can be diffed against it; this also finds out what
         // --git cannot do before a model call is paid for.
@@ -255,7 +244,7 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
                     break;
                 }
                 self.note("the model's reply held no PATCH block; asking again (nothing to test)");
-                let prompt = prompts::no_patch(cfg)?;
+                let prompt = prompts::no_patch(cfg, &report.reads)?;
                 let reply = self.ask(i, &coder_rules(cfg.edit_format), prompt).await?;
                 if reply.is_empty() {
                     self.note("the model returned no patch again; stopping");
@@ -561,7 +550,7 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
         report: &ApplyReport,
         change: Option<&Change>,
     ) -> Result<String, AgentError> {
-        prompts::repair(self.cfg, o, &report.refused, &report.notes, change)
+        prompts::repair(self.cfg, o, report, change)
     }
 }
 

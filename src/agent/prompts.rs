@@ -3,7 +3,7 @@
 
 use super::guard::Change;
 use super::{AgentConfig, AgentError};
-use crate::patch::Refusal;
+use crate::patch::ApplyReport;
 use crate::sandbox::{Outcome, Verdict};
 use crate::text::cut_middle;
 use crate::workspace;
@@ -94,10 +94,10 @@ find the cause, and fix the code (not the tests, unless they are wrong). {}",
 pub(super) fn repair(
     cfg: &AgentConfig,
     o: &Outcome,
-    refused: &[Refusal],
-    notes: &[String],
+    report: &ApplyReport,
     change: Option<&Change>,
 ) -> Result<String, AgentError> {
+    let (refused, notes) = (&report.refused, &report.notes);
     let limits = &cfg.sandbox.limits;
     let what = match o.verdict {
         Verdict::TimedOut => format!(
@@ -170,12 +170,40 @@ pub(super) fn repair(
             prompt.push_str(&format!("- {n}\n"));
         }
     }
+    let failure = cut_middle(&failure, cfg.failure_chars);
+    let naming = format!("{failure}\n{prompt}");
     prompt.push_str(&format!(
-        "\nFailure output (stderr, then stdout):\n{}\n\nCurrent files:\n{}",
-        cut_middle(&failure, cfg.failure_chars),
-        workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)?
+        "\nFailure output (stderr, then stdout):\n{failure}\n\nCurrent files:\n{}",
+        files(cfg, &naming, &report.reads)?
     ));
     Ok(prompt)
+}
+
+/// The workspace for a prompt: whole when it fits the budget, else what
+/// `naming` names, what the model asked for, and the map.
+fn files(cfg: &AgentConfig, naming: &str, reads: &[String]) -> Result<String, AgentError> {
+    let focus = workspace::Focus { naming, reads };
+    Ok(workspace::prompt_context(
+        &cfg.workspace,
+        &cfg.sandbox.copy,
+        cfg.context_chars,
+        focus,
+    )?)
+}
+
+/// The first request: the task and the files it names (or all of them).
+pub(super) fn initial(cfg: &AgentConfig) -> Result<String, AgentError> {
+    let context = files(cfg, &cfg.task, &[])?;
+    Ok(format!(
+        "Task:\n{}\n\nTest command (run in the project root): {}\n\nCurrent files:\n{}",
+        cfg.task,
+        cfg.runner,
+        if context.is_empty() {
+            "(none yet)\n"
+        } else {
+            &context
+        }
+    ))
 }
 
 /// The request after the visible tests passed and the held-out ones did
@@ -186,17 +214,24 @@ pub(super) fn holdout_failed(cfg: &AgentConfig, told: &str) -> Result<String, Ag
         "Task:\n{}\n\nTest command: {}\n\nThe tests did not pass: {told}.\n\nCurrent files:\n{}",
         cfg.task,
         cfg.runner,
-        workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)?
+        // Named by the task only: the held-out tests' output is never shown.
+        files(cfg, &cfg.task, &[])?
     ))
 }
 
-/// The request after a reply without a single PATCH block.
-pub(super) fn no_patch(cfg: &AgentConfig) -> Result<String, AgentError> {
+/// The request after a reply without a single block: the files it asked
+/// to read, if that is all it did.
+pub(super) fn no_patch(cfg: &AgentConfig, reads: &[String]) -> Result<String, AgentError> {
+    let said = if reads.is_empty() {
+        "Your last reply held no block, so nothing was written and nothing was tested. Reply with your changes as blocks."
+    } else {
+        "Your last reply only asked to read files: they are below. Nothing was written or tested. Reply with your changes as blocks."
+    };
     Ok(format!(
-        "Task:\n{}\n\nTest command (run in the project root): {}\n\nYour last reply held no PATCH block, so nothing was written and nothing was tested. Reply with the files as PATCH blocks.\n\nCurrent files:\n{}",
+        "Task:\n{}\n\nTest command (run in the project root): {}\n\n{said}\n\nCurrent files:\n{}",
         cfg.task,
         cfg.runner,
-        match workspace::file_context(&cfg.workspace, &cfg.sandbox.copy, cfg.context_chars)? {
+        match files(cfg, &cfg.task, reads)? {
             c if c.is_empty() => "(none yet)\n".to_string(),
             c => c,
         }

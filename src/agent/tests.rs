@@ -277,3 +277,60 @@ async fn model_error_keeps_the_transcript() {
     let text = tr.lines();
     assert!(text.contains("\"kind\":\"model_error\""));
 }
+
+/// A project over the context budget: the first prompt holds the map and
+/// the file the task names, not an arbitrary cut; a READ:: request is
+/// answered in the next prompt; an EDIT block then fixes one line.
+#[tokio::test]
+async fn a_large_project_is_mapped_and_read_on_request() {
+    let d = tempfile::tempdir().unwrap();
+    let ws = d.path().join("ws");
+    std::fs::create_dir_all(ws.join("pkg")).unwrap();
+    let filler: String = (0..300)
+        .map(|i| format!("def f{i}():\n    return {i}\n"))
+        .collect();
+    std::fs::write(ws.join("pkg/aaa_filler.py"), &filler).unwrap();
+    std::fs::write(ws.join("pkg/calc.py"), "def add(a, b):\n    return a - b\n").unwrap();
+    std::fs::write(ws.join("pkg/zzz_hidden.py"), "HIDDEN_HELPER = 1\n").unwrap();
+    let s = FakeSandbox::new(|spec, _| {
+        let c = std::fs::read_to_string(spec.workspace.join("pkg/calc.py")).unwrap_or_default();
+        Ok(if c.contains("a + b") {
+            outcome(Verdict::Passed, 0, "ok")
+        } else {
+            outcome(
+                Verdict::Failed,
+                1,
+                "  File \"/workspace/pkg/calc.py\", line 2, in add\nAssertionError",
+            )
+        })
+    });
+    let m = replay(&[
+        "READ::pkg/zzz_hidden.py",
+        "EDIT::pkg/calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\nENDEDIT",
+    ]);
+    let mut c = cfg(&ws);
+    c.task = "fix add in pkg/calc.py".into();
+    c.context_chars = 2_000;
+    let mut tr = Recorder::default();
+    let sum = go(&m, &s, &c, &mut tr).await.unwrap();
+    assert!(sum.passed);
+    let prompts: Vec<String> = tr
+        .lines()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "prompt")
+        .map(|e| e.to_string())
+        .collect();
+    assert!(prompts[0].contains("=== pkg/calc.py ==="), "{}", prompts[0]);
+    assert!(
+        prompts[0].contains("pkg/aaa_filler.py: f0, f1"),
+        "the map: {}",
+        prompts[0]
+    );
+    assert!(!prompts[0].contains("HIDDEN_HELPER"), "{}", prompts[0]);
+    assert!(
+        prompts[1].contains("=== pkg/zzz_hidden.py ===\\nHIDDEN_HELPER"),
+        "{}",
+        prompts[1]
+    );
+}

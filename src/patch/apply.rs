@@ -50,6 +50,9 @@ pub struct ApplyReport {
     /// matched only when ignoring whitespace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Files the reply asked to see (answered in the next prompt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<String>,
 }
 
 /// Applies every block of `reply` under `root`; parse refusals are carried over.
@@ -58,6 +61,7 @@ pub fn apply(root: &Path, reply: &ParsedReply, opts: ApplyOptions) -> ApplyRepor
         applied: Vec::new(),
         refused: reply.refused.clone(),
         notes: Vec::new(),
+        reads: reply.reads.clone(),
     };
     for block in &reply.blocks {
         match apply_one(root, block, opts, &mut report.notes) {

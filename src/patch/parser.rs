@@ -29,6 +29,11 @@ pub const OPEN: &str = "PATCH::";
 /// Line closing a block.
 pub const CLOSE: &str = "ENDPATCH";
 
+/// A line asking to see a file (outside any block).
+pub const READ: &str = "READ::";
+/// `READ::` lines kept from one reply (the prompt answers fewer).
+const MAX_READ_LINES: usize = 64;
+
 /// Marker opening a diff block.
 pub const DIFF_OPEN: &str = "DIFF::";
 /// Line closing a diff block.
@@ -125,12 +130,15 @@ pub struct ParsedReply {
     pub blocks: Vec<Block>,
     /// Blocks refused while parsing.
     pub refused: Vec<Refusal>,
+    /// Files the model asked to see (`READ::path` lines outside blocks).
+    pub reads: Vec<String>,
 }
 
 impl ParsedReply {
-    /// True when the reply holds no block at all, complete or not.
+    /// True when the reply holds no block at all, complete or not, and
+    /// asks to read nothing.
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty() && self.refused.is_empty()
+        self.blocks.is_empty() && self.refused.is_empty() && self.reads.is_empty()
     }
 }
 
@@ -182,7 +190,17 @@ pub fn parse(reply: &str) -> ParsedReply {
                 }
             }
             Some((_, _, _, body)) => body.push(line),
-            None => {}
+            None => {
+                if let Some(p) = trimmed.strip_prefix(READ) {
+                    let p = p.trim();
+                    if !p.is_empty()
+                        && out.reads.len() < MAX_READ_LINES
+                        && !out.reads.iter().any(|r| r == p)
+                    {
+                        out.reads.push(p.to_string());
+                    }
+                }
+            }
         }
     }
     if let Some((k, p, at, _)) = current {
@@ -390,5 +408,15 @@ DIFF::\n--- a/e.py\n+++ b/f.py\n@@ -1 +1 @@\n-p\n+q\nENDDIFF",
         let r = parse("EDIT::x.py\n<<<<<<< SEARCH\na\n=======\nb\n>>>>>>> REPLACE\nENDPATCH\n");
         assert_eq!(r.refused[0].reason, RefusalReason::Unterminated);
         assert!(r.refused[0].detail.contains("ENDEDIT"));
+    }
+
+    #[test]
+    fn read_requests_outside_blocks_are_kept_once() {
+        let r = parse("READ::src/a.py\nREAD:: src/a.py \nPATCH::b.py\nREAD::inside.py\nENDPATCH\nREAD::c.go\n");
+        assert_eq!(r.reads, ["src/a.py", "c.go"]);
+        assert!(
+            !parse("READ::x.py").is_empty(),
+            "a reply that only asks to read is not empty"
+        );
     }
 }

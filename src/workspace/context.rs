@@ -8,16 +8,22 @@ use super::{io_err, CopyOptions, WorkspaceError, MARKER};
 /// Files above this size are left out of the model's context (as the original tool did).
 pub const CONTEXT_MAX_FILE_BYTES: u64 = 80_000;
 
-/// The workspace's text files for the model's prompt: sorted by path, each as
-/// `=== path ===` and its text, honouring `.gitignore` and leaving out all
-/// that the copy leaves out (`copy`: `--exclude` and the default excludes),
-/// skipping `.git`, symlinks, files over 80 KB and non-UTF-8 files, cut at
-/// `budget` characters.
-pub fn file_context(
+/// One file the model may be shown.
+pub(crate) struct ContextFile {
+    /// Path relative to the workspace.
+    pub(crate) rel: String,
+    /// Its text.
+    pub(crate) text: String,
+}
+
+/// The files the model may be shown, sorted by path: honouring
+/// `.gitignore` and leaving out all that the copy leaves out (`copy`:
+/// `--exclude` and the default excludes), skipping `.git`, symlinks, files
+/// over 80 KB and non-UTF-8 files.
+pub(crate) fn context_files(
     root: &Path,
     copy: &CopyOptions,
-    budget: usize,
-) -> Result<String, WorkspaceError> {
+) -> Result<Vec<ContextFile>, WorkspaceError> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     let walker = ignore::WalkBuilder::new(root)
         .overrides(super::copy::exclusions(root, copy)?)
@@ -41,16 +47,30 @@ pub fn file_context(
         ));
     }
     files.sort();
-    let mut out = String::new();
+    let mut out = Vec::new();
     for (rel, path) in files {
         let md = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
         if md.len() > CONTEXT_MAX_FILE_BYTES {
             continue;
         }
-        let Ok(text) = fs::read_to_string(&path) else {
-            continue;
-        };
-        let part = format!("=== {rel} ===\n{text}\n");
+        if let Ok(text) = fs::read_to_string(&path) {
+            out.push(ContextFile { rel, text });
+        }
+    }
+    Ok(out)
+}
+
+/// The workspace's text files for the model's prompt (see
+/// [`context_files`]), each as `=== path ===` and its text, cut at
+/// `budget` characters.
+pub fn file_context(
+    root: &Path,
+    copy: &CopyOptions,
+    budget: usize,
+) -> Result<String, WorkspaceError> {
+    let mut out = String::new();
+    for f in context_files(root, copy)? {
+        let part = format!("=== {} ===\n{}\n", f.rel, f.text);
         let left = budget.saturating_sub(out.chars().count());
         if part.chars().count() > left {
             out.extend(part.chars().take(left));

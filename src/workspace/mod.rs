@@ -6,6 +6,7 @@
 pub mod context;
 pub mod copy;
 pub mod export;
+pub mod focus;
 pub mod git;
 pub mod reset;
 
@@ -18,6 +19,7 @@ use thiserror::Error;
 pub use context::{file_context, CONTEXT_MAX_FILE_BYTES};
 pub use copy::{copy_tree, hex, manifest, tree_hash, write_tar, Entry, EntryKind, Manifest};
 pub use export::export_zip;
+pub use focus::{prompt_context, Focus, MAX_READS};
 pub use git::git_commit;
 
 /// Folders left out of the copy unless asked for: build output and VCS data
