@@ -114,6 +114,56 @@ fn a_batch_spreads_over_three_engines_and_survives_one_killed_mid_batch() {
     }
 }
 
+/// Repository tasks over two engines: killed with SIGKILL mid-evaluation,
+/// resumed over the same engines, each instance exactly once, both engines
+/// used, nothing left on either.
+#[ignore = "needs Docker and root: run with --include-ignored"]
+#[test]
+fn repository_tasks_over_two_engines_resume_exactly_once() {
+    let _one = serial();
+    let fleet = start_fleet(2, &[]);
+    let label = common::test_label("fleet-swe");
+    let d = tempfile::tempdir().unwrap();
+    let ids = common::swe::gold_set(d.path(), 10);
+    let engines: Vec<String> = (1..=2)
+        .flat_map(|i| ["--engine".to_string(), format!("{}#slots=2", fleet.url(i))])
+        .collect();
+    let mut args: Vec<&str> = engines.iter().map(String::as_str).collect();
+    args.extend(["-j", "2"]);
+    let child = common::swe::evaluation(d.path(), &label, &args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let before = common::swe::kill_after_two(d.path(), child);
+    assert!(before < ids.len(), "the kill came after the end");
+    args.push("--resume");
+    let again = common::swe::evaluation(d.path(), &label, &args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    common::swe::assert_all_resolved_once(d.path(), &ids);
+    let used: std::collections::BTreeSet<String> = results(d.path())
+        .iter()
+        .map(|r| {
+            r["record"]["engine"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(used.len(), 2, "both engines ran instances: {used:?}");
+    for i in 1..=2 {
+        common::wait_until("no container left", Duration::from_secs(60), || {
+            fleet.containers_with(i, &label).is_empty()
+        });
+    }
+}
+
 #[ignore = "needs Docker and root: run with --include-ignored"]
 #[test]
 fn a_cut_link_is_noticed_within_the_heartbeat_and_its_tasks_run_elsewhere() {
