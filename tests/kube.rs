@@ -106,6 +106,7 @@ fn kubernetes_backend_on_a_real_two_node_cluster() {
     bad_settings(&cluster);
     batch_over_both_nodes(&cluster);
     node_killed_mid_batch(&cluster);
+    repository_tasks_resume(&cluster);
     eprintln!("all in {:?}", t0.elapsed());
 }
 
@@ -374,6 +375,49 @@ fn batch_over_both_nodes(cluster: &Cluster) {
         HashSet::from(["node-1".to_string(), "node-2".to_string()])
     );
     no_pod_left(cluster, &label);
+}
+
+/// SWE-bench-style repository tasks on the cluster: killed with SIGKILL
+/// mid-evaluation and resumed, each instance exactly once and resolved,
+/// no pod left.
+fn repository_tasks_resume(cluster: &Cluster) {
+    let label = common::test_label("kube-swe");
+    let dir = tempfile::tempdir().unwrap();
+    let ids = common::swe::gold_set(dir.path(), 6);
+    let args = [
+        "--backend",
+        "kubernetes",
+        "--image-pull-policy",
+        "never",
+        "--cpus",
+        "0.5",
+        "-j",
+        "2",
+    ];
+    let on_cluster = |extra: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(extra);
+        let mut c = common::swe::evaluation(dir.path(), &label, &all);
+        c.env("KUBECONFIG", cluster.kubeconfig())
+            .env_remove("DOCKER_HOST");
+        c
+    };
+    let child = on_cluster(&[]).stderr(Stdio::null()).spawn().unwrap();
+    let before = common::swe::kill_after_two(dir.path(), child);
+    assert!(before < ids.len(), "the kill came after the end");
+    let again = on_cluster(&["--resume"]).output().unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    common::swe::assert_all_resolved_once(dir.path(), &ids);
+    common::wait_until(
+        "the killed run's pods to go",
+        std::time::Duration::from_secs(120),
+        || cluster.pods_with(NS, &label).is_empty(),
+    );
 }
 
 fn node_killed_mid_batch(cluster: &Cluster) {

@@ -16,22 +16,11 @@ pub(super) async fn doctor_cmd(args: DoctorArgs, cancel: &CancellationToken) -> 
     let spec = s.run_spec(dir.path(), "true", &[])?;
     let sandbox = super::connect(&s.engines).await?;
     sandbox.check_limits(&spec).await?;
-    // Something on the host that a run without network must not reach.
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
-    let port = listener.local_addr()?.port();
-    let accept = tokio::spawn(async move {
-        while let Ok((conn, _)) = listener.accept().await {
-            drop(conn);
-        }
-    });
-    let targets = targets(&sandbox, port).await;
-    let (name, version) = describe(&sandbox).await;
-    let found = tokio::select! {
-        r = doctor::examine(&sandbox, &spec, &targets, cancel) => r,
-        _ = cancel.cancelled() => Err(autodev::sandbox::SandboxError::Interrupted),
-    };
-    accept.abort();
-    let found = found?;
+    let Examined {
+        name,
+        version,
+        findings: found,
+    } = examine(&sandbox, &spec, cancel).await?;
     let broken = found.iter().any(|f| f.status == Status::Broken);
     if args.json {
         let v = serde_json::json!({
@@ -57,6 +46,45 @@ pub(super) async fn doctor_cmd(args: DoctorArgs, cancel: &CancellationToken) -> 
         }
     }
     Ok(ExitCode::from(if broken { exit::FAILED } else { exit::OK }))
+}
+
+/// What `doctor` found on a backend.
+pub(super) struct Examined {
+    /// The backend's name.
+    pub(super) name: String,
+    /// Its version.
+    pub(super) version: String,
+    /// Each guarantee's finding.
+    pub(super) findings: Vec<doctor::Finding>,
+}
+
+/// Runs every check on `sandbox` with `spec`'s image and limits (the MCP
+/// server's `doctor` tool calls it too).
+pub(super) async fn examine(
+    sandbox: &AnySandbox,
+    spec: &autodev::sandbox::RunSpec,
+    cancel: &CancellationToken,
+) -> Result<Examined> {
+    // Something on the host that a run without network must not reach.
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
+    let port = listener.local_addr()?.port();
+    let accept = tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            drop(conn);
+        }
+    });
+    let targets = targets(sandbox, port).await;
+    let (name, version) = describe(sandbox).await;
+    let found = tokio::select! {
+        r = doctor::examine(sandbox, spec, &targets, cancel) => r,
+        _ = cancel.cancelled() => Err(autodev::sandbox::SandboxError::Interrupted),
+    };
+    accept.abort();
+    Ok(Examined {
+        name,
+        version,
+        findings: found?,
+    })
 }
 
 /// The backend's name and version, for the header.

@@ -26,7 +26,7 @@ async def main() -> None:
             assert init.server_info.name == "autodev", init
             assert "FRESH" in (init.instructions or ""), init.instructions
             tools = {t.name: t for t in (await s.list_tools()).tools}
-            assert sorted(tools) == ["exec", "list_files", "read_file", "run_tests", "write_file"], tools
+            assert sorted(tools) == ["doctor", "exec", "list_files", "read_file", "run_tests", "write_file"], tools
             for name in ("run_tests", "exec"):
                 assert "FRESH" in tools[name].description, tools[name]
 
@@ -63,6 +63,13 @@ async def main() -> None:
             assert r.structured_content["verdict"] == "timed_out", r
             r = await s.call_tool("exec", {"command": "true", "bogus": 1})
             assert r.is_error, r
+
+            # Each guarantee checked with this server's image and limits.
+            r = await s.call_tool("doctor", {})
+            assert not r.is_error, r
+            found = {f["check"]: f["status"] for f in r.structured_content["findings"]}
+            assert len(found) >= 10 and not r.structured_content["broken"], r.structured_content
+            assert "held" in r.content[0].text, r.content[0].text
     print("ok")
 
 

@@ -62,6 +62,11 @@ pub(super) fn list() -> Value {
             "name": "list_files",
             "description": "Lists the workspace's files as a run sees them (copy excludes applied), with their sizes.",
             "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false}
+        },
+        {
+            "name": "doctor",
+            "description": "Checks, with hostile workloads in fresh containers of this server's image and limits, that each isolation guarantee holds on this host (no network, memory and process limits, read-only root, no privileges, ...). Takes a minute. Returns each guarantee as held, broken or unknown, with how to fix a broken one.",
+            "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false}
         }
     ])
 }
@@ -100,7 +105,14 @@ impl Tools {
         args: &Value,
         cancel: &CancellationToken,
     ) -> Result<Answer, CallError> {
-        let known = ["run_tests", "exec", "read_file", "write_file", "list_files"];
+        let known = [
+            "run_tests",
+            "exec",
+            "read_file",
+            "write_file",
+            "list_files",
+            "doctor",
+        ];
         if !known.contains(&name) {
             return Err(CallError::Unknown);
         }
@@ -138,6 +150,7 @@ impl Tools {
             }
             "read_file" => self.read(text_arg(args, "path")?),
             "write_file" => self.write(text_arg(args, "path")?, text_arg(args, "content")?),
+            "doctor" => self.doctor(cancel).await,
             _ => self.list(),
         }
     }
@@ -201,6 +214,37 @@ impl Tools {
             s,
             failed,
         ))
+    }
+
+    /// Every guarantee checked with this server's image and limits.
+    async fn doctor(&self, cancel: &CancellationToken) -> Result<Answer, CallError> {
+        let found = crate::app::doctor::examine(&self.sandbox, &self.spec, cancel)
+            .await
+            .map_err(|e| CallError::Refused(format!("doctor: {e}")))?;
+        let mut text = format!(
+            "{} ({}), image {}\n",
+            found.name, found.version, self.spec.image
+        );
+        for f in &found.findings {
+            let status = serde_json::to_value(f.status).unwrap_or_default();
+            text.push_str(&format!(
+                "{} {}: {}{}\n",
+                status.as_str().unwrap_or("?"),
+                f.check,
+                f.detail,
+                f.fix
+                    .as_ref()
+                    .map(|x| format!("; fix: {x}"))
+                    .unwrap_or_default()
+            ));
+        }
+        let broken = found
+            .findings
+            .iter()
+            .any(|f| f.status == autodev::doctor::Status::Broken);
+        let v = json!({"backend": found.name, "version": found.version, "image": self.spec.image,
+                       "findings": found.findings, "broken": broken});
+        Ok((text, v, false))
     }
 
     fn read(&self, path: &str) -> Result<Answer, CallError> {
