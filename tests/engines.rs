@@ -128,25 +128,12 @@ fn repository_tasks_over_two_engines_resume_exactly_once() {
     let engines: Vec<String> = (1..=2)
         .flat_map(|i| ["--engine".to_string(), format!("{}#slots=2", fleet.url(i))])
         .collect();
-    let mut args: Vec<&str> = engines.iter().map(String::as_str).collect();
-    args.extend(["-j", "2"]);
-    let child = common::swe::evaluation(d.path(), &label, &args)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let before = common::swe::kill_after_two(d.path(), child);
-    assert!(before < ids.len(), "the kill came after the end");
-    args.push("--resume");
-    let again = common::swe::evaluation(d.path(), &label, &args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    common::swe::assert_all_resolved_once(d.path(), &ids);
+    common::swe::kill_and_resume(d.path(), &ids, |extra| {
+        let mut args: Vec<&str> = engines.iter().map(String::as_str).collect();
+        args.extend(["-j", "2"]);
+        args.extend(extra);
+        common::swe::evaluation(d.path(), &label, &args)
+    });
     let used: std::collections::BTreeSet<String> = results(d.path())
         .iter()
         .map(|r| {

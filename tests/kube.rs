@@ -402,17 +402,7 @@ fn repository_tasks_resume(cluster: &Cluster) {
             .env_remove("DOCKER_HOST");
         c
     };
-    let child = on_cluster(&[]).stderr(Stdio::null()).spawn().unwrap();
-    let before = common::swe::kill_after_two(dir.path(), child);
-    assert!(before < ids.len(), "the kill came after the end");
-    let again = on_cluster(&["--resume"]).output().unwrap();
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    common::swe::assert_all_resolved_once(dir.path(), &ids);
+    common::swe::kill_and_resume(dir.path(), &ids, on_cluster);
     common::wait_until(
         "the killed run's pods to go",
         std::time::Duration::from_secs(120),

@@ -13,28 +13,9 @@ use common::swe::{self, instance, make_repo, results, write_lines, GOLD, HOOK, S
 use serde_json::{json, Value};
 
 fn evaluate(dir: &Path, label: &(String, String), extra: &[&str]) -> std::process::Output {
-    Command::new(common::bin())
-        .current_dir(dir)
-        .args([
-            "batch",
-            "--swebench",
-            "instances.jsonl",
-            "--predictions",
-            "preds.jsonl",
-            "--repos",
-            "repos",
-            "--out",
-            "results.jsonl",
-            "--no-setup",
-            "--image",
-            &common::image(),
-            "-j",
-            "2",
-        ])
-        .args(["--label", &format!("{}={}", label.0, label.1)])
-        .args(extra)
-        .output()
-        .unwrap()
+    let mut args = vec!["-j", "2"];
+    args.extend(extra);
+    swe::evaluation(dir, label, &args).output().unwrap()
 }
 
 #[ignore = "needs Docker: run with --include-ignored"]
@@ -143,24 +124,11 @@ async fn a_killed_evaluation_resumes_running_each_instance_once() {
     let label = common::test_label("swebench-resume");
     let d = tempfile::tempdir().unwrap();
     let ids = swe::gold_set(d.path(), 8);
-    let child = swe::evaluation(d.path(), &label, &["-j", "1"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let before = swe::kill_after_two(d.path(), child);
-    assert!(before < ids.len(), "the kill came after the end");
-    // What the killed run left running is the engine's to remove; the
-    // resumed run must not depend on it.
-    let again = swe::evaluation(d.path(), &label, &["--resume"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    swe::assert_all_resolved_once(d.path(), &ids);
+    swe::kill_and_resume(d.path(), &ids, |extra| {
+        let mut args = vec!["-j", "1"];
+        args.extend(extra);
+        swe::evaluation(d.path(), &label, &args)
+    });
     common::wait_until(
         "the killed run's containers to go",
         std::time::Duration::from_secs(60),

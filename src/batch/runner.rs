@@ -120,6 +120,27 @@ async fn environment<S: Environments>(
     )
 }
 
+/// The task's environment, then its test run: the run's outcome (with the
+/// environment in its record), or the failed set-up's.
+async fn set_up_and_run<S: Sandbox + Environments>(
+    sandbox: &S,
+    spec: &mut RunSpec,
+    task: &Task,
+    kill: &CancellationToken,
+    gate: &Gate,
+) -> Result<crate::sandbox::Outcome, AgentError> {
+    Ok(match environment(sandbox, spec, task, gate, kill).await? {
+        Err(failed) => failed,
+        Ok(environment) => {
+            let mut o = run_gated(sandbox, spec, kill, gate).await?;
+            if let Some(r) = o.record.as_mut() {
+                r.environment = environment;
+            }
+            o
+        }
+    })
+}
+
 /// A repository task on its checkout at `root`: the candidate and the
 /// test patch applied, the set-up, the run, the named tests judged.
 #[allow(clippy::too_many_arguments)]
@@ -146,16 +167,7 @@ async fn repo_task<S: Sandbox + Environments>(
         });
         return Ok(());
     }
-    let outcome = match environment(sandbox, &mut spec, task, gate, kill).await? {
-        Err(failed) => failed,
-        Ok(environment) => {
-            let mut o = run_gated(sandbox, &spec, kill, gate).await?;
-            if let Some(r) = o.record.as_mut() {
-                r.environment = environment;
-            }
-            o
-        }
-    };
+    let outcome = set_up_and_run(sandbox, &mut spec, task, kill, gate).await?;
     fill(result, &outcome);
     let (verdict, named) = grade::grade(result.verdict, outcome.tests.as_ref(), check);
     result.verdict = verdict;
@@ -254,16 +266,7 @@ async fn attempt_task<S: Sandbox + Environments>(
                 };
                 crate::workspace::copy_tree(dir, &root, &plain)?;
             }
-            let outcome = match environment(sandbox, &mut spec, task, gate, kill).await? {
-                Err(failed) => failed,
-                Ok(environment) => {
-                    let mut o = run_gated(sandbox, &spec, kill, gate).await?;
-                    if let Some(r) = o.record.as_mut() {
-                        r.environment = environment;
-                    }
-                    o
-                }
-            };
+            let outcome = set_up_and_run(sandbox, &mut spec, task, kill, gate).await?;
             fill(result, &outcome);
         }
         Kind::Repo(check) => {

@@ -141,9 +141,27 @@ pub fn evaluation(dir: &Path, label: &(String, String), extra: &[&str]) -> Comma
     c
 }
 
+/// Starts the evaluation `make(&[])` builds, kills it (SIGKILL) once it
+/// has two results, runs `make(&["--resume"])` to its end, and checks that
+/// each of `ids` was resolved exactly once.
+pub fn kill_and_resume(dir: &Path, ids: &[String], make: impl Fn(&[&str]) -> Command) {
+    let child = make(&[])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let before = kill_after_two(dir, child);
+    assert!(before < ids.len(), "the kill came after the end");
+    // What the killed run left running is the backend's to remove; the
+    // resumed run must not depend on it.
+    let again = make(&["--resume"]).output().unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert_all_resolved_once(dir, ids);
+}
+
 /// Kills `child` (SIGKILL) once `results.jsonl` in `dir` has two lines;
 /// returns how many it had then.
-pub fn kill_after_two(dir: &Path, mut child: std::process::Child) -> usize {
+fn kill_after_two(dir: &Path, mut child: std::process::Child) -> usize {
     let out = dir.join("results.jsonl");
     super::wait_until("two results", std::time::Duration::from_secs(300), || {
         results(&out).len() >= 2
