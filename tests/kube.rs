@@ -403,11 +403,19 @@ fn repository_tasks_resume(cluster: &Cluster) {
         c
     };
     common::swe::kill_and_resume(dir.path(), &ids, on_cluster);
-    common::wait_until(
-        "the killed run's pods to go",
-        std::time::Duration::from_secs(120),
-        || cluster.pods_with(NS, &label).is_empty(),
+    // The killed process's pods end by themselves (their stdin closed)
+    // but stay as objects: `autodev clean` removes those of dead owners.
+    let out = autodev(cluster)
+        .args(["clean", "--backend", "kubernetes", "--label"])
+        .arg(format!("{}={}", label.0, label.1))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    no_pod_left(cluster, &label);
 }
 
 fn node_killed_mid_batch(cluster: &Cluster) {

@@ -910,6 +910,33 @@ async fn exec_pool_socket_clients_are_served_by_the_same_daemon() {
         .await
         .unwrap();
     assert_eq!(h["status"], "ok");
+    // Each engine's last answer, in the health answer and the metrics.
+    let mut engines = Value::Null;
+    for _ in 0..80 {
+        let h: Value = reqwest::get(svc.at("/v1/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        engines = h["engines"].clone();
+        if engines.as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(engines[0]["up"], true, "{engines}");
+    let m = reqwest::get(svc.at("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let name = engines[0]["name"].as_str().unwrap();
+    assert!(
+        m.contains(&format!("autodev_engine_up{{engine=\"{name}\"}} 1")),
+        "{m}"
+    );
     assert!(svc.stop().success());
     assert!(!socket.exists(), "the socket goes with the service");
     common::assert_no_leak(&label);

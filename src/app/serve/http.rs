@@ -272,6 +272,7 @@ async fn health(State(svc): State<Svc>) -> Json<Value> {
     Json(json!({
         "status": if draining { "draining" } else { "ok" },
         "engine_up": svc.engine_up.load(Ordering::SeqCst),
+        "engines": svc.engine_health().iter().map(|(name, up)| json!({"name": name, "up": up})).collect::<Vec<_>>(),
         "running": running, "waiting": waiting,
     }))
 }
@@ -282,9 +283,7 @@ async fn openapi() -> Response {
 
 async fn metrics(State(svc): State<Svc>) -> Response {
     let (running, waiting) = svc.sched.counts();
-    let text = svc
-        .metrics
-        .render(running, waiting, svc.engine_up.load(Ordering::SeqCst));
+    let text = svc.metrics.render(running, waiting, &svc.engine_health());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

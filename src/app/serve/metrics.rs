@@ -76,7 +76,12 @@ impl Metrics {
     }
 
     /// The text, with the gauges read now.
-    pub(crate) fn render(&self, running: usize, waiting: usize, engines_up: bool) -> String {
+    pub(crate) fn render(
+        &self,
+        running: usize,
+        waiting: usize,
+        engines: &[(String, bool)],
+    ) -> String {
         let m = self.lock();
         let mut out = String::new();
         let _ = writeln!(
@@ -113,9 +118,16 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP autodev_engine_up Whether the engine answered the last health check.\n# TYPE autodev_engine_up gauge\nautodev_engine_up {}",
-            u8::from(engines_up)
+            "# HELP autodev_engine_up Whether the engine answered the last health check, per engine.\n# TYPE autodev_engine_up gauge"
         );
+        for (name, up) in engines {
+            let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "autodev_engine_up{{engine=\"{name}\"}} {}",
+                u8::from(*up)
+            );
+        }
         out
     }
 }
@@ -132,7 +144,19 @@ mod tests {
         m.ended("passed", Duration::from_millis(700));
         m.ended("passed", Duration::from_millis(70));
         m.refused("quota");
-        let t = m.render(1, 4, true);
+        let engines = [
+            ("unix:///a.sock".to_string(), true),
+            ("tcp://h\"2".to_string(), false),
+        ];
+        let t = m.render(1, 4, &engines);
+        assert!(
+            t.contains("autodev_engine_up{engine=\"unix:///a.sock\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("autodev_engine_up{engine=\"tcp://h\\\"2\"} 0"),
+            "{t}"
+        );
         assert!(t.contains("autodev_queue_wait_seconds_bucket{le=\"0.005\"} 1"));
         assert!(t.contains("autodev_queue_wait_seconds_bucket{le=\"2.5\"} 2"));
         assert!(t.contains("autodev_runs_total{verdict=\"passed\"} 2"));

@@ -81,12 +81,19 @@ pub(crate) struct Service {
     metrics: metrics::Metrics,
     draining: AtomicBool,
     engine_up: AtomicBool,
+    /// Each engine's answer to the last health check (name, up).
+    engines: std::sync::Mutex<Vec<(String, bool)>>,
     tasks: TaskTracker,
     jobs: usize,
     max_queue: usize,
 }
 
 impl Service {
+    /// Each engine's answer to the last health check (name, up).
+    pub(crate) fn engine_health(&self) -> Vec<(String, bool)> {
+        self.engines.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
     /// The tenant named `name` now: its key as the key file holds it (none
     /// when it was revoked), or the one tenant of a service without keys.
     pub(crate) fn tenant_named(&self, name: &str) -> Option<Tenant> {

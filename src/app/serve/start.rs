@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use autodev::sandbox::AnySandbox;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -288,6 +289,7 @@ impl Service {
             metrics: metrics::Metrics::default(),
             draining: AtomicBool::new(false),
             engine_up: AtomicBool::new(true),
+            engines: std::sync::Mutex::new(Vec::new()),
             tasks: TaskTracker::new(),
             jobs: usize::from(args.jobs),
             max_queue: args.max_queue,
@@ -323,6 +325,25 @@ async fn drain(svc: &Service, grace: Duration, kill: &CancellationToken) {
     let _ = tokio::time::timeout(CANCEL_WAIT, svc.tasks.wait()).await;
 }
 
+/// Each Docker engine's answer to a ping (its URL, up); a cluster or a
+/// pool is one entry whose answer is the preflight's (`up`).
+async fn engine_health(sandbox: &AnySandbox, up: bool) -> Vec<(String, bool)> {
+    match sandbox {
+        AnySandbox::Docker(fleet) => {
+            let mut out = Vec::new();
+            for e in fleet.engines() {
+                let ok = tokio::time::timeout(Duration::from_secs(5), e.ping())
+                    .await
+                    .unwrap_or(false);
+                out.push((e.name().to_string(), ok));
+            }
+            out
+        }
+        AnySandbox::Kube(k) => vec![(format!("kubernetes {}", k.name()), up)],
+        AnySandbox::Socket(_) => vec![("autodev pool".to_string(), up)],
+    }
+}
+
 /// Checks the engine, and expires idle sessions, every [`ENGINE_CHECK`].
 async fn housekeeping(svc: Arc<Service>) {
     loop {
@@ -331,6 +352,10 @@ async fn housekeeping(svc: Arc<Service>) {
             .await
             .is_ok_and(|r| r.is_ok());
         svc.engine_up.store(up, Ordering::SeqCst);
+        let each = engine_health(&svc.sandbox, up).await;
+        if let Ok(mut e) = svc.engines.lock() {
+            *e = each;
+        }
         tokio::time::sleep(ENGINE_CHECK).await;
     }
 }
