@@ -164,7 +164,7 @@ async fn a_model_that_writes_nothing_never_passes_a_run() {
         prompts[1]["messages"][1]["content"]
             .as_str()
             .unwrap()
-            .contains("held no PATCH block"),
+            .contains("held no PATCH, EDIT or DIFF block"),
         "the model was not told"
     );
     common::assert_no_leak(&label);

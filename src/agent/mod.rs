@@ -243,7 +243,7 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
                     e.stop = StopReason::NoPatch;
                     break;
                 }
-                self.note("the model's reply held no PATCH block; asking again (nothing to test)");
+                self.note("the model's reply held no PATCH, EDIT or DIFF block; asking again (nothing to test)");
                 let prompt = prompts::no_patch(cfg, &report.reads)?;
                 let reply = self.ask(i, &coder_rules(cfg.edit_format), prompt).await?;
                 if reply.is_empty() {

@@ -223,7 +223,7 @@ pub(super) fn holdout_failed(cfg: &AgentConfig, told: &str) -> Result<String, Ag
 /// to read, if that is all it did.
 pub(super) fn no_patch(cfg: &AgentConfig, reads: &[String]) -> Result<String, AgentError> {
     let said = if reads.is_empty() {
-        "Your last reply held no block, so nothing was written and nothing was tested. Reply with your changes as blocks."
+        "Your last reply held no PATCH, EDIT or DIFF block, so nothing was written and nothing was tested. Reply with your changes as blocks."
     } else {
         "Your last reply only asked to read files: they are below. Nothing was written or tested. Reply with your changes as blocks."
     };

@@ -512,4 +512,50 @@ mod tests {
             .collect();
         assert_eq!(names, ["run.sh"]);
     }
+
+    #[test]
+    fn edit_and_diff_blocks_keep_every_confinement_rule() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("x.txt"), "old\n").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("link")).unwrap();
+        std::fs::write(d.path().join("ok.txt"), "old\n").unwrap();
+        let edit = |path: &str| {
+            format!("EDIT::{path}\n<<<<<<< SEARCH\nold\n=======\nnew\n>>>>>>> REPLACE\nENDEDIT\n")
+        };
+        let diff = |path: &str| {
+            format!("DIFF::\n--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-old\n+new\nENDDIFF\n")
+        };
+        for path in [
+            "../x.txt",
+            "/etc/hosts",
+            ".git/config",
+            "link/x.txt",
+            "a\\b.txt",
+        ] {
+            for reply in [edit(path), diff(path)] {
+                let r = run(d.path(), &reply);
+                assert!(r.applied.is_empty(), "{reply}: {r:?}");
+                assert_eq!(r.refused.len(), 1, "{reply}: {r:?}");
+            }
+        }
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("x.txt")).unwrap(),
+            "old\n"
+        );
+        assert!(!d.path().join(".git").exists());
+        let r = run(d.path(), &edit("ok.txt"));
+        assert_eq!(r.applied, ["ok.txt"]);
+        let big = format!(
+            "EDIT::ok.txt\n<<<<<<< SEARCH\nnew\n=======\n{}\n>>>>>>> REPLACE\nENDEDIT\n",
+            "x".repeat(2 << 20)
+        );
+        let r = run(d.path(), &big);
+        assert_eq!(
+            r.refused[0].reason,
+            RefusalReason::TooLarge,
+            "{:?}",
+            r.refused
+        );
+    }
 }
