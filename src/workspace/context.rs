@@ -61,7 +61,7 @@ pub(crate) fn context_files(
 }
 
 /// The workspace's text files for the model's prompt (see
-/// [`context_files`]), each as `=== path ===` and its text, cut at
+/// `context_files`), each as `=== path ===` and its text, cut at
 /// `budget` characters.
 pub fn file_context(
     root: &Path,
