@@ -32,7 +32,7 @@ for c in (["init", "-q"], ["add", "."], ["commit", "-qm", "base"]):
     subprocess.run(git + c, cwd=repo, check=True)
 base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
 gold = "--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n"
-test = ("--- a/tests/test_calc.py\n+++ b/tests/test_calc.py\n@@ -1,2 +1,6 @@\n+from calc import add\n+\n+\n"
+test = ("--- a/tests/test_calc.py\n+++ b/tests/test_calc.py\n@@ -1,2 +1,7 @@\n+from calc import add\n+\n+\n"
         "+def test_add():\n+    assert add(2, 3) == 5\n def test_one():\n     assert 1 == 1\n")
 with open(f"{work}/instances.jsonl", "w") as i, open(f"{work}/preds.jsonl", "w") as p:
     for k in range(n):
