@@ -315,20 +315,8 @@ pub(super) fn parse_task(
         (source, kind)
     };
     let mut spec = defaults.clone();
-    if matches!(kind, Kind::Repo(_)) {
-        let at = match raw.test_results {
-            Some(p) => Some(p),
-            None => super::repo::report_path(&raw.runner.to_string()),
-        };
-        if let Some(p) = at {
-            let rel = patch::apply::confine(&p)
-                .map_err(|(_, why)| bad(format!("test_results {p:?}: {why}")))?;
-            spec.junit = crate::sandbox::Junit::At(format!("/workspace/{}", rel.display()));
-        }
-    } else if raw.test_results.is_some() {
-        return Err(bad(
-            "test_results is for repository tasks; elsewhere the profile's report is read".into(),
-        ));
+    if let Some(at) = report_at(&kind, raw.test_results, &raw.runner).map_err(bad)? {
+        spec.junit = at;
     }
     spec.command = raw.runner;
     let image_given = raw.image.is_some();
@@ -346,21 +334,7 @@ pub(super) fn parse_task(
     }
     spec.env.extend(raw.env);
     spec.labels.push(("autodev.task".into(), raw.id.clone()));
-    let setup = match raw.setup {
-        None | Some(RawSetup::Enabled(true)) => None,
-        Some(RawSetup::Enabled(false)) => Some(crate::env::SetupMode::Off),
-        Some(RawSetup::Command(c)) if c.trim().is_empty() => {
-            return Err(bad(
-                "setup is empty: give a command, or false for none".into()
-            ))
-        }
-        Some(RawSetup::Command(c)) if c.len() > MAX_RUNNER_BYTES => {
-            return Err(bad(format!(
-                "setup is over the {MAX_RUNNER_BYTES}-byte cap"
-            )))
-        }
-        Some(RawSetup::Command(c)) => Some(crate::env::SetupMode::Command(c)),
-    };
+    let setup = setup_mode(raw.setup).map_err(bad)?;
     Ok(Task {
         line: 0,
         id: raw.id,
@@ -373,6 +347,48 @@ pub(super) fn parse_task(
         image_from_profile: raw.profile.is_some() && !image_given,
         profile: raw.profile,
     })
+}
+
+/// A task line's `setup`: the batch's (absent or `true`), none (`false`),
+/// or its own command.
+fn setup_mode(raw: Option<RawSetup>) -> Result<Option<crate::env::SetupMode>, String> {
+    Ok(match raw {
+        None | Some(RawSetup::Enabled(true)) => None,
+        Some(RawSetup::Enabled(false)) => Some(crate::env::SetupMode::Off),
+        Some(RawSetup::Command(c)) if c.trim().is_empty() => {
+            return Err("setup is empty: give a command, or false for none".into())
+        }
+        Some(RawSetup::Command(c)) if c.len() > MAX_RUNNER_BYTES => {
+            return Err(format!("setup is over the {MAX_RUNNER_BYTES}-byte cap"))
+        }
+        Some(RawSetup::Command(c)) => Some(crate::env::SetupMode::Command(c)),
+    })
+}
+
+/// Where a repository task's test command leaves its report: `test_results`,
+/// else what the command names; `None` keeps the profile's.
+fn report_at(
+    kind: &Kind,
+    test_results: Option<String>,
+    runner: &Command,
+) -> Result<Option<crate::sandbox::Junit>, String> {
+    if !matches!(kind, Kind::Repo(_)) {
+        return match test_results {
+            Some(_) => Err(
+                "test_results is for repository tasks; elsewhere the profile's report is read"
+                    .into(),
+            ),
+            None => Ok(None),
+        };
+    }
+    let Some(p) = test_results.or_else(|| super::repo::report_path(&runner.to_string())) else {
+        return Ok(None);
+    };
+    let rel = patch::apply::confine(&p).map_err(|(_, why)| format!("test_results {p:?}: {why}"))?;
+    Ok(Some(crate::sandbox::Junit::At(format!(
+        "/workspace/{}",
+        rel.display()
+    ))))
 }
 
 /// A task line's repository fields, before they are checked.
@@ -686,6 +702,63 @@ mod tests {
             Command::Argv(vec!["sh".into(), "-c".into(), "exit 7".into()])
         );
         assert_eq!(t.spec.env, [("K".to_string(), "V".to_string())]);
+    }
+}
+
+#[cfg(test)]
+mod repo_tests {
+    use super::*;
+
+    #[test]
+    fn repository_fields_are_checked_together() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("r")).unwrap();
+        let d = RunSpec::new("", "", "img");
+        let parse = |l: &str| parse_task(l, root.path(), &d, false).map_err(|e| e.2);
+        let err = |l: &str| parse(l).unwrap_err();
+        assert!(err(r#"{"id":"a","test_cmd":"t","patch":"x"}"#).contains("need repo"));
+        assert!(
+            err(r#"{"id":"a","test_cmd":"t","repo":"r","files":{"a":"b"}}"#)
+                .contains("files cannot be given with repo")
+        );
+        assert!(err(r#"{"id":"a","test_cmd":"t","repo":"../r"}"#).contains("repo"));
+        assert!(
+            err(r#"{"id":"a","test_cmd":"t","repo":"r","FAIL_TO_PASS":"[x"}"#)
+                .contains("FAIL_TO_PASS")
+        );
+        assert!(
+            err(r#"{"id":"a","test_cmd":"t","repo":"r","base_commit":"--upload-pack=x"}"#)
+                .contains("not a commit name")
+        );
+        assert!(err(r#"{"id":"a","runner":"t","test_results":"r.xml"}"#)
+            .contains("for repository tasks"));
+        assert!(
+            err(r#"{"id":"a","test_cmd":"t","repo":"r","test_results":"../r.xml"}"#)
+                .contains("test_results")
+        );
+        assert!(
+            err(r#"{"id":"a","runner":"t","unusable":"no repository for a"}"#)
+                .contains("no repository for a")
+        );
+        let t = parse(
+            r#"{"id":"a","test_cmd":"pytest --junitxml=out/r.xml","repo":"r","patch":"p","FAIL_TO_PASS":"[\"t.py::x\"]","PASS_TO_PASS":["t.py::y"],"profile":"go"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            t.spec.junit,
+            crate::sandbox::Junit::At("/workspace/out/r.xml".into())
+        );
+        assert_eq!(
+            (t.profile.as_deref(), t.image_from_profile),
+            (Some("go"), true)
+        );
+        let Kind::Repo(c) = t.kind else {
+            panic!("not a repository task")
+        };
+        assert_eq!(
+            (c.fail_to_pass, c.pass_to_pass),
+            (vec!["t.py::x".to_string()], vec!["t.py::y".to_string()])
+        );
     }
 }
 
