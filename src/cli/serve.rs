@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// How long a finished run's events and result stay readable (1,000 runs at most).
     #[arg(long, default_value = "60s", value_parser = duration("--keep-finished"))]
     pub keep_finished: Duration,
+    /// A finished or cancelled batch is removed with its results this long after its last result.
+    #[arg(long, default_value = "7d", value_parser = duration("--keep-batches"))]
+    pub keep_batches: Duration,
     /// A session unused for this long is removed with its files.
     #[arg(long, default_value = "1h", value_parser = duration("--session-idle"))]
     pub session_idle: Duration,

@@ -126,6 +126,16 @@ impl Batch {
         }
     }
 
+    /// How long ago its results file or its record last changed.
+    fn idle_for(&self) -> Duration {
+        [self.results_path(), self.dir.join("meta.json")]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default()
+    }
+
     /// `running`, `done` or `cancelled`.
     pub(crate) fn state(&self) -> &'static str {
         let (cancelled, total) = {
@@ -184,11 +194,13 @@ impl Batch {
 pub(crate) struct Batches {
     root: PathBuf,
     map: Mutex<HashMap<String, Arc<Batch>>>,
+    /// How long a finished batch stays after its last result.
+    keep: Duration,
 }
 
 impl Batches {
     /// The batches under `root`, those of an earlier run of the service included.
-    pub(crate) fn open(root: PathBuf) -> std::io::Result<Self> {
+    pub(crate) fn open(root: PathBuf, keep: Duration) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
         let mut map = HashMap::new();
         for e in std::fs::read_dir(&root)? {
@@ -213,7 +225,24 @@ impl Batches {
         Ok(Batches {
             root,
             map: Mutex::new(map),
+            keep,
         })
+    }
+
+    /// Removes the finished or cancelled batches whose last result (or
+    /// cancellation) is older than the keep time; returns how many.
+    pub(crate) fn expire(&self) -> usize {
+        let old: Vec<Arc<Batch>> = self
+            .lock()
+            .values()
+            .filter(|b| b.state() != "running" && b.idle_for() >= self.keep)
+            .cloned()
+            .collect();
+        for b in &old {
+            self.lock().remove(&b.id);
+            let _ = std::fs::remove_dir_all(&b.dir);
+        }
+        old.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Batch>>> {
@@ -447,5 +476,38 @@ impl Service {
                 result,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(root: &std::path::Path, id: &str, total: usize, cancelled: bool) {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta = Meta {
+            id: id.into(),
+            key: "k".into(),
+            created: 0,
+            total,
+            cancelled,
+        };
+        write_json(&dir.join("meta.json"), &meta).unwrap();
+    }
+
+    #[test]
+    fn finished_batches_expire_after_the_keep_time_and_running_ones_never() {
+        let d = tempfile::tempdir().unwrap();
+        batch(d.path(), "done", 0, false);
+        batch(d.path(), "cancelled", 3, true);
+        batch(d.path(), "running", 2, false);
+        let kept = Batches::open(d.path().to_path_buf(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(kept.expire(), 0, "all are younger than an hour");
+        let b = Batches::open(d.path().to_path_buf(), Duration::ZERO).unwrap();
+        assert_eq!(b.expire(), 2);
+        assert!(b.get("running", "k").is_some());
+        assert!(b.get("done", "k").is_none() && !d.path().join("done").exists());
+        assert!(!d.path().join("cancelled").exists());
     }
 }

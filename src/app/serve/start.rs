@@ -155,7 +155,8 @@ fn open_state(args: &ServeArgs, defaults: &RunSpec) -> Result<Stored> {
             defaults.limits.max_copy_bytes,
         )
         .map_err(|e| bad("sessions: ", e))?,
-        batches: batches::Batches::open(state.join("batches")).map_err(|e| bad("batches: ", e))?,
+        batches: batches::Batches::open(state.join("batches"), args.keep_batches)
+            .map_err(|e| bad("batches: ", e))?,
     })
 }
 
@@ -348,6 +349,7 @@ async fn engine_health(sandbox: &AnySandbox, up: bool) -> Vec<(String, bool)> {
 async fn housekeeping(svc: Arc<Service>) {
     loop {
         svc.sessions.expire();
+        svc.batches.expire();
         let up = tokio::time::timeout(Duration::from_secs(5), svc.sandbox.preflight(&svc.defaults))
             .await
             .is_ok_and(|r| r.is_ok());
