@@ -9,12 +9,12 @@
 # benchmark: per instance, autodev with a warm environment cache against
 # `docker run` of the same test command in the same environment image.
 #
-# Usage: scripts/swebench.sh [FIXTURES]   (autodev from target/debug)
+# Usage: scripts/swebench.sh [FIXTURES]   (autodev from AUTODEV_BIN, default target/debug)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fixtures="$(cd "${1:-../shared/fixtures}" && pwd)"
 swe="$fixtures/swe"
-autodev="$PWD/target/debug/autodev"
+autodev="${AUTODEV_BIN:-$PWD/target/debug/autodev}"
 work="$(mktemp -d /tmp/autodev-swe.XXXXXX)"
 export XDG_CACHE_HOME="$work/cache"
 proxy_pid=""
