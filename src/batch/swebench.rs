@@ -49,15 +49,10 @@ pub struct Instance {
     /// The tests that must keep passing.
     #[serde(rename = "PASS_TO_PASS", default)]
     pub pass_to_pass: Value,
-    /// The install step (the set-up phase).
-    #[serde(default)]
-    pub install_cmd: Option<String>,
-    /// The test command.
-    #[serde(default)]
-    pub test_cmd: Option<String>,
-    /// The language (an autodev profile name: python, go, ...).
-    #[serde(default)]
-    pub language: Option<String>,
+    /// The install and test commands and the language, where the dataset
+    /// has them.
+    #[serde(flatten)]
+    pub commands: Spec,
     /// A tarball of the repository at `base_commit`, in the repositories folder.
     #[serde(default)]
     pub source_tarball: Option<String>,
@@ -76,18 +71,18 @@ pub struct Prediction {
     pub model_patch: Option<String>,
 }
 
-/// Per-repository commands, for datasets whose instances carry none
-/// (SWE-bench keeps them in its harness, by repository and version).
+/// An instance's commands, from the instance itself or from a
+/// per-repository table for datasets whose instances carry none (SWE-bench
+/// keeps them in its harness, by repository and version).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Spec {
-    /// The install step.
+    /// The install step (the set-up phase).
     #[serde(default)]
     pub install_cmd: Option<String>,
     /// The test command.
     #[serde(default)]
     pub test_cmd: Option<String>,
-    /// The profile.
+    /// The language (an autodev profile name: python, go, ...).
     #[serde(default)]
     pub language: Option<String>,
 }
@@ -202,7 +197,7 @@ pub fn task_line(
     specs: &BTreeMap<String, Spec>,
 ) -> Result<Value, String> {
     let spec = specs.get(&inst.repo).cloned().unwrap_or_default();
-    let test_cmd = inst.test_cmd.clone().or(spec.test_cmd).ok_or_else(|| {
+    let test_cmd = inst.commands.test_cmd.clone().or(spec.test_cmd).ok_or_else(|| {
         format!(
             "no test command for {} ({}): the instance has no test_cmd and no --swebench-specs entry names {:?}",
             inst.instance_id, inst.repo, inst.repo
@@ -232,10 +227,10 @@ pub fn task_line(
             obj.insert("base_commit".into(), Value::from(c.clone()));
         }
     }
-    if let Some(i) = inst.install_cmd.clone().or(spec.install_cmd) {
+    if let Some(i) = inst.commands.install_cmd.clone().or(spec.install_cmd) {
         obj.insert("setup".into(), Value::from(i));
     }
-    if let Some(l) = inst.language.clone().or(spec.language) {
+    if let Some(l) = inst.commands.language.clone().or(spec.language) {
         obj.insert("profile".into(), Value::from(l));
     }
     Ok(line)
@@ -431,9 +426,7 @@ mod tests {
             test_patch: String::new(),
             fail_to_pass: Value::Null,
             pass_to_pass: Value::Null,
-            install_cmd: None,
-            test_cmd: None,
-            language: None,
+            commands: Spec::default(),
             source_tarball: None,
         };
         let pred = |id: &str| Prediction {
