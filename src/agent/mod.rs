@@ -224,9 +224,10 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
     /// The loop: test each reply, and ask for a repair while calls are left.
     async fn repair(&mut self, g: &mut Guard, first: ParsedReply) -> Result<Ended, AgentError> {
         let cfg = self.cfg;
-        // A first reply without a single PATCH block is told to the model
-        // instead of being tested: there is nothing of its to test.
-        let mut no_patch = first.is_empty();
+        // A reply without a single block is told to the model instead of
+        // being tested: there is nothing of its to test (it may have asked
+        // to read files: they go with the request).
+        let mut no_patch = first.writes_nothing();
         let mut report = self.apply(0, first)?;
         g.pending = Some("autodev: initial generation".into());
         let mut e = Ended {
@@ -243,7 +244,10 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
                     e.stop = StopReason::NoPatch;
                     break;
                 }
-                self.note("the model's reply held no PATCH, EDIT or DIFF block; asking again (nothing to test)");
+                self.note(&match report.reads.len() {
+                    0 => "the model's reply held no PATCH, EDIT or DIFF block; asking again (nothing to test)".to_string(),
+                    n => format!("the model asked to read {n} file(s); sending them (nothing to test)"),
+                });
                 let prompt = prompts::no_patch(cfg, &report.reads)?;
                 let reply = self.ask(i, &coder_rules(cfg.edit_format), prompt).await?;
                 if reply.is_empty() {
@@ -251,6 +255,7 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
                     e.stop = StopReason::NoPatch;
                     break;
                 }
+                no_patch = reply.writes_nothing();
                 report = self.apply(i, reply)?;
                 e.changed_since_test = true;
                 g.pending = Some(format!("autodev: iteration {}", i + 1));
@@ -298,6 +303,7 @@ impl<M: ModelClient, S: Sandbox + Environments> Loop<'_, M, S> {
                 e.stop = StopReason::NoPatch;
                 break;
             }
+            no_patch = reply.writes_nothing();
             report = self.apply(i, reply)?;
             e.changed_since_test = !report.applied.is_empty();
             if e.changed_since_test {

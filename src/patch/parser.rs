@@ -135,6 +135,12 @@ pub struct ParsedReply {
 }
 
 impl ParsedReply {
+    /// True when the reply holds no block at all, complete or not (it may
+    /// still ask to read files).
+    pub fn writes_nothing(&self) -> bool {
+        self.blocks.is_empty() && self.refused.is_empty()
+    }
+
     /// True when the reply holds no block at all, complete or not, and
     /// asks to read nothing.
     pub fn is_empty(&self) -> bool {
