@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::repo::{report_at, RepoFields, TestIds};
 use super::results::{task_key, TaskResult};
 use super::BatchConfig;
 use crate::agent::DEFAULT_MAX_ITERS;
@@ -87,25 +88,6 @@ struct RawTask {
 enum RawSetup {
     Command(String),
     Enabled(bool),
-}
-
-/// Test ids as a list, or as a JSON-encoded list (SWE-bench's dataset
-/// stores them so).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum TestIds {
-    List(Vec<String>),
-    Encoded(String),
-}
-
-impl TestIds {
-    fn ids(self, field: &str) -> Result<Vec<String>, String> {
-        match self {
-            TestIds::List(l) => Ok(l),
-            TestIds::Encoded(s) => serde_json::from_str(&s)
-                .map_err(|e| format!("{field}: a list of test ids, or one JSON-encoded: {e}")),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,97 +347,6 @@ fn setup_mode(raw: Option<RawSetup>) -> Result<Option<crate::env::SetupMode>, St
     })
 }
 
-/// Where a repository task's test command leaves its report: `test_results`,
-/// else what the command names; `None` keeps the profile's.
-fn report_at(
-    kind: &Kind,
-    test_results: Option<String>,
-    runner: &Command,
-) -> Result<Option<crate::sandbox::Junit>, String> {
-    if !matches!(kind, Kind::Repo(_)) {
-        return match test_results {
-            Some(_) => Err(
-                "test_results is for repository tasks; elsewhere the profile's report is read"
-                    .into(),
-            ),
-            None => Ok(None),
-        };
-    }
-    let Some(p) = test_results.or_else(|| super::repo::report_path(&runner.to_string())) else {
-        return Ok(None);
-    };
-    let rel = patch::apply::confine(&p).map_err(|(_, why)| format!("test_results {p:?}: {why}"))?;
-    Ok(Some(crate::sandbox::Junit::At(format!(
-        "/workspace/{}",
-        rel.display()
-    ))))
-}
-
-/// A task line's repository fields, before they are checked.
-struct RepoFields {
-    repo: Option<PathBuf>,
-    base_commit: Option<String>,
-    patch: Option<String>,
-    test_patch: Option<String>,
-    fail_to_pass: Option<TestIds>,
-    pass_to_pass: Option<TestIds>,
-}
-
-impl RepoFields {
-    fn given(&self) -> bool {
-        self.repo.is_some()
-            || self.base_commit.is_some()
-            || self.patch.is_some()
-            || self.test_patch.is_some()
-            || self.fail_to_pass.is_some()
-            || self.pass_to_pass.is_some()
-    }
-
-    /// The source and kind of a repository task: the repository confined
-    /// like a workspace folder, the test ids read.
-    fn into_task(self, base: &Path, allow: bool) -> Result<(Source, Kind), String> {
-        let Some(repo) = self.repo else {
-            return Err(
-                "base_commit, patch, test_patch, FAIL_TO_PASS and PASS_TO_PASS need repo: the repository they apply to".into(),
-            );
-        };
-        let path = confine(base, &repo, "repo", allow)?;
-        if !path.exists() {
-            return Err(format!("repo {} does not exist", path.display()));
-        }
-        if let Some(c) = &self.base_commit {
-            if c.is_empty()
-                || c.len() > 256
-                || c.starts_with('-')
-                || c.chars().any(char::is_control)
-            {
-                return Err(format!("base_commit {c:?} is not a commit name"));
-            }
-        }
-        let check = super::repo::RepoCheck {
-            patch: self.patch.unwrap_or_default(),
-            test_patch: self.test_patch.unwrap_or_default(),
-            fail_to_pass: self
-                .fail_to_pass
-                .map(|t| t.ids("FAIL_TO_PASS"))
-                .transpose()?
-                .unwrap_or_default(),
-            pass_to_pass: self
-                .pass_to_pass
-                .map(|t| t.ids("PASS_TO_PASS"))
-                .transpose()?
-                .unwrap_or_default(),
-        };
-        Ok((
-            Source::Repo(super::repo::RepoSource {
-                path,
-                commit: self.base_commit,
-            }),
-            Kind::Repo(check),
-        ))
-    }
-}
-
 /// A line that is not a task: its id and sample, if they can be read, so
 /// the error line can be matched to its task.
 fn salvage(text: &str, e: &serde_json::Error) -> (Option<String>, u32, String) {
@@ -616,7 +507,7 @@ fn untrusted(field: &str, value: f64, operator: f64, allow: bool) -> Result<(), 
 /// and kept inside it: no absolute path, no `..`, no link that leads out
 /// (a published tasks file must not pick host folders to read or send),
 /// unless the operator allows overrides.
-fn confine(base: &Path, p: &Path, field: &str, allow: bool) -> Result<PathBuf, String> {
+pub(super) fn confine(base: &Path, p: &Path, field: &str, allow: bool) -> Result<PathBuf, String> {
     let base = if base.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -702,63 +593,6 @@ mod tests {
             Command::Argv(vec!["sh".into(), "-c".into(), "exit 7".into()])
         );
         assert_eq!(t.spec.env, [("K".to_string(), "V".to_string())]);
-    }
-}
-
-#[cfg(test)]
-mod repo_tests {
-    use super::*;
-
-    #[test]
-    fn repository_fields_are_checked_together() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("r")).unwrap();
-        let d = RunSpec::new("", "", "img");
-        let parse = |l: &str| parse_task(l, root.path(), &d, false).map_err(|e| e.2);
-        let err = |l: &str| parse(l).unwrap_err();
-        assert!(err(r#"{"id":"a","test_cmd":"t","patch":"x"}"#).contains("need repo"));
-        assert!(
-            err(r#"{"id":"a","test_cmd":"t","repo":"r","files":{"a":"b"}}"#)
-                .contains("files cannot be given with repo")
-        );
-        assert!(err(r#"{"id":"a","test_cmd":"t","repo":"../r"}"#).contains("repo"));
-        assert!(
-            err(r#"{"id":"a","test_cmd":"t","repo":"r","FAIL_TO_PASS":"[x"}"#)
-                .contains("FAIL_TO_PASS")
-        );
-        assert!(
-            err(r#"{"id":"a","test_cmd":"t","repo":"r","base_commit":"--upload-pack=x"}"#)
-                .contains("not a commit name")
-        );
-        assert!(err(r#"{"id":"a","runner":"t","test_results":"r.xml"}"#)
-            .contains("for repository tasks"));
-        assert!(
-            err(r#"{"id":"a","test_cmd":"t","repo":"r","test_results":"../r.xml"}"#)
-                .contains("test_results")
-        );
-        assert!(
-            err(r#"{"id":"a","runner":"t","unusable":"no repository for a"}"#)
-                .contains("no repository for a")
-        );
-        let t = parse(
-            r#"{"id":"a","test_cmd":"pytest --junitxml=out/r.xml","repo":"r","patch":"p","FAIL_TO_PASS":"[\"t.py::x\"]","PASS_TO_PASS":["t.py::y"],"profile":"go"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            t.spec.junit,
-            crate::sandbox::Junit::At("/workspace/out/r.xml".into())
-        );
-        assert_eq!(
-            (t.profile.as_deref(), t.image_from_profile),
-            (Some("go"), true)
-        );
-        let Kind::Repo(c) = t.kind else {
-            panic!("not a repository task")
-        };
-        assert_eq!(
-            (c.fail_to_pass, c.pass_to_pass),
-            (vec!["t.py::x".to_string()], vec!["t.py::y".to_string()])
-        );
     }
 }
 
