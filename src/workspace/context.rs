@@ -68,8 +68,13 @@ pub fn file_context(
     copy: &CopyOptions,
     budget: usize,
 ) -> Result<String, WorkspaceError> {
+    Ok(whole(&context_files(root, copy)?, budget))
+}
+
+/// `files` as `=== path ===` and their text, cut at `budget` characters.
+pub(crate) fn whole(files: &[ContextFile], budget: usize) -> String {
     let mut out = String::new();
-    for f in context_files(root, copy)? {
+    for f in files {
         let part = format!("=== {} ===\n{}\n", f.rel, f.text);
         let left = budget.saturating_sub(out.chars().count());
         if part.chars().count() > left {
@@ -79,7 +84,7 @@ pub fn file_context(
         }
         out.push_str(&part);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::context::{context_files, file_context};
+use super::context::{context_files, whole};
 use super::{CopyOptions, WorkspaceError};
 
 /// Files answered per `READ::` round.
@@ -45,7 +45,8 @@ pub fn prompt_context(
         .map(|f| f.text.chars().count() + f.rel.len() + 10)
         .sum();
     if total <= budget {
-        return file_context(root, copy, budget);
+        // Read once: the files already read are the whole context.
+        return Ok(whole(&files, budget));
     }
     let known: BTreeSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
     let mut wanted: Vec<(String, Vec<usize>)> = Vec::new();
@@ -83,9 +84,9 @@ write READ::path on a line of its own; up to {MAX_READS} are answered next time.
             continue;
         };
         let left = file_budget.saturating_sub(out.chars().count());
-        let whole = format!("=== {rel} ===\n{}\n", f.text);
-        let part = if whole.chars().count() <= left {
-            whole
+        let full = format!("=== {rel} ===\n{}\n", f.text);
+        let part = if full.chars().count() <= left {
+            full
         } else {
             excerpt(rel, &f.text, lines, left)
         };
@@ -341,6 +342,9 @@ FAILED tests/test_basic.py::test_vary - AssertionError\n    man_test.go:57: want
         assert!(c.contains("other.py: Other"), "{c}");
         // A project that fits is shown whole, as before.
         let whole = prompt_context(d.path(), &copy, 1_000_000, Focus::default()).unwrap();
-        assert_eq!(whole, file_context(d.path(), &copy, 1_000_000).unwrap());
+        assert_eq!(
+            whole,
+            super::super::file_context(d.path(), &copy, 1_000_000).unwrap()
+        );
     }
 }
