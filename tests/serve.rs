@@ -5,105 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::service::{add_key, stop_clean, Service};
 use common::Sandboxed;
 use serde_json::{json, Value};
-
-/// A service process of the test, killed by PID if the test ends without
-/// stopping it.
-struct Service {
-    child: Child,
-    url: String,
-    /// Every line it wrote to stderr.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Service {
-    fn start(dir: &Path, label: &(String, String), extra: &[&str]) -> Service {
-        let mut child = common::isolated(dir)
-            .env("XDG_CACHE_HOME", dir.join("cache"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--state"])
-            .arg(dir.join("state"))
-            .sandboxed(label)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split(';').next().unwrap_or("").to_string());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the service did not start: {:?}", log.lock().unwrap()));
-        Service { child, url, log }
-    }
-
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's PID.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let t = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "the service did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Stops the service (SIGTERM): it must exit 0 and leave no container.
-fn stop_clean(mut svc: Service, label: &(String, String)) {
-    assert!(svc.stop().success(), "a drained service exits 0");
-    common::assert_no_leak(label);
-}
-
-/// `autodev serve keys add NAME ARGS…`: the token.
-fn add_key(dir: &Path, name: &str, args: &[&str]) -> String {
-    let out = common::isolated(dir)
-        .args(["serve", "keys", "add", name, "--state"])
-        .arg(dir.join("state"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 async fn post(c: &reqwest::Client, url: &str, token: &str, body: Value) -> (u16, Value) {
     let r = c

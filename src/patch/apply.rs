@@ -282,6 +282,30 @@ pub fn write_file(
     Ok(rel)
 }
 
+/// Gives the file at `rel` under `root` (a clean path [`write_file`] just
+/// wrote, so reached through real folders) the executable bit or takes it
+/// away, leaving its other mode bits as they were: `chmod +x` in a sandbox
+/// comes back, and a private file stays private.
+pub fn set_executable(root: &Path, rel: &Path, exec: bool) -> Result<(), Refused> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let full = walk(root, rel, false)?;
+    let io = |e: std::io::Error| (RefusalReason::Io, format!("setting its mode: {e}"));
+    let md = fs::symlink_metadata(&full).map_err(io)?;
+    if !md.is_file() {
+        return Err((RefusalReason::NotAFile, "not a file".into()));
+    }
+    let old = md.mode() & 0o7777;
+    let mode = if exec {
+        old | ((old & 0o444) >> 2)
+    } else {
+        old & !0o111
+    };
+    if mode != old {
+        fs::set_permissions(&full, fs::Permissions::from_mode(mode)).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// The file at `raw` under `root`, by the same rules as [`write_file`]: a
 /// path [`confine`] accepts, reached through real folders only, naming a
 /// regular file. Returns the clean relative path and the full one, or

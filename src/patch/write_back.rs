@@ -1,10 +1,12 @@
 //! What a run sends back (`RunSpec::write_back`), written into a host
 //! folder: each regular file that is new or changed, through the patch
 //! applier's rules (`patch::apply::write_file`); links, FIFOs, devices and
-//! VCS metadata are refused one by one, a tree over the cap whole. Files
-//! the command deleted stay.
+//! VCS metadata are refused one by one, a tree over the cap whole. Given
+//! the files that were sent in, those the command deleted are deleted.
 
+use std::collections::BTreeSet;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::Serialize;
@@ -28,6 +30,9 @@ pub struct WriteBack {
     pub written: Vec<String>,
     /// Entries refused.
     pub refused: Vec<Refused>,
+    /// Files the command deleted, deleted here too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
     /// Files the command left as they were.
     pub unchanged: u64,
     /// Why nothing was written back, when nothing was.
@@ -45,8 +50,16 @@ impl WriteBack {
 }
 
 /// Writes `tree` (what the run sent back, `None` when its backend cannot)
-/// into `root`, whose files may add up to `max_bytes`.
-pub fn write_back(root: &Path, tree: Option<TreeBack>, max_bytes: u64) -> WriteBack {
+/// into `root`, whose files may add up to `max_bytes`. `sent`: the regular
+/// files the run was given; each one the tree no longer holds is removed
+/// from `root` (a file the run was not given is never touched, so an
+/// excluded one survives).
+pub fn write_back(
+    root: &Path,
+    tree: Option<TreeBack>,
+    max_bytes: u64,
+    sent: &BTreeSet<String>,
+) -> WriteBack {
     let bytes = match tree {
         Some(TreeBack::Received(b)) => b,
         None => return WriteBack::failed("this backend cannot send a workspace back (Docker engines can): nothing was written back".into()),
@@ -55,6 +68,7 @@ pub fn write_back(root: &Path, tree: Option<TreeBack>, max_bytes: u64) -> WriteB
     };
     let mut out = WriteBack::default();
     let mut changed = Vec::new();
+    let mut seen = BTreeSet::new();
     let mut total = 0u64;
     let mut archive = tar::Archive::new(&bytes[..]);
     let entries = match archive.entries() {
@@ -76,6 +90,9 @@ pub fn write_back(root: &Path, tree: Option<TreeBack>, max_bytes: u64) -> WriteB
         if path.is_empty() || kind.is_dir() {
             continue;
         }
+        // Whatever the entry is, the path is still there: a file replaced
+        // by a link is refused, not deleted.
+        seen.insert(path.clone());
         if !kind.is_file() {
             out.refused.push(Refused {
                 path,
@@ -90,15 +107,19 @@ pub fn write_back(root: &Path, tree: Option<TreeBack>, max_bytes: u64) -> WriteB
             ));
         }
         total += buf.len() as u64;
+        let exec = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
         let same = apply::existing_file(root, &path)
             .ok()
             .flatten()
-            .and_then(|(_, full)| std::fs::read(full).ok())
-            .is_some_and(|old| old == buf);
+            .and_then(|(_, full)| {
+                let old_exec = std::fs::metadata(&full).ok()?.mode() & 0o111 != 0;
+                Some(old_exec == exec && std::fs::read(full).ok()? == buf)
+            })
+            .unwrap_or(false);
         if same {
             out.unchanged += 1;
         } else {
-            changed.push((path, buf));
+            changed.push((path, buf, exec));
         }
     }
     if total > max_bytes {
@@ -106,10 +127,30 @@ pub fn write_back(root: &Path, tree: Option<TreeBack>, max_bytes: u64) -> WriteB
             "the workspace the command left holds {total} bytes, over the cap of {max_bytes}: nothing was written back"
         ));
     }
-    for (path, buf) in changed {
-        match apply::write_file(root, &path, &buf, max_bytes) {
-            Ok(_) => out.written.push(path),
+    for (path, buf, exec) in changed {
+        let written = apply::write_file(root, &path, &buf, max_bytes)
+            .and_then(|rel| apply::set_executable(root, &rel, exec));
+        match written {
+            Ok(()) => out.written.push(path),
             Err((_, why)) => out.refused.push(Refused { path, why }),
+        }
+    }
+    for path in sent.difference(&seen) {
+        // Through the same rules as a write: a path that now leads through
+        // a link is refused, never followed.
+        match apply::existing_file(root, path) {
+            Ok(Some((_, full))) => match std::fs::remove_file(&full) {
+                Ok(()) => out.deleted.push(path.clone()),
+                Err(e) => out.refused.push(Refused {
+                    path: path.clone(),
+                    why: format!("deleting it: {e}"),
+                }),
+            },
+            Ok(None) => {}
+            Err((_, why)) => out.refused.push(Refused {
+                path: path.clone(),
+                why,
+            }),
         }
     }
     out
@@ -149,8 +190,19 @@ mod tests {
             ("./.git/config", tar::EntryType::Regular, b"x"),
             ("./../up", tar::EntryType::Regular, b"x"),
         ]);
-        let w = write_back(d.path(), Some(TreeBack::Received(tree)), 1000);
+        std::fs::write(d.path().join("gone.txt"), "g").unwrap();
+        std::fs::write(d.path().join("excluded.txt"), "e").unwrap();
+        let sent: BTreeSet<String> = ["same.txt", "old.txt", "gone.txt", "link"]
+            .map(String::from)
+            .into();
+        let w = write_back(d.path(), Some(TreeBack::Received(tree)), 1000, &sent);
         assert_eq!(w.written, ["old.txt", "d/n.txt"], "{w:?}");
+        assert_eq!(
+            w.deleted,
+            ["gone.txt"],
+            "only what was sent and is gone: {w:?}"
+        );
+        assert!(!d.path().join("gone.txt").exists() && d.path().join("excluded.txt").exists());
         let refused: Vec<&str> = w.refused.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(refused, ["link", ".git/config", "../up"], "{w:?}");
         assert_eq!(w.unchanged, 1);
@@ -160,11 +212,41 @@ mod tests {
         );
         assert!(!d.path().join("link").exists() && !d.path().parent().unwrap().join("up").exists());
         let big = tar_of(&[("./big", tar::EntryType::Regular, &[0u8; 50])]);
-        let w = write_back(d.path(), Some(TreeBack::Received(big)), 10);
+        let w = write_back(d.path(), Some(TreeBack::Received(big)), 10, &sent);
         assert!(w.error.unwrap().contains("over the cap") && !d.path().join("big").exists());
-        assert!(write_back(d.path(), None, 10).error.is_some());
-        assert!(write_back(d.path(), Some(TreeBack::Cut), 10)
+        // A tree that did not arrive deletes nothing.
+        assert!(write_back(d.path(), None, 10, &sent).error.is_some());
+        assert!(write_back(d.path(), Some(TreeBack::Cut), 10, &sent)
             .error
             .is_some());
+        assert!(d.path().join("same.txt").exists() && d.path().join("old.txt").exists());
+    }
+
+    #[test]
+    fn the_executable_bit_comes_back_and_other_mode_bits_stay() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("run.sh");
+        std::fs::write(&script, "x").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "run.sh", &b"x"[..]).unwrap();
+        let tree = b.into_inner().unwrap();
+        let w = write_back(
+            d.path(),
+            Some(TreeBack::Received(tree)),
+            100,
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            w.written,
+            ["run.sh"],
+            "a mode-only change is a change: {w:?}"
+        );
+        let mode = std::fs::metadata(&script).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "executable, and still private");
     }
 }

@@ -171,6 +171,9 @@ if [ -n "$b" ]; then
   # The workspace as the command ended it, at most $b bytes of tar: nothing
   # of the command may still be running and writing.
   kill -KILL -1 2>/dev/null
+  # tar skips what it cannot read, and a file missing from the tree reads
+  # as deleted: the command's own files are made readable first.
+  (cd /workspace && PATH=$P chmod -R u+rX . 2>/dev/null)
   printf '\036%s:tree-begin\n' "$n" >&2
   (cd /workspace && PATH=$P tar -c -f - . 2>/dev/null | PATH=$P head -c "$b") >&2
   printf '\036%s:tree-end\n' "$n" >&2

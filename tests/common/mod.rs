@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod fleet;
+pub mod service;
 pub mod swe;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from urllib.parse import quote
 from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import httpx
@@ -42,6 +43,7 @@ ROUTES: Tuple[Tuple[str, str], ...] = (
     ("delete", "/v1/sessions/{id}/files/{path}"),
     ("post", "/v1/sessions/{id}/runs"),
     ("get", "/v1/sessions/{id}/archive"),
+    ("put", "/v1/sessions/{id}/archive"),
     ("post", "/v1/batches"),
     ("get", "/v1/batches/{id}"),
     ("delete", "/v1/batches/{id}"),
@@ -79,6 +81,16 @@ def _run_body(runner: Runner, **fields: Any) -> Json:
     body: Json = {"runner": runner if isinstance(runner, str) else list(runner)}
     body.update({k: v for k, v in fields.items() if v is not None})
     return body
+
+
+def _file(session_id: str, path: str) -> str:
+    # Percent-encoded, so a name with `?`, `#` or `%` in it stays a name; the
+    # service decodes it and applies its path rules to the result.
+    return f"/v1/sessions/{session_id}/files/{quote(path, safe='/')}"
+
+
+def _exec_param(executable: Optional[bool]) -> Dict[str, str]:
+    return {} if executable is None else {"executable": str(executable).lower()}
 
 
 def _events(lines: Iterator[str]) -> Iterator[Event]:
@@ -183,6 +195,10 @@ class Client:
             r = self._call("POST", "/v1/sessions", json={"files": dict(files or {})})
         return Session(self, r.json()["id"])
 
+    def session(self, session_id: str) -> "Session":
+        """A session made earlier (by id), without asking the service."""
+        return Session(self, session_id)
+
     # Batches
     def submit_batch(self, tasks: Sequence[Json]) -> Json:
         lines = "\n".join(json.dumps(t) for t in tasks)
@@ -213,26 +229,35 @@ class Session:
         return self.client._call("GET", self._path()).json()
 
     def files(self) -> List[Json]:
+        """Every regular file: `{"path", "bytes"}`."""
         return self.client._call("GET", self._path("/files")).json()["files"]
 
     def read(self, path: str) -> bytes:
-        return self.client._call("GET", self._path(f"/files/{path}")).content
+        return self.client._call("GET", _file(self.id, path)).content
 
-    def write(self, path: str, data: Union[bytes, str]) -> None:
+    def write(self, path: str, data: Union[bytes, str], *, executable: Optional[bool] = None) -> None:
+        """Writes a file whole; `executable` sets or clears its executable bit
+        (else a new file is not executable and a replaced one keeps its mode)."""
         content = data.encode() if isinstance(data, str) else data
-        self.client._call("PUT", self._path(f"/files/{path}"), content=content)
+        self.client._call("PUT", _file(self.id, path), content=content, params=_exec_param(executable))
 
     def remove(self, path: str) -> None:
-        self.client._call("DELETE", self._path(f"/files/{path}"))
+        self.client._call("DELETE", _file(self.id, path))
 
     def run(self, runner: Runner, *, write_back: bool = False, **fields: Any) -> Json:
         """A run on the session's files in a fresh container; with
-        `write_back`, what the command changed is copied back."""
+        `write_back`, what the command changed (and deleted) is copied back."""
         body = _run_body(runner, write_back=write_back, **fields)
         return self.client._call("POST", self._path("/runs"), json=body).json()
 
     def archive(self) -> bytes:
+        """The files as a tar."""
         return self.client._call("GET", self._path("/archive")).content
+
+    def restore(self, tar: bytes) -> None:
+        """Replaces the files with a tar's, whole or not at all."""
+        self.client._call("PUT", self._path("/archive"), content=tar,
+                          headers={"Content-Type": "application/x-tar"})
 
     def delete(self) -> None:
         self.client._call("DELETE", self._path())
@@ -303,27 +328,55 @@ class AsyncClient:
     async def usage(self, since: int = 0) -> Json:
         return (await self._call("GET", "/v1/usage", params={"since": since})).json()
 
-    async def create_session(self, files: Optional[Mapping[str, str]] = None) -> "AsyncSession":
-        r = await self._call("POST", "/v1/sessions", json={"files": dict(files or {})})
+    async def create_session(self, files: Optional[Mapping[str, str]] = None,
+                             tar: Optional[bytes] = None) -> "AsyncSession":
+        if tar is not None:
+            r = await self._call("POST", "/v1/sessions", content=tar,
+                                 headers={"Content-Type": "application/x-tar"})
+        else:
+            r = await self._call("POST", "/v1/sessions", json={"files": dict(files or {})})
         return AsyncSession(self, r.json()["id"])
+
+    def session(self, session_id: str) -> "AsyncSession":
+        """A session made earlier (by id), without asking the service."""
+        return AsyncSession(self, session_id)
 
 
 class AsyncSession:
-    """A session of an `AsyncClient`."""
+    """A session of an `AsyncClient`: the same methods as `Session`."""
 
     def __init__(self, client: AsyncClient, session_id: str):
         self.client, self.id = client, session_id
 
-    async def read(self, path: str) -> bytes:
-        return (await self.client._call("GET", f"/v1/sessions/{self.id}/files/{path}")).content
+    def _path(self, rest: str = "") -> str:
+        return f"/v1/sessions/{self.id}{rest}"
 
-    async def write(self, path: str, data: Union[bytes, str]) -> None:
+    async def info(self) -> Json:
+        return (await self.client._call("GET", self._path())).json()
+
+    async def files(self) -> List[Json]:
+        return (await self.client._call("GET", self._path("/files"))).json()["files"]
+
+    async def read(self, path: str) -> bytes:
+        return (await self.client._call("GET", _file(self.id, path))).content
+
+    async def write(self, path: str, data: Union[bytes, str], *, executable: Optional[bool] = None) -> None:
         content = data.encode() if isinstance(data, str) else data
-        await self.client._call("PUT", f"/v1/sessions/{self.id}/files/{path}", content=content)
+        await self.client._call("PUT", _file(self.id, path), content=content, params=_exec_param(executable))
+
+    async def remove(self, path: str) -> None:
+        await self.client._call("DELETE", _file(self.id, path))
 
     async def run(self, runner: Runner, *, write_back: bool = False, **fields: Any) -> Json:
         body = _run_body(runner, write_back=write_back, **fields)
-        return (await self.client._call("POST", f"/v1/sessions/{self.id}/runs", json=body)).json()
+        return (await self.client._call("POST", self._path("/runs"), json=body)).json()
+
+    async def archive(self) -> bytes:
+        return (await self.client._call("GET", self._path("/archive"))).content
+
+    async def restore(self, tar: bytes) -> None:
+        await self.client._call("PUT", self._path("/archive"), content=tar,
+                                headers={"Content-Type": "application/x-tar"})
 
     async def delete(self) -> None:
-        await self.client._call("DELETE", f"/v1/sessions/{self.id}")
+        await self.client._call("DELETE", self._path())

@@ -205,7 +205,15 @@ impl Tools {
         let tree = o.tree_back.take();
         let mut s = summary(&o);
         if write_back {
-            let w = autodev::patch::write_back::write_back(&root, tree, spec.limits.max_copy_bytes);
+            // The user's own folder: what the command deleted is not
+            // deleted there (a session's files are the service's, and are).
+            let keep_all = Default::default();
+            let w = autodev::patch::write_back::write_back(
+                &root,
+                tree,
+                spec.limits.max_copy_bytes,
+                &keep_all,
+            );
             s["write_back"] = serde_json::to_value(w).unwrap_or_default();
         }
         let failed = o.verdict.as_str() != "passed";

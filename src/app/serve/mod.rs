@@ -225,11 +225,22 @@ impl Service {
                 let _held = s.lock.lock().await;
                 req.spec.workspace = s.ws();
                 req.spec.write_back = write_back.then(|| self.sessions.tree_cap());
+                // What the run is given: what it deletes of it, write-back deletes.
+                let sent = if write_back {
+                    sessions::sent(&req.spec).await
+                } else {
+                    Ok(Default::default())
+                };
                 let (mut result, tree) = self
                     .run_in_environment(&mut req, &mut sink, &run.cancel)
                     .await;
                 if write_back {
-                    result["write_back"] = self.sessions.write_back(&s, tree);
+                    result["write_back"] = match sent {
+                        Ok(sent) => self.sessions.write_back(&s, tree, &sent),
+                        Err(e) => {
+                            json!({"error": format!("listing the session's files: {e}: nothing was written back")})
+                        }
+                    };
                 }
                 result
             }

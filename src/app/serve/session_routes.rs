@@ -43,6 +43,7 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         ("post", "/v1/sessions/{id}/runs", post(run), true),
         ("get", "/v1/sessions/{id}/archive", get(archive), true),
+        ("put", "/v1/sessions/{id}/archive", put(replace), true),
     ]
 }
 
@@ -121,11 +122,18 @@ async fn list_files(
     Extension(t): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    use std::os::unix::fs::MetadataExt;
     let s = session(&svc, &t, &id)?;
-    let files = list(&s.ws()).map_err(internal)?;
+    let ws = s.ws();
+    let files = list(&ws).map_err(internal)?;
     let files: Vec<Value> = files
         .into_iter()
-        .map(|(path, bytes)| json!({"path": path, "bytes": bytes}))
+        .map(|(path, bytes)| {
+            // `list` found a regular file here; no link is followed.
+            let exec =
+                std::fs::symlink_metadata(ws.join(&path)).is_ok_and(|m| m.mode() & 0o111 != 0);
+            json!({"path": path, "bytes": bytes, "executable": exec})
+        })
         .collect();
     Ok(Json(json!({"files": files})))
 }
@@ -143,17 +151,26 @@ async fn read_file(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteQuery {
+    /// Make the file executable (`true`) or not (`false`).
+    executable: Option<bool>,
+}
+
 async fn write_file(
     State(svc): State<Svc>,
     Extension(t): Extension<Tenant>,
     Path((id, path)): Path<(String, String)>,
+    query: Result<Query<WriteQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
     let body = body.map_err(body_error)?;
     let s = session(&svc, &t, &id)?;
     let _held = s.lock.lock().await;
     svc.sessions
-        .put(&s, &path, &body)
+        .put(&s, &path, &body, q.executable)
         .map_err(|why| bad(format!("{path:?}: {why}")))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -213,4 +230,17 @@ async fn archive(
     let s = session(&svc, &t, &id)?;
     let tar = svc.sessions.archive(&s).map_err(internal)?;
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], tar).into_response())
+}
+
+async fn replace(
+    State(svc): State<Svc>,
+    Extension(t): Extension<Tenant>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(body_error)?;
+    let s = session(&svc, &t, &id)?;
+    let _held = s.lock.lock().await;
+    svc.sessions.replace(&s, &body).map_err(bad)?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -8,7 +8,7 @@
 //! only. Sessions hold regular files and folders, nothing else: an archive
 //! with a link or a device in it is refused whole.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -97,6 +97,25 @@ pub(crate) fn list(root: &Path) -> std::io::Result<Listing> {
     Ok(out)
 }
 
+/// The regular files a run of `spec` is given (its workspace as the copy
+/// walks it, exclusions applied): write-back may delete only these.
+pub(crate) async fn sent(spec: &autodev::sandbox::RunSpec) -> Result<BTreeSet<String>, String> {
+    let (root, copy, cap) = (
+        spec.workspace.clone(),
+        spec.copy.clone(),
+        spec.limits.max_copy_bytes,
+    );
+    let m = tokio::task::spawn_blocking(move || autodev::workspace::manifest(&root, &copy, cap))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(m.entries
+        .into_iter()
+        .filter(|e| matches!(e.kind, autodev::workspace::EntryKind::File(_)))
+        .map(|e| e.rel.to_string_lossy().into_owned())
+        .collect())
+}
+
 /// The sessions of this service.
 #[derive(Debug)]
 pub(crate) struct Sessions {
@@ -116,6 +135,10 @@ impl Sessions {
         for e in std::fs::read_dir(&root)? {
             let dir = e?.path();
             let meta: Option<Meta> = read_json(&dir.join("meta.json"));
+            if !dir.join("ws").exists() && dir.join("ws.old").is_dir() {
+                // Stopped in the middle of a replace: the files before it.
+                std::fs::rename(dir.join("ws.old"), dir.join("ws"))?;
+            }
             match meta {
                 Some(m) if m.last_used + idle.as_secs() >= now() && dir.ends_with(&m.id) => {
                     let s = Session {
@@ -187,7 +210,6 @@ impl Sessions {
                 ));
             }
             apply::write_file(ws, path, bytes, self.max_bytes)
-                .map(|_| ())
                 .map_err(|(_, why)| format!("file {path:?}: {why}"))
         };
         match init {
@@ -227,11 +249,36 @@ impl Sessions {
                         .take(self.max_bytes + 1)
                         .read_to_end(&mut buf)
                         .map_err(|e| format!("archive entry {path:?}: {e}"))?;
-                    put(&path, &buf)?;
+                    // A folder of our own, just filled: nothing else writes in it.
+                    let full = ws.join(put(&path, &buf)?);
+                    let h = entry.header();
+                    keep_stamp(&full, h.mode().unwrap_or(0o644), h.mtime().unwrap_or(0))
+                        .map_err(|e| format!("archive entry {path:?}: {e}"))?;
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Replaces a session's files with an archive's, whole or not at all
+    /// (the same rules and cap as a session made from a tar). The caller
+    /// holds the session's lock.
+    pub(crate) fn replace(&self, s: &Session, tar: &[u8]) -> Result<(), String> {
+        let (ws, new, old) = (s.ws(), s.dir.join("ws.new"), s.dir.join("ws.old"));
+        for stale in [&new, &old] {
+            let _ = std::fs::remove_dir_all(stale);
+        }
+        let made = std::fs::create_dir(&new).map_err(|e| format!("replacing the files: {e}"));
+        if let Err(e) = made.and_then(|()| self.fill(&new, Init::Tar(tar))) {
+            let _ = std::fs::remove_dir_all(&new);
+            return Err(e);
+        }
+        // Two renames: a stop between them leaves `ws.old`, which `open` puts back.
+        std::fs::rename(&ws, &old)
+            .and_then(|()| std::fs::rename(&new, &ws))
+            .map_err(|e| format!("replacing the files: {e}"))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
     }
 
     /// The session `id` if `key` owns it (another key's is as missing as
@@ -276,7 +323,15 @@ impl Sessions {
     }
 
     /// Writes one file of a session, within its cap.
-    pub(crate) fn put(&self, s: &Session, path: &str, bytes: &[u8]) -> Result<(), String> {
+    /// `exec`: make the file executable or not (else a new file is not,
+    /// and a replaced one keeps its mode).
+    pub(crate) fn put(
+        &self,
+        s: &Session,
+        path: &str,
+        bytes: &[u8],
+        exec: Option<bool>,
+    ) -> Result<(), String> {
         let ws = s.ws();
         let files = list(&ws).map_err(|e| e.to_string())?;
         let clean = apply::confine(path).map_err(|(_, why)| why)?;
@@ -291,9 +346,11 @@ impl Sessions {
                 self.max_bytes
             ));
         }
-        apply::write_file(&ws, path, bytes, self.max_bytes)
-            .map(|_| ())
-            .map_err(|(_, why)| why)
+        let rel = apply::write_file(&ws, path, bytes, self.max_bytes).map_err(|(_, why)| why)?;
+        match exec {
+            Some(x) => apply::set_executable(&ws, &rel, x).map_err(|(_, why)| why),
+            None => Ok(()),
+        }
     }
 
     /// The largest tar a run sends back for write-back: the session's cap
@@ -303,21 +360,58 @@ impl Sessions {
     }
 
     /// Copies what a run changed back into the session, through the same
-    /// rules as `PUT` (`workspace::write_back`).
-    pub(crate) fn write_back(&self, s: &Session, tree: Option<TreeBack>) -> serde_json::Value {
-        let w = autodev::patch::write_back::write_back(&s.ws(), tree, self.max_bytes);
+    /// rules as `PUT` (`workspace::write_back`); `sent`: the files it was
+    /// given ([`sent`]), of which those it deleted are deleted.
+    pub(crate) fn write_back(
+        &self,
+        s: &Session,
+        tree: Option<TreeBack>,
+        sent: &BTreeSet<String>,
+    ) -> serde_json::Value {
+        let w = autodev::patch::write_back::write_back(&s.ws(), tree, self.max_bytes, sent);
         serde_json::to_value(w).unwrap_or_default()
     }
 
-    /// The workspace as a tar archive (regular files only, as stored).
+    /// The workspace as a tar archive: regular files only, each with its
+    /// time and whether it is executable (nothing of the service's host:
+    /// no owner, no other mode bits), so that replacing the files with an
+    /// archive and taking it again gives the same bytes.
     pub(crate) fn archive(&self, s: &Session) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::MetadataExt;
         let ws = s.ws();
         let mut b = tar::Builder::new(Vec::new());
         for (rel, _) in list(&ws)? {
-            b.append_path_with_name(ws.join(&rel), &rel)?;
+            let mut f = std::fs::File::open(ws.join(&rel))?;
+            let md = f.metadata()?;
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(md.len());
+            h.set_mode(stamp_mode(md.mode()));
+            h.set_mtime(md.mtime().max(0) as u64);
+            b.append_data(&mut h, &rel, &mut f)?;
         }
         b.into_inner()
     }
+}
+
+/// The mode a session file has: executable or not, readable by all.
+fn stamp_mode(mode: u32) -> u32 {
+    if mode & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+/// Gives a file written from an archive the entry's time and mode.
+fn keep_stamp(full: &Path, mode: u32, mtime: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(full, std::fs::Permissions::from_mode(stamp_mode(mode)))?;
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(mtime);
+    std::fs::File::options()
+        .write(true)
+        .open(full)?
+        .set_modified(when)
 }
 
 #[cfg(test)]
@@ -371,19 +465,51 @@ mod tests {
             "refused sessions leave nothing"
         );
         assert!(s
-            .put(&ses, "c.txt", &[1u8; 99])
+            .put(&ses, "c.txt", &[1u8; 99], None)
             .unwrap_err()
             .contains("cap"));
-        s.put(&ses, "a/b.txt", &[1u8; 90]).unwrap();
+        s.put(&ses, "a/b.txt", &[1u8; 90], Some(true)).unwrap();
+        let md = std::fs::metadata(ses.ws().join("a/b.txt")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777,
+            0o755
+        );
         std::os::unix::fs::symlink("/etc", ses.ws().join("out")).unwrap();
-        assert!(s.put(&ses, "out/x", b"x").unwrap_err().contains("symlink"));
+        assert!(s
+            .put(&ses, "out/x", b"x", None)
+            .unwrap_err()
+            .contains("symlink"));
         assert!(s.get(&ses.id, "other").is_none());
         let again = Sessions::open(root, Duration::from_secs(3600), 100).unwrap();
         assert!(
             again.get(&ses.id, "k").is_some(),
             "sessions survive a restart"
         );
+        let bad = tar_with(&[
+            ("z.txt", tar::EntryType::Regular, b"z"),
+            ("l", tar::EntryType::Symlink, b""),
+        ]);
+        let before = list(&ses.ws()).unwrap();
+        assert!(again.replace(&ses, &bad).unwrap_err().contains("Symlink"));
+        assert_eq!(
+            list(&ses.ws()).unwrap(),
+            before,
+            "a refused replace changes nothing"
+        );
+        again
+            .replace(
+                &ses,
+                &tar_with(&[("a/b.txt", tar::EntryType::Regular, b"hi")]),
+            )
+            .unwrap();
+        assert_eq!(list(&ses.ws()).unwrap(), [("a/b.txt".to_string(), 2)]);
         let tar = again.archive(&ses).unwrap();
+        again.replace(&ses, &tar).unwrap();
+        assert_eq!(
+            again.archive(&ses).unwrap(),
+            tar,
+            "an archive survives a replace byte for byte"
+        );
         let names: Vec<String> = tar::Archive::new(&tar[..])
             .entries()
             .unwrap()
