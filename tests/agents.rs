@@ -1,42 +1,67 @@
-//! The OpenAI Agents SDK (`openai-agents` from PyPI) using autodev as its
-//! sandbox through `autodev_client.agents`, against a real `autodev serve`
-//! on the real Docker engine: the SDK's session operations, and a sandbox
-//! agent run end to end (the SDK's scripted model, no network model) whose
-//! commands run in autodev. The run is the README's quick start.
+//! README's "Using autodev from an agent", each quick start run as it is
+//! written there, against the real Docker engine: the MCP snippet's command
+//! answers a real MCP handshake; the Python client snippet runs against a
+//! real `autodev serve`; and the OpenAI Agents SDK (`openai-agents` from
+//! PyPI) uses autodev as its sandbox through `autodev_client.agents`: the
+//! SDK's session operations, and the README's agent run (the SDK's scripted
+//! model, no network model) whose commands run in autodev.
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use common::service::{add_key, stop_clean, Service};
+use common::Sandboxed;
+use serde_json::{json, Value};
 
-fn run_python(py: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = Command::new(py);
-    for a in args {
-        cmd.arg(a);
-    }
-    let out = cmd
-        .env("PYTHONPATH", root.join("clients/python"))
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fenced blocks of `lang` in README's section on agents, in order.
+fn readme_blocks(lang: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Using autodev from an agent\n")
+        .nth(1)
+        .expect("README has a section on agents")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    section
+        .split(&format!("```{lang}\n"))
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect()
+}
+
+/// Runs `py` with `args`; what it printed, or the test fails with all of it.
+fn run_python(py: &Path, args: &[PathBuf], env: &[(&str, &str)]) -> String {
+    let out = Command::new(py)
+        .args(args)
+        .current_dir(root())
+        .env("PYTHONPATH", root().join("clients/python"))
         // Nothing of the SDK may reach a service off this host.
         .env("OPENAI_AGENTS_DISABLE_TRACING", "1")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{text}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout
 }
 
 /// Runs the key `k` has had, from the service's usage route.
 async fn runs_of(svc: &Service, k: &str) -> u64 {
-    let v: serde_json::Value = reqwest::Client::new()
+    let v: Value = reqwest::Client::new()
         .get(svc.at("/v1/usage"))
         .bearer_auth(k)
         .send()
@@ -52,43 +77,107 @@ async fn runs_of(svc: &Service, k: &str) -> u64 {
 
 #[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
-async fn the_agents_sdk_runs_its_session_operations_and_an_agent_through_autodev() {
+async fn the_readme_mcp_snippet_starts_a_server_that_answers_an_mcp_handshake() {
+    let _sb = require_docker!();
+    let label = common::test_label("readme-mcp");
+    let block = &readme_blocks("json")[0];
+    let conf: Value = serde_json::from_str(block).unwrap();
+    let server = &conf["mcpServers"]["autodev"];
+    assert_eq!(server["command"], "autodev");
+    let ws = common::workspace(&[("test_a.py", "def test_a():\n    assert True\n")]);
+    let args: Vec<String> = server["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap()
+                .replace("/path/to/your/project", &ws.path().to_string_lossy())
+        })
+        .collect();
+    let mut child = common::isolated(ws.path())
+        .args(&args)
+        .sandboxed(&label)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for (id, method) in [(1, "initialize"), (2, "tools/list")] {
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"protocolVersion": "2025-06-18"}});
+        writeln!(stdin, "{msg}").unwrap();
+        let answer: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(answer["id"], id, "{answer}");
+        assert!(answer["result"].is_object(), "{answer}");
+        if method == "tools/list" {
+            let tools = answer["result"]["tools"].as_array().unwrap();
+            assert!(tools.iter().any(|t| t["name"] == "run_tests"), "{answer}");
+        }
+    }
+    drop(stdin);
+    common::wait_until(
+        "the server ends with its stdin",
+        std::time::Duration::from_secs(60),
+        || child.try_wait().unwrap().is_some(),
+    );
+    assert!(child.wait().unwrap().success());
+    common::assert_no_leak(&label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_python_client_snippet_runs_against_the_service() {
+    let _sb = require_docker!();
+    let py = common::pypi_python("httpx");
+    let label = common::test_label("readme-client");
+    let dir = tempfile::tempdir().unwrap();
+    let k = add_key(dir.path(), "prog", &[]);
+    let svc = Service::start(dir.path(), &label, &[]);
+    let block = &readme_blocks("python")[0];
+    let script = dir.path().join("snippet.py");
+    let code = block.replace("\"http://127.0.0.1:8844\"", "URL");
+    std::fs::write(
+        &script,
+        format!("import os\nURL, TOKEN = os.environ['URL'], os.environ['TOKEN']\n{code}"),
+    )
+    .unwrap();
+    let out = run_python(&py, &[script], &[("URL", &svc.url), ("TOKEN", &k)]);
+    assert_eq!(out.trim(), "passed");
+    stop_clean(svc, &label);
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agents_sdk_runs_its_session_operations_and_the_readme_agent_through_autodev() {
     let _sb = require_docker!();
     let py = common::pypi_python("agents.sandbox, httpx");
     let label = common::test_label("agents-sdk");
     let dir = tempfile::tempdir().unwrap();
     let k = add_key(dir.path(), "agent", &[]);
     let svc = Service::start(dir.path(), &label, &[]);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
 
-    let out = run_python(
-        &py,
-        &[&root.join("tests/serve/agents_sdk.py"), &svc.url, &k],
-    );
+    let ops = root().join("tests/serve/agents_sdk.py");
+    let out = run_python(&py, &[ops, svc.url.clone().into(), k.clone().into()], &[]);
     assert!(out.contains("all session operations held"), "{out}");
 
-    // The example: a scripted model's three commands, each a run of this key.
-    let before = runs_of(&svc, &k).await;
-    let out = run_python(
-        &py,
-        &[
-            &root.join("examples/agents/agent.py"),
-            &"--url",
-            &svc.url,
-            &"--token",
-            &k,
-            &"--project",
-            &root.join("examples/buggy_add/project"),
-            &"--replay",
-            &root.join("examples/agents/replay.json"),
-        ],
-    );
-    assert_eq!(runs_of(&svc, &k).await - before, 3, "{out}");
-    let tools: Vec<&str> = out
-        .split("[tool] ")
-        .skip(1)
-        .map(|s| s.split("\n[tool]").next().unwrap_or(s))
+    // README's command, as written (the service's address from AUTODEV_URL).
+    let line = readme_blocks("sh")[0].trim().to_string();
+    let words: Vec<PathBuf> = line
+        .strip_prefix("python ")
+        .expect("README runs the example with python")
+        .split_whitespace()
+        .map(|w| PathBuf::from(w.replace("$TOKEN", &k)))
         .collect();
+    let before = runs_of(&svc, &k).await;
+    let out = run_python(&py, &words, &[("AUTODEV_URL", &svc.url)]);
+    assert_eq!(
+        runs_of(&svc, &k).await - before,
+        3,
+        "the scripted model's three commands, each a run of this key: {out}"
+    );
+    let tools: Vec<&str> = out.split("[tool] ").skip(1).collect();
     assert_eq!(tools.len(), 3, "{out}");
     assert!(
         tools[0].contains("2 failed") && tools[0].contains("exited with code 1"),
@@ -105,7 +194,7 @@ async fn the_agents_sdk_runs_its_session_operations_and_an_agent_through_autodev
         "the fix came back into the session: {out}"
     );
     let original =
-        std::fs::read_to_string(root.join("examples/buggy_add/project/calc.py")).unwrap();
+        std::fs::read_to_string(root().join("examples/buggy_add/project/calc.py")).unwrap();
     assert!(
         original.contains("return a - b"),
         "the example's own files are untouched"

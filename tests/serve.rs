@@ -521,7 +521,7 @@ async fn curl_and_python_requests_use_every_route_and_the_openapi_document_valid
     let dir = tempfile::tempdir().unwrap();
     let a = add_key(dir.path(), "a", &[]);
     let b = add_key(dir.path(), "b", &[]);
-    let svc = Service::start(dir.path(), &label, &[]);
+    let svc = Service::start(dir.path(), &label, &["--mcp"]);
 
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "60", "-H"])

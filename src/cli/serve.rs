@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// A session unused for this long is removed with its files.
     #[arg(long, default_value = "1h", value_parser = duration("--session-idle"))]
     pub session_idle: Duration,
+    /// Also serve MCP (the Model Context Protocol, streamable HTTP) at `/mcp`: each MCP session
+    /// is a session of the caller's key, each tool call a run through the same queue and quotas.
+    #[arg(long)]
+    pub mcp: bool,
     /// On SIGTERM: how long runs under way get to finish before they are cancelled.
     #[arg(long, default_value = "30s", value_parser = duration("--grace"))]
     pub grace: Duration,

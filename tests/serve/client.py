@@ -117,6 +117,21 @@ assert r.status_code == 204, r.text
 r = call("GET", f"/v1/sessions/{sid}/archive", a, route="/v1/sessions/{id}/archive")
 with tarfile.open(fileobj=io.BytesIO(r.content)) as t:
     assert t.getnames() == ["tests/test_one.py"], t.getnames()
+archive = r.content
+# Replacing the files with an archive: a link in it refuses it whole.
+bad = io.BytesIO()
+with tarfile.open(fileobj=bad, mode="w") as t:
+    t.addfile(tarfile.TarInfo("ok.txt"), io.BytesIO(b""))
+    link = tarfile.TarInfo("out")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    t.addfile(link)
+r = call("PUT", f"/v1/sessions/{sid}/archive", a, route="/v1/sessions/{id}/archive", data=bad.getvalue(),
+         headers={"Content-Type": "application/x-tar"})
+assert r.status_code == 400 and r.json()["error"]["class"] == "usage", r.text
+r = call("PUT", f"/v1/sessions/{sid}/archive", a, route="/v1/sessions/{id}/archive", data=archive,
+         headers={"Content-Type": "application/x-tar"})
+assert r.status_code == 204, r.text
+assert call("GET", f"/v1/sessions/{sid}/archive", a, route="/v1/sessions/{id}/archive").content == archive
 assert call("DELETE", f"/v1/sessions/{sid}", a, route="/v1/sessions/{id}").status_code == 204
 assert call("GET", f"/v1/sessions/{sid}", a, route="/v1/sessions/{id}").status_code == 404
 
@@ -135,6 +150,23 @@ r = call("POST", "/v1/batches", a, data=json.dumps({"id": "slow", "runner": "sle
 slow_b = r.json()["id"]
 r = call("DELETE", f"/v1/batches/{slow_b}", a, route="/v1/batches/{id}")
 assert r.status_code == 202 and r.json()["state"] == "cancelled", r.text
+
+# MCP over HTTP (the service runs with --mcp; tests/mcp_http.rs drives it
+# with the MCP SDK): a session per initialize, no server-sent stream, an end.
+r = call("POST", "/mcp", a, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
+assert r.status_code == 200 and r.json()["result"]["serverInfo"]["name"] == "autodev", r.text
+mcp_sid = r.headers["mcp-session-id"]
+r = call("POST", "/mcp", a, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={"Mcp-Session-Id": mcp_sid})
+assert "doctor" not in {t["name"] for t in r.json()["result"]["tools"]}, r.text
+assert call("POST", "/mcp", b, json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
+            headers={"Mcp-Session-Id": mcp_sid}).status_code == 404, "another key's MCP session"
+assert call("GET", "/mcp", a, headers={"Mcp-Session-Id": mcp_sid}).status_code == 405
+assert call("DELETE", "/mcp", a, headers={"Mcp-Session-Id": mcp_sid}).status_code == 204
+assert call("POST", "/mcp", a, json={"jsonrpc": "2.0", "id": 4, "method": "tools/list"},
+            headers={"Mcp-Session-Id": mcp_sid}).status_code == 404, "an ended MCP session"
+# A web page on another origin is refused, whatever it asks.
+r = call("POST", "/v1/runs", a, data='{"runner": "true"}', headers={"Origin": "http://evil.example"})
+assert r.status_code == 403 and r.json()["error"]["class"] == "auth", r.text
 
 r = call("POST", "/v1/runs", a, data="{not json", headers={"Content-Type": "application/json"})
 assert r.status_code == 400 and r.json()["error"]["class"] == "usage", r.text

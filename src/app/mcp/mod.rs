@@ -5,12 +5,13 @@
 //! as `exec` and touch files through the patch applier's rules. Stdout
 //! carries the protocol only: everything else goes to stderr.
 
-mod tools;
+pub(crate) mod protocol;
+pub(crate) mod tools;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -20,10 +21,6 @@ use autodev::profile::Profile;
 use autodev::sandbox::Sandbox;
 use tools::Tools;
 
-/// The protocol version answered when the client names none this server knows.
-const PROTOCOL: &str = "2025-06-18";
-/// Versions this server speaks (the tools part has not changed between them).
-const KNOWN: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18"];
 /// Longest request line read: a write_file of a large file fits; more is refused.
 const MAX_LINE: usize = 32 << 20;
 
@@ -68,13 +65,20 @@ pub(super) async fn mcp_cmd(
         let answer = match line {
             // The client closed stdin, or it broke: the session is over.
             Line::End => break,
-            Line::TooLong => Some(error(
+            Line::TooLong => Some(protocol::error(
                 Value::Null,
                 -32600,
                 &format!("request over {MAX_LINE} bytes"),
             )),
             Line::Text(l) if l.trim().is_empty() => continue,
-            Line::Text(l) => handle(&tools, &l, cancel).await,
+            Line::Text(l) => match serde_json::from_str(&l) {
+                Ok(msg) => protocol::handle(&tools, msg, cancel).await,
+                Err(e) => Some(protocol::error(
+                    Value::Null,
+                    -32700,
+                    &format!("parse error: {e}"),
+                )),
+            },
         };
         if let Some(a) = answer {
             let mut text = a.to_string();
@@ -125,70 +129,6 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(input: &mut R) -> Line {
         }
     }
     Line::Text(String::from_utf8_lossy(&buf).into_owned())
-}
-
-fn error(id: Value, code: i64, message: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-}
-
-fn reply(id: Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
-}
-
-/// One message: the answer to a request, nothing for a notification.
-async fn handle(tools: &Tools, line: &str, cancel: &CancellationToken) -> Option<Value> {
-    let msg: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return Some(error(Value::Null, -32700, &format!("parse error: {e}"))),
-    };
-    let id = msg.get("id").cloned()?;
-    let method = msg["method"].as_str().unwrap_or_default();
-    let params = &msg["params"];
-    Some(match method {
-        "initialize" => {
-            let asked = params["protocolVersion"].as_str().unwrap_or(PROTOCOL);
-            let version = if KNOWN.contains(&asked) {
-                asked
-            } else {
-                PROTOCOL
-            };
-            reply(
-                id,
-                json!({
-                    "protocolVersion": version,
-                    "capabilities": {"tools": {"listChanged": false}},
-                    "serverInfo": {"name": "autodev", "version": env!("CARGO_PKG_VERSION")},
-                    "instructions": tools::INSTRUCTIONS,
-                }),
-            )
-        }
-        "ping" => reply(id, json!({})),
-        "tools/list" => reply(id, json!({"tools": tools::list()})),
-        "tools/call" => {
-            let name = params["name"].as_str().unwrap_or_default();
-            let empty = json!({});
-            let arguments = params.get("arguments").unwrap_or(&empty);
-            match tools.call(name, arguments, cancel).await {
-                Ok((text, structured, failed)) => reply(
-                    id,
-                    json!({
-                        "content": [{"type": "text", "text": text}],
-                        "structuredContent": structured,
-                        "isError": failed,
-                    }),
-                ),
-                Err(tools::CallError::Unknown) => {
-                    error(id, -32602, &format!("unknown tool {name:?}"))
-                }
-                // A bad argument is the tool's answer, which the model reads.
-                Err(tools::CallError::Refused(why)) => reply(
-                    id,
-                    json!({"content": [{"type": "text", "text": why}], "isError": true}),
-                ),
-            }
-        }
-        other => error(id, -32601, &format!("method not found: {other}")),
-    })
 }
 
 #[cfg(test)]

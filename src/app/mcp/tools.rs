@@ -11,7 +11,7 @@ use autodev::workspace::EntryKind;
 
 /// Said to the client at `initialize`: agents otherwise assume a shell whose
 /// state persists.
-pub(super) const INSTRUCTIONS: &str = "Every run_tests and exec call runs in a FRESH, locked-down container (no network, limited CPU, memory and time): no process, file change or variable survives the call. Files persist only in the workspace: change them with write_file, or pass write_back to exec.";
+pub(crate) const INSTRUCTIONS: &str = "Every run_tests and exec call runs in a FRESH, locked-down container (no network, limited CPU, memory and time): no process, file change or variable survives the call. Files persist only in the workspace: change them with write_file, or pass write_back to exec.";
 
 /// Output kept per stream in a tool's answer (head and tail).
 const OUTPUT_CHARS: usize = 4000;
@@ -19,7 +19,7 @@ const OUTPUT_CHARS: usize = 4000;
 const FAILING: usize = 10;
 
 /// Why a tool call was not carried out.
-pub(super) enum CallError {
+pub(crate) enum CallError {
     /// No tool of that name (a protocol error).
     Unknown,
     /// A bad argument, said to the model as the tool's answer.
@@ -27,7 +27,7 @@ pub(super) enum CallError {
 }
 
 /// The tools' definitions (`tools/list`).
-pub(super) fn list() -> Value {
+pub(crate) fn list() -> Value {
     let limits = json!({"type": "object", "description": "Limits to tighten for this call (e.g. {\"timeout\": \"30s\", \"memory\": \"256m\"}); they can never exceed the server's."});
     json!([
         {
@@ -79,9 +79,10 @@ pub(super) struct Tools {
     runner: String,
 }
 
-type Answer = (String, Value, bool);
+/// A tool's answer: its text, its structured form, whether it failed.
+pub(crate) type Answer = (String, Value, bool);
 
-fn text_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, CallError> {
+pub(crate) fn text_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, CallError> {
     args[name]
         .as_str()
         .ok_or_else(|| CallError::Refused(format!("{name}: a string is needed")))
@@ -97,9 +98,7 @@ impl Tools {
         }
     }
 
-    /// Carries out one tool call: its text, its structured answer, and
-    /// whether it failed.
-    pub(super) async fn call(
+    async fn call_tool(
         &self,
         name: &str,
         args: &Value,
@@ -256,18 +255,7 @@ impl Tools {
     }
 
     fn read(&self, path: &str) -> Result<Answer, CallError> {
-        let found = apply::existing_file(&self.spec.workspace, path)
-            .map_err(|(_, why)| CallError::Refused(format!("{path:?}: {why}")))?;
-        let (_, full) =
-            found.ok_or_else(|| CallError::Refused(format!("{path:?}: no such file")))?;
-        let bytes =
-            std::fs::read(&full).map_err(|e| CallError::Refused(format!("{path:?}: {e}")))?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        Ok((
-            text.clone(),
-            json!({"path": path, "content": text, "bytes": bytes.len()}),
-            false,
-        ))
+        read_file(&self.spec.workspace, path)
     }
 
     fn write(&self, path: &str, content: &str) -> Result<Answer, CallError> {
@@ -299,8 +287,37 @@ impl Tools {
     }
 }
 
+impl super::protocol::ToolHost for Tools {
+    fn tools(&self) -> Value {
+        list()
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        args: &Value,
+        cancel: &CancellationToken,
+    ) -> impl std::future::Future<Output = Result<Answer, CallError>> + Send {
+        self.call_tool(name, args, cancel)
+    }
+}
+
+/// The `read_file` tool on the workspace at `root`.
+pub(crate) fn read_file(root: &std::path::Path, path: &str) -> Result<Answer, CallError> {
+    let found = apply::existing_file(root, path)
+        .map_err(|(_, why)| CallError::Refused(format!("{path:?}: {why}")))?;
+    let (_, full) = found.ok_or_else(|| CallError::Refused(format!("{path:?}: no such file")))?;
+    let bytes = std::fs::read(&full).map_err(|e| CallError::Refused(format!("{path:?}: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok((
+        text.clone(),
+        json!({"path": path, "content": text, "bytes": bytes.len()}),
+        false,
+    ))
+}
+
 /// Whether tool `name` takes argument `arg`.
-fn accepts(name: &str, arg: &str) -> bool {
+pub(crate) fn accepts(name: &str, arg: &str) -> bool {
     matches!(
         (name, arg),
         ("run_tests", "limits")
@@ -312,7 +329,7 @@ fn accepts(name: &str, arg: &str) -> bool {
 
 /// What a model needs of a run: the verdict, the counts, the first
 /// failures, and the output's head and tail with the byte counts.
-fn summary(o: &Outcome) -> Value {
+pub(crate) fn summary(o: &Outcome) -> Value {
     let tests = o.tests.as_ref().map(|t| {
         json!({
             "total": t.total, "passed": t.passed, "failed": t.failed,

@@ -129,6 +129,7 @@ fn routes() -> Vec<Route> {
     .into_iter()
     .chain(super::session_routes::routes())
     .chain(super::batch_routes::routes())
+    .chain(super::mcp_route::routes())
     .collect()
 }
 
@@ -155,8 +156,45 @@ pub(crate) fn router(svc: Svc, max_body: usize, body_wait: std::time::Duration) 
             (max_body, body_wait),
             whole_body,
         ))
+        .layer(middleware::from_fn(web_origin))
         .layer(middleware::from_fn(log))
         .with_state(svc)
+}
+
+/// Refuses a request a web page on another origin sent: browsers name it
+/// in `Origin`. Without this, any page the operator opens could post runs
+/// to a service without keys on loopback, or reach it by DNS rebinding.
+/// Programs send no `Origin`, and a page served from loopback may ask.
+async fn web_origin(req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+    match origin {
+        Some(o) if !loopback_origin(&o) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "auth",
+            format!("requests from web pages are refused (Origin: {o}); call the service from a program"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names this host by a loopback name.
+fn loopback_origin(origin: &str) -> bool {
+    let Some((_, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        rest.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Finds the caller's key, or answers 401. A service without keys serves
@@ -469,6 +507,27 @@ async fn usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_origins_pass() {
+        for ok in [
+            "http://127.0.0.1:8844",
+            "http://localhost",
+            "https://[::1]:9",
+            "http://127.9.9.9",
+        ] {
+            assert!(loopback_origin(ok), "{ok}");
+        }
+        for bad in [
+            "null",
+            "http://evil.example",
+            "http://127.0.0.1.evil.example",
+            "http://[::2]",
+            "127.0.0.1",
+        ] {
+            assert!(!loopback_origin(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn the_openapi_document_lists_exactly_the_routes() {

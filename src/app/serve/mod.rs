@@ -11,6 +11,7 @@ mod batch_routes;
 mod batches;
 mod http;
 mod keys;
+mod mcp_route;
 mod metrics;
 mod queue;
 mod runs;
@@ -86,6 +87,9 @@ pub(crate) struct Service {
     tasks: TaskTracker,
     jobs: usize,
     max_queue: usize,
+    /// With `--mcp`: the profile's test command, which the MCP tool
+    /// `run_tests` runs (without it, `/mcp` answers 404).
+    mcp_runner: Option<String>,
 }
 
 impl Service {

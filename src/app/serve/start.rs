@@ -211,13 +211,9 @@ pub(crate) async fn serve_cmd(
         profile: profile.name.clone(),
         settings: args.setup.settings().map_err(UsageError)?,
     };
-    let svc = Arc::new(Service::new(
-        &args,
-        sandbox.clone(),
-        &defaults,
-        setup,
-        stored,
-    ));
+    let mut svc = Service::new(&args, sandbox.clone(), &defaults, setup, stored);
+    svc.mcp_runner = args.mcp.then(|| profile.runner.clone());
+    let svc = Arc::new(svc);
     svc.resume_batches();
     let app = http::router(svc.clone(), args.max_body, args.body_wait);
     let stop = CancellationToken::new();
@@ -226,7 +222,8 @@ pub(crate) async fn serve_cmd(
         Listener::Unix(_, p) => format!("unix:{}", p.display()),
     };
     autodev::errln!(
-        "autodev serve: listening on {where_}; {} slot(s); {}; SIGTERM drains it",
+        "autodev serve: listening on {where_}; {}{} slot(s); {}; SIGTERM drains it",
+        if args.mcp { "MCP at /mcp; " } else { "" },
         args.jobs,
         if open {
             "no keys: every caller on this host is served (`autodev serve keys add NAME` to require keys)"
@@ -294,6 +291,7 @@ impl Service {
             tasks: TaskTracker::new(),
             jobs: usize::from(args.jobs),
             max_queue: args.max_queue,
+            mcp_runner: None,
         }
     }
 }
