@@ -938,7 +938,12 @@ async fn the_python_client_drives_every_route_sync_and_async() {
     let dir = tempfile::tempdir().unwrap();
     let a = add_key(dir.path(), "a", &["--max-concurrent", "1"]);
     let b = add_key(dir.path(), "b", &[]);
-    let svc = Service::start(dir.path(), &label, &["--max-queue", "0", "--jobs", "2"]);
+    // Bodies of 50 MB: the session round trip of 1,000 files.
+    let svc = Service::start(
+        dir.path(),
+        &label,
+        &["--max-queue", "0", "--jobs", "2", "--max-body", "67108864"],
+    );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(&py)
         .arg(root.join("tests/serve/client_sdk.py"))

@@ -8,13 +8,46 @@ and the service queues none).
 """
 import asyncio
 import io
+import random
 import sys
 import tarfile
 import time
 
+import httpx
+
 from autodev_client import ROUTES, AsyncClient, AutodevError, Client
 
 url, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+class CutFirstStream(httpx.BaseTransport):
+    """A real HTTP transport that breaks the first event stream after its
+    first chunk, as a dropped connection does."""
+
+    def __init__(self) -> None:
+        self.inner, self.cuts, self.resumed_after = httpx.HTTPTransport(), 0, None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        resp = self.inner.handle_request(request)
+        if not request.url.path.endswith("/events"):
+            return resp
+        if self.cuts:
+            self.resumed_after = request.headers.get("last-event-id")
+            return resp
+        self.cuts += 1
+        inner, req = resp.stream, request
+
+        class Cut(httpx.SyncByteStream):
+            def __iter__(self):
+                for chunk in inner:
+                    yield chunk
+                    raise httpx.ReadError("connection cut by the test", request=req)
+
+            def close(self) -> None:
+                inner.close()
+
+        return httpx.Response(resp.status_code, headers=resp.headers, stream=Cut(), request=request)
+
 
 with Client(url, a, retries=0) as c, Client(url, b) as other:
     doc = c.openapi()
@@ -42,6 +75,17 @@ with Client(url, a, retries=0) as c, Client(url, b) as other:
         raise AssertionError("a path out of the workspace must be refused")
     except AutodevError as e:
         assert (e.status, e.error_class) == (400, "usage"), e
+
+    # A stream broken mid-way (the transport cuts it after its first chunk)
+    # is resumed from the last event seen: every event once, in order.
+    cut = CutFirstStream()
+    with Client(url, a, transport=cut) as flaky:
+        rid = flaky.start("for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done")
+        evs = list(flaky.events(rid))
+        assert [e[0] for e in evs] == list(range(1, len(evs) + 1)) and evs[-1][1] == "result", evs
+        assert "".join(e[2].get("text", "") for e in evs if e[1] == "output") == "".join(
+            f"line{i}\n" for i in range(1, 6)), evs
+        assert cut.cuts == 1 and cut.resumed_after not in (None, "0"), (cut.cuts, cut.resumed_after)
 
     # Events, resumed after a number; another key sees nothing.
     rid = c.start("for i in 1 2 3; do echo line$i; sleep 0.1; done")
@@ -93,6 +137,28 @@ with Client(url, a, retries=0) as c, Client(url, b) as other:
         assert sorted(t.getnames()) == ["out.txt", "pkg/x.py"], t.getnames()
     assert s.info()["files"] == 2
     s.delete()
+
+    # A session of 1,000 files, 50 MB in all: every byte comes back, and an
+    # archive put back and taken again is the same archive.
+    rng = random.Random(7)
+    files = {f"d{i % 10}/f{i:04}.bin": rng.randbytes(50_000) for i in range(1000)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000
+            t.addfile(info, io.BytesIO(data))
+    big = c.create_session(tar=buf.getvalue())
+    assert big.info()["files"] == 1000 and big.info()["bytes"] == 50_000_000, big.info()
+    archive = big.archive()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as t:
+        back = {m.name: t.extractfile(m).read() for m in t.getmembers()}
+    assert back == files, "every file, byte for byte"
+    big.write("d0/f0000.bin", b"changed")
+    big.restore(archive)
+    assert big.read("d0/f0000.bin") == files["d0/f0000.bin"]
+    assert big.archive() == archive, "an archive survives a restore byte for byte"
+    big.delete()
 
     # Batches.
     bid = c.submit_batch([{"id": f"t{i}", "runner": f"exit {i % 2}"} for i in range(4)])["id"]
