@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from autodev_client import ROUTES, AsyncClient, AutodevError, Client
+from autodev_client import ROUTES, AsyncClient, AutodevError, Client, models
 
 url, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -56,8 +56,32 @@ with Client(url, a, retries=0) as c, Client(url, b) as other:
     assert documented == set(ROUTES), sorted(documented ^ set(ROUTES))
     assert c.health()["status"] == "ok"
 
+    # The typed models are the document's schemas: the same keys, the same
+    # required ones (drift either way fails here).
+    comps = doc["components"]["schemas"]
+    json_of = lambda op, code: op["responses"][code]["content"]["application/json"]["schema"]
+    health = json_of(doc["paths"]["/v1/health"]["get"], "200")
+    file_list = json_of(doc["paths"]["/v1/sessions/{id}/files"]["get"], "200")
+    write_back = comps["Result"]["properties"]["write_back"]
+    schemas = {
+        models.Result: comps["Result"], models.Captured: comps["Captured"], models.RunState: comps["RunState"],
+        models.Usage: comps["Usage"], models.Session: comps["Session"], models.Batch: comps["Batch"],
+        models.WriteBack: write_back, models.Refused: write_back["properties"]["refused"]["items"],
+        models.Accepted: json_of(doc["paths"]["/v1/runs"]["post"], "202"),
+        models.FileInfo: file_list["properties"]["files"]["items"],
+        models.Health: health, models.EngineHealth: health["properties"]["engines"]["items"],
+    }
+    assert {m.__name__ for m in schemas} == set(models.__all__), "every model is checked"
+    for model, schema in schemas.items():
+        keys = set(model.__required_keys__) | set(model.__optional_keys__)
+        assert keys == set(schema["properties"]), (model.__name__, keys ^ set(schema["properties"]))
+        assert set(model.__required_keys__) == set(schema.get("required", [])), model.__name__
+
     res = c.run("python3 -c 'print(6*7)'")
     assert res["verdict"] == "passed" and res["stdout"]["text"] == "42\n", res
+    # What the service sends is documented.
+    assert set(res) <= set(comps["Result"]["properties"]), set(res) - set(comps["Result"]["properties"])
+    assert set(res["stdout"]) == set(comps["Captured"]["properties"]), res["stdout"]
     res = c.run(["sh", "-c", "exit 3"])
     assert (res["verdict"], res["exit_code"]) == ("failed", 3), res
     res = c.run("python3 -m pytest -q", files={"test_a.py": "def test_a():\n    assert 1 + 1 == 2\n"},

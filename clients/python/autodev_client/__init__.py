@@ -14,6 +14,8 @@ from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, 
 
 import httpx
 
+from .models import Batch, FileInfo, Health, Result, RunState, Session as SessionInfo, Usage
+
 __all__ = [
     "AsyncClient",
     "AsyncSession",
@@ -138,7 +140,7 @@ class Client:
     # Runs
     def run(self, runner: Runner, files: Optional[Mapping[str, str]] = None, *, limits: Optional[Json] = None,
             env: Optional[Mapping[str, str]] = None, image: Optional[str] = None,
-            setup: Optional[Union[str, bool]] = None) -> Json:
+            setup: Optional[Union[str, bool]] = None) -> Result:
         """One run in a fresh container; the result `exec --json` prints."""
         body = _run_body(runner, files=files, limits=limits, env=env, image=image, setup=setup)
         return self._call("POST", "/v1/runs", json=body).json()
@@ -148,10 +150,10 @@ class Client:
         body = _run_body(runner, files=files, **fields)
         return self._call("POST", "/v1/runs", params={"wait": "false"}, json=body).json()["id"]
 
-    def get_run(self, run_id: str) -> Json:
+    def get_run(self, run_id: str) -> RunState:
         return self._call("GET", f"/v1/runs/{run_id}").json()
 
-    def cancel(self, run_id: str) -> Json:
+    def cancel(self, run_id: str) -> RunState:
         return self._call("DELETE", f"/v1/runs/{run_id}").json()
 
     def events(self, run_id: str, after: int = 0) -> Iterator[Event]:
@@ -174,10 +176,10 @@ class Client:
             except httpx.TransportError:
                 continue
 
-    def usage(self, since: int = 0) -> Json:
+    def usage(self, since: int = 0) -> Usage:
         return self._call("GET", "/v1/usage", params={"since": since}).json()
 
-    def health(self) -> Json:
+    def health(self) -> Health:
         return self._call("GET", "/v1/health").json()
 
     def openapi(self) -> Json:
@@ -200,18 +202,18 @@ class Client:
         return Session(self, session_id)
 
     # Batches
-    def submit_batch(self, tasks: Sequence[Json]) -> Json:
+    def submit_batch(self, tasks: Sequence[Json]) -> Batch:
         lines = "\n".join(json.dumps(t) for t in tasks)
         return self._call("POST", "/v1/batches", content=lines.encode(),
                           headers={"Content-Type": "application/x-ndjson"}).json()
 
-    def batch(self, batch_id: str) -> Json:
+    def batch(self, batch_id: str) -> Batch:
         return self._call("GET", f"/v1/batches/{batch_id}").json()
 
-    def cancel_batch(self, batch_id: str) -> Json:
+    def cancel_batch(self, batch_id: str) -> Batch:
         return self._call("DELETE", f"/v1/batches/{batch_id}").json()
 
-    def batch_results(self, batch_id: str, wait: bool = False) -> List[Json]:
+    def batch_results(self, batch_id: str, wait: bool = False) -> List[Result]:
         r = self._call("GET", f"/v1/batches/{batch_id}/results", params={"wait": str(wait).lower()})
         return [json.loads(line) for line in r.text.splitlines() if line.strip()]
 
@@ -225,10 +227,10 @@ class Session:
     def _path(self, rest: str = "") -> str:
         return f"/v1/sessions/{self.id}{rest}"
 
-    def info(self) -> Json:
+    def info(self) -> SessionInfo:
         return self.client._call("GET", self._path()).json()
 
-    def files(self) -> List[Json]:
+    def files(self) -> List[FileInfo]:
         """Every regular file: `{"path", "bytes"}`."""
         return self.client._call("GET", self._path("/files")).json()["files"]
 
@@ -244,7 +246,7 @@ class Session:
     def remove(self, path: str) -> None:
         self.client._call("DELETE", _file(self.id, path))
 
-    def run(self, runner: Runner, *, write_back: bool = False, **fields: Any) -> Json:
+    def run(self, runner: Runner, *, write_back: bool = False, **fields: Any) -> Result:
         """A run on the session's files in a fresh container; with
         `write_back`, what the command changed (and deleted) is copied back."""
         body = _run_body(runner, write_back=write_back, **fields)
@@ -293,17 +295,17 @@ class AsyncClient:
             return r
         raise AssertionError("unreachable")
 
-    async def run(self, runner: Runner, files: Optional[Mapping[str, str]] = None, **fields: Any) -> Json:
+    async def run(self, runner: Runner, files: Optional[Mapping[str, str]] = None, **fields: Any) -> Result:
         return (await self._call("POST", "/v1/runs", json=_run_body(runner, files=files, **fields))).json()
 
     async def start(self, runner: Runner, files: Optional[Mapping[str, str]] = None, **fields: Any) -> str:
         body = _run_body(runner, files=files, **fields)
         return (await self._call("POST", "/v1/runs", params={"wait": "false"}, json=body)).json()["id"]
 
-    async def get_run(self, run_id: str) -> Json:
+    async def get_run(self, run_id: str) -> RunState:
         return (await self._call("GET", f"/v1/runs/{run_id}")).json()
 
-    async def cancel(self, run_id: str) -> Json:
+    async def cancel(self, run_id: str) -> RunState:
         return (await self._call("DELETE", f"/v1/runs/{run_id}")).json()
 
     async def events(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
@@ -325,7 +327,7 @@ class AsyncClient:
             except httpx.TransportError:
                 continue
 
-    async def usage(self, since: int = 0) -> Json:
+    async def usage(self, since: int = 0) -> Usage:
         return (await self._call("GET", "/v1/usage", params={"since": since})).json()
 
     async def create_session(self, files: Optional[Mapping[str, str]] = None,
@@ -351,10 +353,10 @@ class AsyncSession:
     def _path(self, rest: str = "") -> str:
         return f"/v1/sessions/{self.id}{rest}"
 
-    async def info(self) -> Json:
+    async def info(self) -> SessionInfo:
         return (await self.client._call("GET", self._path())).json()
 
-    async def files(self) -> List[Json]:
+    async def files(self) -> List[FileInfo]:
         return (await self.client._call("GET", self._path("/files"))).json()["files"]
 
     async def read(self, path: str) -> bytes:
@@ -367,7 +369,7 @@ class AsyncSession:
     async def remove(self, path: str) -> None:
         await self.client._call("DELETE", _file(self.id, path))
 
-    async def run(self, runner: Runner, *, write_back: bool = False, **fields: Any) -> Json:
+    async def run(self, runner: Runner, *, write_back: bool = False, **fields: Any) -> Result:
         body = _run_body(runner, write_back=write_back, **fields)
         return (await self.client._call("POST", self._path("/runs"), json=body)).json()
 
