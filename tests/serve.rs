@@ -491,22 +491,6 @@ async fn sigterm_drains_finishes_the_runs_under_way_cancels_the_queued_and_leave
     common::assert_no_leak(&label);
 }
 
-#[test]
-fn a_non_loopback_address_is_refused_before_anything_listens() {
-    let dir = tempfile::tempdir().unwrap();
-    for addr in ["0.0.0.0:0", "[::]:0", "localhost:8844"] {
-        let out = common::isolated(dir.path())
-            .args(["serve", "--listen", addr, "--state"])
-            .arg(dir.path().join("state"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{addr}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains("--listen"), "{err}");
-    }
-}
-
 /// The Python with the service's third-party clients (`.ci/run` makes it).
 fn python() -> PathBuf {
     common::pypi_python("requests, openapi_spec_validator, httpx")

@@ -15,9 +15,16 @@ pub struct ServeArgs {
     /// Manage the service's API keys instead of serving.
     #[command(subcommand)]
     pub keys: Option<ServeCommand>,
-    /// Address to listen on: a loopback address and port (port 0 picks a free one).
+    /// Address to listen on, and port (0 picks a free one). Anything but loopback needs
+    /// --https-cert, --https-key and at least one key.
     #[arg(long, default_value = "127.0.0.1:8844")]
     pub listen: String,
+    /// Serve HTTPS with this certificate chain (PEM), with --https-key.
+    #[arg(long, requires = "https_key", conflicts_with = "socket")]
+    pub https_cert: Option<PathBuf>,
+    /// The private key of --https-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "https_cert")]
+    pub https_key: Option<PathBuf>,
     /// Listen on this Unix socket instead (made readable and writable by this user only).
     #[arg(long, conflicts_with = "listen")]
     pub socket: Option<PathBuf>,

@@ -20,9 +20,14 @@ pub struct Service {
 
 impl Service {
     pub fn start(dir: &Path, label: &(String, String), extra: &[&str]) -> Service {
+        Service::start_on(dir, label, "127.0.0.1:0", extra)
+    }
+
+    /// A service listening on `listen` (its URL is the one it says).
+    pub fn start_on(dir: &Path, label: &(String, String), listen: &str, extra: &[&str]) -> Service {
         let mut child = super::isolated(dir)
             .env("XDG_CACHE_HOME", dir.join("cache"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+            .args(["serve", "--listen", listen, "--state"])
             .arg(dir.join("state"))
             .sandboxed(label)
             .args(extra)

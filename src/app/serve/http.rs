@@ -204,6 +204,14 @@ async fn auth(State(svc): State<Svc>, mut req: Request, next: Next) -> Response 
         Ok(k) => k,
         Err(e) => return ApiError::of(ErrorClass::Internal, e.to_string()).into_response(),
     };
+    if keys.is_empty() && svc.reachable {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "auth",
+            "this service has no keys left and listens beyond loopback: it serves nobody until `autodev serve keys add NAME`",
+        )
+        .into_response();
+    }
     let tenant = if keys.is_empty() {
         Tenant {
             name: "local".into(),

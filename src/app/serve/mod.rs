@@ -18,6 +18,7 @@ mod runs;
 mod session_routes;
 mod sessions;
 mod start;
+mod tls;
 mod usage;
 
 pub(super) use start::serve_cmd;
@@ -90,6 +91,9 @@ pub(crate) struct Service {
     /// With `--mcp`: the profile's test command, which the MCP tool
     /// `run_tests` runs (without it, `/mcp` answers 404).
     mcp_runner: Option<String>,
+    /// Listening beyond loopback: an empty key file then serves nobody
+    /// (never everyone, as it does on loopback).
+    reachable: bool,
 }
 
 impl Service {

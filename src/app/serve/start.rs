@@ -99,10 +99,14 @@ fn keys_cmd(cmd: KeysCommand, operator: &autodev::config::Limits) -> Result<Exit
 /// Where the service listens.
 enum Listener {
     Tcp(tokio::net::TcpListener),
+    Tls(super::tls::TlsListener),
     Unix(tokio::net::UnixListener, PathBuf),
 }
 
-async fn listen(args: &ServeArgs) -> Result<Listener> {
+/// Binds the service's address. Beyond loopback a caller's token crosses
+/// a network, so it needs TLS and keys (an open service there would serve
+/// anyone who can reach it).
+async fn listen(args: &ServeArgs, has_keys: bool) -> Result<Listener> {
     if let Some(path) = &args.socket {
         let bad = |why: String| UsageError(format!("--socket {}: {why}", path.display()));
         if std::fs::symlink_metadata(path).is_ok() {
@@ -120,16 +124,31 @@ async fn listen(args: &ServeArgs) -> Result<Listener> {
             args.listen
         ))
     })?;
+    let tls = match (&args.https_cert, &args.https_key) {
+        (Some(cert), Some(key)) => Some(super::tls::server_config(cert, key).map_err(UsageError)?),
+        _ => None,
+    };
     if !addr.ip().is_loopback() {
-        return Err(UsageError(format!(
-            "--listen {addr}: not a loopback address; serving beyond this host needs TLS, which autodev serve does not terminate: listen on loopback (or --socket) behind a TLS proxy that only forwards authenticated clients"
-        ))
-        .into());
+        if tls.is_none() {
+            return Err(UsageError(format!(
+                "--listen {addr}: not a loopback address; beyond this host tokens cross a network: give --https-cert and --https-key"
+            ))
+            .into());
+        }
+        if !has_keys {
+            return Err(UsageError(format!(
+                "--listen {addr}: not a loopback address, and the service has no keys (it would serve anyone): add one with `autodev serve keys add NAME`"
+            ))
+            .into());
+        }
     }
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| UsageError(format!("--listen {addr}: {e}")))?;
-    Ok(Listener::Tcp(l))
+    match tls {
+        Some(config) => Ok(Listener::Tls(super::tls::TlsListener::new(l, config)?)),
+        None => Ok(Listener::Tcp(l)),
+    }
 }
 
 /// What the service keeps in its state folder.
@@ -172,6 +191,11 @@ fn spawn_server(
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         }),
+        Listener::Tls(l) => tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }),
         Listener::Unix(l, _) => tokio::spawn(async move {
             axum::serve(l, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
@@ -192,7 +216,8 @@ pub(crate) async fn serve_cmd(
         return keys_cmd(cmd, &defaults.limits);
     }
     let stored = open_state(&args, &defaults)?;
-    let listener = listen(&args).await?;
+    let has_keys = !stored.keys.current().map_err(key_error)?.is_empty();
+    let listener = listen(&args, has_keys).await?;
     let pool = args
         .pool_socket
         .as_deref()
@@ -213,12 +238,19 @@ pub(crate) async fn serve_cmd(
     };
     let mut svc = Service::new(&args, sandbox.clone(), &defaults, setup, stored);
     svc.mcp_runner = args.mcp.then(|| profile.runner.clone());
+    svc.reachable = matches!(&listener, Listener::Tls(_) | Listener::Tcp(_))
+        && !args
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+        && args.socket.is_none();
     let svc = Arc::new(svc);
     svc.resume_batches();
     let app = http::router(svc.clone(), args.max_body, args.body_wait);
     let stop = CancellationToken::new();
     let where_ = match &listener {
         Listener::Tcp(l) => format!("http://{}", l.local_addr()?),
+        Listener::Tls(l) => format!("https://{}", axum::serve::Listener::local_addr(l)?),
         Listener::Unix(_, p) => format!("unix:{}", p.display()),
     };
     autodev::errln!(
@@ -292,6 +324,7 @@ impl Service {
             jobs: usize::from(args.jobs),
             max_queue: args.max_queue,
             mcp_runner: None,
+            reachable: false,
         }
     }
 }
