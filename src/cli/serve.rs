@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// A finished or cancelled batch is removed with its results this long after its last result.
     #[arg(long, default_value = "7d", value_parser = duration("--keep-batches"))]
     pub keep_batches: Duration,
+    /// Usage records (one file per UTC day in the state folder) are kept this many days.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_usage_days: u32,
     /// A session unused for this long is removed with its files.
     #[arg(long, default_value = "1h", value_parser = duration("--session-idle"))]
     pub session_idle: Duration,

@@ -94,6 +94,8 @@ pub(crate) struct Service {
     /// Listening beyond loopback: an empty key file then serves nobody
     /// (never everyone, as it does on loopback).
     reachable: bool,
+    /// Usage days kept (`--keep-usage-days`).
+    keep_usage: Duration,
 }
 
 impl Service {

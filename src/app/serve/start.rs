@@ -325,6 +325,7 @@ impl Service {
             max_queue: args.max_queue,
             mcp_runner: None,
             reachable: false,
+            keep_usage: Duration::from_secs(u64::from(args.keep_usage_days) * 24 * 3600),
         }
     }
 }
@@ -381,6 +382,7 @@ async fn housekeeping(svc: Arc<Service>) {
     loop {
         svc.sessions.expire();
         svc.batches.expire();
+        svc.usage.expire(svc.keep_usage);
         let up = tokio::time::timeout(Duration::from_secs(5), svc.sandbox.preflight(&svc.defaults))
             .await
             .is_ok_and(|r| r.is_ok());
