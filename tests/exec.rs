@@ -177,19 +177,15 @@ async fn process_limit_holds_and_fork_bomb_run_ends() {
         .run(&spec, &mut NullSink, &CancellationToken::new())
         .await
         .unwrap();
-    if common::gvisor() && out.stdout.text.is_empty() {
-        // gVisor counts its own kernel's threads against the limit: a flood
-        // ends the whole sandbox instead of failing fork inside (docs/backends.md, "gVisor").
-        assert_eq!(out.verdict, Verdict::Failed, "{out:?}");
-    } else {
-        let n: u32 = out
-            .stdout
-            .text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{out:?}"));
-        assert!(n < 64, "forked {n} processes under a limit of 64");
-    }
+    // Under gVisor too a fork past the limit fails inside the sandbox (its
+    // kernel holds --pids), and the code goes on.
+    let n: u32 = out
+        .stdout
+        .text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{out:?}"));
+    assert!(n < 64, "forked {n} processes under a limit of 64");
 
     // The bomb keeps forking in the background while the main process
     // (exec'd, so it needs no fork) outlives the wall clock: the pids limit
@@ -206,12 +202,11 @@ async fn process_limit_holds_and_fork_bomb_run_ends() {
         .run(&bomb, &mut NullSink, &CancellationToken::new())
         .await
         .unwrap();
-    let held = if common::gvisor() {
-        // The bomb ends the sandbox itself, at or before the wall clock.
-        matches!(out.verdict, Verdict::TimedOut | Verdict::Failed)
-    } else {
-        out.verdict == Verdict::TimedOut
-    };
+    // Under gVisor a sustained bomb costs its kernel host threads faster
+    // than processes (docs/backends.md, "gVisor"): the host's backstop may
+    // end the sandbox first, which holds the bomb as surely.
+    let held = out.verdict == Verdict::TimedOut
+        || (common::gvisor() && out.verdict == Verdict::Failed && out.exit_code == Some(2));
     assert!(
         held,
         "a fork bomb under --pids 64 must be held until the 5s wall clock kills the container: {out:?}"

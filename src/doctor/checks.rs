@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{ended, lockdown_findings, mounts, Finding};
+use super::{ended, kernel, lockdown_findings, mounts, Finding};
 use crate::config::Limits;
 use crate::sandbox::{Outcome, RunSpec, SandboxError, Verdict};
 
@@ -82,6 +82,16 @@ pub(super) const CHECKS: &[Check] = &[
         judge: Judge::One(|_, r| mounts::finding(r)),
     },
     Check {
+        command: |_| kernel::SECCOMP_PROBE.into(),
+        timeout: None,
+        judge: Judge::One(kernel::seccomp),
+    },
+    Check {
+        command: |_| kernel::NODE_PROBE.into(),
+        timeout: None,
+        judge: Judge::One(kernel::device_nodes),
+    },
+    Check {
         command: |_| "unshare -U true 2>&1 && echo made-userns".into(),
         timeout: None,
         judge: Judge::One(user_namespaces),
@@ -96,7 +106,9 @@ pub(super) const CHECKS: &[Check] = &[
 /// The lockdown probe: /var/tmp is world-writable, so only a read-only
 /// root stops uid 1000 there; then the capabilities, the privilege flag,
 /// the user and the environment.
-const LOCKDOWN: &str = "touch /var/tmp/autodev-doctor 2>&1 && echo wrote-root; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; id -u; env";
+/// gVisor's /proc shows no `NoNewPrivs` line: `setpriv` asks the kernel
+/// (prctl), which every runtime answers.
+const LOCKDOWN: &str = "touch /var/tmp/autodev-doctor 2>&1 && echo wrote-root; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; setpriv --dump 2>/dev/null | grep '^no_new_privs:'; id -u; env";
 
 /// The image: `true` must copy in and pass.
 pub(super) fn image(base: &RunSpec, o: &Outcome) -> Finding {

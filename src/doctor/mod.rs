@@ -78,6 +78,7 @@ pub struct Targets {
 
 mod checks;
 mod egress;
+mod kernel;
 mod mounts;
 mod network;
 
@@ -179,10 +180,11 @@ fn lockdown_findings(r: &Result<Outcome, SandboxError>, given: &[&str]) -> Vec<F
         )
     });
     let caps_none = text.contains("CapEff:\t0000000000000000");
-    // Some runtimes (gVisor) do not show the flag in /proc at all.
+    // Some runtimes (gVisor) do not show the flag in /proc at all; the
+    // kernel's own answer (prctl, through `setpriv`) is then the word.
     let nnp = match (
-        text.contains("NoNewPrivs:\t1"),
-        text.contains("NoNewPrivs:"),
+        text.contains("NoNewPrivs:\t1") || text.contains("no_new_privs: 1"),
+        text.contains("NoNewPrivs:") || text.contains("no_new_privs:"),
     ) {
         (true, _) => Some(true),
         (false, true) => Some(false),
@@ -195,7 +197,7 @@ fn lockdown_findings(r: &Result<Outcome, SandboxError>, given: &[&str]) -> Vec<F
         }
         (true, None) => Finding::unknown(
             "privileges",
-            "non-root, no capabilities; whether no-new-privileges is set is not visible from inside this runtime",
+            "non-root, no capabilities; whether no-new-privileges is set is not visible from inside this runtime (neither /proc nor setpriv tells)",
         ),
         _ => Finding::broken(
             "privileges",

@@ -35,16 +35,20 @@ pub const PODMAN_NOFILE: i64 = 4096;
 /// one run's `--pids`, which the cgroup enforces).
 pub const PODMAN_NPROC: i64 = 16384;
 
-/// Host threads gVisor's sentry and its per-process stubs take under
-/// runsc, on top of `--pids`: the cgroup limit counts them, not the code's
-/// processes. Measured on runsc 20221219 (ptrace platform): about 55
-/// threads for a container running one `sleep`, about 10 more for each
-/// process inside, 75 for a waiting wrapper, 104 with `--cpu-time`'s
-/// watcher; without this, `--pids 64` left no room for a test to start.
-pub const GVISOR_PIDS_HEADROOM: u32 = 96;
+/// Host threads gVisor's sentry takes under runsc whatever runs inside
+/// (measured on runsc 20221219, ptrace platform: 38 for a container
+/// running one `sleep`, 75 for a waiting wrapper, 104 with `--cpu-time`'s
+/// watcher).
+pub const GVISOR_PIDS_HEADROOM: u32 = 128;
+/// Host threads allowed per process inside gVisor. A steady process
+/// costs about 5 (343 for 64 sleeping children); churn costs far more on
+/// the ptrace platform (a fork bomb held at 64 processes by `RLIMIT_NPROC`
+/// climbed to 5,469 and stayed; held at 256, past 14,000 until its sentry
+/// gave up). The host's cgroup must bound that for the host's sake: 16
+/// per process leaves ordinary runs three times what they take, and a
+/// sustained bomb meets it and ends its own sandbox, never the host.
+pub const GVISOR_THREADS_PER_PROCESS: u32 = 16;
 
-/// The cgroup's process limit for `limits`: `--pids`, plus the runtime's
-/// own threads under gVisor.
 /// The resource limits set per process: the largest file a process may
 /// write (`--file-size`), and under Podman the ones it would raise.
 fn ulimits(l: &crate::config::Limits, flavor: Flavor) -> Option<Vec<ResourcesUlimits>> {
@@ -59,7 +63,19 @@ fn ulimits(l: &crate::config::Limits, flavor: Flavor) -> Option<Vec<ResourcesUli
     // raise limits (no CAP_SYS_RESOURCE); Docker passes on its own.
     if flavor == Flavor::Podman {
         u.push(limit("nofile", PODMAN_NOFILE));
-        u.push(limit("nproc", PODMAN_NPROC));
+        if !l.gvisor() {
+            u.push(limit("nproc", PODMAN_NPROC));
+        }
+    }
+    // Under gVisor the process limit is gVisor's own: its kernel counts the
+    // sandbox's tasks per user (all of them are one user's) and a fork past
+    // `--pids` fails inside with EAGAIN, as under runc's cgroup. The host's
+    // cgroup counts gVisor's threads instead, so there it is a backstop
+    // (`pids_limit`), sized never to be met first: met, it kills the whole
+    // sandbox. Under runc the host counts processes per uid across every
+    // container, so this limit stays the cgroup's alone.
+    if l.gvisor() {
+        u.push(limit("nproc", i64::from(l.pids)));
     }
     if let Some(n) = l.file_size {
         u.push(limit("fsize", i64::try_from(n).unwrap_or(i64::MAX)));
@@ -67,13 +83,14 @@ fn ulimits(l: &crate::config::Limits, flavor: Flavor) -> Option<Vec<ResourcesUli
     (!u.is_empty()).then_some(u)
 }
 
+/// The cgroup's process limit for `limits`: `--pids`; under gVisor, room
+/// for the sentry's threads for `--pids` processes (see [`ulimits`]).
 fn pids_limit(l: &crate::config::Limits) -> i64 {
-    i64::from(l.pids)
-        + if l.gvisor() {
-            i64::from(GVISOR_PIDS_HEADROOM)
-        } else {
-            0
-        }
+    if l.gvisor() {
+        i64::from(GVISOR_PIDS_HEADROOM) + i64::from(l.pids) * i64::from(GVISOR_THREADS_PER_PROCESS)
+    } else {
+        i64::from(l.pids)
+    }
 }
 
 /// Which implementation of the Docker Engine API answers: they differ in
@@ -290,10 +307,24 @@ mod tests {
         assert_eq!(h.pids_limit, Some(256));
         let mut gvisor = spec.clone();
         gvisor.limits.runtime = Some("runsc".into());
-        let g = container_body(&gvisor, "r1", idle, Flavor::Docker);
+        let g = container_body(&gvisor, "r1", idle, Flavor::Docker)
+            .host_config
+            .unwrap();
         assert_eq!(
-            g.host_config.unwrap().pids_limit,
-            Some(256 + i64::from(GVISOR_PIDS_HEADROOM))
+            g.pids_limit,
+            Some(i64::from(
+                GVISOR_PIDS_HEADROOM + 256 * GVISOR_THREADS_PER_PROCESS
+            ))
+        );
+        let nproc = g
+            .ulimits
+            .unwrap()
+            .into_iter()
+            .find(|u| u.name.as_deref() == Some("nproc"));
+        assert_eq!(
+            nproc.and_then(|u| u.hard),
+            Some(256),
+            "gVisor's kernel holds --pids"
         );
         let p = container_body(&spec, "r1", idle, Flavor::Podman);
         let ph = p.host_config.unwrap();
