@@ -83,8 +83,10 @@ mod tests {
     #[test]
     fn each_runtime_gets_the_finding_its_mechanism_earns() {
         let runc = Limits::default();
-        let mut gvisor = Limits::default();
-        gvisor.runtime = Some("runsc".into());
+        let gvisor = Limits {
+            runtime: Some("runsc".into()),
+            ..Limits::default()
+        };
         let s = |l: &Limits, t: &str| seccomp(l, &passed(t)).status;
         assert_eq!(s(&runc, "Seccomp:\t2\n"), Status::Held);
         assert_eq!(s(&runc, "Seccomp:\t0\n"), Status::Broken);
