@@ -98,7 +98,7 @@ async fn privilege_escalation_attempts_fail() {
                exit $r";
     // Under gVisor too: its lane registers runsc with --oci-seccomp, which
     // applies the engine's profile inside (docs/backends.md, "gVisor").
-    let out = run(&sb, "privesc", &[], &cmd).await;
+    let out = run(&sb, "privesc", &[], cmd).await;
     assert_eq!(
         out.verdict,
         Verdict::Passed,
