@@ -126,6 +126,25 @@ async fn the_readme_mcp_snippet_starts_a_server_that_answers_an_mcp_handshake() 
     common::assert_no_leak(&label);
 }
 
+#[test]
+fn the_example_mcp_configurations_name_what_autodev_serves() {
+    let read = |name: &str| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(root().join("examples/agents").join(name)).unwrap(),
+        )
+        .unwrap()
+    };
+    let stdio = &read("mcp.json")["mcpServers"]["autodev"];
+    assert_eq!(stdio["command"], "autodev");
+    assert_eq!(stdio["args"][0], "mcp");
+    let http = &read("mcp-http.json")["mcpServers"]["autodev"];
+    assert!(http["url"].as_str().unwrap().ends_with("/mcp"), "{http}");
+    assert!(http["headers"]["Authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer "));
+}
+
 #[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_python_client_snippet_runs_against_the_service() {
