@@ -44,10 +44,12 @@ pub const GVISOR_PIDS_HEADROOM: u32 = 128;
 /// costs about 5 (343 for 64 sleeping children); churn costs far more on
 /// the ptrace platform (a fork bomb held at 64 processes by `RLIMIT_NPROC`
 /// climbed to 5,469 and stayed; held at 256, past 14,000 until its sentry
-/// gave up). The host's cgroup must bound that for the host's sake: 16
-/// per process leaves ordinary runs three times what they take, and a
-/// sustained bomb meets it and ends its own sandbox, never the host.
-pub const GVISOR_THREADS_PER_PROCESS: u32 = 16;
+/// gave up). The host's cgroup must bound that for the host's sake: its
+/// process IDs are shared by every sandbox (`kernel.pid_max` is 32,768
+/// here), and 8 per process keeps several sandboxes at the default
+/// `--pids` well under it while leaving ordinary runs half again what they
+/// take; a sustained bomb meets it and ends its own sandbox, never the host.
+pub const GVISOR_THREADS_PER_PROCESS: u32 = 8;
 
 /// The resource limits set per process: the largest file a process may
 /// write (`--file-size`), and under Podman the ones it would raise.
