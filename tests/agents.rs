@@ -220,3 +220,70 @@ async fn the_agents_sdk_runs_its_session_operations_and_the_readme_agent_through
     );
     stop_clean(svc, &label);
 }
+
+/// A process of the test, killed when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_example_runs_with_an_openai_compatible_server() {
+    let _sb = require_docker!();
+    let py = common::pypi_python("agents.sandbox, httpx");
+    let label = common::test_label("agents-chat");
+    let dir = tempfile::tempdir().unwrap();
+    let k = add_key(dir.path(), "agent", &[]);
+    let svc = Service::start(dir.path(), &label, &[]);
+    // A Chat Completions server on loopback answering from the replay.
+    let log = dir.path().join("requests.jsonl");
+    let mut server = Killed(
+        Command::new(&py)
+            .arg(root().join("tests/agents/chat_server.py"))
+            .arg(root().join("examples/agents/replay.json"))
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}/v1", port.trim());
+    let args: Vec<PathBuf> = [
+        root().join("examples/agents/agent.py"),
+        "--url".into(),
+        svc.url.clone().into(),
+        "--token".into(),
+        k.clone().into(),
+        "--project".into(),
+        root().join("examples/buggy_add/project"),
+        "--model".into(),
+        "stand-in".into(),
+    ]
+    .into();
+    let out = run_python(
+        &py,
+        &args,
+        &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", "not-a-key")],
+    );
+    assert!(out.contains("return a + b"), "the fix came back: {out}");
+    let requests: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(requests.len(), 4, "three commands and the answer");
+    let last = requests.last().unwrap()["body"]["messages"].to_string();
+    assert!(
+        last.contains("2 failed") && last.contains("2 passed"),
+        "the model was sent both test runs' output from the sandbox: {last}"
+    );
+    stop_clean(svc, &label);
+}

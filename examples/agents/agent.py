@@ -5,9 +5,10 @@
         --replay examples/agents/replay.json
 
 With `--replay` the model is the SDK's own scripted model (each step a
-command or a final message, no network); without it, the SDK's default
-model provider is used (`OPENAI_API_KEY`, and `OPENAI_BASE_URL` for any
-OpenAI-compatible server) with `--model`. The project's files are copied
+command or a final message, no network); without it, the SDK's OpenAI
+provider is used (`OPENAI_API_KEY`, and `OPENAI_BASE_URL` for any
+OpenAI-compatible server) with `--model`, over Chat Completions (what such
+servers speak; `--api responses` for OpenAI's Responses API). The project's files are copied
 into a fresh autodev session; the agent's shell tool runs each command in a
 fresh locked-down container on it. Prints the agent's final answer, then
 the session's files as they ended (the agent's changes came back).
@@ -20,9 +21,10 @@ import os
 import sys
 from pathlib import Path
 
-from agents import Runner, RunConfig, set_tracing_disabled
+from agents import Runner, RunConfig, set_default_openai_api, set_tracing_disabled
 from agents.run_config import SandboxRunConfig
 from agents.sandbox import Manifest, SandboxAgent
+from agents.sandbox.capabilities import Capabilities, Shell
 from agents.sandbox.entries import File
 
 from autodev_client.agents import AutodevSandboxClient, AutodevSandboxClientOptions
@@ -62,16 +64,27 @@ async def main() -> int:
     ap.add_argument("--project", type=Path, required=True)
     ap.add_argument("--replay", type=Path, help="scripted model steps (JSON); no network model")
     ap.add_argument("--model", default="gpt-4.1")
+    ap.add_argument("--api", choices=["chat", "responses"], default="chat")
     ap.add_argument("--max-turns", type=int, default=12)
     args = ap.parse_args()
 
+    capabilities = Capabilities.default()
     if args.replay:
         # Nothing leaves this host: no model service, no trace export.
         set_tracing_disabled(True)
         model = scripted(args.replay)
     else:
+        set_default_openai_api("chat_completions" if args.api == "chat" else "responses")
+        if os.environ.get("OPENAI_BASE_URL"):
+            # Another server than OpenAI's: the SDK would still export its
+            # traces to OpenAI, with the key meant for that server.
+            set_tracing_disabled(True)
         model = args.model
-    agent = SandboxAgent(name="fixer", instructions=INSTRUCTIONS, model=model,
+        if args.api == "chat":
+            # Chat Completions carries function tools only: the shell (the
+            # SDK's patch tool is a Responses-API tool).
+            capabilities = [Shell()]
+    agent = SandboxAgent(name="fixer", instructions=INSTRUCTIONS, model=model, capabilities=capabilities,
                          default_manifest=Manifest(entries=project_files(args.project)))
     client = AutodevSandboxClient(args.url, args.token)
     session = await client.create(manifest=agent.default_manifest, options=AutodevSandboxClientOptions(
