@@ -625,6 +625,35 @@ async fn session_files_are_confined_and_capped_and_sessions_survive_a_restart() 
         "the session survived the restart: {v}"
     );
     stop_clean(svc, &label);
+
+    // A key holds at most --max-sessions: the one that survived and one
+    // more here; the next is 429 until one is removed.
+    let svc = Service::start(dir.path(), &label, &["--max-sessions", "2", "--warm", "0"]);
+    let (s, _) = post(&c, &svc.at("/v1/sessions"), &k, json!({})).await;
+    assert_eq!(s, 201);
+    let r = c
+        .post(svc.at("/v1/sessions"))
+        .bearer_auth(&k)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["class"], "quota", "{v}");
+    let (s, _) = post(&c, &svc.at("/v1/sessions"), &other, json!({})).await;
+    assert_eq!(s, 201, "another key has room of its own");
+    let r = c
+        .delete(svc.at(&format!("/v1/sessions/{id}")))
+        .bearer_auth(&k)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (s, _) = post(&c, &svc.at("/v1/sessions"), &k, json!({})).await;
+    assert_eq!(s, 201, "room again once one is removed");
+    stop_clean(svc, &label);
 }
 
 /// Every path under `root`.

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Usage records (one file per UTC day in the state folder) are kept this many days.
     #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_usage_days: u32,
+    /// Sessions one key may hold at once; past it, making one is 429 until one is removed or
+    /// idles out.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
     /// A session unused for this long is removed with its files.
     #[arg(long, default_value = "1h", value_parser = duration("--session-idle"))]
     pub session_idle: Duration,

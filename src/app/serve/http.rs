@@ -56,6 +56,18 @@ impl ApiError {
         ApiError::new(status, class.as_str(), message)
     }
 
+    /// A key at its `--max-sessions`: 429, to retry once one is removed.
+    pub(crate) fn too_many_sessions(held: usize) -> Self {
+        ApiError {
+            retry_after: Some(60),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota",
+                format!("this key holds {held} sessions, its most (--max-sessions): delete one (DELETE /v1/sessions/ID) or let one idle out"),
+            )
+        }
+    }
+
     pub(crate) fn not_found(what: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,

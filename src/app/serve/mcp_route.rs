@@ -236,10 +236,14 @@ async fn message(
     let session = match named_session(&svc, &t, &headers)? {
         Some(s) => s,
         // A new MCP session: a new, empty session of the key's.
-        None if initialize => svc
-            .sessions
-            .create(&t.name, Init::Empty)
-            .map_err(|e| ApiError::of(ErrorClass::Internal, e))?,
+        None if initialize => {
+            svc.sessions
+                .room_for(&t.name)
+                .map_err(ApiError::too_many_sessions)?;
+            svc.sessions
+                .create(&t.name, Init::Empty)
+                .map_err(|e| ApiError::of(ErrorClass::Internal, e))?
+        }
         None => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

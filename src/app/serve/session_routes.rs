@@ -93,6 +93,9 @@ async fn create(
             None => Init::Empty,
         }
     };
+    svc.sessions
+        .room_for(&t.name)
+        .map_err(ApiError::too_many_sessions)?;
     let s = svc.sessions.create(&t.name, init).map_err(bad)?;
     Ok((StatusCode::CREATED, Json(s.info())).into_response())
 }

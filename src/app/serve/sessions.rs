@@ -123,6 +123,8 @@ pub(crate) struct Sessions {
     idle: Duration,
     /// Bytes a session's files may add up to.
     pub(crate) max_bytes: u64,
+    /// Sessions one key may hold at once (`--max-sessions`).
+    pub(crate) max_per_key: usize,
     map: Mutex<HashMap<String, Arc<Session>>>,
 }
 
@@ -160,12 +162,25 @@ impl Sessions {
             root,
             idle,
             max_bytes,
+            max_per_key: usize::MAX,
             map: Mutex::new(map),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` may make another session: `Err` with how many it
+    /// holds when it is at `max_per_key` (each one is a folder on this
+    /// host until it is removed or idles out).
+    pub(crate) fn room_for(&self, key: &str) -> Result<(), usize> {
+        let held = self.lock().values().filter(|s| s.key == key).count();
+        if held >= self.max_per_key {
+            Err(held)
+        } else {
+            Ok(())
+        }
     }
 
     /// Makes a session of `key`'s, filled from `init`.
@@ -524,6 +539,12 @@ mod tests {
         let s = Sessions::open(d.path().to_path_buf(), Duration::ZERO, 100).unwrap();
         let a = s.create("k", Init::Empty).unwrap();
         let b = s.create("k", Init::Empty).unwrap();
+        let mut capped = Sessions::open(d.path().join("capped"), Duration::ZERO, 100).unwrap();
+        capped.max_per_key = 1;
+        assert!(capped.room_for("k").is_ok());
+        capped.create("k", Init::Empty).unwrap();
+        assert_eq!(capped.room_for("k"), Err(1), "one key at its cap");
+        assert!(capped.room_for("other").is_ok(), "another key is not");
         assert!(!s.remove(&a.id, "other").await);
         assert!(s.remove(&a.id, "k").await);
         assert!(!a.dir.exists());
