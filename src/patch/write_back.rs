@@ -66,20 +66,49 @@ pub fn write_back(
         Some(TreeBack::NotSent) => return WriteBack::failed("the run ended before its workspace could be sent back (a time, memory or output limit): nothing was written back".into()),
         Some(TreeBack::Cut) => return WriteBack::failed("the workspace the command left is over the write-back cap or was broken off: nothing was written back".into()),
     };
-    let mut out = WriteBack::default();
-    let mut changed = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut total = 0u64;
-    let mut archive = tar::Archive::new(&bytes[..]);
-    let entries = match archive.entries() {
-        Ok(e) => e,
-        Err(e) => return WriteBack::failed(format!("the workspace sent back is no tar: {e}")),
+    let read = match compare(root, &bytes, max_bytes) {
+        Ok(r) => r,
+        Err(why) => return WriteBack::failed(why),
     };
-    for entry in entries {
-        let mut entry = match entry {
-            Ok(e) => e,
-            Err(e) => return WriteBack::failed(format!("the workspace sent back is no tar: {e}")),
-        };
+    let mut out = WriteBack {
+        refused: read.refused,
+        unchanged: read.unchanged,
+        ..WriteBack::default()
+    };
+    write_changed(root, read.changed, max_bytes, &mut out);
+    delete_gone(root, sent.difference(&read.seen), &mut out);
+    out
+}
+
+/// A file the command left different from the folder's: its path, its
+/// bytes, whether it is executable.
+type Changed = (String, Vec<u8>, bool);
+
+/// The tree sent back, held against the folder.
+struct Compared {
+    /// New or changed files, not written yet.
+    changed: Vec<Changed>,
+    /// Every path the tree holds, whatever its kind.
+    seen: BTreeSet<String>,
+    /// Entries that are no regular file.
+    refused: Vec<Refused>,
+    unchanged: u64,
+}
+
+/// Reads the tree and finds what differs from `root`; nothing is written
+/// here, so a tree over the cap or broken changes nothing.
+fn compare(root: &Path, bytes: &[u8], max_bytes: u64) -> Result<Compared, String> {
+    let no_tar = |e: std::io::Error| format!("the workspace sent back is no tar: {e}");
+    let mut c = Compared {
+        changed: Vec::new(),
+        seen: BTreeSet::new(),
+        refused: Vec::new(),
+        unchanged: 0,
+    };
+    let mut total = 0u64;
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().map_err(no_tar)? {
+        let mut entry = entry.map_err(no_tar)?;
         let raw = entry.path_bytes().into_owned();
         let path = String::from_utf8_lossy(&raw);
         let path = path
@@ -92,41 +121,49 @@ pub fn write_back(
         }
         // Whatever the entry is, the path is still there: a file replaced
         // by a link is refused, not deleted.
-        seen.insert(path.clone());
+        c.seen.insert(path.clone());
         if !kind.is_file() {
-            out.refused.push(Refused {
+            c.refused.push(Refused {
                 path,
                 why: format!("a {kind:?}: only regular files are written back"),
             });
             continue;
         }
         let mut buf = Vec::new();
-        if let Err(e) = (&mut entry).take(max_bytes + 1).read_to_end(&mut buf) {
-            return WriteBack::failed(format!(
-                "reading {path:?} from the workspace sent back: {e}"
-            ));
-        }
+        (&mut entry)
+            .take(max_bytes + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("reading {path:?} from the workspace sent back: {e}"))?;
         total += buf.len() as u64;
         let exec = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
-        let same = apply::existing_file(root, &path)
-            .ok()
-            .flatten()
-            .and_then(|(_, full)| {
-                let old_exec = std::fs::metadata(&full).ok()?.mode() & 0o111 != 0;
-                Some(old_exec == exec && std::fs::read(full).ok()? == buf)
-            })
-            .unwrap_or(false);
-        if same {
-            out.unchanged += 1;
+        if same_as_folder(root, &path, &buf, exec) {
+            c.unchanged += 1;
         } else {
-            changed.push((path, buf, exec));
+            c.changed.push((path, buf, exec));
         }
     }
     if total > max_bytes {
-        return WriteBack::failed(format!(
+        return Err(format!(
             "the workspace the command left holds {total} bytes, over the cap of {max_bytes}: nothing was written back"
         ));
     }
+    Ok(c)
+}
+
+/// Whether `root` already holds `path` with these bytes and executable bit.
+fn same_as_folder(root: &Path, path: &str, buf: &[u8], exec: bool) -> bool {
+    apply::existing_file(root, path)
+        .ok()
+        .flatten()
+        .and_then(|(_, full)| {
+            let old_exec = std::fs::metadata(&full).ok()?.mode() & 0o111 != 0;
+            Some(old_exec == exec && std::fs::read(full).ok()? == buf)
+        })
+        .unwrap_or(false)
+}
+
+/// Writes each changed file through the patch applier's rules.
+fn write_changed(root: &Path, changed: Vec<Changed>, max_bytes: u64, out: &mut WriteBack) {
     for (path, buf, exec) in changed {
         let written = apply::write_file(root, &path, &buf, max_bytes)
             .and_then(|rel| apply::set_executable(root, &rel, exec));
@@ -135,7 +172,11 @@ pub fn write_back(
             Err((_, why)) => out.refused.push(Refused { path, why }),
         }
     }
-    for path in sent.difference(&seen) {
+}
+
+/// Removes the files the run was given and the tree no longer holds.
+fn delete_gone<'a>(root: &Path, gone: impl Iterator<Item = &'a String>, out: &mut WriteBack) {
+    for path in gone {
         // Through the same rules as a write: a path that now leads through
         // a link is refused, never followed.
         match apply::existing_file(root, path) {
@@ -153,7 +194,6 @@ pub fn write_back(
             }),
         }
     }
-    out
 }
 
 #[cfg(test)]
