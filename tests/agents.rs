@@ -39,24 +39,17 @@ fn readme_blocks(lang: &str) -> Vec<String> {
 
 /// Runs `py` with `args`; what it printed, or the test fails with all of it.
 fn run_python(py: &Path, args: &[PathBuf], env: &[(&str, &str)]) -> String {
-    let out = Command::new(py)
-        .args(args)
-        .current_dir(root())
-        .env("PYTHONPATH", root().join("clients/python"))
-        // Nothing of the SDK may reach a service off this host.
-        .env("OPENAI_AGENTS_DISABLE_TRACING", "1")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::succeeds(
+        Command::new(py)
+            .args(args)
+            .current_dir(root())
+            .env("PYTHONPATH", root().join("clients/python"))
+            // Nothing of the SDK may reach a service off this host.
+            .env("OPENAI_AGENTS_DISABLE_TRACING", "1")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .envs(env.iter().copied()),
+    )
 }
 
 /// Runs the key `k` has had, from the service's usage route.

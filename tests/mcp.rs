@@ -59,16 +59,10 @@ async fn the_mcp_sdk_client_uses_a_service_session_over_streamable_http() {
     let dir = tempfile::tempdir().unwrap();
     let k = add_key(dir.path(), "agent", &[]);
     let svc = Service::start(dir.path(), &label, &["--mcp", "--no-setup"]);
-    let out = Command::new(py)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/http_client.py"))
-        .args([&svc.url, &k])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::succeeds(
+        Command::new(py)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/http_client.py"))
+            .args([&svc.url, &k]),
     );
     let sessions = dir.path().join("state/sessions");
     let left: Vec<_> = std::fs::read_dir(&sessions).unwrap().collect();

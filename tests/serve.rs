@@ -521,17 +521,7 @@ async fn curl_and_python_requests_use_every_route_and_the_openapi_document_valid
     assert_eq!(v["stdout"]["text"], "from-curl\n", "{v}");
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/client.py");
-    let out = Command::new(&py)
-        .arg(&script)
-        .args([&svc.url, &a, &b])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeds(Command::new(&py).arg(&script).args([&svc.url, &a, &b]));
     stop_clean(svc, &label);
 }
 
@@ -958,17 +948,11 @@ async fn the_python_client_drives_every_route_sync_and_async() {
         &["--max-queue", "0", "--jobs", "2", "--max-body", "67108864"],
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(&py)
-        .arg(root.join("tests/serve/client_sdk.py"))
-        .args([&svc.url, &a, &b])
-        .env("PYTHONPATH", root.join("clients/python"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::succeeds(
+        Command::new(&py)
+            .arg(root.join("tests/serve/client_sdk.py"))
+            .args([&svc.url, &a, &b])
+            .env("PYTHONPATH", root.join("clients/python")),
     );
     stop_clean(svc, &label);
 }

@@ -14,30 +14,25 @@ use common::service::{add_key, stop_clean, Service};
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert, key).
 fn certificate(dir: &Path) -> (String, String) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeeds(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args([
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
     );
     (
         cert.to_string_lossy().into_owned(),
@@ -157,20 +152,14 @@ async fn https_beyond_loopback_serves_real_clients_and_an_empty_key_file_serves_
         "import requests, sys\nr = requests.post('{}', json={{'runner': 'echo py'}}, headers={{'Authorization': 'Bearer {token}'}}, verify='{cert}', timeout=60)\nassert r.json()['stdout']['text'] == 'py\\n', r.text\nprint('ok')",
         at("/v1/runs")
     );
-    let out = Command::new(py).args(["-c", &script]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeds(Command::new(py).args(["-c", &script]));
 
     // The last key revoked: beyond loopback, nobody is served (never everyone).
-    let out = common::isolated(dir.path())
-        .args(["serve", "keys", "revoke", "a", "--state"])
-        .arg(dir.path().join("state"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    common::succeeds(
+        common::isolated(dir.path())
+            .args(["serve", "keys", "revoke", "a", "--state"])
+            .arg(dir.path().join("state")),
+    );
     let (body, _) = curl(&[
         "-w",
         "\n%{http_code}",

@@ -181,6 +181,20 @@ pub fn host_script(script: &Path, cmd: &str, (tag, dir, net): (&str, &Path, &str
 }
 
 /// The built binary.
+/// Runs `cmd` to its end and returns its stdout; fails the test with
+/// both streams when it does not exit 0.
+pub fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_autodev"))
 }

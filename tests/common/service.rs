@@ -91,16 +91,12 @@ pub fn stop_clean(mut svc: Service, label: &(String, String)) {
 
 /// `autodev serve keys add NAME ARGS…`: the token.
 pub fn add_key(dir: &Path, name: &str, args: &[&str]) -> String {
-    let out = super::isolated(dir)
-        .args(["serve", "keys", "add", name, "--state"])
-        .arg(dir.join("state"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    super::succeeds(
+        super::isolated(dir)
+            .args(["serve", "keys", "add", name, "--state"])
+            .arg(dir.join("state"))
+            .args(args),
+    )
+    .trim()
+    .to_string()
 }

@@ -129,23 +129,8 @@ impl Tools {
                 self.run(cmd, args, false, cancel).await
             }
             "exec" => {
-                let cmd = match &args["command"] {
-                    Value::String(s) if !s.trim().is_empty() => Command::Shell(s.clone()),
-                    Value::Array(v) if !v.is_empty() && v.iter().all(Value::is_string) => {
-                        Command::Argv(
-                            v.iter()
-                                .filter_map(|a| a.as_str().map(String::from))
-                                .collect(),
-                        )
-                    }
-                    _ => {
-                        return Err(CallError::Refused(
-                            "command: a non-empty string or array of strings is needed".into(),
-                        ))
-                    }
-                };
                 let write_back = args["write_back"].as_bool().unwrap_or(false);
-                self.run(cmd, args, write_back, cancel).await
+                self.run(command_arg(args)?, args, write_back, cancel).await
             }
             "read_file" => self.read(text_arg(args, "path")?),
             "write_file" => self.write(text_arg(args, "path")?, text_arg(args, "content")?),
@@ -314,6 +299,21 @@ pub(crate) fn read_file(root: &std::path::Path, path: &str) -> Result<Answer, Ca
         json!({"path": path, "content": text, "bytes": bytes.len()}),
         false,
     ))
+}
+
+/// The `exec` tool's `command`: a shell line, or an argument vector.
+pub(crate) fn command_arg(args: &Value) -> Result<Command, CallError> {
+    match &args["command"] {
+        Value::String(s) if !s.trim().is_empty() => Ok(Command::Shell(s.clone())),
+        Value::Array(v) if !v.is_empty() && v.iter().all(Value::is_string) => Ok(Command::Argv(
+            v.iter()
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect(),
+        )),
+        _ => Err(CallError::Refused(
+            "command: a non-empty string or array of strings is needed".into(),
+        )),
+    }
 }
 
 /// Whether tool `name` takes argument `arg`.

@@ -24,7 +24,7 @@ use super::{OnSession, Refusal, Tenant};
 use crate::app::mcp::protocol::{self, ToolHost};
 use crate::app::mcp::tools::{self, Answer, CallError};
 use autodev::error::ErrorClass;
-use autodev::sandbox::Outcome;
+use autodev::sandbox::{Command, Outcome};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -82,19 +82,13 @@ impl ToolHost for SessionTools {
                     .await
             }
             "exec" => {
-                let command = &args["command"];
-                let ok = match command {
-                    Value::String(s) => !s.trim().is_empty(),
-                    Value::Array(v) => !v.is_empty() && v.iter().all(Value::is_string),
-                    _ => false,
+                // A run request's `runner` takes both forms as they are.
+                let runner = match tools::command_arg(args)? {
+                    Command::Shell(line) => Value::from(line),
+                    Command::Argv(argv) => Value::from(argv),
                 };
-                if !ok {
-                    return Err(CallError::Refused(
-                        "command: a non-empty string or array of strings is needed".into(),
-                    ));
-                }
                 let write_back = args["write_back"].as_bool().unwrap_or(false);
-                self.run(command.clone(), args, write_back).await
+                self.run(runner, args, write_back).await
             }
             "read_file" => tools::read_file(&self.session.ws(), tools::text_arg(args, "path")?),
             "write_file" => {
@@ -113,13 +107,9 @@ impl ToolHost for SessionTools {
                     .map_err(|e| CallError::Refused(format!("listing the files: {e}")))?;
                 let text = files
                     .iter()
-                    .map(|(p, n)| format!("{p}\t{n}"))
+                    .map(|f| format!("{}\t{}", f.path, f.bytes))
                     .collect::<Vec<_>>()
                     .join("\n");
-                let files: Vec<Value> = files
-                    .into_iter()
-                    .map(|(path, bytes)| json!({"path": path, "bytes": bytes}))
-                    .collect();
                 Ok((text, json!({"files": files}), false))
             }
         }

@@ -125,19 +125,8 @@ async fn list_files(
     Extension(t): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    use std::os::unix::fs::MetadataExt;
     let s = session(&svc, &t, &id)?;
-    let ws = s.ws();
-    let files = list(&ws).map_err(internal)?;
-    let files: Vec<Value> = files
-        .into_iter()
-        .map(|(path, bytes)| {
-            // `list` found a regular file here; no link is followed.
-            let exec =
-                std::fs::symlink_metadata(ws.join(&path)).is_ok_and(|m| m.mode() & 0o111 != 0);
-            json!({"path": path, "bytes": bytes, "executable": exec})
-        })
-        .collect();
+    let files = list(&s.ws()).map_err(internal)?;
     Ok(Json(json!({"files": files})))
 }
 

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,8 +49,18 @@ pub(crate) enum Init<'a> {
     Tar(&'a [u8]),
 }
 
-/// A session's files: (relative path, bytes).
-pub(crate) type Listing = Vec<(String, u64)>;
+/// One file of a session, as its listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) struct Listed {
+    /// Relative to the workspace.
+    pub(crate) path: String,
+    pub(crate) bytes: u64,
+    /// The one mode bit a session keeps.
+    pub(crate) executable: bool,
+}
+
+/// A session's files, sorted by path.
+pub(crate) type Listing = Vec<Listed>;
 
 impl Session {
     pub(crate) fn ws(&self) -> PathBuf {
@@ -68,12 +79,13 @@ impl Session {
         let files = list(&self.ws()).unwrap_or_default();
         serde_json::json!({
             "id": m.id, "created": m.created, "last_used": m.last_used,
-            "files": files.len(), "bytes": files.iter().map(|f| f.1).sum::<u64>(),
+            "files": files.len(), "bytes": files.iter().map(|f| f.bytes).sum::<u64>(),
         })
     }
 }
 
-/// Every regular file under `root`, sorted, with its size.
+/// Every regular file under `root`, sorted, with its size and whether it
+/// is executable (one `stat` each: the one the walk makes).
 pub(crate) fn list(root: &Path) -> std::io::Result<Listing> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -89,7 +101,12 @@ pub(crate) fn list(root: &Path) -> std::io::Result<Listing> {
                     .strip_prefix(root)
                     .unwrap_or(&e.path())
                     .to_path_buf();
-                out.push((rel.to_string_lossy().into_owned(), e.metadata()?.len()));
+                let md = e.metadata()?;
+                out.push(Listed {
+                    path: rel.to_string_lossy().into_owned(),
+                    bytes: md.len(),
+                    executable: md.mode() & 0o111 != 0,
+                });
             }
         }
     }
@@ -264,10 +281,13 @@ impl Sessions {
                         .take(self.max_bytes + 1)
                         .read_to_end(&mut buf)
                         .map_err(|e| format!("archive entry {path:?}: {e}"))?;
-                    // A folder of our own, just filled: nothing else writes in it.
-                    let full = ws.join(put(&path, &buf)?);
+                    let rel = put(&path, &buf)?;
                     let h = entry.header();
-                    keep_stamp(&full, h.mode().unwrap_or(0o644), h.mtime().unwrap_or(0))
+                    let exec = h.mode().is_ok_and(|m| m & 0o111 != 0);
+                    apply::set_executable(ws, &rel, exec)
+                        .map_err(|(_, why)| format!("archive entry {path:?}: {why}"))?;
+                    // A folder of our own, just filled: nothing else writes in it.
+                    keep_time(&ws.join(rel), h.mtime().unwrap_or(0))
                         .map_err(|e| format!("archive entry {path:?}: {e}"))?;
                 }
                 Ok(())
@@ -352,8 +372,8 @@ impl Sessions {
         let clean = apply::confine(path).map_err(|(_, why)| why)?;
         let others: u64 = files
             .iter()
-            .filter(|(p, _)| Path::new(p) != clean)
-            .map(|f| f.1)
+            .filter(|f| Path::new(&f.path) != clean)
+            .map(|f| f.bytes)
             .sum();
         if others + bytes.len() as u64 > self.max_bytes {
             return Err(format!(
@@ -392,10 +412,9 @@ impl Sessions {
     /// no owner, no other mode bits), so that replacing the files with an
     /// archive and taking it again gives the same bytes.
     pub(crate) fn archive(&self, s: &Session) -> std::io::Result<Vec<u8>> {
-        use std::os::unix::fs::MetadataExt;
         let ws = s.ws();
         let mut b = tar::Builder::new(Vec::new());
-        for (rel, _) in list(&ws)? {
+        for Listed { path: rel, .. } in list(&ws)? {
             let mut f = std::fs::File::open(ws.join(&rel))?;
             let md = f.metadata()?;
             let mut h = tar::Header::new_gnu();
@@ -409,7 +428,8 @@ impl Sessions {
     }
 }
 
-/// The mode a session file has: executable or not, readable by all.
+/// The mode a session file's archive entry has: executable or not,
+/// readable by all (nothing else of the host's mode).
 fn stamp_mode(mode: u32) -> u32 {
     if mode & 0o111 != 0 {
         0o755
@@ -418,10 +438,8 @@ fn stamp_mode(mode: u32) -> u32 {
     }
 }
 
-/// Gives a file written from an archive the entry's time and mode.
-fn keep_stamp(full: &Path, mode: u32, mtime: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(full, std::fs::Permissions::from_mode(stamp_mode(mode)))?;
+/// Gives a file written from an archive the entry's time.
+fn keep_time(full: &Path, mtime: u64) -> std::io::Result<()> {
     let when = std::time::UNIX_EPOCH + Duration::from_secs(mtime);
     std::fs::File::options()
         .write(true)
@@ -432,6 +450,14 @@ fn keep_stamp(full: &Path, mode: u32, mtime: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn paths_and_sizes(ws: &Path) -> Vec<(String, u64)> {
+        list(ws)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.path, f.bytes))
+            .collect()
+    }
 
     fn tar_with(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -458,7 +484,7 @@ mod tests {
         let s = Sessions::open(root.clone(), Duration::from_secs(3600), 100).unwrap();
         let ok = tar_with(&[("a/b.txt", tar::EntryType::Regular, b"hi")]);
         let ses = s.create("k", Init::Tar(&ok)).unwrap();
-        assert_eq!(list(&ses.ws()).unwrap(), [("a/b.txt".to_string(), 2)]);
+        assert_eq!(paths_and_sizes(&ses.ws()), [("a/b.txt".to_string(), 2)]);
         for (bad, says) in [
             (tar_with(&[("../x", tar::EntryType::Regular, b"x")]), ".."),
             (tar_with(&[("l", tar::EntryType::Symlink, b"")]), "Symlink"),
@@ -517,7 +543,7 @@ mod tests {
                 &tar_with(&[("a/b.txt", tar::EntryType::Regular, b"hi")]),
             )
             .unwrap();
-        assert_eq!(list(&ses.ws()).unwrap(), [("a/b.txt".to_string(), 2)]);
+        assert_eq!(paths_and_sizes(&ses.ws()), [("a/b.txt".to_string(), 2)]);
         let tar = again.archive(&ses).unwrap();
         again.replace(&ses, &tar).unwrap();
         assert_eq!(

@@ -103,6 +103,19 @@ enum Listener {
     Unix(tokio::net::UnixListener, PathBuf),
 }
 
+impl Listener {
+    /// Whether callers may come from beyond this host (what it is bound to
+    /// is not loopback: a wildcard address included).
+    fn beyond_loopback(&self) -> bool {
+        let addr = match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Tls(l) => axum::serve::Listener::local_addr(l).ok(),
+            Listener::Unix(..) => return false,
+        };
+        addr.is_some_and(|a| !a.ip().is_loopback())
+    }
+}
+
 /// Binds the service's address. Beyond loopback a caller's token crosses
 /// a network, so it needs TLS and keys (an open service there would serve
 /// anyone who can reach it).
@@ -242,12 +255,7 @@ pub(crate) async fn serve_cmd(
     };
     let mut svc = Service::new(&args, sandbox.clone(), &defaults, setup, stored);
     svc.mcp_runner = args.mcp.then(|| profile.runner.clone());
-    svc.reachable = matches!(&listener, Listener::Tls(_) | Listener::Tcp(_))
-        && !args
-            .listen
-            .parse::<SocketAddr>()
-            .is_ok_and(|a| a.ip().is_loopback())
-        && args.socket.is_none();
+    svc.reachable = listener.beyond_loopback();
     let svc = Arc::new(svc);
     svc.resume_batches();
     let app = http::router(svc.clone(), args.max_body, args.body_wait);

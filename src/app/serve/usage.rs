@@ -73,19 +73,12 @@ pub(crate) fn now() -> u64 {
         .as_secs()
 }
 
-/// The UTC date of day `days` since the epoch, as `YYYY-MM-DD` (the civil
-/// calendar from a day count, after Howard Hinnant's `civil_from_days`).
+/// The UTC date of day `days` since the epoch, as `YYYY-MM-DD`.
 fn date(days: u64) -> String {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let day = UNIX_EPOCH + Duration::from_secs(days.saturating_mul(DAY));
+    let mut text = humantime::format_rfc3339_seconds(day).to_string();
+    text.truncate(10);
+    text
 }
 
 impl Ledger {
