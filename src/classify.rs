@@ -33,6 +33,7 @@ fn own_class(e: &(dyn Error + 'static)) -> Option<ErrorClass> {
         .or_else(|| of::<crate::config::ConfigError>(e))
         .or_else(|| of::<crate::workspace::WorkspaceError>(e))
         .or_else(|| of::<crate::images::ImageError>(e))
+        .or_else(|| of::<crate::env::EnvError>(e))
 }
 
 #[cfg(test)]
@@ -46,6 +47,8 @@ mod tests {
         assert_eq!(class_of(&inner), Some(ErrorClass::Sandbox));
         let batch = crate::batch::BatchError::Sandbox(SandboxError::Settings("bad".into()));
         assert_eq!(class_of(&batch), Some(ErrorClass::Usage));
+        let unsupported = crate::env::EnvError::Unsupported("no set-up here".into());
+        assert_eq!(class_of(&unsupported), Some(ErrorClass::Usage));
         let io = std::io::Error::other("x");
         assert_eq!(class_of(&io), None);
     }

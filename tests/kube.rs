@@ -37,17 +37,14 @@ fn exec(
     cmd: &str,
 ) -> (Value, Output) {
     let mut c = autodev(cluster);
-    c.args([
-        "exec",
-        "--json",
-        "--backend",
-        "kubernetes",
-        "--image-pull-policy",
-        "never",
-    ])
-    .arg("-w")
-    .arg(ws)
-    .args(["--label", &format!("{}={}", label.0, label.1)]);
+    c.args(["exec", "--json", "--backend", "kubernetes"]);
+    // The test image is loaded on each node; environments come from the registry.
+    if !extra.contains(&"--image-pull-policy") {
+        c.args(["--image-pull-policy", "never"]);
+    }
+    c.arg("-w")
+        .arg(ws)
+        .args(["--label", &format!("{}={}", label.0, label.1)]);
     if !extra.contains(&"--image") {
         c.args(["--image", &common::image()]);
     }
@@ -107,7 +104,124 @@ fn kubernetes_backend_on_a_real_two_node_cluster() {
     batch_over_both_nodes(&cluster);
     node_killed_mid_batch(&cluster);
     repository_tasks_resume(&cluster);
+    environment_through_the_registry(&cluster);
     eprintln!("all in {:?}", t0.elapsed());
+}
+
+/// A project with a dependency: its environment built on this host's
+/// engine (the set-up phase, through autodev's egress proxy), pushed to the
+/// cluster's registry and pulled by a node by digest; the second run a
+/// cache hit that pushes nothing new.
+fn environment_through_the_registry(cluster: &Cluster) {
+    let label = common::test_label("kube-env");
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let requirements = format!("# {nonce}\nsix==1.16.0\n");
+    let ws = common::workspace(&[
+        ("requirements.txt", &requirements),
+        (
+            "test_six.py",
+            "import six\n\ndef test_six():\n    assert six.__version__ == '1.16.0'\n",
+        ),
+    ]);
+    let test = "python3 -m pytest -q -p no:cacheprovider";
+
+    // Without a registry, a set-up asked for by name is refused, by name.
+    let out = autodev(cluster)
+        .args([
+            "exec",
+            "--backend",
+            "kubernetes",
+            "--image",
+            &common::image(),
+        ])
+        .args(["--setup", "pip install -r requirements.txt", "-w"])
+        .arg(ws.path())
+        .args(["--", test])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("--registry HOST:PORT"), "{said}");
+
+    let registry = cluster.registry();
+    let args = [
+        "--registry",
+        registry.as_str(),
+        "--image-pull-policy",
+        "if-not-present",
+    ];
+    let (first, _) = exec(cluster, ws.path(), &label, &args, test);
+    assert_eq!(first["verdict"], "passed", "{first}");
+    assert_eq!(first["tests"]["passed"], 1, "{first}");
+    let env = &first["record"]["environment"];
+    assert_eq!(env["cache"], "miss", "{env}");
+    let pulled = env["pulled_from"]
+        .as_str()
+        .expect("pulled_from")
+        .to_string();
+    let repository = format!("{registry}/autodev-env/python");
+    assert!(
+        pulled.starts_with(&format!("{repository}@sha256:")),
+        "{pulled}"
+    );
+    assert!(
+        first["record"]["engine"]
+            .as_str()
+            .unwrap()
+            .contains("node-"),
+        "{first}"
+    );
+    // The node pulled it by digest from the registry: nodes got the test
+    // image by `docker load`, which files no digest.
+    let digest = &pulled[repository.len() + 1..];
+    let log = cluster.registry_log();
+    assert!(
+        log.contains(&format!("GET /v2/autodev-env/python/manifests/{digest}")),
+        "no pull by digest in the registry's log:\n{log}"
+    );
+    let on_node = (1..=2).any(|i| {
+        Command::new("docker")
+            .args(["-H", &cluster.engine(i), "image", "inspect", &pulled])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(on_node, "no node holds {pulled}");
+
+    // Source edits never rebuild: a hit, the same digest, no connection.
+    std::fs::write(
+        ws.path().join("test_more.py"),
+        "import six\n\ndef test_py3():\n    assert six.PY3\n",
+    )
+    .unwrap();
+    let (second, _) = exec(cluster, ws.path(), &label, &args, test);
+    assert_eq!(second["verdict"], "passed", "{second}");
+    assert_eq!(second["tests"]["passed"], 2, "{second}");
+    let env2 = &second["record"]["environment"];
+    assert_eq!(env2["cache"], "hit", "{env2}");
+    assert_eq!(env2["pulled_from"], pulled.as_str(), "{env2}");
+    assert!(env2.get("connections").is_none(), "{env2}");
+    eprintln!(
+        "environment on the cluster: built and pushed in {} ms, found and pushed again in {} ms",
+        env["setup_ms"], env2["setup_ms"]
+    );
+    no_pod_left(cluster, &label);
+    let tag = env["image"].as_str().unwrap();
+    let pushed_tag = Command::new("docker")
+        .args(["image", "inspect", &format!("{registry}/{tag}")])
+        .output()
+        .unwrap();
+    assert!(
+        !pushed_tag.status.success(),
+        "the push's tag is left on this host's engine"
+    );
+    let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
 }
 
 fn verdicts(cluster: &Cluster) {

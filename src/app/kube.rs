@@ -19,6 +19,7 @@ pub(super) async fn kube_cmd(cmd: KubeCommand, cancel: &CancellationToken) -> Re
     let settings = KubeSettings {
         namespace: Some(namespace.clone()),
         pull: image_pull_policy,
+        registry: None,
     };
     let k = KubeSandbox::connect(&settings, false).await?;
     let dir = tempfile::tempdir()?;

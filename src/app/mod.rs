@@ -137,14 +137,15 @@ pub(crate) async fn connect(args: &EngineArgs) -> Result<AnySandbox, SandboxErro
         let settings = KubeSettings {
             namespace: args.namespace.clone(),
             pull: args.image_pull_policy.unwrap_or_default(),
+            registry: args.registry.clone(),
         };
         return KubeSandbox::connect(&settings, true)
             .await
             .map(|k| AnySandbox::Kube(Box::new(k)));
     }
-    if args.namespace.is_some() || args.image_pull_policy.is_some() {
+    if args.namespace.is_some() || args.image_pull_policy.is_some() || args.registry.is_some() {
         return Err(SandboxError::Settings(
-            "--namespace and --image-pull-policy are for --backend kubernetes".into(),
+            "--namespace, --image-pull-policy and --registry are for --backend kubernetes".into(),
         ));
     }
     let tls = tls_flags(args);

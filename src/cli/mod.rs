@@ -97,7 +97,7 @@ pub enum Command {
     Env(EnvCommand),
     /// Prove, on this host, each guarantee of the sandbox as configured (memory, processes,
     /// timeout, network, read-only root, privileges, environment, output, clean-up).
-    #[command(mut_arg("exclude", |a| a.hide(true)), mut_arg("include_git", |a| a.hide(true)), mut_arg("junit", |a| a.hide(true)), mut_arg("no_default_excludes", |a| a.hide(true)), mut_arg("warm", |a| a.hide(true)))]
+    #[command(mut_arg("exclude", |a| a.hide(true)), mut_arg("include_git", |a| a.hide(true)), mut_arg("junit", |a| a.hide(true)), mut_arg("no_default_excludes", |a| a.hide(true)), mut_arg("warm", |a| a.hide(true)), mut_arg("registry", |a| a.hide(true)))]
     Doctor(DoctorArgs),
     /// Show the effective settings and where each comes from, or write a starting config file.
     #[command(subcommand)]
@@ -115,7 +115,7 @@ pub enum Command {
     /// list_files on one folder, every call in a fresh locked-down container.
     Mcp(Box<McpArgs>),
     /// Remove containers left behind by a crashed run (all of autodev's, or those with --label).
-    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)), mut_arg("registry", |a| a.hide(true)))]
     Clean {
         /// Only containers that also carry this label KEY=VALUE (e.g. autodev.run=ID); repeatable.
         #[arg(long = "label", value_parser = label_filter)]
@@ -396,7 +396,7 @@ pub struct BatchArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Build images from images/NAME/Dockerfile as autodev/NAME:latest (all when NAME is omitted).
-    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)), mut_arg("registry", |a| a.hide(true)))]
     Build {
         /// Image folder name, e.g. python.
         name: Option<String>,
@@ -414,7 +414,7 @@ pub enum ImagesCommand {
         engines: EngineArgs,
     },
     /// Copy built images from one engine to the --engine ones through the API (no registry needed).
-    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)), mut_arg("registry", |a| a.hide(true)))]
     Push {
         /// Image folder name, e.g. python (all built ones when omitted).
         name: Option<String>,
@@ -429,7 +429,7 @@ pub enum ImagesCommand {
         engines: EngineArgs,
     },
     /// List the image definitions and whether each is built.
-    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)), mut_arg("registry", |a| a.hide(true)))]
     List {
         /// Folder holding NAME/Dockerfile.
         #[arg(long)]
@@ -448,7 +448,7 @@ pub enum EnvCommand {
     #[command(mut_arg("warm", |a| a.hide(true)))]
     Build(Box<EnvBuildArgs>),
     /// List the environments on the engine, least recently used first.
-    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)), mut_arg("registry", |a| a.hide(true)))]
     List {
         /// One JSON line per environment.
         #[arg(long)]
@@ -458,7 +458,7 @@ pub enum EnvCommand {
         engines: EngineArgs,
     },
     /// Print one environment's record (JSON): by image tag, image ID or key prefix.
-    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)), mut_arg("registry", |a| a.hide(true)))]
     Show {
         /// Tag (autodev-env/python:KEY), image ID, or the start of the key.
         which: String,
@@ -467,7 +467,7 @@ pub enum EnvCommand {
         engines: EngineArgs,
     },
     /// Remove environments, least recently used first, until those left take at most --max-size.
-    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)))]
+    #[command(mut_arg("warm", |a| a.hide(true)), mut_arg("backend", |a| a.hide(true)), mut_arg("namespace", |a| a.hide(true)), mut_arg("image_pull_policy", |a| a.hide(true)), mut_arg("registry", |a| a.hide(true)))]
     Prune {
         /// What the environments left may take in all (e.g. 10g); 0 removes them all.
         #[arg(long, value_parser = size("--max-size"), default_value = "0")]

@@ -8,7 +8,7 @@ use clap::Args;
 use super::parse::{env_item, label_item, unnamed};
 use autodev::config::limits::{Value, LIMITS};
 use autodev::config::{ConfigError, Limits};
-use autodev::sandbox::kube::PullPolicy;
+use autodev::sandbox::kube::{PullPolicy, Registry};
 use autodev::sandbox::RunSpec;
 use autodev::workspace::{CopyOptions, DEFAULT_EXCLUDES};
 
@@ -34,6 +34,10 @@ pub struct EngineArgs {
     /// Kubernetes: when nodes pull the image (Never for offline clusters) [default: if-not-present].
     #[arg(long, value_enum)]
     pub image_pull_policy: Option<PullPolicy>,
+    /// Kubernetes: the registry, HOST[:PORT][/PATH], that environments built on this host's
+    /// engine are pushed to and the nodes pull them from (by digest).
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = Registry::parse)]
+    pub registry: Option<Registry>,
     /// Docker engine, unix:///path or tcp://host:port, with #slots=N for the runs it takes
     /// at once (default: its CPU count); repeatable. Default: DOCKER_HOST, else the local socket.
     #[arg(long = "engine")]

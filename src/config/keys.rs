@@ -125,6 +125,7 @@ const OTHER_KEYS: &[Key] = &[
         "image_pull_policy",
         Forbidden(DESTINATION),
     ),
+    key("engines.registry", "registry", Forbidden(DESTINATION)),
     key("engines.tls_ca", "tls_ca", Forbidden(DESTINATION)),
     key("engines.tls_cert", "tls_cert", Forbidden(DESTINATION)),
     key("engines.tls_key", "tls_key", Forbidden(DESTINATION)),

@@ -119,9 +119,7 @@ pub async fn examine(
     ));
     // The set-up phase's own network, where the set-up phase runs.
     if let Some(docker) = sandbox.as_docker().and_then(|f| f.engines().next()) {
-        if docker.flavor() == crate::sandbox::docker::Flavor::Docker {
-            found.extend(egress::check(docker, &base, cancel).await);
-        }
+        found.extend(egress::check(docker, &base, cancel).await);
     }
     // Nothing of any run above may be left.
     found.push(

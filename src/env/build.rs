@@ -120,6 +120,7 @@ async fn set_up(
         setup_ms: 0,
         cache: CacheUse::Miss,
         connections: Vec::new(),
+        pulled_from: None,
     };
     let (repo, tag) = b.tag.rsplit_once(':').unwrap_or((b.tag, "latest"));
     let shape = SetupShape {

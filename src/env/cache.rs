@@ -254,6 +254,7 @@ mod tests {
             setup_ms: 5,
             cache: CacheUse::Miss,
             connections: vec![],
+            pulled_from: None,
         }
     }
 

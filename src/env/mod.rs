@@ -23,6 +23,7 @@ pub mod cache;
 pub mod detect;
 mod fence;
 pub mod proxy;
+mod publish;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -142,6 +143,17 @@ pub enum EnvError {
     /// The environment could not be copied to another engine.
     #[error(transparent)]
     Copy(#[from] crate::images::ImageError),
+    /// The environment could not be pushed to the cluster's registry.
+    #[error(
+        "pushing the environment to {registry} failed: {message}; check that this host's \
+         engine can push there (as `docker push` would) and that the nodes pull from that name"
+    )]
+    Publish {
+        /// The registry.
+        registry: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The cache folder could not be used.
     #[error("environment cache {path}: {source}; check that it is writable")]
     Cache {
@@ -163,7 +175,8 @@ impl crate::error::Classify for EnvError {
             EnvError::Sandbox(e) => e.class(),
             EnvError::Usage(_) | EnvError::Unsupported(_) => ErrorClass::Usage,
             EnvError::Copy(e) => e.class(),
-            EnvError::Cache { .. } => ErrorClass::Sandbox,
+            // Infrastructure, as the engine is: a batch retries it.
+            EnvError::Cache { .. } | EnvError::Publish { .. } => ErrorClass::Sandbox,
         }
     }
 }
@@ -290,10 +303,11 @@ pub async fn ensure(
 }
 
 /// The environment `spec`'s project needs under `profile`, found or built
-/// on the backend that runs the tests; `None` when there is nothing to
-/// install. Built on the first Docker engine and copied to the others.
-/// Kubernetes and pool runs have no set-up phase yet: a project that needs
-/// one gets [`EnvError::Unsupported`] (the caller may go on without it).
+/// for the backend that runs the tests; `None` when there is nothing to
+/// install. Docker engines: built on the first and copied to the others.
+/// Kubernetes: built on this host's engine and pushed to `--registry`.
+/// Pool runs have no set-up phase: a project that needs one gets
+/// [`EnvError::Unsupported`] (the caller may go on without it).
 pub async fn ensure_on(
     sandbox: &AnySandbox,
     spec: &RunSpec,
@@ -305,33 +319,60 @@ pub async fn ensure_on(
     let Some(plan) = plan(&spec.workspace, profile, &settings.mode)? else {
         return Ok(None);
     };
-    let Some(fleet) = sandbox.as_docker() else {
-        return Err(EnvError::Unsupported(format!(
-            "this project needs a set-up phase ({}), which runs only on Docker engines for now; \
-             pass --no-setup to run its tests without it",
-            plan.install
-        )));
+    let record = match sandbox {
+        AnySandbox::Docker(fleet) => on_engines(fleet, spec, &plan, settings, sink, cancel).await?,
+        AnySandbox::Kube(k) => {
+            let Some(registry) = k.registry() else {
+                return Err(unsupported(
+                    &plan,
+                    "a cluster cannot see an image built here: pass --registry HOST:PORT, \
+                     a registry this host's engine pushes to and the nodes pull from",
+                ));
+            };
+            let builder = DockerSandbox::connect().await?;
+            let mut record = ensure(&builder, spec, &plan, settings, sink, cancel).await?;
+            let t0 = std::time::Instant::now();
+            let pinned =
+                publish::publish(&builder, &record, registry, settings.timeout, cancel).await?;
+            record.setup_ms += t0.elapsed().as_millis() as u64;
+            record.pulled_from = Some(pinned);
+            record
+        }
+        AnySandbox::Socket(_) => {
+            return Err(unsupported(
+                &plan,
+                "sandboxes started ahead by `autodev pool` run the profile's image only",
+            ))
+        }
     };
-    let mut engines = fleet.engines();
-    let Some(first) = engines.next() else {
-        return Ok(None);
-    };
-    // Podman's compatible API may ignore the bridge name the fence needs:
-    // an unfenced set-up is not offered.
-    if first.flavor() != crate::sandbox::docker::Flavor::Docker {
-        return Err(EnvError::Unsupported(format!(
-            "this project needs a set-up phase ({}), which is not offered on Podman yet; \
-             pass --no-setup to run its tests without it",
-            plan.install
-        )));
-    }
-    let record = ensure(first, spec, &plan, settings, sink, cancel).await?;
-    for other in engines {
+    Ok(Some(record))
+}
+
+/// Built on the fleet's first engine, copied to the others.
+async fn on_engines(
+    fleet: &crate::sandbox::docker::fleet::DockerFleet,
+    spec: &RunSpec,
+    plan: &Plan,
+    settings: &SetupSettings,
+    sink: &mut dyn OutputSink,
+    cancel: &CancellationToken,
+) -> Result<EnvRecord, EnvError> {
+    let first = fleet.first();
+    let record = ensure(first, spec, plan, settings, sink, cancel).await?;
+    for other in fleet.engines().skip(1) {
         if !other.has_image(&record.image_id).await? {
             crate::images::push(first, other, &record.image).await?;
         }
     }
-    Ok(Some(record))
+    Ok(record)
+}
+
+fn unsupported(plan: &Plan, why: &str) -> EnvError {
+    EnvError::Unsupported(format!(
+        "this project needs a set-up phase ({}), and {why}; \
+         pass --no-setup to run its tests without it",
+        plan.install
+    ))
 }
 
 /// Which profile's environment a run gets, and how it is made.
@@ -409,7 +450,7 @@ pub async fn prepare<S: Environments>(
     match sandbox.environment(spec, setup, sink, cancel).await {
         Ok(env) => {
             if let Some(r) = &env {
-                spec.image = r.image_id.clone();
+                spec.image = r.pulled_from.clone().unwrap_or_else(|| r.image_id.clone());
             }
             Ok(Ready::Env(env.map(Box::new)))
         }

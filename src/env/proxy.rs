@@ -43,10 +43,46 @@ pub struct EgressProxy {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A listener on `bind` that may be made before `bind` is this host's:
+/// Podman's network backend gives a network's bridge its gateway address
+/// only when the first container joins, and the proxy must listen first.
+fn listen(bind: IpAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    let (socket, level, option) = match bind {
+        IpAddr::V4(_) => (
+            tokio::net::TcpSocket::new_v4()?,
+            libc::SOL_IP,
+            libc::IP_FREEBIND,
+        ),
+        IpAddr::V6(_) => (
+            tokio::net::TcpSocket::new_v6()?,
+            libc::SOL_IPV6,
+            libc::IPV6_FREEBIND,
+        ),
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor owned by `socket`, and an option
+    // value that lives across the call with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.bind(SocketAddr::new(bind, 0))?;
+    socket.listen(1024)
+}
+
 impl EgressProxy {
     /// Listens on `bind` (a port the system picks) and serves until stopped.
     pub async fn start(bind: IpAddr, cfg: ProxyConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((bind, 0)).await?;
+        let listener = listen(bind)?;
         let addr = listener.local_addr()?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let cfg = Arc::new(cfg);

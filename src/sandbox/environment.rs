@@ -39,6 +39,10 @@ pub struct EnvRecord {
     /// Every connection the set-up asked the egress proxy for (on a miss).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<Connection>,
+    /// Where a cluster's nodes pulled it from (`--registry`), by digest;
+    /// absent on Docker engines, which run it by image ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_from: Option<String>,
 }
 
 /// Whether an environment was found or built.

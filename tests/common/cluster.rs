@@ -57,6 +57,16 @@ impl Cluster {
         self.dir.join("kubeconfig")
     }
 
+    /// The test registry, `HOST:PORT` (HTTPS; every engine here trusts it).
+    pub fn registry(&self) -> String {
+        format!("{}.13:5000", self.net)
+    }
+
+    /// The registry's log, access lines included.
+    pub fn registry_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("k8s/registry.log")).unwrap_or_default()
+    }
+
     /// Kills node `i` (1 or 2): kubelet, engine and pods, with -9.
     pub fn kill(&self, i: usize) {
         self.script("kill", &[&i.to_string()]);

@@ -14,6 +14,9 @@
 #
 # Up writes DIR/kubeconfig (namespace `autodev`, token auth, the test CA).
 # Node I is `node-I` at NET.(10+I); the apiserver is https://NET.13:6443.
+# A registry (Debian's docker-registry, HTTPS with the test CA) listens on
+# NET.13:5000, its access log in DIR/k8s/registry.log; every engine here
+# trusts it through /etc/docker/certs.d/NET.13:5000/ca.crt (removed by down).
 #
 # Two workarounds for this VM (../shared/reviews/scaleout-feasibility-2026-11.md):
 # root lacks CAP_SYS_RESOURCE, so the negative oom_score_adj kubelet gives
@@ -107,6 +110,31 @@ SH
   echo "$token,admin,admin,system:masters" > tokens.csv
   kubeconfig "$k/admin.kubeconfig"
   kubeconfig "$dir/kubeconfig"
+  openssl req -newkey rsa:2048 -nodes -subj /CN=registry -keyout registry-key.pem \
+    -out registry.csr 2>/dev/null
+  printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth\n' "$cp" > registry.ext
+  openssl x509 -req -in registry.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+    -extfile registry.ext -out registry.pem 2>/dev/null
+  cat > registry.yml <<YML
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $k/registry
+  delete:
+    enabled: true
+http:
+  addr: $cp:5000
+  tls:
+    certificate: $k/registry.pem
+    key: $k/registry-key.pem
+YML
+  # Engines read a registry's CA from here at each push and pull (no restart).
+  mkdir -p "/etc/docker/certs.d/$cp:5000"
+  cp ca.pem "/etc/docker/certs.d/$cp:5000/ca.crt"
   cd - >/dev/null
 
   # Images the pods need, on every node: the pause container and the run images.
@@ -130,7 +158,10 @@ SH
     --service-account-issuer=https://kubernetes.default.svc \
     --api-audiences=https://kubernetes.default.svc --service-cluster-ip-range=10.252.0.0/24 \
     --kubelet-preferred-address-types=InternalIP >"$k/apiserver.log" 2>&1 &)
+  (ip netns exec "$cns" docker-registry serve "$k/registry.yml" >"$k/registry.log" 2>&1 &)
   wait_for apiserver 120 api /readyz >/dev/null
+  registry() { curl -sf --max-time 5 --cacert "$k/ca.pem" "https://$cp:5000/v2/" >/dev/null; }
+  wait_for registry 60 registry
   (ip netns exec "$cns" "$bin/kube-controller-manager" --kubeconfig="$k/admin.kubeconfig" \
     --leader-elect=false --service-account-private-key-file="$k/sa.key" --root-ca-file="$k/ca.pem" \
     --node-monitor-grace-period=10s --node-monitor-period=2s --pod-eviction-timeout=10s \
@@ -164,6 +195,7 @@ down)
   # names a path under DIR; the fleet's teardown ends them all.
   for p in $(ip netns pids "${tag}h3" 2>/dev/null || true); do kill -9 "$p" 2>/dev/null || true; done
   bash "$fleet" down "$tag" "$dir" "$net"
+  rm -rf "/etc/docker/certs.d/$cp:5000"
   # kubelet writes pod logs under /var/log whatever its root dir.
   rm -rf /var/log/pods/autodev*_* 2>/dev/null || true
   find /var/log/containers -name '*_autodev*_*' -delete 2>/dev/null || true

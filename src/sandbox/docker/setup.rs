@@ -194,8 +194,18 @@ impl Committing<'_> {
             .docker
             .commit_container(opts, ContainerConfig::default())
             .await
-            .map(|r| r.id)
+            .map(|r| full_id(&r.id))
             .map_err(|e| e.to_string())
+    }
+}
+
+/// An image ID as Docker writes it everywhere (`sha256:HEX`): Podman's
+/// commit answers with the bare hex its inspect and list prefix.
+fn full_id(id: &str) -> String {
+    let bare = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    match bare {
+        true => format!("sha256:{id}"),
+        false => id.to_string(),
     }
 }
 
@@ -353,5 +363,19 @@ impl DockerSandbox {
             }
         }
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn image_ids_are_written_one_way() {
+        let hex = "8e6230fa5aae750cfcda761bfcacece0a7798fdb86fd2d0484fb8319f70b443a";
+        assert_eq!(super::full_id(hex), format!("sha256:{hex}"));
+        assert_eq!(
+            super::full_id(&format!("sha256:{hex}")),
+            format!("sha256:{hex}")
+        );
+        assert_eq!(super::full_id("abc"), "abc");
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams};
 
-use super::{KubeSandbox, PullPolicy};
+use super::{KubeSandbox, PullPolicy, Registry};
 use crate::sandbox::reach::{self, no_answer, Endpoint, CONNECT_TIMEOUT};
 use crate::sandbox::{RunSpec, SandboxError};
 
@@ -25,6 +25,8 @@ pub struct KubeSettings {
     pub namespace: Option<String>,
     /// When nodes pull the image.
     pub pull: PullPolicy,
+    /// Where environments go for the nodes to pull (`--registry`).
+    pub registry: Option<Registry>,
 }
 
 impl KubeSandbox {
@@ -47,6 +49,11 @@ impl KubeSandbox {
         s: &KubeSettings,
         need_namespace: bool,
     ) -> Result<Self, SandboxError> {
+        if s.registry.is_some() && s.pull == PullPolicy::Never {
+            return Err(SandboxError::Settings(
+                "--registry has the nodes pull environments, which --image-pull-policy never forbids: drop one of them".into(),
+            ));
+        }
         // No proxy to go through: kube's `http-proxy` feature is off, and
         // a kubeconfig that names one is refused below as a settings error.
         let url = &config.cluster_url;
@@ -67,6 +74,7 @@ impl KubeSandbox {
             client,
             namespace,
             pull: s.pull,
+            registry: s.registry.clone(),
             cluster,
         };
         let unreachable = |detail: String| SandboxError::ClusterUnreachable {

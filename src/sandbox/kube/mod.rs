@@ -17,6 +17,7 @@
 
 mod client;
 pub mod pod;
+pub mod registry;
 mod removal;
 mod run;
 pub mod setup;
@@ -34,6 +35,7 @@ use super::{
 use crate::workspace::Manifest;
 pub use client::{KubeSettings, DEFAULT_NAMESPACE};
 pub use pod::PullPolicy;
+pub use registry::Registry;
 use removal::PodRemoval;
 
 /// A [`Sandbox`] on one Kubernetes cluster, in one namespace.
@@ -43,6 +45,8 @@ pub struct KubeSandbox {
     pods: Api<Pod>,
     namespace: String,
     pull: PullPolicy,
+    /// Where environments built on this host go for the nodes to pull.
+    registry: Option<Registry>,
     /// The cluster's address, for messages.
     cluster: String,
 }
@@ -76,6 +80,11 @@ impl KubeSandbox {
     /// The namespace runs go to.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The registry environments are pushed to, if one was given.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_ref()
     }
 }
 
