@@ -482,7 +482,10 @@ async fn env_build_list_and_show_describe_the_same_environment() {
         .collect();
     assert_eq!(mine.len(), 1, "{listed:?}");
     assert_eq!(mine[0]["record"]["image_id"], built["image_id"]);
-    assert!(mine[0]["size_bytes"].as_u64().unwrap() > 0);
+    // Its own size is what the install added, not the shared base.
+    let own = mine[0]["size_bytes"].as_u64().unwrap();
+    let whole = mine[0]["image_bytes"].as_u64().unwrap();
+    assert!(own > 0 && own < whole / 2, "{}", mine[0]);
 
     let shown: Value = serde_json::from_str(&autodev(&["env", "show", &key[..12]])).unwrap();
     assert_eq!(shown["image"], built["image"]);

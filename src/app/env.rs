@@ -91,9 +91,10 @@ async fn list(json: bool, engines: &EngineArgs) -> Result<ExitCode> {
             autodev::outln!("{}", serde_json::to_string(&l)?);
         } else {
             autodev::outln!(
-                "{}\t{:.1} MB\t{}\t{}",
+                "{}\t{:.1} MB ({:.1} MB with its base)\t{}\t{}",
                 l.image,
                 l.size_bytes as f64 / 1e6,
+                l.image_bytes as f64 / 1e6,
                 l.record.profile,
                 l.record.setup
             );

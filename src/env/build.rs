@@ -186,11 +186,28 @@ impl Egress {
             .create_setup_network(&format!("autodev-setup-{suffix}"), &bridge, labels)
             .await?;
         egress.network = Some(id);
+        // Docker makes the bridge with the network; Podman's network
+        // backend when the first container joins. A Docker bridge that is
+        // not here means an engine elsewhere, which the proxy cannot serve.
+        let early = docker.flavor() != crate::sandbox::docker::Flavor::Docker;
+        if !early
+            && !std::path::Path::new("/sys/class/net")
+                .join(&bridge)
+                .exists()
+        {
+            egress.close().await;
+            return Err(EnvError::Unsupported(format!(
+                "the set-up's network is not on this host: {} runs elsewhere (or in another \
+                 network namespace), and the set-up's egress proxy must listen on that \
+                 network's gateway; build environments on an engine of this host",
+                docker.name()
+            )));
+        }
         let cfg = ProxyConfig {
             allow: allow.clone(),
             upstream: settings.upstream,
         };
-        let proxy = match EgressProxy::start(gateway, cfg).await {
+        let proxy = match EgressProxy::start(gateway, cfg, early).await {
             Ok(p) => p,
             Err(e) => {
                 egress.close().await;

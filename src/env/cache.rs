@@ -149,8 +149,11 @@ pub struct Listed {
     pub image: String,
     /// Its record.
     pub record: EnvRecord,
-    /// Its size on the engine, in bytes.
+    /// What it adds to its base image, in bytes: what removing it frees
+    /// (the base is shared with the profile's runs and other environments).
     pub size_bytes: u64,
+    /// The whole image, base included, in bytes.
+    pub image_bytes: u64,
     /// When a run last used it (Unix seconds), if this host knows.
     pub last_used: Option<u64>,
 }
@@ -173,32 +176,58 @@ pub async fn list(docker: &DockerSandbox) -> Result<Vec<Listed>, EnvError> {
             })
         })?;
     let mut out = Vec::new();
+    // Base images' sizes, each asked once.
+    let mut bases: HashMap<String, Option<u64>> = HashMap::new();
     for i in images {
         let Some(record) = i.labels.get(RECORD_LABEL).and_then(|h| decode(h)) else {
             continue;
         };
+        // Podman files a short name as `docker.io/NAME` (or
+        // `localhost/NAME`); the name autodev gave is the one shown.
         let image = i
             .repo_tags
             .iter()
+            .map(|t| {
+                ["docker.io/", "localhost/"]
+                    .iter()
+                    .find_map(|p| t.strip_prefix(p))
+                    .unwrap_or(t)
+            })
             .find(|t| t.starts_with(super::IMAGE_REPO))
-            .cloned()
-            .unwrap_or_else(|| i.id.clone());
+            .map_or_else(|| i.id.clone(), str::to_string);
         let used = last_used(&record.key)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
             .unwrap_or(i.created.max(0) as u64);
+        let whole = i.size.max(0) as u64;
+        let base = match bases.get(&record.base_image_id) {
+            Some(size) => *size,
+            None => {
+                let size = image_size(docker, &record.base_image_id).await;
+                bases.insert(record.base_image_id.clone(), size);
+                size
+            }
+        };
         out.push(Listed {
             image,
             record: EnvRecord {
                 image_id: i.id.clone(),
                 ..record
             },
-            size_bytes: i.size.max(0) as u64,
+            // A base removed since is held by this image alone: all of it
+            // is this image's.
+            size_bytes: whole.saturating_sub(base.unwrap_or(0)),
+            image_bytes: whole,
             last_used: Some(used),
         });
     }
     out.sort_by_key(|l| l.last_used);
     Ok(out)
+}
+
+async fn image_size(docker: &DockerSandbox, id: &str) -> Option<u64> {
+    let i = docker.client().inspect_image(id).await.ok()?;
+    u64::try_from(i.size?).ok()
 }
 
 /// The environments of `all` (least recently used first) that must go
@@ -271,6 +300,7 @@ mod tests {
             image: name.into(),
             record: record(),
             size_bytes: size,
+            image_bytes: size + 1000,
             last_used: Some(used),
         };
         let all = vec![l("old", 30, 1), l("mid", 50, 2), l("new", 40, 3)];

@@ -43,10 +43,15 @@ pub struct EgressProxy {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// A listener on `bind` that may be made before `bind` is this host's:
-/// Podman's network backend gives a network's bridge its gateway address
-/// only when the first container joins, and the proxy must listen first.
-fn listen(bind: IpAddr) -> std::io::Result<TcpListener> {
+/// A listener on `bind`; with `early`, made before `bind` is this host's
+/// (Podman's network backend gives a network's bridge its gateway address
+/// only when the first container joins, and the proxy must listen first).
+fn listen(bind: IpAddr, early: bool) -> std::io::Result<TcpListener> {
+    if !early {
+        let std = std::net::TcpListener::bind((bind, 0))?;
+        std.set_nonblocking(true)?;
+        return TcpListener::from_std(std);
+    }
     use std::os::fd::AsRawFd;
     let (socket, level, option) = match bind {
         IpAddr::V4(_) => (
@@ -80,9 +85,10 @@ fn listen(bind: IpAddr) -> std::io::Result<TcpListener> {
 }
 
 impl EgressProxy {
-    /// Listens on `bind` (a port the system picks) and serves until stopped.
-    pub async fn start(bind: IpAddr, cfg: ProxyConfig) -> std::io::Result<Self> {
-        let listener = listen(bind)?;
+    /// Listens on `bind` (a port the system picks) and serves until
+    /// stopped; with `early`, even before `bind` is an address of this host.
+    pub async fn start(bind: IpAddr, cfg: ProxyConfig, early: bool) -> std::io::Result<Self> {
+        let listener = listen(bind, early)?;
         let addr = listener.local_addr()?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let cfg = Arc::new(cfg);
@@ -433,6 +439,16 @@ mod tests {
     /// Against a loopback server standing in for an upstream: allowed names
     /// reach it (unresolved), others are refused and recorded.
     #[tokio::test]
+    async fn an_early_listener_waits_for_its_address_and_a_plain_one_refuses_it() {
+        // An address of no interface here (documentation range): binding
+        // sends nothing anywhere.
+        let absent: IpAddr = "192.0.2.77".parse().unwrap();
+        assert!(listen(absent, false).is_err());
+        let early = listen(absent, true).expect("a free bind");
+        assert_eq!(early.local_addr().unwrap().ip(), absent);
+    }
+
+    #[tokio::test]
     async fn allowed_requests_go_through_and_the_rest_are_refused_and_recorded() {
         let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin_addr = origin.local_addr().unwrap();
@@ -460,7 +476,7 @@ mod tests {
             allow: Allowlist::new(vec![AllowEntry::parse("modules.test").unwrap()]),
             upstream: Some(origin_addr),
         };
-        let proxy = EgressProxy::start("127.0.0.1".parse().unwrap(), cfg)
+        let proxy = EgressProxy::start("127.0.0.1".parse().unwrap(), cfg, false)
             .await
             .unwrap();
         let got = ask(
@@ -509,7 +525,7 @@ mod tests {
             allow: Allowlist::new(vec![AllowEntry::parse("localhost").unwrap()]),
             upstream: None,
         };
-        let proxy = EgressProxy::start("127.0.0.1".parse().unwrap(), cfg)
+        let proxy = EgressProxy::start("127.0.0.1".parse().unwrap(), cfg, false)
             .await
             .unwrap();
         let got = ask(proxy.addr(), "CONNECT localhost:9 HTTP/1.1\r\n\r\n").await;
