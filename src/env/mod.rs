@@ -17,6 +17,8 @@
 //! build it once; a build that fails or is interrupted commits nothing.
 
 pub mod allow;
+mod backends;
+pub use backends::ensure_on;
 mod build;
 pub use build::{probe_egress, EgressProbe};
 pub mod cache;
@@ -257,16 +259,31 @@ fn sha256_hex(bytes: &[u8]) -> String {
     crate::workspace::hex(&Sha256::digest(bytes))
 }
 
-/// Finds or builds the environment `plan` describes for `spec`'s run,
-/// on `docker`. The set-up's output goes to `sink` as it comes.
+/// What an environment is wanted for: the run, the plan for its
+/// project, and the set-up's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// The run (its image is the environment's base; its limits the set-up's).
+    pub spec: &'a RunSpec,
+    /// The manifests and install step.
+    pub plan: &'a Plan,
+    /// The allowlist, limits and cache choices.
+    pub settings: &'a SetupSettings,
+}
+
+/// Finds or builds the environment `want` describes on `docker`. The
+/// set-up's output goes to `sink` as it comes.
 pub async fn ensure(
     docker: &DockerSandbox,
-    spec: &RunSpec,
-    plan: &Plan,
-    settings: &SetupSettings,
+    want: Want<'_>,
     sink: &mut dyn OutputSink,
     cancel: &CancellationToken,
 ) -> Result<EnvRecord, EnvError> {
+    let Want {
+        spec,
+        plan,
+        settings,
+    } = want;
     let t0 = std::time::Instant::now();
     let base = docker
         .image_id(&spec.image)
@@ -300,79 +317,6 @@ pub async fn ensure(
     };
     cache::touch(&key);
     Ok(record)
-}
-
-/// The environment `spec`'s project needs under `profile`, found or built
-/// for the backend that runs the tests; `None` when there is nothing to
-/// install. Docker engines: built on the first and copied to the others.
-/// Kubernetes: built on this host's engine and pushed to `--registry`.
-/// Pool runs have no set-up phase: a project that needs one gets
-/// [`EnvError::Unsupported`] (the caller may go on without it).
-pub async fn ensure_on(
-    sandbox: &AnySandbox,
-    spec: &RunSpec,
-    profile: &str,
-    settings: &SetupSettings,
-    sink: &mut dyn OutputSink,
-    cancel: &CancellationToken,
-) -> Result<Option<EnvRecord>, EnvError> {
-    let Some(plan) = plan(&spec.workspace, profile, &settings.mode)? else {
-        return Ok(None);
-    };
-    let record = match sandbox {
-        AnySandbox::Docker(fleet) => on_engines(fleet, spec, &plan, settings, sink, cancel).await?,
-        AnySandbox::Kube(k) => {
-            let Some(registry) = k.registry() else {
-                return Err(unsupported(
-                    &plan,
-                    "a cluster cannot see an image built here: pass --registry HOST:PORT, \
-                     a registry this host's engine pushes to and the nodes pull from",
-                ));
-            };
-            let builder = DockerSandbox::connect().await?;
-            let mut record = ensure(&builder, spec, &plan, settings, sink, cancel).await?;
-            let t0 = std::time::Instant::now();
-            let pinned =
-                publish::publish(&builder, &record, registry, settings.timeout, cancel).await?;
-            record.setup_ms += t0.elapsed().as_millis() as u64;
-            record.pulled_from = Some(pinned);
-            record
-        }
-        AnySandbox::Socket(_) => {
-            return Err(unsupported(
-                &plan,
-                "sandboxes started ahead by `autodev pool` run the profile's image only",
-            ))
-        }
-    };
-    Ok(Some(record))
-}
-
-/// Built on the fleet's first engine, copied to the others.
-async fn on_engines(
-    fleet: &crate::sandbox::docker::fleet::DockerFleet,
-    spec: &RunSpec,
-    plan: &Plan,
-    settings: &SetupSettings,
-    sink: &mut dyn OutputSink,
-    cancel: &CancellationToken,
-) -> Result<EnvRecord, EnvError> {
-    let first = fleet.first();
-    let record = ensure(first, spec, plan, settings, sink, cancel).await?;
-    for other in fleet.engines().skip(1) {
-        if !other.has_image(&record.image_id).await? {
-            crate::images::push(first, other, &record.image).await?;
-        }
-    }
-    Ok(record)
-}
-
-fn unsupported(plan: &Plan, why: &str) -> EnvError {
-    EnvError::Unsupported(format!(
-        "this project needs a set-up phase ({}), and {why}; \
-         pass --no-setup to run its tests without it",
-        plan.install
-    ))
 }
 
 /// Which profile's environment a run gets, and how it is made.
