@@ -54,6 +54,59 @@ async fn daemonised_child_does_not_survive_the_run() {
     );
 }
 
+/// Orphans (a child whose parent exits first) go to the sandbox's init,
+/// which must reap them: 300 of them, in bursts under the process limit,
+/// leave no zombie, and the run ends by its own exit, under runc and runsc.
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn orphans_are_reaped_and_leave_no_zombie() {
+    let sb = require_docker!();
+    let script = r#"
+import os, time
+for burst in range(6):
+    for _ in range(50):
+        pid = os.fork()
+        if pid == 0:
+            if os.fork() == 0:
+                time.sleep(0.05)
+                os._exit(0)
+            os._exit(0)
+        os.waitpid(pid, 0)
+    time.sleep(0.3)
+time.sleep(1.5)
+zombies = []
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            status = open(f"/proc/{p}/status").read()
+        except OSError:
+            continue
+        if "\nState:\tZ" in status:
+            zombies.append(p)
+print("zombies:", len(zombies))
+raise SystemExit(3 if zombies else 0)
+"#;
+    let out = run(&sb, "orphans", &[("reap.py", script)], "python3 reap.py").await;
+    assert_eq!(out.verdict, Verdict::Passed, "{out:?}");
+    assert!(out.stdout.text.contains("zombies: 0"), "{out:?}");
+}
+
+/// A named pipe made and used in the workspace and in /tmp: one end writes,
+/// the other reads, and the run ends by its own exit.
+#[ignore = "needs Docker: run with --include-ignored"]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_in_the_workspace_carries_data() {
+    let sb = require_docker!();
+    let cmd = "for d in /workspace /tmp; do mkfifo $d/p && test -p $d/p || exit 4; \
+               (echo through-$d > $d/p &); read line < $d/p; echo \"$line\"; rm $d/p; done";
+    let out = run(&sb, "fifo", &[], cmd).await;
+    assert_eq!(out.verdict, Verdict::Passed, "{out:?}");
+    assert_eq!(
+        out.stdout.text, "through-/workspace\nthrough-/tmp\n",
+        "{out:?}"
+    );
+}
+
 #[ignore = "needs Docker: run with --include-ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn interleaved_floods_on_both_streams_are_captured_and_bounded() {
