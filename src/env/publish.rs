@@ -38,6 +38,9 @@ pub(super) async fn publish(
         registry: registry.to_string(),
         message,
     };
+    // The push's tag is shared by every run of this environment on this
+    // engine (16 batch tasks, say): one at a time tags, pushes and untags.
+    let _lock = super::cache::lock(&record.key, limit + Duration::from_secs(60), cancel).await?;
     let client = docker.client();
     client
         .tag_image(
@@ -49,44 +52,19 @@ pub(super) async fn publish(
         )
         .await
         .map_err(|e| fail(format!("tagging the environment: {e}")))?;
-    let pushed = async {
-        let mut stream = std::pin::pin!(client.push_image(
-            &repository,
-            Some(PushImageOptions {
-                tag: Some(tag.to_string()),
-                ..Default::default()
-            }),
-            credentials(registry.host()),
-        ));
-        while let Some(item) = stream.next().await {
-            item.map_err(|e| fail(e.to_string()))?;
-        }
-        Ok::<_, EnvError>(())
-    };
-    tokio::select! {
-        r = tokio::time::timeout(limit, pushed) => match r {
-            Ok(r) => r?,
-            Err(_) => return Err(fail(format!(
+    let pushed = tokio::select! {
+        r = tokio::time::timeout(limit, push(docker, record, &repository, tag, registry)) => match r {
+            Ok(r) => r.map_err(fail),
+            Err(_) => Err(fail(format!(
                 "no end to the push within {}",
                 humantime::format_duration(limit)
             ))),
         },
-        _ = cancel.cancelled() => return Err(EnvError::Sandbox(SandboxError::Interrupted)),
-    }
-    // The engine files the digest the registry gave the pushed manifest.
-    let digests = client
-        .inspect_image(&record.image_id)
-        .await
-        .map_err(|e| fail(format!("reading the pushed digest: {e}")))?
-        .repo_digests
-        .unwrap_or_default();
-    let found = pinned(&digests, &repository).ok_or_else(|| {
-        fail(format!(
-            "the engine filed no digest for {repository} after the push"
-        ))
-    });
-    // The registry's name for it was only the push's: the environment
-    // stays filed under its own tag, which `env list` and `prune` know.
+        _ = cancel.cancelled() => Err(EnvError::Sandbox(SandboxError::Interrupted)),
+    };
+    // The registry's name for it was only the push's, on every path: the
+    // environment stays filed under its own tag, which `env list` and
+    // `prune` know.
     let _ = client
         .remove_image(
             &format!("{repository}:{tag}"),
@@ -97,7 +75,38 @@ pub(super) async fn publish(
             None,
         )
         .await;
-    found
+    pushed
+}
+
+/// The push itself, and the digest the engine filed for it.
+async fn push(
+    docker: &DockerSandbox,
+    record: &EnvRecord,
+    repository: &str,
+    tag: &str,
+    registry: &Registry,
+) -> Result<String, String> {
+    let client = docker.client();
+    let mut stream = std::pin::pin!(client.push_image(
+        repository,
+        Some(PushImageOptions {
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        }),
+        credentials(registry.host()),
+    ));
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| e.to_string())?;
+    }
+    // The engine files the digest the registry gave the pushed manifest.
+    let digests = client
+        .inspect_image(&record.image_id)
+        .await
+        .map_err(|e| format!("reading the pushed digest: {e}"))?
+        .repo_digests
+        .unwrap_or_default();
+    pinned(&digests, repository)
+        .ok_or_else(|| format!("the engine filed no digest for {repository} after the push"))
 }
 
 /// The digest reference of `repository` among an image's repo digests.
