@@ -218,28 +218,39 @@ fn environment_through_the_registry(cluster: &Cluster) {
     let files = serde_json::json!({"requirements.txt": requirements,
         "test_six.py": "import six\n\ndef test_six():\n    assert six.PY3\n"});
     let lines: Vec<String> = (0..6)
-        .map(|i| serde_json::json!({"id": format!("e{i}"), "files": files, "runner": test}).to_string())
+        .map(|i| {
+            serde_json::json!({"id": format!("e{i}"), "files": files, "runner": test}).to_string()
+        })
         .collect();
     std::fs::write(dir.path().join("tasks.jsonl"), lines.join("\n")).unwrap();
     let out = autodev(cluster)
         .current_dir(dir.path())
-        .args(["batch", "tasks.jsonl", "--out", "results.jsonl", "--jobs", "4"])
-        .args(["--backend", "kubernetes", "--image", &common::image()])
+        .args([
+            "batch",
+            "tasks.jsonl",
+            "--out",
+            "results.jsonl",
+            "--jobs",
+            "4",
+        ])
+        .args(["--backend", "kubernetes"])
         .args(args)
         .sandboxed(&label)
         .output()
         .unwrap();
     let text = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap_or_default();
-    let results: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(
-        results.len(),
-        6,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let results: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 6, "{}", String::from_utf8_lossy(&out.stderr));
     for r in &results {
         assert_eq!(r["verdict"], "passed", "{r}");
-        assert_eq!(r["record"]["environment"]["pulled_from"], pulled.as_str(), "{r}");
+        assert_eq!(
+            r["record"]["environment"]["pulled_from"],
+            pulled.as_str(),
+            "{r}"
+        );
     }
 
     no_pod_left(cluster, &label);
