@@ -6,7 +6,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ensure, plan, publish, EnvError, EnvRecord, Plan, SetupSettings, Want};
 use crate::sandbox::docker::fleet::DockerFleet;
-use crate::sandbox::docker::DockerSandbox;
 use crate::sandbox::kube::KubeSandbox;
 use crate::sandbox::{AnySandbox, OutputSink, RunSpec};
 
@@ -70,18 +69,27 @@ async fn for_cluster(
     sink: &mut dyn OutputSink,
     cancel: &CancellationToken,
 ) -> Result<EnvRecord, EnvError> {
-    let Some(registry) = cluster.registry() else {
+    let Some(route) = cluster.environments() else {
         return Err(unsupported(
             want.plan,
             "a cluster cannot see an image built here: pass --registry HOST:PORT, \
              a registry this host's engine pushes to and the nodes pull from",
         ));
     };
-    let builder = DockerSandbox::connect().await?;
-    let mut record = ensure(&builder, want, sink, cancel).await?;
+    let builder = route.builder().await?;
+    let mut record = ensure(builder, want, sink, cancel).await?;
     let t0 = std::time::Instant::now();
-    let limit = want.settings.timeout;
-    let pinned = publish::publish(&builder, &record, registry, limit, cancel).await?;
+    // Pushed once per process: a batch's other tasks find the digest here.
+    let pinned = match route.pushed(&record.image_id) {
+        Some(pinned) => pinned,
+        None => {
+            let limit = want.settings.timeout;
+            let registry = route.registry();
+            let pinned = publish::publish(builder, &record, registry, limit, cancel).await?;
+            route.remember(&record.image_id, &pinned);
+            pinned
+        }
+    };
     // On a hit as on a miss, the push is part of what the set-up cost.
     record.setup_ms += t0.elapsed().as_millis() as u64;
     record.pulled_from = Some(pinned);

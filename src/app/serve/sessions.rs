@@ -141,14 +141,19 @@ pub(crate) struct Sessions {
     /// Bytes a session's files may add up to.
     pub(crate) max_bytes: u64,
     /// Sessions one key may hold at once (`--max-sessions`).
-    pub(crate) max_per_key: usize,
+    max_per_key: usize,
     map: Mutex<HashMap<String, Arc<Session>>>,
 }
 
 impl Sessions {
     /// The sessions under `root`, those a previous run of the service left
     /// included (expired ones are removed).
-    pub(crate) fn open(root: PathBuf, idle: Duration, max_bytes: u64) -> std::io::Result<Self> {
+    pub(crate) fn open(
+        root: PathBuf,
+        idle: Duration,
+        max_bytes: u64,
+        max_per_key: usize,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
         let mut map = HashMap::new();
         for e in std::fs::read_dir(&root)? {
@@ -179,7 +184,7 @@ impl Sessions {
             root,
             idle,
             max_bytes,
-            max_per_key: usize::MAX,
+            max_per_key,
             map: Mutex::new(map),
         })
     }
@@ -481,7 +486,7 @@ mod tests {
     fn a_session_holds_confined_regular_files_within_its_cap_and_survives_a_reopen() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("sessions");
-        let s = Sessions::open(root.clone(), Duration::from_secs(3600), 100).unwrap();
+        let s = Sessions::open(root.clone(), Duration::from_secs(3600), 100, usize::MAX).unwrap();
         let ok = tar_with(&[("a/b.txt", tar::EntryType::Regular, b"hi")]);
         let ses = s.create("k", Init::Tar(&ok)).unwrap();
         assert_eq!(paths_and_sizes(&ses.ws()), [("a/b.txt".to_string(), 2)]);
@@ -521,7 +526,7 @@ mod tests {
             .unwrap_err()
             .contains("symlink"));
         assert!(s.get(&ses.id, "other").is_none());
-        let again = Sessions::open(root, Duration::from_secs(3600), 100).unwrap();
+        let again = Sessions::open(root, Duration::from_secs(3600), 100, usize::MAX).unwrap();
         assert!(
             again.get(&ses.id, "k").is_some(),
             "sessions survive a restart"
@@ -562,11 +567,10 @@ mod tests {
     #[tokio::test]
     async fn idle_sessions_expire_and_removed_ones_are_gone() {
         let d = tempfile::tempdir().unwrap();
-        let s = Sessions::open(d.path().to_path_buf(), Duration::ZERO, 100).unwrap();
+        let s = Sessions::open(d.path().to_path_buf(), Duration::ZERO, 100, usize::MAX).unwrap();
         let a = s.create("k", Init::Empty).unwrap();
         let b = s.create("k", Init::Empty).unwrap();
-        let mut capped = Sessions::open(d.path().join("capped"), Duration::ZERO, 100).unwrap();
-        capped.max_per_key = 1;
+        let capped = Sessions::open(d.path().join("capped"), Duration::ZERO, 100, 1).unwrap();
         assert!(capped.room_for("k").is_ok());
         capped.create("k", Init::Empty).unwrap();
         assert_eq!(capped.room_for("k"), Err(1), "one key at its cap");

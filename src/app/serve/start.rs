@@ -181,16 +181,13 @@ fn open_state(args: &ServeArgs, defaults: &RunSpec) -> Result<Stored> {
     Ok(Stored {
         keys: KeyStore::open(&state).map_err(key_error)?,
         usage: usage::Ledger::open(&state).map_err(|e| bad("usage file: ", e))?,
-        sessions: {
-            let mut s = sessions::Sessions::open(
-                state.join("sessions"),
-                args.session_idle,
-                defaults.limits.max_copy_bytes,
-            )
-            .map_err(|e| bad("sessions: ", e))?;
-            s.max_per_key = args.max_sessions as usize;
-            s
-        },
+        sessions: sessions::Sessions::open(
+            state.join("sessions"),
+            args.session_idle,
+            defaults.limits.max_copy_bytes,
+            args.max_sessions as usize,
+        )
+        .map_err(|e| bad("sessions: ", e))?,
         batches: batches::Batches::open(state.join("batches"), args.keep_batches)
             .map_err(|e| bad("batches: ", e))?,
     })

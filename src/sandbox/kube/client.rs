@@ -74,7 +74,7 @@ impl KubeSandbox {
             client,
             namespace,
             pull: s.pull,
-            registry: s.registry.clone(),
+            envs: s.registry.clone().map(super::EnvRoute::new),
             cluster,
         };
         let unreachable = |detail: String| SandboxError::ClusterUnreachable {

@@ -35,7 +35,7 @@ use super::{
 use crate::workspace::Manifest;
 pub use client::{KubeSettings, DEFAULT_NAMESPACE};
 pub use pod::PullPolicy;
-pub use registry::Registry;
+pub use registry::{EnvRoute, Registry};
 use removal::PodRemoval;
 
 /// A [`Sandbox`] on one Kubernetes cluster, in one namespace.
@@ -46,7 +46,7 @@ pub struct KubeSandbox {
     namespace: String,
     pull: PullPolicy,
     /// Where environments built on this host go for the nodes to pull.
-    registry: Option<Registry>,
+    envs: Option<EnvRoute>,
     /// The cluster's address, for messages.
     cluster: String,
 }
@@ -82,9 +82,9 @@ impl KubeSandbox {
         &self.namespace
     }
 
-    /// The registry environments are pushed to, if one was given.
-    pub fn registry(&self) -> Option<&Registry> {
-        self.registry.as_ref()
+    /// How environments reach the nodes, if a registry was given.
+    pub fn environments(&self) -> Option<&EnvRoute> {
+        self.envs.as_ref()
     }
 }
 

@@ -4,7 +4,56 @@
 //! built here is pushed to a registry the nodes can pull from, and the pod
 //! names it by digest, so what runs is exactly what was built.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::sandbox::docker::DockerSandbox;
+use crate::sandbox::SandboxError;
+
+/// What the runs of one cluster share for their environments: the
+/// registry, this host's engine that builds and pushes (connected once,
+/// when first needed: a cluster user may have no engine here), and the
+/// digests already pushed, so a batch pushes each environment once.
+#[derive(Debug, Clone)]
+pub struct EnvRoute {
+    registry: Registry,
+    builder: Arc<tokio::sync::OnceCell<DockerSandbox>>,
+    pushed: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl EnvRoute {
+    /// A route through `registry`, nothing connected or pushed yet.
+    pub fn new(registry: Registry) -> Self {
+        EnvRoute {
+            registry,
+            builder: Arc::default(),
+            pushed: Arc::default(),
+        }
+    }
+
+    /// Where environments are pushed.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// This host's engine (`DOCKER_HOST` or the local socket).
+    pub async fn builder(&self) -> Result<&DockerSandbox, SandboxError> {
+        self.builder.get_or_try_init(DockerSandbox::connect).await
+    }
+
+    /// The digest reference this process pushed image `image_id` as.
+    pub fn pushed(&self, image_id: &str) -> Option<String> {
+        let map = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(image_id).cloned()
+    }
+
+    /// Notes that `image_id` was pushed as `pinned`.
+    pub fn remember(&self, image_id: &str, pinned: &str) {
+        let mut map = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(image_id.to_string(), pinned.to_string());
+    }
+}
 
 /// `HOST[:PORT][/PATH]`: where environments are pushed, as the nodes'
 /// engines name it (the same name must work for this host's engine).
