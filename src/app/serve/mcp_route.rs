@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::http::{body_error, ApiError, Route, Svc};
-use super::sessions::{list, Init, Session};
+use super::sessions::{list, CreateError, Init, Session};
 use super::{OnSession, Refusal, Tenant};
 use crate::app::mcp::protocol::{self, ToolHost};
 use crate::app::mcp::tools::{self, Answer, CallError};
@@ -226,14 +226,13 @@ async fn message(
     let session = match named_session(&svc, &t, &headers)? {
         Some(s) => s,
         // A new MCP session: a new, empty session of the key's.
-        None if initialize => {
-            svc.sessions
-                .room_for(&t.name)
-                .map_err(ApiError::too_many_sessions)?;
-            svc.sessions
-                .create(&t.name, Init::Empty)
-                .map_err(|e| ApiError::of(ErrorClass::Internal, e))?
-        }
+        None if initialize => svc
+            .sessions
+            .create(&t.name, Init::Empty)
+            .map_err(|e| match e {
+                CreateError::Full(held) => ApiError::too_many_sessions(held),
+                CreateError::Failed(why) => ApiError::of(ErrorClass::Internal, why),
+            })?,
         None => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

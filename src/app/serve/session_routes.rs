@@ -13,7 +13,7 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use super::http::{answer, body_error, ApiError, Route, RunQuery, Svc};
-use super::sessions::{list, Init, Session};
+use super::sessions::{list, CreateError, Init, Session};
 use super::Tenant;
 use autodev::error::ErrorClass;
 
@@ -93,10 +93,10 @@ async fn create(
             None => Init::Empty,
         }
     };
-    svc.sessions
-        .room_for(&t.name)
-        .map_err(ApiError::too_many_sessions)?;
-    let s = svc.sessions.create(&t.name, init).map_err(bad)?;
+    let s = svc.sessions.create(&t.name, init).map_err(|e| match e {
+        CreateError::Full(held) => ApiError::too_many_sessions(held),
+        CreateError::Failed(why) => bad(why),
+    })?;
     Ok((StatusCode::CREATED, Json(s.info())).into_response())
 }
 

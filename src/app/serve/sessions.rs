@@ -49,6 +49,15 @@ pub(crate) enum Init<'a> {
     Tar(&'a [u8]),
 }
 
+/// Why a session was not made.
+#[derive(Debug)]
+pub(crate) enum CreateError {
+    /// The key holds this many sessions, its most (`--max-sessions`).
+    Full(usize),
+    /// Its files could not be written (a bad archive, say).
+    Failed(String),
+}
+
 /// One file of a session, as its listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub(crate) struct Listed {
@@ -196,7 +205,7 @@ impl Sessions {
     /// Whether `key` may make another session: `Err` with how many it
     /// holds when it is at `max_per_key` (each one is a folder on this
     /// host until it is removed or idles out).
-    pub(crate) fn room_for(&self, key: &str) -> Result<(), usize> {
+    fn room_for(&self, key: &str) -> Result<(), usize> {
         let held = self.lock().values().filter(|s| s.key == key).count();
         if held >= self.max_per_key {
             Err(held)
@@ -205,8 +214,11 @@ impl Sessions {
         }
     }
 
-    /// Makes a session of `key`'s, filled from `init`.
-    pub(crate) fn create(&self, key: &str, init: Init<'_>) -> Result<Arc<Session>, String> {
+    /// Makes a session of `key`'s, filled from `init`, unless the key
+    /// holds its most already (checked before the files are written, and
+    /// again as the session is entered, so callers at once cannot pass it).
+    pub(crate) fn create(&self, key: &str, init: Init<'_>) -> Result<Arc<Session>, CreateError> {
+        self.room_for(key).map_err(CreateError::Full)?;
         let id = format!("ses_{:016x}", fastrand::u64(..));
         let dir = self.root.join(&id);
         let made = std::fs::create_dir_all(dir.join("ws"))
@@ -223,7 +235,7 @@ impl Sessions {
             .and_then(|()| write_json(&dir.join("meta.json"), &meta).map_err(|e| e.to_string()))
         {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
+            return Err(CreateError::Failed(e));
         }
         let s = Arc::new(Session {
             id: id.clone(),
@@ -232,7 +244,14 @@ impl Sessions {
             lock: tokio::sync::Mutex::new(()),
             meta: Mutex::new(meta),
         });
-        self.lock().insert(id, s.clone());
+        let mut map = self.lock();
+        let held = map.values().filter(|s| s.key == key).count();
+        if held >= self.max_per_key {
+            drop(map);
+            let _ = std::fs::remove_dir_all(&s.dir);
+            return Err(CreateError::Full(held));
+        }
+        map.insert(id, s.clone());
         Ok(s)
     }
 
@@ -502,7 +521,10 @@ mod tests {
                 "cap",
             ),
         ] {
-            let e = s.create("k", Init::Tar(&bad)).unwrap_err();
+            let e = match s.create("k", Init::Tar(&bad)).unwrap_err() {
+                CreateError::Failed(why) => why,
+                full => panic!("{full:?}"),
+            };
             assert!(e.contains(says), "{e}");
         }
         assert_eq!(
@@ -574,6 +596,10 @@ mod tests {
         assert!(capped.room_for("k").is_ok());
         capped.create("k", Init::Empty).unwrap();
         assert_eq!(capped.room_for("k"), Err(1), "one key at its cap");
+        assert!(matches!(
+            capped.create("k", Init::Empty),
+            Err(CreateError::Full(1))
+        ));
         assert!(capped.room_for("other").is_ok(), "another key is not");
         assert!(!s.remove(&a.id, "other").await);
         assert!(s.remove(&a.id, "k").await);
